@@ -1,0 +1,41 @@
+# Two commands set everything up on a machine that has only python3 (3.11):
+#   make demo   install, then run the main job end to end on the embedded defaults
+#   make test   install, then run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+# uv comes from PyPI into a private tool venv when it is not on PATH already.
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON ?= 3.11
+
+.PHONY: help install demo test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+install: $(UV)  ## create .venv from uv.lock (exact versions)
+	$(UV) sync --frozen
+
+demo: install  ## simulate a year of customers, load the lake, print a summary
+	$(UV) run --frozen nudge demo
+
+test: install  ## run the whole test suite
+	$(UV) run --frozen pytest
+
+lint: install  ## ruff check + format check
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+format: install  ## apply ruff fixes and formatting
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen ruff format .
+
+bench: install  ## run the benchmarks (results go in BENCHMARKS.md by hand)
+	$(UV) run --frozen python bench/simulate.py
+
+clean:  ## remove the environments and local state
+	rm -rf .venv .tools .nudge .pytest_cache .ruff_cache
