@@ -1,0 +1,328 @@
+"""The event lake: Parquet files under ``$NUDGE_HOME/lake/events/date=YYYY-MM-DD/``.
+
+Appending is idempotent by `event_id` (a batch's events already in the lake are counted as
+duplicates and skipped), and files appear atomically (written aside, then renamed into place), so
+a reader never sees half a file. Reads go through DuckDB with partition pruning on the UTC date.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from engine.events import Event, event_amount
+
+__all__ = [
+    "LAKE_SCHEMA",
+    "AppendResult",
+    "EventLake",
+    "LakeError",
+    "LakeInfo",
+    "events_to_table",
+]
+
+LAKE_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("properties", pa.string()),  # JSON object
+        pa.field("amount", pa.float64()),  # money value from the properties (see AMOUNT_KEYS)
+        pa.field("session_id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("device", pa.string()),
+        pa.field("location", pa.string()),  # JSON object
+    ]
+)
+REQUIRED_COLUMNS = ("event_id", "customer_id", "event_type", "timestamp")
+
+
+class LakeError(ValueError):
+    """A batch that does not fit the lake's schema; the message names the column."""
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one append did: rows received, rows added, rows skipped as already present."""
+
+    received: int
+    added: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class LakeInfo:
+    """A summary of what the lake holds."""
+
+    root: Path
+    events: int
+    customers: int
+    profiles: int
+    first_event: datetime | None
+    last_event: datetime | None
+    partitions: int
+    files: int
+    bytes_on_disk: int
+    events_per_type: dict[str, int] = field(default_factory=dict)
+
+
+class EventLake:
+    """Append-only, date-partitioned store of events (and a table of customer profiles)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.events_dir = self.root / "events"
+        self.customers_path = self.root / "customers.parquet"
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(
+        self,
+        start: datetime | date | str | None = None,
+        end: datetime | date | str | None = None,
+        *,
+        event_types: Sequence[str] | None = None,
+        customer_ids: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pa.Table:
+        """Events with ``start <= timestamp < end`` (UTC; either bound optional), oldest first."""
+        wanted = list(columns) if columns else LAKE_SCHEMA.names
+        unknown = [c for c in wanted if c not in LAKE_SCHEMA.names]
+        if unknown:
+            raise LakeError(f"unknown column(s) {unknown}; the lake has {LAKE_SCHEMA.names}")
+        if not self._has_files():
+            return LAKE_SCHEMA.empty_table().select(wanted)
+        clauses, params = [], []
+        lo, hi = _as_utc(start), _as_utc(end)
+        if lo is not None:
+            clauses += ["date >= ?", "timestamp >= ?"]
+            params += [lo.date(), lo]
+        if hi is not None:
+            clauses += ["date <= ?", "timestamp < ?"]
+            params += [hi.date(), hi]
+        if event_types:
+            clauses.append("event_type IN (SELECT unnest(?))")
+            params.append(list(event_types))
+        if customer_ids is not None:
+            clauses.append("customer_id IN (SELECT unnest(?))")
+            params.append(list(customer_ids))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        select = ", ".join(f'"{c}"' for c in wanted)
+        with _duckdb() as con:
+            table = con.sql(
+                f"SELECT {select} FROM {self._scan()} {where} ORDER BY timestamp, event_id",
+                params=params,
+            ).to_arrow_table()
+        return table.cast(pa.schema([LAKE_SCHEMA.field(c) for c in wanted]))
+
+    def read_customers(self) -> pd.DataFrame:
+        """The customer profiles table (empty when none were loaded)."""
+        if not self.customers_path.exists():
+            return pd.DataFrame(columns=["customer_id"])
+        return pd.read_parquet(self.customers_path)
+
+    def info(self) -> LakeInfo:
+        """Counts, date range, per-type totals and disk usage."""
+        files = sorted(self.events_dir.glob("date=*/*.parquet")) if self.events_dir.exists() else []
+        profiles = (
+            pq.ParquetFile(self.customers_path).metadata.num_rows
+            if self.customers_path.exists()
+            else 0
+        )
+        if not files:
+            return LakeInfo(self.root, 0, 0, profiles, None, None, 0, 0, 0)
+        with _duckdb() as con:
+            events, customers, first, last = con.execute(
+                f"SELECT count(*), count(DISTINCT customer_id), min(timestamp), max(timestamp) "
+                f"FROM {self._scan()}"
+            ).fetchone()
+            per_type = dict(
+                con.execute(
+                    f"SELECT event_type, count(*) AS n FROM {self._scan()} "
+                    "GROUP BY event_type ORDER BY n DESC, event_type"
+                ).fetchall()
+            )
+        return LakeInfo(
+            root=self.root,
+            events=events,
+            customers=customers,
+            profiles=profiles,
+            first_event=first,
+            last_event=last,
+            partitions=len({f.parent for f in files}),
+            files=len(files),
+            bytes_on_disk=sum(f.stat().st_size for f in files),
+            events_per_type=per_type,
+        )
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def append(self, batch: pa.Table | pd.DataFrame) -> AppendResult:
+        """Add the batch's events whose `event_id` the lake does not hold yet."""
+        table = conform_to_schema(batch)
+        received = table.num_rows
+        if received == 0:
+            return AppendResult(0, 0, 0)
+        with self._lock():
+            fresh = self._without_known_ids(table)
+            if fresh.num_rows:
+                self._write(fresh)
+        return AppendResult(received, fresh.num_rows, received - fresh.num_rows)
+
+    def upsert_customers(self, profiles: pd.DataFrame) -> int:
+        """Insert or replace customer profiles by `customer_id`; returns the table's new size."""
+        if "customer_id" not in profiles.columns:
+            raise LakeError("customer profiles need a customer_id column")
+        profiles = profiles.assign(customer_id=profiles["customer_id"].astype(str))
+        with self._lock():
+            current = self.read_customers()
+            merged = (
+                pd.concat([current, profiles], ignore_index=True)
+                if len(current)
+                else profiles.reset_index(drop=True)
+            )
+            merged = merged.drop_duplicates("customer_id", keep="last").sort_values("customer_id")
+            tmp = self.customers_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+            merged.to_parquet(tmp, index=False)
+            os.replace(tmp, self.customers_path)
+        return len(merged)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _has_files(self) -> bool:
+        return self.events_dir.exists() and any(self.events_dir.glob("date=*/*.parquet"))
+
+    def _scan(self) -> str:
+        pattern = str(self.events_dir / "*" / "*.parquet").replace("'", "''")
+        return f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
+
+    def _without_known_ids(self, table: pa.Table) -> pa.Table:
+        if pc.count_distinct(table["event_id"]).as_py() != table.num_rows:
+            with _duckdb() as con:
+                con.register("batch", table)
+                table = con.sql(
+                    "SELECT * FROM batch QUALIFY row_number() OVER "
+                    "(PARTITION BY event_id ORDER BY timestamp) = 1"
+                ).to_arrow_table()
+        if not self._has_files():
+            return table
+        with _duckdb() as con:
+            con.register("batch", table)
+            fresh = con.sql(
+                f"SELECT batch.* FROM batch ANTI JOIN (SELECT event_id FROM {self._scan()}) known "
+                "USING (event_id)"
+            ).to_arrow_table()
+        return fresh.cast(LAKE_SCHEMA)
+
+    def _write(self, table: pa.Table) -> None:
+        table = table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+        day = pc.strftime(table["timestamp"], format="%Y-%m-%d")
+        staging = self.root / "_staging" / uuid.uuid4().hex
+        ds.write_dataset(
+            table.append_column("date", day),
+            staging,
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
+            basename_template=f"part-{uuid.uuid4().hex}-{{i}}.parquet",
+            existing_data_behavior="overwrite_or_ignore",
+            max_rows_per_group=256_000,
+        )
+        for written in staging.glob("date=*/*.parquet"):
+            target = self.events_dir / written.parent.name / written.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(written, target)
+        shutil.rmtree(staging, ignore_errors=True)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def events_to_table(events: Iterable[Event]) -> pa.Table:
+    """Validated events as a lake-shaped Arrow table."""
+    rows = [
+        {
+            "event_id": e.event_id,
+            "customer_id": e.customer_id,
+            "event_type": e.event_type,
+            "timestamp": e.timestamp.astimezone(UTC),
+            "properties": json.dumps(e.properties, separators=(",", ":")),
+            "amount": event_amount(e.properties),
+            "session_id": e.session_id,
+            "source": e.source,
+            "device": e.device,
+            "location": e.location.model_dump_json(exclude_none=True) if e.location else None,
+        }
+        for e in events
+    ]
+    return pa.Table.from_pylist(rows, schema=LAKE_SCHEMA)
+
+
+def conform_to_schema(batch: pa.Table | pd.DataFrame) -> pa.Table:
+    """Cast a batch to `LAKE_SCHEMA`: optional columns may be missing, required ones not."""
+    table = pa.Table.from_pandas(batch, preserve_index=False) if isinstance(batch, pd.DataFrame) else batch
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise LakeError(f"batch lacks required column(s) {missing}")
+    extra = [c for c in table.column_names if c not in LAKE_SCHEMA.names]
+    if extra:
+        raise LakeError(f"batch has column(s) {extra} that the lake does not know")
+    columns = []
+    for spec in LAKE_SCHEMA:
+        if spec.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, spec.type))
+            continue
+        column = table[spec.name]
+        if spec.name == "timestamp" and (
+            not pa.types.is_timestamp(column.type) or column.type.tz is None
+        ):
+            raise LakeError("timestamp must be a time-zone aware timestamp column")
+        try:
+            columns.append(column.cast(spec.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise LakeError(f"column {spec.name}: cannot read as {spec.type}: {exc}") from None
+        if not spec.nullable and columns[-1].null_count:
+            raise LakeError(f"column {spec.name} has {columns[-1].null_count} empty value(s)")
+    return pa.Table.from_arrays(columns, schema=LAKE_SCHEMA)
+
+
+@contextmanager
+def _duckdb() -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def _as_utc(value: datetime | date | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
