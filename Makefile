@@ -18,7 +18,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv
 
 install: $(UV)  ## create .venv from uv.lock (exact versions)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 demo: install  ## simulate a year of customers, load the lake, print a summary
 	$(UV) run --frozen nudge demo

@@ -75,7 +75,9 @@ class Location(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"
+    )
     region: str | None = None
     city: str | None = None
     latitude: float | None = Field(default=None, ge=-90, le=90)
@@ -130,7 +132,9 @@ class Event(BaseModel):
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise PydanticCustomError(
-                "not_json", "must be a JSON object (no NaN, no binary values): {error}", {"error": str(exc)}
+                "not_json",
+                "must be a JSON object (no NaN, no binary values): {error}",
+                {"error": str(exc)},
             ) from None
         return value
 
@@ -153,8 +157,12 @@ class CustomerProfile(BaseModel):
     email: EmailStr | None = None
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    timezone: str | None = Field(default=None, description="IANA time zone name, e.g. Europe/Berlin")
-    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+    timezone: str | None = Field(
+        default=None, description="IANA time zone name, e.g. Europe/Berlin"
+    )
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"
+    )
     language: str | None = Field(default=None, max_length=16)
     consent_email: bool = False
     consent_sms: bool = False
@@ -206,7 +214,9 @@ def describe_validation_error(error: ValidationError) -> list[str]:
         elif problem["type"] == "extra_forbidden":
             message = "is not a field of this contract"
         got = problem.get("input")
-        shown = "" if problem["type"] in {"missing"} or isinstance(got, dict) else f" (got {got!r:.60})"
+        shown = (
+            "" if problem["type"] in {"missing"} or isinstance(got, dict) else f" (got {got!r:.60})"
+        )
         lines.append(f"{path}: {message}{shown}")
     return lines
 
@@ -227,4 +237,3 @@ def event_amount(properties: dict[str, Any]) -> float | None:
             if math.isfinite(number):
                 return number
     return None
-

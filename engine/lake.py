@@ -282,7 +282,11 @@ def events_to_table(events: Iterable[Event]) -> pa.Table:
 
 def conform_to_schema(batch: pa.Table | pd.DataFrame) -> pa.Table:
     """Cast a batch to `LAKE_SCHEMA`: optional columns may be missing, required ones not."""
-    table = pa.Table.from_pandas(batch, preserve_index=False) if isinstance(batch, pd.DataFrame) else batch
+    table = (
+        pa.Table.from_pandas(batch, preserve_index=False)
+        if isinstance(batch, pd.DataFrame)
+        else batch
+    )
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise LakeError(f"batch lacks required column(s) {missing}")

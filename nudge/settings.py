@@ -41,4 +41,3 @@ class Settings(BaseSettings):
     def rejects_dir(self) -> Path:
         """Where `nudge import` writes rows it could not accept, with the reason."""
         return self.home.resolve() / "rejects"
-

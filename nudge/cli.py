@@ -1,0 +1,289 @@
+"""The `nudge` command line. Composition only: parse, call the packages, print.
+
+Heavy libraries (pandas, pyarrow, duckdb, and later feast, mlflow, prefect, lightgbm) are imported
+inside the commands, so that `nudge --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from nudge.console import StepPrinter, console, fail
+
+if TYPE_CHECKING:
+    from nudge.settings import Settings
+
+app = typer.Typer(
+    name="nudge",
+    help="Predictive trigger platform for lifecycle marketing.\n\n"
+    "State lives under $NUDGE_HOME (default ./.nudge): the event lake, simulations, rejects.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+lake_app = typer.Typer(help="Inspect the event lake.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Show mistakes in the input as one clear line and exit 2 — never a stack trace."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pydantic import ValidationError
+
+        from engine.lake import LakeError
+        from pipelines.ingest import IngestError
+
+        try:
+            return command(*args, **kwargs)
+        except ValidationError as exc:
+            from engine.events import describe_validation_error
+
+            fail("invalid input:\n  " + "\n  ".join(describe_validation_error(exc)))
+        except (IngestError, LakeError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- simulate --------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers to draw.")] = 20_000,
+    days: Annotated[int, typer.Option(min=1, help="How many days of history.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 42,
+    start: Annotated[
+        str | None, typer.Option(help="First day (YYYY-MM-DD, UTC). Default: $NUDGE_SIM_START.")
+    ] = None,
+    planted: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="YAML overriding the planted segments and effects."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the data set and truth. Default: $NUDGE_HOME/simulation."
+        ),
+    ] = None,
+    lake: Annotated[
+        bool, typer.Option("--lake/--no-lake", help="Also load the events into the lake.")
+    ] = True,
+) -> None:
+    """Simulate customers and their events from a model with planted truth.
+
+    Writes events.parquet, customers.parquet and truth/ (per-customer segment, purchase rate and
+    dropout; the email effect table) to --out, and loads events and profiles into the lake.
+    """
+    settings = _settings()
+    run = _simulate(
+        settings,
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=start,
+        planted=planted,
+        out=out,
+        lake=lake,
+    )
+    from nudge.console import print_simulation
+
+    print_simulation(run)
+
+
+def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start: str | None,
+              planted: Path | None, out: Path | None, lake: bool) -> Any:  # fmt: skip
+    from engine.lake import EventLake
+    from pipelines.simulate import run_simulation
+
+    progress = StepPrinter(f"simulate {customers:,} customers × {days} days (seed {seed})")
+    run = run_simulation(
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=start or settings.sim_start,
+        out=(out or settings.simulation_dir).resolve(),
+        lake=EventLake(settings.lake_dir) if lake else None,
+        planted_path=planted,
+        progress=progress,
+    )
+    progress.finish()
+    return run
+
+
+# -- import ----------------------------------------------------------------------------------------
+
+
+@app.command("import")
+@user_errors
+def import_(
+    file: Annotated[
+        Path | None, typer.Argument(help="The file to import (or use --events).")
+    ] = None,
+    events: Annotated[Path | None, typer.Option("--events", help="The file to import.")] = None,
+    file_format: Annotated[
+        str | None, typer.Option("--format", help="csv or parquet (default: from the file name).")
+    ] = None,
+    column_map: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="customer_id=COL,timestamp=COL,event_type=COL_OR_CONST[,amount=COL,event_id=COL,"
+            "session_id=COL,source=COL,device=COL]. Unmapped columns are kept in the properties.",
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="IANA zone of timestamps that carry no offset (e.g. UTC)."),
+    ] = None,
+    timestamp_format: Annotated[
+        str | None, typer.Option(help="strptime format of the timestamps (default: ISO 8601).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="A known format instead of --map: cdnow.")
+    ] = None,
+) -> None:
+    """Import an external event or transaction log into the lake.
+
+    Rows that fail validation go to a rejects file with the reason; importing the same file
+    twice adds nothing.
+    """
+    from engine.lake import EventLake
+    from pipelines.ingest import PRESETS, import_events, parse_column_map
+
+    settings = _settings()
+    path = events or file
+    if path is None or (events and file):
+        fail("give the file to import once: nudge import FILE, or nudge import --events FILE")
+    chosen = None
+    if preset is not None:
+        if preset not in PRESETS:
+            fail(f"--preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        if column_map:
+            fail("--preset and --map exclude each other: the preset brings its own column map")
+        chosen = PRESETS[preset]
+        mapping = chosen.column_map
+        tz = tz or chosen.timezone
+        timestamp_format = timestamp_format or chosen.timestamp_format
+    elif column_map is None:
+        fail(
+            "say how the columns map: --map customer_id=COL,timestamp=COL,event_type=COL_OR_CONST, or --preset"
+        )
+    else:
+        mapping = parse_column_map(column_map)
+    started = time.perf_counter()
+    with console.status(f"importing {path} …"):
+        report = import_events(
+            EventLake(settings.lake_dir),
+            path,
+            mapping,
+            file_format=file_format,
+            timezone=tz,
+            timestamp_format=timestamp_format,
+            rejects_dir=settings.rejects_dir,
+            preset=chosen,
+        )
+    from nudge.console import print_import
+
+    print_import(path, report, time.perf_counter() - started)
+
+
+# -- lake ------------------------------------------------------------------------------------------
+
+
+@lake_app.command("info")
+@user_errors
+def lake_info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """What the lake holds: events, customers, date range, events per type, size on disk."""
+    from engine.lake import EventLake
+    from nudge.console import print_lake_info
+
+    info = EventLake(_settings().lake_dir).info()
+    if as_json:
+        payload = {
+            "root": str(info.root),
+            "events": info.events,
+            "customers": info.customers,
+            "profiles": info.profiles,
+            "first_event": info.first_event.isoformat() if info.first_event else None,
+            "last_event": info.last_event.isoformat() if info.last_event else None,
+            "partitions": info.partitions,
+            "files": info.files,
+            "bytes_on_disk": info.bytes_on_disk,
+            "events_per_type": info.events_per_type,
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    print_lake_info(info)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@app.command()
+@user_errors
+def demo(
+    customers: Annotated[
+        int, typer.Option(min=100, help="How many customers to simulate.")
+    ] = 20_000,
+    days: Annotated[int, typer.Option(min=30, help="How many days of history.")] = 365,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Run the main job end to end on the embedded defaults (no servers) and summarise it.
+
+    Today: simulate a year of customers with planted truth, load the event lake, and show what
+    it holds beside the planted truth.
+    """
+    from nudge.console import print_lake_info, print_simulation
+
+    settings = _settings()
+    console.rule("[bold]nudge demo")
+    console.print(f"state under [cyan]{settings.home.resolve()}[/] (set NUDGE_HOME to move it)\n")
+    run = _simulate(
+        settings,
+        customers=customers,
+        days=days,
+        seed=seed,
+        start=None,
+        planted=None,
+        out=None,
+        lake=True,
+    )
+    print_simulation(run)
+    from engine.lake import EventLake
+
+    print_lake_info(EventLake(settings.lake_dir).info())
+    console.print("\nNext: [bold]nudge lake info[/], or import real data with "
+                  "[bold]nudge import --preset cdnow FILE[/].")  # fmt: skip
+
+
+def _settings() -> Settings:
+    from nudge.settings import Settings
+
+    return Settings()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
