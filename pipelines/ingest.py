@@ -36,6 +36,8 @@ __all__ = [
     "read_table",
 ]
 
+# A time of day followed by an offset: "…T10:00:00Z", "… 10:00+01:00" (not a bare date's "-05").
+_OFFSET_SUFFIX = r"[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _PLAIN_NUMBER = r"-?(0|[1-9]\d*)(\.\d+)?"
 MAPPABLE = (
     "customer_id",
@@ -325,33 +327,46 @@ def _text(column: pd.Series) -> pd.Series:
 def _parse_timestamps(
     column: pd.Series, zone: ZoneInfo | None, fmt: str | None
 ) -> tuple[pd.Series, pd.Series]:
-    """UTC timestamps, and per row the reason it could not be read (None where fine)."""
-    text = _text(column)
-    if pd.api.types.is_datetime64_any_dtype(column):
-        parsed = column
-    else:
-        try:
-            parsed = pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601")
-        except ValueError:  # offsets that differ between rows
-            parsed = pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601", utc=True)
+    """UTC timestamps, and per row the reason it could not be read (None where fine).
+
+    Rows with an offset (``Z``, ``+01:00``) keep it; rows without one are read in `zone`, and
+    are rejected when no zone was given.
+    """
+    result = pd.Series(pd.NaT, index=column.index, dtype="datetime64[us, UTC]")
     problem = pd.Series(None, index=column.index, dtype=object)
-    unreadable = parsed.isna() & text.notna()
-    problem[unreadable] = (
-        "timestamp: could not read "
-        + text[unreadable].str.slice(0, 40).map(repr)
-        + (f" as a date/time in the form {fmt}" if fmt else " as an ISO 8601 date/time")
-    )
+    if pd.api.types.is_datetime64_any_dtype(column):
+        if column.dt.tz is not None:
+            return column.dt.tz_convert("UTC").astype(result.dtype), problem
+        text = column.astype(str).where(column.notna(), None)
+        aware = pd.Series(False, index=column.index)
+        fmt = None
+    else:
+        text = _text(column)
+        aware = text.fillna("").str.contains(_OFFSET_SUFFIX, regex=True)
     problem[text.isna()] = "timestamp: is required"
-    if getattr(parsed.dt, "tz", None) is None:
+    form = f" as a date/time in the form {fmt}" if fmt else " as an ISO 8601 date/time"
+
+    if aware.any():
+        result[aware] = pd.to_datetime(text[aware], errors="coerce", format="ISO8601", utc=True)
+    naive = text.notna() & ~aware
+    if naive.any():
+        parsed = pd.to_datetime(text[naive], errors="coerce", format=fmt or "ISO8601")
         if zone is None:
-            problem[problem.isna()] = (
+            problem[naive & parsed.reindex(column.index).notna()] = (
                 "timestamp: has no time zone; pass --tz to say which zone it is in"
             )
-            return pd.Series(pd.NaT, index=column.index, dtype="datetime64[us, UTC]"), problem
-        parsed = parsed.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
-        gap = parsed.isna() & problem.isna()
-        problem[gap] = f"timestamp: does not exist or is ambiguous in {zone.key} (a DST change)"
-    return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), problem
+        else:
+            local = parsed.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+            gap = parsed.notna() & local.isna()
+            problem[gap[gap].index] = (
+                f"timestamp: does not exist or is ambiguous in {zone.key} (a DST change)"
+            )
+            result[naive] = local.dt.tz_convert("UTC")
+    unreadable = text.notna() & result.isna() & problem.isna()
+    problem[unreadable] = (
+        "timestamp: could not read " + text[unreadable].str.slice(0, 40).map(repr) + form
+    )
+    return result, problem
 
 
 def _content_ids(

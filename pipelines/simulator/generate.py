@@ -209,7 +209,8 @@ def _draw_purchases(
     """Purchase times per customer, cut at each customer's planted dropout (NaN: still active)."""
     signup = people["signup"]
     owner, t = _poisson_process(rng, signup, np.full_like(signup, days), people["rate"])
-    t = _to_daytime(rng, t, people["zone"][owner], offsets, lo=signup[owner], hi=days)
+    # Leave room before each purchase for the session that leads to it (at most 40 minutes).
+    t = _to_daytime(rng, t, people["zone"][owner], offsets, lo=signup[owner] + 40 * MINUTE, hi=days)
     owner, t = _sorted_by_owner(owner, t)
     counts = np.bincount(owner, minlength=len(signup))
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
