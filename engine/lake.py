@@ -213,17 +213,20 @@ class EventLake:
         return f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true)"
 
     def _without_known_ids(self, table: pa.Table) -> pa.Table:
-        if pc.count_distinct(table["event_id"]).as_py() != table.num_rows:
-            with _duckdb() as con:
-                con.register("batch", table)
+        """Drop repeats within the batch (keeping the first) and ids the lake already holds."""
+        with _duckdb() as con:
+            con.register("batch", table)
+            [(repeated,)] = con.execute(
+                "SELECT count(*) FROM (SELECT event_id FROM batch GROUP BY event_id HAVING count(*) > 1)"
+            ).fetchall()
+            if repeated:
                 table = con.sql(
                     "SELECT * FROM batch QUALIFY row_number() OVER "
                     "(PARTITION BY event_id ORDER BY timestamp) = 1"
                 ).to_arrow_table()
-        if not self._has_files():
-            return table
-        with _duckdb() as con:
-            con.register("batch", table)
+                con.register("batch", table)
+            if not self._has_files():
+                return table.cast(LAKE_SCHEMA)
             fresh = con.sql(
                 f"SELECT batch.* FROM batch ANTI JOIN (SELECT event_id FROM {self._scan()}) known "
                 "USING (event_id)"
@@ -232,7 +235,7 @@ class EventLake:
 
     def _write(self, table: pa.Table) -> None:
         table = table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
-        day = pc.strftime(table["timestamp"], format="%Y-%m-%d")
+        day = pc.cast(pc.cast(table["timestamp"], pa.date32()), pa.string())
         staging = self.root / "_staging" / uuid.uuid4().hex
         ds.write_dataset(
             table.append_column("date", day),

@@ -524,13 +524,13 @@ def _assemble(
     columns = {
         "event_id": _prefixed(f"{tag}-", np.arange(raw.num_rows)),
         "customer_id": pc.take(ids, pa.array(owner)),
-        "event_type": raw["event_type"],
+        "event_type": _decode(raw["event_type"], [t.value for t in EventType]),
         "timestamp": pa.array(micros, type=pa.int64()).view(pa.timestamp("us", tz="UTC")),
-        "properties": raw["properties"],
+        "properties": pc.fill_null(raw["properties"], "{}"),
         "amount": raw["amount"],
         "session_id": session_id,
-        "source": raw["source"],
-        "device": raw["device"],
+        "source": _decode(raw["source"], SOURCES),
+        "device": _decode(raw["device"], list(DEVICES)),
         "location": pa.nulls(raw.num_rows, pa.string()),
     }
     return pa.Table.from_pydict(columns, schema=LAKE_SCHEMA)
@@ -651,23 +651,35 @@ def _table(
     properties: pa.Array | None = None,
     source: str = "web",
 ) -> pa.Table:
+    """One kind of event as columns; types, sources and devices travel as small integer codes."""
     n = len(owner)
     return pa.table(
         {
             "owner": pa.array(owner, type=pa.int64()),
             "t": pa.array(t, type=pa.float64()),
-            "event_type": pa.array(np.full(n, event_type.value)),
+            "event_type": pa.array(np.full(n, _TYPE_CODES[event_type], dtype=np.int8)),
             "session": pa.array(
                 session if session is not None else np.full(n, -1), type=pa.int64()
             ),
-            "device": pa.array(DEVICES[device]) if device is not None else pa.nulls(n, pa.string()),
+            "device": pa.array(device if device is not None else np.full(n, -1), type=pa.int8()),
             "amount": pa.array(
                 amount if amount is not None else np.full(n, np.nan), from_pandas=True
             ),
-            "properties": properties if properties is not None else pa.array(np.full(n, "{}")),
-            "source": pa.array(np.full(n, source)),
+            "properties": properties if properties is not None else pa.nulls(n, pa.string()),
+            "source": pa.array(np.full(n, SOURCES.index(source), dtype=np.int8)),
         }
     )
+
+
+_TYPE_CODES = {t: i for i, t in enumerate(EventType)}
+SOURCES = ["web", "esp"]
+
+
+def _decode(codes: pa.ChunkedArray, labels: list[str]) -> pa.Array:
+    """Small integer codes (-1: missing) → strings, via a dictionary array."""
+    values = codes.combine_chunks()
+    values = pc.if_else(pc.less(values, 0), pa.nulls(len(values), pa.int8()), values)
+    return pa.DictionaryArray.from_arrays(values, pa.array(labels)).cast(pa.string())
 
 
 def _customer_ids(n: int) -> pa.Array:
