@@ -23,7 +23,9 @@ install: $(UV)  ## create .venv from uv.lock (exact versions)
 demo: install  ## simulate a year of customers, load the lake, print a summary
 	$(UV) run --frozen nudge demo
 
-test: install  ## run the whole test suite
+test: install  ## lint, then run the whole test suite
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen pytest
 
 lint: install  ## ruff check + format check

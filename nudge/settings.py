@@ -18,10 +18,6 @@ class Settings(BaseSettings):
         default=Path(".nudge"),
         description="Root of all local state: event lake, stores, simulations.",
     )
-    default_timezone: str = Field(
-        default="UTC",
-        description="Time zone of customers whose profile and country name none.",
-    )
     sim_start: str = Field(
         default="2025-01-01",
         description="First day of simulated data when `nudge simulate --start` is not given.",
