@@ -70,7 +70,9 @@ def print_simulation(run: SimulationRun) -> None:
         "open chance",
         "best delay",
     ):
-        table.add_column(column, justify="left" if column in {"segment", "best delay"} else "right")
+        table.add_column(
+            column, justify="left" if column in {"segment", "best delay"} else "right", no_wrap=True
+        )
     for segment, row in summary["segments"].items():
         table.add_row(
             segment,
