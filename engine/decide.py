@@ -1,0 +1,260 @@
+"""The decision for one event: which triggers fire, which are held back and why.
+
+`decide` is the functional core of the engine. Given an event, the customer's profile and state,
+the trigger index, the scores already fetched and the suppression policy, it returns one
+`Decision` per trigger that got as far as a verdict — fired, suppressed (with the reason),
+skipped (an input was missing), held out (experiment holdout) or failed (an error, with its
+message) — and records the event and the fires in the customer's state. Triggers whose event
+filter or conditions simply do not hold leave no decision (`explain_event` shows them too).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.conditions import EvaluationContext, Outcome, ScoreValue
+from engine.durations import parse_duration
+from engine.optimizer.assignment import HOLDOUT, assign_variant
+from engine.state import CustomerState, StateLimits
+from engine.suppression import SuppressionPolicy, check_suppression
+from engine.timezones import customer_zone
+from engine.triggers import Trigger, TriggerIndex
+
+__all__ = [
+    "Decision",
+    "DecisionOutcome",
+    "EventView",
+    "PlannedAction",
+    "decide",
+    "explain_event",
+    "scores_needed",
+]
+
+
+class DecisionOutcome(StrEnum):
+    FIRED = "fired"
+    SUPPRESSED = "suppressed"
+    SKIPPED = "skipped"
+    HELD_OUT = "held_out"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EventView:
+    """The parts of an event the engine reads; built once per event."""
+
+    event_id: str
+    customer_id: str
+    event_type: str
+    at: float  # epoch seconds
+    amount: float | None
+    fields: Mapping[str, Any]  # the event as a dict (properties, session_id, ...)
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """An action a fired trigger will run, and when."""
+
+    index: int
+    kind: str
+    params: Mapping[str, Any]
+    channel: str | None
+    due_at: float
+    cancel_if: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One trigger's verdict on one event, with everything needed to explain it later."""
+
+    event_id: str
+    customer_id: str
+    trigger_id: str
+    trigger_version: str
+    outcome: DecisionOutcome
+    reason: str | None = None
+    trace: Mapping[str, Any] | None = None
+    scores: Mapping[str, Any] = field(default_factory=dict)
+    variant: str | None = None
+    actions: tuple[PlannedAction, ...] = ()
+    decided_at: float = 0.0
+
+
+def scores_needed(event_type: str, index: TriggerIndex) -> set[str]:
+    """Models whose scores the triggers on this event type read."""
+    models: set[str] = set()
+    for trigger in index.for_event(event_type):
+        models |= trigger.score_models()
+    return models
+
+
+def decide(
+    event: EventView,
+    profile: Mapping[str, Any],
+    state: CustomerState,
+    index: TriggerIndex,
+    scores: Mapping[str, ScoreValue | None],
+    policy: SuppressionPolicy,
+    limits: StateLimits,
+    default_zone: str = "UTC",
+) -> list[Decision]:
+    """Decide every trigger on `event`; updates `state` with the event and the fires."""
+    if event.event_id in state.seen_event_ids:
+        return []  # the same event again: decided already
+    state.seen_event_ids.append(event.event_id)
+    state.record_event(event.event_type, event.at, event.amount, limits)
+    zone = customer_zone(profile, default_zone)
+    ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
+    decisions = []
+    for trigger in index.for_event(event.event_type):
+        try:
+            decision = _decide_one(trigger, event, ctx, policy, limits)
+        except Exception as exc:  # one broken trigger must not stop the others
+            decision = Decision(
+                event.event_id, event.customer_id, trigger.id, trigger.version, DecisionOutcome.FAILED,
+                reason=f"{type(exc).__name__}: {exc}", decided_at=_time.time(),
+            )  # fmt: skip
+        if decision is not None:
+            decisions.append(decision)
+    return decisions
+
+
+def explain_event(
+    event: EventView,
+    profile: Mapping[str, Any],
+    state: CustomerState,
+    index: TriggerIndex,
+    scores: Mapping[str, ScoreValue | None],
+    policy: SuppressionPolicy,
+    limits: StateLimits,
+    default_zone: str = "UTC",
+) -> list[dict[str, Any]]:
+    """A dry run: for every trigger on this event type, the full trace and the verdict."""
+    decisions = {
+        d.trigger_id: d
+        for d in decide(event, profile, state, index, scores, policy, limits, default_zone)
+    }
+    zone = customer_zone(profile, default_zone)
+    ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
+    report = []
+    for trigger in index.for_event(event.event_type):
+        decision = decisions.get(trigger.id)
+        report.append(
+            {
+                "trigger": trigger.id,
+                "version": trigger.version,
+                "priority": trigger.spec.priority,
+                "when": trigger.where.explain(ctx) if trigger.where else {"outcome": "passed"},
+                "if": trigger.condition.explain(ctx)
+                if trigger.condition
+                else {"outcome": "passed"},
+                "verdict": decision.outcome.value if decision else "not_matched",
+                "reason": decision.reason if decision else None,
+                "variant": decision.variant if decision else None,
+                "actions": [a.__dict__ for a in decision.actions] if decision else [],
+            }
+        )
+    return report
+
+
+def _decide_one(
+    trigger: Trigger,
+    event: EventView,
+    ctx: EvaluationContext,
+    policy: SuppressionPolicy,
+    limits: StateLimits,
+) -> Decision | None:
+    if trigger.where is not None and trigger.where.check(ctx) is not Outcome.PASSED:
+        return None
+    outcome = trigger.condition.check(ctx) if trigger.condition else Outcome.PASSED
+    if outcome is Outcome.FAILED:
+        return None
+    used = _scores_used(trigger, ctx)
+    common = dict(
+        event_id=event.event_id, customer_id=event.customer_id, trigger_id=trigger.id,
+        trigger_version=trigger.version, scores=used, decided_at=_time.time(),
+    )  # fmt: skip
+    trace = trigger.condition.explain(ctx) if trigger.condition else None
+    if outcome is Outcome.MISSING:
+        missing = sorted(m for m, s in used.items() if s is None) or ["input"]
+        return Decision(
+            **common,
+            outcome=DecisionOutcome.SKIPPED,
+            reason=f"missing: {', '.join(missing)}",
+            trace=trace,
+        )
+
+    variant, overrides = None, {}
+    experiment = trigger.spec.experiment
+    if experiment is not None:
+        weights = experiment.weights or {name: 1.0 for name in experiment.variants}
+        variant = assign_variant(trigger.id, event.customer_id, weights, experiment.holdout)
+        if variant == HOLDOUT:
+            return Decision(
+                **common,
+                outcome=DecisionOutcome.HELD_OUT,
+                reason="experiment holdout",
+                trace=trace,
+                variant=variant,
+            )
+        overrides = experiment.variants[variant]
+
+    first_delay = _delay_of(trigger.spec.actions[0], overrides) if trigger.spec.actions else 0.0
+    engagement = ctx.scores.get(policy.engagement_model)
+    verdict = check_suppression(
+        trigger, ctx.profile, ctx.state, event.at, event.at + first_delay, ctx.zone, policy,
+        engagement.value if engagement is not None and engagement.known else None,
+    )  # fmt: skip
+    if not verdict.allowed:
+        reason = f"{verdict.reason.value}: {verdict.detail}" if verdict.reason else verdict.detail
+        return Decision(
+            **common,
+            outcome=DecisionOutcome.SUPPRESSED,
+            reason=reason,
+            trace=trace,
+            variant=variant,
+        )
+
+    shift = (verdict.send_at or event.at + first_delay) - (event.at + first_delay)
+    actions = []
+    for i, action in enumerate(trigger.spec.actions):
+        params = dict(action.params)
+        if action.kind == "send_email" and "template" in overrides:
+            params["template"] = overrides["template"]
+        due = event.at + _delay_of(action, overrides) + shift
+        actions.append(PlannedAction(i, action.kind, params, action.channel, due, action.cancel_if))
+    ctx.state.record_fire(trigger.id, event.at, limits)
+    for action in actions:
+        if action.channel:
+            ctx.state.record_send(action.channel, action.due_at, limits)
+    reason = "deferred past quiet hours" if shift > 0 else None
+    return Decision(
+        **common,
+        outcome=DecisionOutcome.FIRED,
+        reason=reason,
+        trace=trace,
+        variant=variant,
+        actions=tuple(actions),
+    )
+
+
+def _delay_of(action: Any, overrides: Mapping[str, Any]) -> float:
+    if "delay" in overrides:
+        return parse_duration(overrides["delay"]).total_seconds()
+    return action.delay.total_seconds() if action.delay else 0.0
+
+
+def _scores_used(trigger: Trigger, ctx: EvaluationContext) -> dict[str, Any]:
+    used: dict[str, Any] = {}
+    for model in sorted(trigger.score_models()):
+        score = ctx.scores.get(model)
+        used[model] = (
+            None
+            if score is None or not score.known
+            else {"value": score.value, "model_version": score.model_version}
+        )
+    return used

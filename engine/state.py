@@ -1,0 +1,142 @@
+"""Per-customer state the conditions read: recent events by type, fires and sends, in bounded form.
+
+Loaded once per event (not queried per condition) and small by construction: each event type keeps
+at most `max_events` records no older than `retention` seconds. Times are epoch seconds (floats)
+because that is what the hot path compares.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CustomerState", "StateLimits"]
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    """How much history a customer's state keeps."""
+
+    retention: float = 90 * 86400.0
+    max_events: int = 200
+    max_fires: int = 50
+
+
+@dataclass
+class CustomerState:
+    """What the engine remembers about one customer between events."""
+
+    customer_id: str
+    # event type → (timestamp, amount) oldest first
+    events: dict[str, deque[tuple[float, float | None]]] = field(default_factory=dict)
+    # trigger id → fire times (bounded) and the total count since the first fire
+    fires: dict[str, deque[float]] = field(default_factory=dict)
+    fire_counts: dict[str, int] = field(default_factory=dict)
+    # channel → send times (bounded by retention), for frequency caps
+    sends: dict[str, deque[float]] = field(default_factory=dict)
+    seen_event_ids: deque[str] = field(default_factory=lambda: deque(maxlen=64))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def count(self, event_type: str, since: float, until: float) -> int:
+        """Events of a type with ``since < t <= until``."""
+        times = self.events.get(event_type)
+        if not times:
+            return 0
+        return sum(1 for t, _ in times if since < t <= until)
+
+    def total(self, event_type: str, since: float, until: float) -> float:
+        """Sum of amounts of a type's events with ``since < t <= until``."""
+        return sum(
+            a for t, a in self.events.get(event_type, ()) if since < t <= until and a is not None
+        )
+
+    def last(self, event_type: str, before: float) -> float | None:
+        """Time of the latest event of a type at or before `before`."""
+        for t, _ in reversed(self.events.get(event_type, ())):
+            if t <= before:
+                return t
+        return None
+
+    def times(self, event_type: str) -> list[float]:
+        return [t for t, _ in self.events.get(event_type, ())]
+
+    def sends_between(self, channel: str, since: float, until: float) -> int:
+        return sum(1 for t in self.sends.get(channel, ()) if since <= t < until)
+
+    def last_fire(self, trigger_id: str) -> float | None:
+        fires = self.fires.get(trigger_id)
+        return fires[-1] if fires else None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def record_event(
+        self, event_type: str, at: float, amount: float | None, limits: StateLimits
+    ) -> None:
+        """Add an event (kept in time order even when events arrive slightly out of order)."""
+        times = self.events.get(event_type)
+        if times is None:
+            times = self.events[event_type] = deque()
+        if not times or times[-1][0] <= at:
+            times.append((at, amount))
+        else:
+            items = list(times)
+            bisect.insort(items, (at, amount))
+            times.clear()
+            times.extend(items)
+        horizon = times[-1][0] - limits.retention
+        while times and (len(times) > limits.max_events or times[0][0] < horizon):
+            times.popleft()
+
+    def record_fire(self, trigger_id: str, at: float, limits: StateLimits) -> None:
+        fires = self.fires.setdefault(trigger_id, deque())
+        fires.append(at)
+        while len(fires) > limits.max_fires:
+            fires.popleft()
+        self.fire_counts[trigger_id] = self.fire_counts.get(trigger_id, 0) + 1
+
+    def record_send(self, channel: str, at: float, limits: StateLimits) -> None:
+        sends = self.sends.setdefault(channel, deque())
+        sends.append(at)
+        while sends and sends[0] < at - limits.retention:
+            sends.popleft()
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "events": {k: [list(x) for x in v] for k, v in self.events.items() if v},
+            "fires": {k: list(v) for k, v in self.fires.items()},
+            "fire_counts": self.fire_counts,
+            "sends": {k: list(v) for k, v in self.sends.items()},
+            "seen": list(self.seen_event_ids),
+        }
+
+    @classmethod
+    def from_json(cls, customer_id: str, data: dict[str, Any] | None) -> CustomerState:
+        if not data:
+            return cls(customer_id)
+        return cls(
+            customer_id=customer_id,
+            events={k: deque((t, a) for t, a in v) for k, v in data.get("events", {}).items()},
+            fires={k: deque(v) for k, v in data.get("fires", {}).items()},
+            fire_counts=dict(data.get("fire_counts", {})),
+            sends={k: deque(v) for k, v in data.get("sends", {}).items()},
+            seen_event_ids=deque(data.get("seen", []), maxlen=64),
+        )
+
+    @classmethod
+    def from_events(
+        cls,
+        customer_id: str,
+        events: Iterable[tuple[str, float, float | None]],
+        limits: StateLimits,
+    ) -> CustomerState:
+        """Rebuild state from (event type, time, amount) history, e.g. from the lake."""
+        state = cls(customer_id)
+        for event_type, at, amount in sorted(events, key=lambda e: e[1]):
+            state.record_event(event_type, at, amount, limits)
+        return state

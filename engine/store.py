@@ -1,0 +1,340 @@
+"""The engine's durable state, in SQLAlchemy Core: SQLite (WAL) by default, PostgreSQL in production.
+
+Tables: the inbox of accepted events, the execution log of decisions, the planned actions, the
+dead letters, and per-customer state and profiles. Times are epoch seconds (double precision) so
+that both databases compare them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["EngineStore", "metadata"]
+
+metadata = sa.MetaData()
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("occurred_at", sa.Double, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Double, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("processed_at", sa.Double),
+    sa.Index("inbox_pending", "status", "seq"),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("trigger_version", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("trace", sa.Text),
+    sa.Column("scores", sa.Text),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("decided_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("event_id", "trigger_id", name="decisions_once_per_event"),
+    sa.Index("decisions_by_trigger", "trigger_id", "outcome"),
+    sa.Index("decisions_by_customer", "customer_id"),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("action_index", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("due_at", sa.Double, nullable=False),
+    sa.Column("cancel_if", sa.Text),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Index("actions_due", "status", "due_at"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("redriven_at", sa.Double),
+)
+
+customer_state = sa.Table(
+    "customer_state",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    seq: int
+    event_id: str
+    customer_id: str
+    event_type: str
+    occurred_at: float
+    payload: str
+
+
+class EngineStore:
+    """Thin access layer over the engine tables; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def connect(cls, url: str, *, schema: str | None = None) -> EngineStore:
+        """Open (and create the tables of) the store at a SQLAlchemy URL."""
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if schema:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            engine = engine.execution_options(schema_translate_map={None: schema})
+        store = cls(engine)
+        metadata.create_all(engine)
+        return store
+
+    # -- inbox ------------------------------------------------------------------------------------
+
+    def add_events(self, rows: Sequence[Mapping[str, Any]], now: float) -> set[str]:
+        """Insert events not seen before; returns the ids that were new."""
+        if not rows:
+            return set()
+        ids = [r["event_id"] for r in rows]
+        with self.engine.begin() as conn:
+            known = self._existing_ids(conn, ids)
+            fresh, seen = [], set(known)
+            for row in rows:
+                if row["event_id"] not in seen:
+                    seen.add(row["event_id"])
+                    fresh.append({**row, "received_at": now, "status": "pending"})
+            if fresh:
+                conn.execute(self._insert_ignore(inbox, ["event_id"]), fresh)
+        return {r["event_id"] for r in fresh}
+
+    def claim_pending(self, limit: int) -> list[InboxEvent]:
+        """The oldest pending events (arrival order)."""
+        query = (
+            sa.select(inbox.c.seq, inbox.c.event_id, inbox.c.customer_id, inbox.c.event_type, inbox.c.occurred_at, inbox.c.payload)
+            .where(inbox.c.status == "pending")
+            .order_by(inbox.c.seq)
+            .limit(limit)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [InboxEvent(*row) for row in conn.execute(query)]
+
+    def pending_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).where(inbox.c.status == "pending")
+            ).scalar_one()
+
+    # -- one processed batch, atomically -----------------------------------------------------
+
+    def commit_batch(
+        self,
+        *,
+        processed: Sequence[str],
+        dead: Sequence[Mapping[str, Any]],
+        decision_rows: Sequence[Mapping[str, Any]],
+        action_rows: Sequence[Mapping[str, Any]],
+        states: Mapping[str, Mapping[str, Any]],
+        profile_updates: Mapping[str, Mapping[str, Any]],
+        now: float,
+    ) -> None:
+        """Decisions, planned actions, state and the events' status — in one transaction."""
+        with self.engine.begin() as conn:
+            if decision_rows:
+                conn.execute(
+                    self._insert_ignore(decisions, ["event_id", "trigger_id"]), list(decision_rows)
+                )
+            if action_rows:
+                conn.execute(self._insert_ignore(actions, ["idempotency_key"]), list(action_rows))
+            if states:
+                self._upsert(conn, customer_state, "customer_id",
+                             [{"customer_id": c, "state": json.dumps(s), "updated_at": now} for c, s in states.items()])  # fmt: skip
+            if profile_updates:
+                self._upsert(conn, profiles, "customer_id",
+                             [{"customer_id": c, "data": json.dumps(p, default=str), "updated_at": now} for c, p in profile_updates.items()])  # fmt: skip
+            if dead:
+                conn.execute(dead_letters.insert(), [{**d, "created_at": now} for d in dead])
+                conn.execute(
+                    inbox.update().where(inbox.c.event_id.in_([d["event_id"] for d in dead])).values(status="dead", processed_at=now)
+                )  # fmt: skip
+            if processed:
+                for chunk in _chunks(processed, 500):
+                    conn.execute(
+                        inbox.update()
+                        .where(inbox.c.event_id.in_(chunk))
+                        .values(status="processed", processed_at=now)
+                    )
+
+    # -- state and profiles --------------------------------------------------------------------
+
+    def load_states(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self._load_json(customer_state, "state", customer_ids)
+
+    def load_profiles(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self._load_json(profiles, "data", customer_ids)
+
+    def upsert_profiles(self, rows: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        with self.engine.begin() as conn:
+            self._upsert(conn, profiles, "customer_id",
+                         [{"customer_id": c, "data": json.dumps(p, default=str), "updated_at": now} for c, p in rows.items()])  # fmt: skip
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def add_dead_letters(self, rows: Sequence[Mapping[str, Any]], now: float) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(dead_letters.insert(), [{**r, "created_at": now} for r in rows])
+
+    def list_dead_letters(
+        self, *, include_redriven: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = sa.select(dead_letters).order_by(dead_letters.c.id).limit(limit)
+        if not include_redriven:
+            query = query.where(dead_letters.c.redriven_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def mark_redriven(self, ids: Sequence[int], now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                dead_letters.update()
+                .where(dead_letters.c.id.in_(list(ids)))
+                .values(redriven_at=now)
+            )
+
+    # -- reading the log ---------------------------------------------------------------------
+
+    def decisions(
+        self, *, trigger_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        query = sa.select(decisions).order_by(decisions.c.id)
+        if trigger_id:
+            query = query.where(decisions.c.trigger_id == trigger_id)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        query = sa.select(decisions.c.trigger_id, decisions.c.outcome, sa.func.count()).group_by(
+            decisions.c.trigger_id, decisions.c.outcome
+        )
+        with self.engine.connect() as conn:
+            return {(t, o): n for t, o, n in conn.execute(query)}
+
+    def planned_actions(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [
+                dict(r._mapping) for r in conn.execute(sa.select(actions).order_by(actions.c.id))
+            ]
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(metadata.tables[table])
+            ).scalar_one()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _existing_ids(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(ids, 500):
+            found.update(
+                conn.execute(
+                    sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(chunk))
+                ).scalars()
+            )
+        return found
+
+    def _load_json(
+        self, table: sa.Table, column: str, keys: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(keys)), 500):
+                rows = conn.execute(
+                    sa.select(table.c.customer_id, table.c[column]).where(
+                        table.c.customer_id.in_(chunk)
+                    )
+                )
+                out.update({c: json.loads(v) for c, v in rows})
+        return out
+
+    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> Any:
+        dialect = self._dialect_module()
+        return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def _upsert(
+        self, conn: Connection, table: sa.Table, key: str, rows: list[dict[str, Any]]
+    ) -> None:
+        dialect = self._dialect_module()
+        stmt = dialect.insert(table)
+        update = {c: stmt.excluded[c] for c in rows[0] if c != key}
+        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update), rows)
+
+    def _dialect_module(self) -> Any:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

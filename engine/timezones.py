@@ -1,0 +1,43 @@
+"""Which time zone a customer lives in: profile → country → configured default."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+__all__ = ["COUNTRY_ZONES", "customer_zone"]
+
+# The most populous zone of each country; a fallback when a profile names only its country.
+COUNTRY_ZONES: dict[str, str] = {
+    "US": "America/New_York", "CA": "America/Toronto", "MX": "America/Mexico_City",
+    "BR": "America/Sao_Paulo", "AR": "America/Argentina/Buenos_Aires", "GB": "Europe/London",
+    "IE": "Europe/Dublin", "DE": "Europe/Berlin", "FR": "Europe/Paris", "ES": "Europe/Madrid",
+    "IT": "Europe/Rome", "NL": "Europe/Amsterdam", "BE": "Europe/Brussels", "CH": "Europe/Zurich",
+    "AT": "Europe/Vienna", "SE": "Europe/Stockholm", "NO": "Europe/Oslo", "DK": "Europe/Copenhagen",
+    "FI": "Europe/Helsinki", "PL": "Europe/Warsaw", "PT": "Europe/Lisbon", "GR": "Europe/Athens",
+    "TR": "Europe/Istanbul", "RU": "Europe/Moscow", "IN": "Asia/Kolkata", "CN": "Asia/Shanghai",
+    "JP": "Asia/Tokyo", "KR": "Asia/Seoul", "SG": "Asia/Singapore", "ID": "Asia/Jakarta",
+    "AU": "Australia/Sydney", "NZ": "Pacific/Auckland", "ZA": "Africa/Johannesburg",
+    "NG": "Africa/Lagos", "EG": "Africa/Cairo", "AE": "Asia/Dubai", "IL": "Asia/Jerusalem",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def customer_zone(profile: Mapping[str, Any], default: str = "UTC") -> ZoneInfo:
+    """The profile's IANA zone if valid, else its country's main zone, else `default`."""
+    for name in (
+        profile.get("timezone"),
+        COUNTRY_ZONES.get(str(profile.get("country") or "").upper()),
+    ):
+        if name and (zone := _zone(str(name))) is not None:
+            return zone
+    return _zone(default) or ZoneInfo("UTC")

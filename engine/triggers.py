@@ -1,0 +1,385 @@
+"""Trigger definitions: YAML in, validated and compiled triggers out, every mistake reported.
+
+A trigger file holds one trigger (a mapping) or several (a list, or YAML documents separated by
+``---``). Loading reports *every* problem with file, path and line; a trigger that loads carries a
+version — the hash of its content — so that each decision can say which version made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.conditions import (
+    Condition,
+    ConditionError,
+    FieldTests,
+    compile_condition,
+    compile_field_tests,
+)
+from engine.durations import parse_duration
+
+__all__ = [
+    "Action",
+    "Category",
+    "LoadResult",
+    "Trigger",
+    "TriggerIndex",
+    "TriggerIssue",
+    "load_trigger_dir",
+    "load_trigger_text",
+]
+
+PRIORITIES = {"critical": 3, "high": 2, "normal": 1, "low": 0}
+ACTION_KINDS = (
+    "send_email",
+    "webhook",
+    "add_to_segment",
+    "remove_from_segment",
+    "update_profile",
+    "create_task",
+)
+ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
+
+
+class Category(StrEnum):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+def _duration(value: Any) -> timedelta | None:
+    return None if value is None else parse_duration(value)
+
+
+class Action(BaseModel):
+    """One thing to do when a trigger fires: exactly one action kind plus timing options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_email: dict[str, Any] | None = None
+    webhook: dict[str, Any] | None = None
+    add_to_segment: dict[str, Any] | None = None
+    remove_from_segment: dict[str, Any] | None = None
+    update_profile: dict[str, Any] | None = None
+    create_task: dict[str, Any] | None = None
+    delay: timedelta | None = None
+    at: dict[str, Any] | None = None
+    cancel_if: dict[str, Any] | None = None
+
+    _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Action:
+        kinds = [k for k in ACTION_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"an action needs exactly one of {', '.join(ACTION_KINDS)} (got {kinds or 'none'})"
+            )
+        params = getattr(self, kinds[0])
+        required = {"send_email": "template", "webhook": "url", "add_to_segment": "segment",
+                    "remove_from_segment": "segment", "create_task": "title"}.get(kinds[0])  # fmt: skip
+        if required and required not in params:
+            raise ValueError(f"{kinds[0]} needs '{required}'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ACTION_KINDS if getattr(self, k) is not None)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return getattr(self, self.kind)
+
+    @property
+    def channel(self) -> str | None:
+        """The customer-facing channel this action uses (caps apply per channel)."""
+        return ACTION_CHANNELS.get(self.kind)
+
+
+class Experiment(BaseModel):
+    """Variants that override action timing, with a deterministic holdout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    weights: dict[str, float] | None = None
+    holdout: float = Field(default=0.0, ge=0, lt=1)
+
+    @field_validator("variants", mode="after")
+    @classmethod
+    def _variant_overrides(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, override in value.items():
+            unknown = set(override) - {"delay", "template", "at"}
+            if unknown:
+                raise ValueError(
+                    f"variant {name!r}: unknown override(s) {sorted(unknown)}; expected delay, template, at"
+                )
+            if "delay" in override:
+                parse_duration(override["delay"])
+        return value
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> Experiment:
+        if self.weights is not None and set(self.weights) != set(self.variants):
+            raise ValueError("weights must name exactly the variants")
+        return self
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cooldown: timedelta | None = None
+    max_per_customer: int | None = Field(default=None, ge=1)
+
+    _cooldown = field_validator("cooldown", mode="before")(lambda v: _duration(v))
+
+
+class When(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: str = Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")
+    where: dict[str, Any] | None = None
+
+
+class TriggerSpec(BaseModel):
+    """The YAML shape of a trigger, before its conditions are compiled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str
+    description: str | None = None
+    enabled: bool = True
+    priority: Literal["critical", "high", "normal", "low"] = "normal"
+    category: Category = Category.MARKETING
+    when: When
+    if_: Any = Field(default=None, alias="if")
+    actions: list[Action] = Field(min_length=1)
+    experiment: Experiment | None = None
+    limits: Limits = Field(default_factory=Limits)
+    quiet_hours: Literal["defer", "drop", "ignore"] = "defer"
+
+    @field_validator("id", mode="after")
+    @classmethod
+    def _id_form(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", value):
+            raise ValueError(
+                "expected a lower-case name such as cart_recovery (letters, digits, _ or -)"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A loaded trigger: its spec, compiled conditions, and its version."""
+
+    spec: TriggerSpec
+    where: FieldTests | None
+    condition: Condition | None
+    version: str
+    source: str
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def event_type(self) -> str:
+        return self.spec.when.event
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES[self.spec.priority]
+
+    @property
+    def transactional(self) -> bool:
+        return self.spec.category is Category.TRANSACTIONAL
+
+    @property
+    def channels(self) -> set[str]:
+        return {a.channel for a in self.spec.actions if a.channel}
+
+    def score_models(self) -> set[str]:
+        return self.condition.score_models() if self.condition else set()
+
+    def longest_window(self) -> float:
+        return self.condition.longest_window() if self.condition else 0.0
+
+
+@dataclass(frozen=True)
+class TriggerIssue:
+    """One problem in a trigger file."""
+
+    file: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top)'}: {self.message}"
+
+
+@dataclass
+class LoadResult:
+    triggers: list[Trigger] = field(default_factory=list)
+    issues: list[TriggerIssue] = field(default_factory=list)
+
+
+class TriggerIndex:
+    """Triggers by event type, highest priority first (ties by id): only these are evaluated."""
+
+    def __init__(self, triggers: Iterable[Trigger]) -> None:
+        self.triggers = sorted(
+            (t for t in triggers if t.spec.enabled), key=lambda t: (-t.rank, t.id)
+        )
+        self.by_event_type: dict[str, list[Trigger]] = {}
+        for trigger in self.triggers:
+            self.by_event_type.setdefault(trigger.event_type, []).append(trigger)
+        self.by_id = {t.id: t for t in self.triggers}
+
+    def for_event(self, event_type: str) -> list[Trigger]:
+        return self.by_event_type.get(event_type, [])
+
+    def longest_window(self) -> float:
+        return max((t.longest_window() for t in self.triggers), default=0.0)
+
+    def __len__(self) -> int:
+        return len(self.triggers)
+
+
+def load_trigger_text(text: str, source: str = "<string>") -> LoadResult:
+    """Load the triggers in one YAML text; problems are collected, not raised."""
+    result = LoadResult()
+    try:
+        nodes = list(yaml.compose_all(text))
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        result.issues.append(
+            TriggerIssue(source, "", mark.line + 1 if mark else None, f"not valid YAML: {exc}")
+        )
+        return result
+    for node, document in zip(nodes, documents, strict=True):
+        if document is None:
+            continue
+        items = document if isinstance(document, list) else [document]
+        item_nodes = node.value if isinstance(document, list) else [node]
+        for item_node, raw in zip(item_nodes, items, strict=True):
+            trigger = _load_one(raw, item_node, source, result.issues)
+            if trigger is not None:
+                result.triggers.append(trigger)
+    result.issues.sort(key=lambda i: (i.file, i.line or 0))
+    return result
+
+
+def load_trigger_dir(directory: Path) -> LoadResult:
+    """Load every ``*.yaml`` / ``*.yml`` below `directory`; duplicate ids are an error."""
+    result = LoadResult()
+    files = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
+    if not files:
+        result.issues.append(
+            TriggerIssue(str(directory), "", None, "no trigger files (*.yaml) found")
+        )
+    seen: dict[str, str] = {}
+    for path in files:
+        loaded = load_trigger_text(path.read_text(), str(path))
+        result.issues.extend(loaded.issues)
+        for trigger in loaded.triggers:
+            if trigger.id in seen:
+                result.issues.append(
+                    TriggerIssue(
+                        str(path),
+                        "id",
+                        None,
+                        f"trigger id {trigger.id!r} is also defined in {seen[trigger.id]}",
+                    )
+                )
+                continue
+            seen[trigger.id] = str(path)
+            result.triggers.append(trigger)
+    return result
+
+
+# -- internals -----------------------------------------------------------------------------------
+
+
+def _load_one(raw: Any, node: yaml.Node, source: str, issues: list[TriggerIssue]) -> Trigger | None:
+    if not isinstance(raw, Mapping):
+        issues.append(
+            TriggerIssue(
+                source,
+                "",
+                node.start_mark.line + 1,
+                "expected a trigger (a mapping with id, when, actions)",
+            )
+        )
+        return None
+    before = len(issues)
+    try:
+        spec = TriggerSpec.model_validate(raw)
+    except ValidationError as exc:
+        for problem in exc.errors(include_url=False):
+            loc = tuple(problem["loc"])
+            msg = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif problem["type"] == "missing":
+                msg = "is required"
+            issues.append(TriggerIssue(source, _dotted(loc), _line_of(node, loc), msg))
+        spec = None
+    errors: list[ConditionError] = []
+    where = None
+    when = raw.get("when") if isinstance(raw.get("when"), Mapping) else {}
+    if when.get("where") is not None:
+        where = compile_field_tests("event", when["where"], ("when", "where"), errors)
+    condition = compile_condition(raw["if"], ("if",), errors) if raw.get("if") is not None else None
+    for action_index, action in enumerate(raw.get("actions") or []):
+        if isinstance(action, Mapping) and action.get("cancel_if") is not None:
+            compile_condition(action["cancel_if"], ("actions", action_index, "cancel_if"), errors)
+    for error in errors:
+        issues.append(
+            TriggerIssue(source, _dotted(error.path), _line_of(node, error.path), error.message)
+        )
+    if spec is None or len(issues) > before:
+        return None
+    version = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Trigger(spec, where, condition, version, source)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text.replace("if_", "if")
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node that `loc` reaches."""
+    current = node
+    for part in loc:
+        part = "if" if part == "if_" else part
+        if isinstance(current, yaml.MappingNode):
+            match = next((v for k, v in current.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in current.value if k.value == part), None)
+                return (key or current).start_mark.line + 1
+            current = match
+        elif (
+            isinstance(current, yaml.SequenceNode)
+            and isinstance(part, int)
+            and part < len(current.value)
+        ):
+            current = current.value[part]
+        else:
+            break
+    return current.start_mark.line + 1
