@@ -384,7 +384,7 @@ NAMED_PATTERNS: dict[str, dict[str, Any]] = {
             {"behavior": {"event": "email_opened", "between": ["60d", "30d"], "count": {"gte": 2}}},
             {"behavior": {"event": "email_opened", "within": "30d", "count": {"equals": 0}}},
         ]
-    },  # fmt: skip
+    },
     "purchase_frequency": {
         "behavior": {"event": "purchase_completed", "within": "90d", "count": {"gte": 3}}
     },
