@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -32,3 +33,56 @@ def cdnow_sample() -> Path:
     )
     assert path.exists(), "the lifetimes wheel should ship CDNOW_sample.txt"
     return path
+
+
+POSTGRES_URL = os.environ.get(
+    "NUDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def require_service(name: str, reachable: bool, why: str) -> None:
+    """Skip with the reason when a server is unreachable — but under CI=true it must be there."""
+    if reachable:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is required under CI=true but unreachable: {why}")
+    pytest.skip(f"{name} unreachable ({why}); start it to run the production-path tests")
+
+
+def postgres_available() -> tuple[bool, str]:
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return True, ""
+    except Exception as exc:  # any failure to connect means: not available
+        return False, str(exc).splitlines()[0]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine_store(request, tmp_path):
+    """The engine store on SQLite (a temp file) and on the real PostgreSQL (a temp schema)."""
+    from engine.store import EngineStore
+
+    if request.param == "sqlite":
+        store = EngineStore.connect(f"sqlite:///{tmp_path / 'engine.db'}")
+        yield store
+        store.engine.dispose()
+        return
+    ok, why = postgres_available()
+    require_service("PostgreSQL at 127.0.0.1:5432", ok, why)
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = EngineStore.connect(POSTGRES_URL, schema=schema)
+    yield store
+    store.engine.dispose()
+    cleanup = sa.create_engine(POSTGRES_URL)
+    with cleanup.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    cleanup.dispose()

@@ -1,0 +1,5 @@
+"""Optimizer: deterministic experiment assignment and the statistics that judge experiments.
+
+``stats`` holds the pure statistical functions, ``assignment`` the hash bucketing and holdouts,
+``arms`` the per-arm CSV analysis behind ``nudge experiment analyze``.
+"""
