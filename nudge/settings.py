@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +17,22 @@ class Settings(BaseSettings):
     home: Path = Field(
         default=Path(".nudge"),
         description="Root of all local state: event lake, stores, simulations.",
+    )
+    engine_db: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the engine's state; default sqlite under NUDGE_HOME.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Key that write endpoints require in the X-API-Key header."
+    )
+    scoring_url: str | None = Field(
+        default=None, description="Base URL of the scoring service; unset: score conditions miss."
+    )
+    triggers_dir: Path | None = Field(
+        default=None, description="Folder of trigger YAML files; default: the bundled examples."
+    )
+    default_timezone: str = Field(
+        default="UTC", description="Zone of customers whose profile names neither zone nor country."
     )
     sim_start: str = Field(
         default="2025-01-01",
@@ -37,3 +53,13 @@ class Settings(BaseSettings):
     def rejects_dir(self) -> Path:
         """Where `nudge import` writes rows it could not accept, with the reason."""
         return self.home.resolve() / "rejects"
+
+    @property
+    def engine_url(self) -> str:
+        """The engine database URL (SQLite under NUDGE_HOME unless NUDGE_ENGINE_DB is set)."""
+        return self.engine_db or f"sqlite:///{self.home.resolve() / 'engine.db'}"
+
+    @property
+    def trigger_folder(self) -> Path:
+        """Where trigger definitions are read from."""
+        return self.triggers_dir or Path(__file__).resolve().parents[1] / "engine" / "examples"
