@@ -100,6 +100,10 @@ class Condition:
         """How far back (seconds) this condition looks into the customer's history."""
         return 0.0
 
+    def event_types(self) -> set[str]:
+        """Event types whose history this condition reads from the customer's state."""
+        return set()
+
 
 # -- combinators ---------------------------------------------------------------------------------
 
@@ -127,6 +131,9 @@ class AllOf(Condition):
 
     def longest_window(self) -> float:
         return max((c.longest_window() for c in self.children), default=0.0)
+
+    def event_types(self) -> set[str]:
+        return set().union(*(c.event_types() for c in self.children))
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,9 @@ class Not(Condition):
 
     def longest_window(self) -> float:
         return self.child.longest_window()
+
+    def event_types(self) -> set[str]:
+        return self.child.event_types()
 
 
 # -- leaves --------------------------------------------------------------------------------------
@@ -260,6 +270,9 @@ class Behavior(Condition):
     def longest_window(self) -> float:
         return self.window_start
 
+    def event_types(self) -> set[str]:
+        return {self.event_type}
+
 
 @dataclass(frozen=True)
 class TimeTest(Condition):
@@ -287,6 +300,10 @@ class TimeTest(Condition):
             "test": self.predicate.describe(), "actual": _jsonable(value),
             "outcome": Outcome(self.predicate.holds(value)).label,
         }  # fmt: skip
+
+
+    def event_types(self) -> set[str]:
+        return {self.event_type} if self.event_type else set()
 
 
 @dataclass(frozen=True)
@@ -335,6 +352,9 @@ class Sequence_(Condition):
 
     def longest_window(self) -> float:
         return self.within + self.absent_within
+
+    def event_types(self) -> set[str]:
+        return set(self.steps) | ({self.absent_event} if self.absent_event else set())
 
 
 @dataclass(frozen=True)

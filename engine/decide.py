@@ -106,7 +106,8 @@ def decide(
     if event.event_id in state.seen_event_ids:
         return []  # the same event again: decided already
     state.seen_event_ids.append(event.event_id)
-    state.record_event(event.event_type, event.at, event.amount, limits)
+    if event.event_type in index.tracked_event_types:
+        state.record_event(event.event_type, event.at, event.amount, limits)
     zone = customer_zone(profile, default_zone)
     ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
     decisions = []

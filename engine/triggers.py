@@ -49,6 +49,8 @@ ACTION_KINDS = (
     "update_profile",
     "create_task",
 )
+# Event types the suppression rules read from state (engagement-based suppression).
+SUPPRESSION_EVENT_TYPES = frozenset({"email_sent", "email_opened", "email_clicked"})
 ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
 
 
@@ -246,6 +248,10 @@ class TriggerIndex:
         for trigger in self.triggers:
             self.by_event_type.setdefault(trigger.event_type, []).append(trigger)
         self.by_id = {t.id: t for t in self.triggers}
+        # Only these event types are kept in customer state: what conditions and suppression read.
+        self.tracked_event_types = frozenset(
+            SUPPRESSION_EVENT_TYPES.union(*(t.condition.event_types() for t in self.triggers if t.condition))
+        )
 
     def for_event(self, event_type: str) -> list[Trigger]:
         return self.by_event_type.get(event_type, [])

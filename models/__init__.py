@@ -1,1 +1,1 @@
-"""models."""
+"""Models: probabilistic and heuristic baselines (`models.baselines`) and shared metrics (`models.metrics`)."""

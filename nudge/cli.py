@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from nudge.console import StepPrinter, console, fail
+from nudge.engine_cli import engine_app, triggers_app
 
 if TYPE_CHECKING:
     from nudge.settings import Settings
@@ -32,6 +33,8 @@ app = typer.Typer(
 )
 lake_app = typer.Typer(help="Inspect the event lake.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
+app.add_typer(triggers_app, name="triggers")
+app.add_typer(engine_app, name="engine")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -258,6 +258,22 @@ def test_summary_uses_the_days_of_the_transactions_time_zone():
     assert local.equals(summarize_hand_log(hand_log()))
 
 
+def test_summary_days_follow_the_time_zone_the_times_are_in():
+    evening_and_morning = pd.DataFrame(
+        {
+            "who": ["a", "a"],
+            "at": pd.to_datetime(["2024-01-05 20:00", "2024-01-06 09:00"]).tz_localize(
+                "America/New_York"
+            ),
+            "spent": [1.0, 2.0],
+        }
+    )
+    in_utc = evening_and_morning.assign(at=lambda f: f["at"].dt.tz_convert("UTC"))
+    # Two local days in New York, but both on 2024-01-06 in UTC.
+    assert summarize_hand_log(evening_and_morning).loc["a", "frequency"] == 1
+    assert summarize_hand_log(in_utc).loc["a", "frequency"] == 0
+
+
 def test_summary_of_an_empty_log_is_empty():
     summary = summarize_hand_log(hand_log().iloc[:0])
     assert summary.empty

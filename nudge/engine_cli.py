@@ -1,0 +1,365 @@
+"""`nudge triggers …` and `nudge engine …`: composition of the engine from settings, and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from nudge.console import console, fail
+
+if TYPE_CHECKING:
+    from engine.processor import Processor
+    from engine.store import EngineStore
+    from engine.triggers import TriggerIndex
+    from nudge.settings import Settings
+
+triggers_app = typer.Typer(help="Check trigger definitions.", no_args_is_help=True)
+engine_app = typer.Typer(
+    help="Run the trigger engine: replay events, inspect decisions and dead letters.",
+    no_args_is_help=True,
+)
+
+
+# -- composition ---------------------------------------------------------------------------------
+
+
+def settings() -> Settings:
+    from nudge.settings import Settings
+
+    return Settings()
+
+
+def load_index(folder: Path) -> TriggerIndex:
+    """The triggers of a folder, or a clean exit listing every problem."""
+    from engine.triggers import TriggerIndex, load_trigger_dir
+
+    if not folder.is_dir():
+        fail(f"{folder}: no such folder of triggers")
+    result = load_trigger_dir(folder)
+    if result.issues:
+        for issue in result.issues:
+            console.print(f"[red]✗[/] {issue}", soft_wrap=True)
+        fail(f"{len(result.issues)} problem(s) in the triggers of {folder}", code=1)
+    return TriggerIndex(result.triggers)
+
+
+def open_store(s: Settings) -> EngineStore:
+    from engine.store import EngineStore
+
+    return EngineStore.connect(s.engine_url)
+
+
+def build_processor(s: Settings, store: EngineStore, index: TriggerIndex) -> Processor:
+    from engine.processor import Processor
+
+    scores = None
+    if s.scoring_url:
+        from engine.scoring import ScoreClient
+
+        key = s.api_key.get_secret_value() if s.api_key else None
+        scores = ScoreClient(s.scoring_url, api_key=key)
+    return Processor(store, index, scores=scores, default_zone=s.default_timezone)
+
+
+# -- triggers ------------------------------------------------------------------------------------
+
+
+@triggers_app.command("validate")
+def validate(
+    folder: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of *.yaml triggers (default: NUDGE_TRIGGERS_DIR or the examples)."
+        ),
+    ] = None,
+) -> None:
+    """Check every trigger file; print every problem with file, path and line; exit 1 on any."""
+    folder = folder or settings().trigger_folder
+    index = load_index(folder)
+    console.print(f"[green]✓[/] {len(index)} trigger(s) in {folder} are valid")
+    for trigger in index.triggers:
+        models = ", ".join(sorted(trigger.score_models())) or "-"
+        console.print(
+            f"  {trigger.id:<30} on {trigger.event_type:<20} {trigger.spec.priority:<8} scores: {models:<18} v{trigger.version}"
+        )
+
+
+# -- engine --------------------------------------------------------------------------------------
+
+
+@engine_app.command("replay")
+def replay(
+    file: Annotated[
+        Path | None, typer.Argument(help="Events as .jsonl, .json or .parquet.")
+    ] = None,
+    from_lake: Annotated[
+        tuple[str, str] | None,
+        typer.Option(
+            "--from-lake",
+            help="START END (ISO dates, UTC): replay the lake's events in [START, END).",
+        ),
+    ] = None,
+    triggers: Annotated[
+        Path | None,
+        typer.Option(help="Trigger folder (default: NUDGE_TRIGGERS_DIR or the examples)."),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Zone of naive timestamps in FILE (default: they are invalid)."),
+    ] = None,
+) -> None:
+    """Feed recorded events through the engine and record every decision.
+
+    Events are accepted (idempotently by event_id; invalid ones go to the dead letters with the
+    reason), then processed in order. Replaying the same events again changes nothing.
+    """
+    from engine.inbox import accept_stream
+    from engine.replay import lake_events, read_event_file
+
+    s = settings()
+    if (file is None) == (from_lake is None):
+        fail("give a FILE or --from-lake START END (one of them)")
+    index = load_index(triggers or s.trigger_folder)
+    store = open_store(s)
+    if file is not None:
+        if not file.exists():
+            fail(f"{file}: no such file")
+        items, source = read_event_file(file), f"file:{file.name}"
+    else:
+        start, end = from_lake
+        _load_lake_profiles(s, store)
+        items, source = lake_events(s.lake_dir, start, end), "lake"
+    started = time.perf_counter()
+    with console.status("accepting events …"):
+        counts = accept_stream(store, items, source=source, naive_timezone=tz)
+    console.print(
+        f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
+    )
+    processor = build_processor(s, store, index)
+    with console.status("processing …") as status:
+        stats = processor.run_until_empty(
+            lambda st: status.update(f"processing … {st.events:,} events")
+        )
+    seconds = time.perf_counter() - started
+    rate = stats.events / seconds if seconds else 0.0
+    console.print(
+        f"processed {stats.events:,} events in {seconds:.1f} s ({rate:,.0f} events/s); dead letters {stats.dead:,}"
+    )
+    print_outcomes(store)
+
+
+@engine_app.command("decisions")
+def decisions(
+    trigger: Annotated[str | None, typer.Option(help="Only this trigger.")] = None,
+    last: Annotated[int, typer.Option(help="How many recent decisions to list.")] = 10,
+) -> None:
+    """Counts of decisions per trigger and outcome, and the latest decisions with their reasons."""
+    store = open_store(settings())
+    print_outcomes(store)
+    rows = store.decisions(trigger_id=trigger)[-last:]
+    for row in rows:
+        console.print(
+            f"  {row['event_id']:<28} {row['customer_id']:<12} {row['trigger_id']:<28} {row['outcome']:<10} {row['variant'] or '':<8} {row['reason'] or ''}"
+        )
+
+
+@engine_app.command("dead-letters")
+def dead_letters(
+    redrive: Annotated[
+        bool,
+        typer.Option("--redrive", help="Submit the dead letters again (fixed input is accepted)."),
+    ] = False,
+    limit: Annotated[int, typer.Option(help="How many to list.")] = 50,
+) -> None:
+    """List events that could not be accepted or processed, with the reason; optionally re-drive them."""
+    from engine.inbox import accept_events
+
+    s = settings()
+    store = open_store(s)
+    letters = store.list_dead_letters(limit=limit if not redrive else 100_000)
+    if not letters:
+        console.print("no dead letters")
+        return
+    if not redrive:
+        for letter in letters:
+            console.print(
+                f"  #{letter['id']:<6} {letter['source']:<12} {letter['event_id'] or '-':<24} {letter['reason']}",
+                soft_wrap=True,
+            )
+        console.print(
+            f"{len(letters)} shown; re-drive with [bold]nudge engine dead-letters --redrive[/]"
+        )
+        return
+    payloads = [_payload(letter["payload"]) for letter in letters]
+    results = accept_events(store, payloads, source="redrive", naive_timezone=None)
+    now = time.time()
+    store.mark_redriven([letter["id"] for letter in letters], now)
+    ok = sum(r.status != "invalid" for r in results)
+    console.print(
+        f"re-drove {len(letters)}: {ok} accepted or already there, {len(letters) - ok} still invalid (dead-lettered again)"
+    )
+    if ok:
+        stats = build_processor(s, store, load_index(s.trigger_folder)).run_until_empty()
+        console.print(f"processed {stats.events:,} events")
+
+
+@engine_app.command("explain")
+def explain(
+    customer: Annotated[str, typer.Option(help="The customer whose state and profile to use.")],
+    event: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="A JSON file with one event.")
+    ],
+    triggers: Annotated[
+        Path | None,
+        typer.Option(help="Trigger folder (default: NUDGE_TRIGGERS_DIR or the examples)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the traces as JSON.")] = False,
+) -> None:
+    """Dry-run one event for a customer: the decision trace of every trigger; nothing is stored."""
+    from pydantic import ValidationError
+
+    from engine.decide import EventView, explain_event
+    from engine.events import describe_validation_error, event_amount, validate_event
+    from engine.state import CustomerState
+
+    s = settings()
+    index = load_index(triggers or s.trigger_folder)
+    store = open_store(s)
+    try:
+        raw = json.loads(event.read_text())
+        parsed = validate_event({**raw, "customer_id": customer} if isinstance(raw, dict) else raw)
+    except ValueError as exc:
+        lines = describe_validation_error(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        fail(f"{event}: not a valid event:\n  " + "\n  ".join(lines))
+    processor = build_processor(s, store, index)
+    state = CustomerState.from_json(customer, store.load_states([customer]).get(customer))
+    profile = store.load_profiles([customer]).get(customer, {"customer_id": customer})
+    models = {m for t in index.for_event(parsed.event_type) for m in t.score_models()}
+    scores = (
+        processor.scores.fetch([customer], models).get(customer, {})
+        if processor.scores and models
+        else {}
+    )
+    view = EventView(parsed.event_id, customer, parsed.event_type, parsed.timestamp.timestamp(),
+                     event_amount(parsed.properties), parsed.model_dump(mode="json"))  # fmt: skip
+    report = explain_event(
+        view, profile, state, index, scores, processor.policy, processor.limits, s.default_timezone
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        return
+    if not report:
+        console.print(f"no trigger listens to {parsed.event_type!r}")
+    for item in report:
+        colour = {"fired": "green", "not_matched": "dim"}.get(item["verdict"], "yellow")
+        console.print(
+            f"[bold]{item['trigger']}[/] v{item['version']}: [{colour}]{item['verdict']}[/] {item['reason'] or ''}"
+        )
+        _print_trace("when", item["when"], 1)
+        _print_trace("if", item["if"], 1)
+        for action in item["actions"]:
+            due = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(action["due_at"]))
+            console.print(f"    → {action['kind']} {action['params']} at {due}")
+
+
+@engine_app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    poll: Annotated[float, typer.Option(help="Seconds between inbox polls when idle.")] = 0.5,
+) -> None:
+    """Run the ingestion API and the processor in one process (the embedded default)."""
+    import threading
+
+    import uvicorn
+
+    from engine.api import create_app
+
+    s = settings()
+    if not s.api_key:
+        console.print(
+            "[yellow]warning:[/] NUDGE_API_KEY is not set: the API will refuse writes (503)"
+        )
+    index = load_index(s.trigger_folder)
+    store = open_store(s)
+    processor = build_processor(s, store, index)
+    stop = threading.Event()
+
+    def process_forever() -> None:
+        while not stop.is_set():
+            try:
+                if processor.run_once().events == 0:
+                    stop.wait(poll)
+            except Exception as exc:  # keep serving; the events stay pending and are retried
+                console.print(f"[red]processor error:[/] {type(exc).__name__}: {exc}")
+                stop.wait(poll * 4)
+
+    worker = threading.Thread(target=process_forever, name="processor", daemon=True)
+    worker.start()
+    key = s.api_key.get_secret_value() if s.api_key else None
+    console.print(
+        f"engine on http://{host}:{port} ({len(index)} triggers, store {s.engine_url.split('://')[0]})"
+    )
+    try:
+        uvicorn.run(create_app(store, key), host=host, port=port, log_level="warning")
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+
+
+# -- output --------------------------------------------------------------------------------------
+
+
+def print_outcomes(store: EngineStore) -> None:
+    from rich.table import Table
+
+    counts = store.outcome_counts()
+    if not counts:
+        console.print("no decisions recorded")
+        return
+    outcomes = ["fired", "suppressed", "skipped", "held_out", "failed"]
+    table = Table(title="Decisions per trigger", title_justify="left", show_edge=False)
+    table.add_column("trigger", no_wrap=True)
+    for outcome in outcomes:
+        table.add_column(outcome, justify="right")
+    for trigger in sorted({t for t, _ in counts}):
+        table.add_row(trigger, *(f"{counts.get((trigger, o), 0):,}" for o in outcomes))
+    console.print(table)
+
+
+def _print_trace(label: str, node: dict[str, Any], depth: int) -> None:
+    pad = "  " * depth
+    outcome = node.get("outcome", "")
+    detail = {k: v for k, v in node.items() if k not in {"outcome", "children", "fields", "kind"}}
+    console.print(
+        f"{pad}{label}: {node.get('kind', '')} [{'green' if outcome == 'passed' else 'red'}]{outcome}[/] {detail or ''}",
+        soft_wrap=True,
+    )
+    for leaf in node.get("fields", []):
+        console.print(
+            f"{pad}  {leaf['field']} {leaf.get('test', leaf.get('expected'))} saw {leaf['actual']!r}: {leaf['outcome']}",
+            soft_wrap=True,
+        )
+    for child in node.get("children", []):
+        _print_trace("·", child, depth + 1)
+
+
+def _load_lake_profiles(s: Settings, store: EngineStore) -> None:
+    from engine.lake import EventLake
+
+    profiles = EventLake(s.lake_dir).read_customers()
+    if len(profiles) and "customer_id" in profiles.columns:
+        records = json.loads(profiles.to_json(orient="records", date_format="iso"))
+        store.upsert_profiles({r["customer_id"]: r for r in records}, time.time())
+
+
+def _payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
