@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
@@ -46,6 +46,10 @@ class Outcome(IntEnum):
         return self.name.lower()
 
 
+# Outcome of a boolean test without the cost of calling the enum: _OF[True] is PASSED.
+_OF = (Outcome.FAILED, Outcome.PASSED)
+
+
 @dataclass(frozen=True)
 class ScoreValue:
     """A model score as the scoring service gave it."""
@@ -67,6 +71,7 @@ class EvaluationContext:
     scores: Mapping[str, ScoreValue | None]
     now: float  # the event's time, epoch seconds
     zone: ZoneInfo
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-event answers
 
     def local_time(self) -> datetime:
         return datetime.fromtimestamp(self.now, self.zone)
@@ -251,13 +256,21 @@ class Behavior(Condition):
     kind = "behavior"
 
     def value(self, ctx: EvaluationContext) -> float:
-        since, until = ctx.now - self.window_start, ctx.now - self.window_end
-        if self.measure == "count":
-            return ctx.state.count(self.event_type, since, until)
-        return ctx.state.total(self.event_type, since, until)
+        # Many triggers ask the same question of one event: answer it once per event.
+        key = (self.event_type, self.window_start, self.window_end, self.measure)
+        memo = ctx.memo
+        value = memo.get(key)
+        if value is None:
+            since, until = ctx.now - self.window_start, ctx.now - self.window_end
+            if self.measure == "count":
+                value = ctx.state.count(self.event_type, since, until)
+            else:
+                value = ctx.state.total(self.event_type, since, until)
+            memo[key] = value
+        return value
 
     def check(self, ctx: EvaluationContext) -> Outcome:
-        return Outcome(self.predicate.holds(self.value(ctx)))
+        return _OF[self.predicate.holds(self.value(ctx))]
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         value = self.value(ctx)
@@ -291,7 +304,7 @@ class TimeTest(Condition):
         return DAYS_OF_WEEK[local.weekday()] if self.measure == "day_of_week" else local.hour
 
     def check(self, ctx: EvaluationContext) -> Outcome:
-        return Outcome(self.predicate.holds(self.value(ctx)))
+        return _OF[self.predicate.holds(self.value(ctx))]
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         value = self.value(ctx)
@@ -300,7 +313,6 @@ class TimeTest(Condition):
             "test": self.predicate.describe(), "actual": _jsonable(value),
             "outcome": Outcome(self.predicate.holds(value)).label,
         }  # fmt: skip
-
 
     def event_types(self) -> set[str]:
         return {self.event_type} if self.event_type else set()
@@ -328,7 +340,7 @@ class Sequence_(Condition):
         return t
 
     def check(self, ctx: EvaluationContext) -> Outcome:
-        return Outcome(self._holds(ctx)[0])
+        return _OF[self._holds(ctx)[0]]
 
     def _holds(self, ctx: EvaluationContext) -> tuple[bool, float | None, float | None]:
         last_step = self.matched_at(ctx)
@@ -377,7 +389,7 @@ class ScoreTest(Condition):
         score = self._score(ctx)
         if score is None:
             return _ON_MISSING[self.on_missing]
-        return Outcome(self.predicate.holds(score.value))
+        return _OF[self.predicate.holds(score.value)]
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         score = self._score(ctx)

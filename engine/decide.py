@@ -22,7 +22,7 @@ from engine.optimizer.assignment import HOLDOUT, assign_variant
 from engine.state import CustomerState, StateLimits
 from engine.suppression import SuppressionPolicy, check_suppression
 from engine.timezones import customer_zone
-from engine.triggers import Trigger, TriggerIndex
+from engine.triggers import PlannedStep, Trigger, TriggerIndex
 
 __all__ = [
     "Decision",
@@ -111,16 +111,19 @@ def decide(
     zone = customer_zone(profile, default_zone)
     ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
     decisions = []
-    for trigger in index.for_event(event.event_type):
-        try:
-            decision = _decide_one(trigger, event, ctx, policy, limits)
-        except Exception as exc:  # one broken trigger must not stop the others
-            decision = Decision(
-                event.event_id, event.customer_id, trigger.id, trigger.version, DecisionOutcome.FAILED,
-                reason=f"{type(exc).__name__}: {exc}", decided_at=_time.time(),
-            )  # fmt: skip
-        if decision is not None:
-            decisions.append(decision)
+    try:
+        matched = index.matcher(event.event_type)(ctx)
+    except Exception:  # a trigger broke while matching: evaluate one by one to isolate it
+        matched = _match_one_by_one(index.for_event(event.event_type), ctx)
+    for trigger, outcome in matched:
+        if isinstance(outcome, Exception):
+            decision = _failure(trigger, event, outcome)
+        else:
+            try:
+                decision = _decide_one(trigger, event, ctx, policy, limits, outcome)
+            except Exception as exc:  # one broken trigger must not stop the others
+                decision = _failure(trigger, event, exc)
+        decisions.append(decision)
     return decisions
 
 
@@ -168,12 +171,8 @@ def _decide_one(
     ctx: EvaluationContext,
     policy: SuppressionPolicy,
     limits: StateLimits,
-) -> Decision | None:
-    if trigger.where is not None and trigger.where.check(ctx) is not Outcome.PASSED:
-        return None
-    outcome = trigger.condition.check(ctx) if trigger.condition else Outcome.PASSED
-    if outcome is Outcome.FAILED:
-        return None
+    outcome: Outcome,
+) -> Decision:
     used = _scores_used(trigger, ctx)
     common = dict(
         event_id=event.event_id, customer_id=event.customer_id, trigger_id=trigger.id,
@@ -204,7 +203,8 @@ def _decide_one(
             )
         overrides = experiment.variants[variant]
 
-    first_delay = _delay_of(trigger.spec.actions[0], overrides) if trigger.spec.actions else 0.0
+    plan = trigger.plan
+    first_delay = _delay_of(plan[0], overrides) if plan else 0.0
     engagement = ctx.scores.get(policy.engagement_model)
     verdict = check_suppression(
         trigger, ctx.profile, ctx.state, event.at, event.at + first_delay, ctx.zone, policy,
@@ -222,12 +222,12 @@ def _decide_one(
 
     shift = (verdict.send_at or event.at + first_delay) - (event.at + first_delay)
     actions = []
-    for i, action in enumerate(trigger.spec.actions):
-        params = dict(action.params)
-        if action.kind == "send_email" and "template" in overrides:
-            params["template"] = overrides["template"]
-        due = event.at + _delay_of(action, overrides) + shift
-        actions.append(PlannedAction(i, action.kind, params, action.channel, due, action.cancel_if))
+    for i, step in enumerate(plan):
+        params = step.params
+        if step.kind == "send_email" and "template" in overrides:
+            params = {**params, "template": overrides["template"]}
+        due = event.at + _delay_of(step, overrides) + shift
+        actions.append(PlannedAction(i, step.kind, params, step.channel, due, step.cancel_if))
     ctx.state.record_fire(trigger.id, event.at, limits)
     for action in actions:
         if action.channel:
@@ -243,10 +243,35 @@ def _decide_one(
     )
 
 
-def _delay_of(action: Any, overrides: Mapping[str, Any]) -> float:
+def _match_one_by_one(triggers: list[Trigger], ctx: EvaluationContext) -> list[tuple[Trigger, Any]]:
+    """The interpreted path, with a trigger's exception kept as its outcome."""
+    matched: list[tuple[Trigger, Any]] = []
+    for trigger in triggers:
+        try:
+            if trigger.where is not None and trigger.where.check(ctx) is not Outcome.PASSED:
+                continue
+            outcome = (
+                trigger.condition.check(ctx) if trigger.condition is not None else Outcome.PASSED
+            )
+        except Exception as exc:
+            matched.append((trigger, exc))
+            continue
+        if outcome is not Outcome.FAILED:
+            matched.append((trigger, outcome))
+    return matched
+
+
+def _failure(trigger: Trigger, event: EventView, exc: Exception) -> Decision:
+    return Decision(
+        event.event_id, event.customer_id, trigger.id, trigger.version, DecisionOutcome.FAILED,
+        reason=f"{type(exc).__name__}: {exc}", decided_at=_time.time(),
+    )  # fmt: skip
+
+
+def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:
     if "delay" in overrides:
         return parse_duration(overrides["delay"]).total_seconds()
-    return action.delay.total_seconds() if action.delay else 0.0
+    return step.delay
 
 
 def _scores_used(trigger: Trigger, ctx: EvaluationContext) -> dict[str, Any]:

@@ -82,17 +82,64 @@ class Predicate:
 
     tests: tuple[tuple[str, Any], ...]
 
-    def holds(self, actual: Any) -> bool:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "holds", _compile(self.tests))
+
+    @property
+    def numeric_comparison(self) -> tuple[str, float] | None:
+        """``(python operator, number)`` when the predicate is one numeric comparison."""
+        if len(self.tests) == 1:
+            op, expected = self.tests[0]
+            if (
+                op in _PYTHON_OPS
+                and _number(expected) is not None
+                and not isinstance(expected, str)
+            ):
+                return _PYTHON_OPS[op], float(expected)
+        return None
+
+    def holds(self, actual: Any) -> bool:  # replaced per instance by a compiled test
         """Whether `actual` satisfies every operator (None means the value is absent)."""
-        for op, expected in self.tests:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {op: (e.pattern if isinstance(e, re.Pattern) else e) for op, e in self.tests}
+
+
+_PYTHON_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "equals": "=="}
+_FAST_NUMERIC = {
+    "gt": lambda e: lambda a: a > e,
+    "gte": lambda e: lambda a: a >= e,
+    "lt": lambda e: lambda a: a < e,
+    "lte": lambda e: lambda a: a <= e,
+    "equals": lambda e: lambda a: a == e,
+}
+
+
+def _compile(tests: tuple[tuple[str, Any], ...]) -> Callable[[Any], bool]:
+    """A test function for the predicate; one numeric comparison gets a fast path."""
+
+    def general(actual: Any) -> bool:
+        for op, expected in tests:
             if actual is None and op not in _ABOUT_PRESENCE:
                 return False
             if not OPERATORS[op](actual, expected):
                 return False
         return True
 
-    def describe(self) -> dict[str, Any]:
-        return {op: (e.pattern if isinstance(e, re.Pattern) else e) for op, e in self.tests}
+    if len(tests) == 1:
+        op, expected = tests[0]
+        if op in _FAST_NUMERIC and _number(expected) is not None and not isinstance(expected, str):
+            fast = _FAST_NUMERIC[op](float(expected))
+
+            def numeric(actual: Any) -> bool:
+                cls = actual.__class__
+                if cls is int or cls is float:
+                    return fast(actual)
+                return general(actual)
+
+            return numeric
+    return general
 
 
 def compile_predicate(raw: Any) -> Predicate:

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lake_events", "read_event_file"]
+__all__ = ["events_from_rows", "lake_events", "read_event_file"]
 
 
 def read_event_file(path: Path) -> Iterator[Any]:
@@ -34,7 +34,7 @@ def read_event_file(path: Path) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
-            yield from _rows(batch.to_pylist())
+            yield from events_from_rows(batch.to_pylist())
     else:
         raise ValueError(f"{path}: expected a .jsonl, .ndjson, .json or .parquet file")
 
@@ -47,10 +47,10 @@ def lake_events(
 
     table = EventLake(lake_root).read(start, end)
     for batch in table.to_batches(max_chunksize=50_000):
-        yield from _rows(batch.to_pylist())
+        yield from events_from_rows(batch.to_pylist())
 
 
-def _rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def events_from_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for row in rows:
         event = {k: v for k, v in row.items() if v is not None and k not in {"amount", "date"}}
         if isinstance(event.get("properties"), str):

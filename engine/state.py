@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CustomerState", "StateLimits"]
+__all__ = ["CustomerState", "History", "StateLimits"]
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,41 @@ class StateLimits:
 
 
 @dataclass
+class History:
+    """Times (sorted) and amounts of one event type, as parallel lists for binary search."""
+
+    times: list[float]
+    amounts: list[float | None]
+
+    def add(self, at: float, amount: float | None) -> None:
+        if not self.times or self.times[-1] <= at:
+            self.times.append(at)
+            self.amounts.append(amount)
+        else:
+            i = bisect.bisect_right(self.times, at)
+            self.times.insert(i, at)
+            self.amounts.insert(i, amount)
+
+    def trim(self, limits: StateLimits) -> None:
+        cut = max(
+            len(self.times) - limits.max_events,
+            bisect.bisect_left(self.times, self.times[-1] - limits.retention),
+        )
+        if cut > 0:
+            del self.times[:cut]
+            del self.amounts[:cut]
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass
 class CustomerState:
     """What the engine remembers about one customer between events."""
 
     customer_id: str
-    # event type → (timestamp, amount) oldest first
-    events: dict[str, deque[tuple[float, float | None]]] = field(default_factory=dict)
+    # event type → its recent history, oldest first
+    events: dict[str, History] = field(default_factory=dict)
     # trigger id → fire times (bounded) and the total count since the first fire
     fires: dict[str, deque[float]] = field(default_factory=dict)
     fire_counts: dict[str, int] = field(default_factory=dict)
@@ -43,26 +72,32 @@ class CustomerState:
 
     def count(self, event_type: str, since: float, until: float) -> int:
         """Events of a type with ``since < t <= until``."""
-        times = self.events.get(event_type)
-        if not times:
+        history = self.events.get(event_type)
+        if history is None:
             return 0
-        return sum(1 for t, _ in times if since < t <= until)
+        times = history.times
+        return bisect.bisect_right(times, until) - bisect.bisect_right(times, since)
 
     def total(self, event_type: str, since: float, until: float) -> float:
         """Sum of amounts of a type's events with ``since < t <= until``."""
-        return sum(
-            a for t, a in self.events.get(event_type, ()) if since < t <= until and a is not None
-        )
+        history = self.events.get(event_type)
+        if history is None:
+            return 0.0
+        lo = bisect.bisect_right(history.times, since)
+        hi = bisect.bisect_right(history.times, until)
+        return sum(a for a in history.amounts[lo:hi] if a is not None)
 
     def last(self, event_type: str, before: float) -> float | None:
         """Time of the latest event of a type at or before `before`."""
-        for t, _ in reversed(self.events.get(event_type, ())):
-            if t <= before:
-                return t
-        return None
+        history = self.events.get(event_type)
+        if history is None:
+            return None
+        i = bisect.bisect_right(history.times, before)
+        return history.times[i - 1] if i else None
 
     def times(self, event_type: str) -> list[float]:
-        return [t for t, _ in self.events.get(event_type, ())]
+        history = self.events.get(event_type)
+        return history.times if history is not None else []
 
     def sends_between(self, channel: str, since: float, until: float) -> int:
         return sum(1 for t in self.sends.get(channel, ()) if since <= t < until)
@@ -77,19 +112,11 @@ class CustomerState:
         self, event_type: str, at: float, amount: float | None, limits: StateLimits
     ) -> None:
         """Add an event (kept in time order even when events arrive slightly out of order)."""
-        times = self.events.get(event_type)
-        if times is None:
-            times = self.events[event_type] = deque()
-        if not times or times[-1][0] <= at:
-            times.append((at, amount))
-        else:
-            items = list(times)
-            bisect.insort(items, (at, amount))
-            times.clear()
-            times.extend(items)
-        horizon = times[-1][0] - limits.retention
-        while times and (len(times) > limits.max_events or times[0][0] < horizon):
-            times.popleft()
+        history = self.events.get(event_type)
+        if history is None:
+            history = self.events[event_type] = History([], [])
+        history.add(at, amount)
+        history.trim(limits)
 
     def record_fire(self, trigger_id: str, at: float, limits: StateLimits) -> None:
         fires = self.fires.setdefault(trigger_id, deque())
@@ -108,7 +135,7 @@ class CustomerState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "events": {k: [list(x) for x in v] for k, v in self.events.items() if v},
+            "events": {k: [v.times, v.amounts] for k, v in self.events.items() if v.times},
             "fires": {k: list(v) for k, v in self.fires.items()},
             "fire_counts": self.fire_counts,
             "sends": {k: list(v) for k, v in self.sends.items()},
@@ -121,7 +148,7 @@ class CustomerState:
             return cls(customer_id)
         return cls(
             customer_id=customer_id,
-            events={k: deque((t, a) for t, a in v) for k, v in data.get("events", {}).items()},
+            events={k: History(list(v[0]), list(v[1])) for k, v in data.get("events", {}).items()},
             fires={k: deque(v) for k, v in data.get("fires", {}).items()},
             fire_counts=dict(data.get("fire_counts", {})),
             sends={k: deque(v) for k, v in data.get("sends", {}).items()},

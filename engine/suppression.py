@@ -136,7 +136,7 @@ def local_day_bounds(at: float, zone: ZoneInfo) -> tuple[float, float]:
 def _cap_binds(
     cap: ChannelCap | None, channel: str, state: CustomerState, at: float, zone: ZoneInfo
 ) -> str:
-    if cap is None:
+    if cap is None or not state.sends.get(channel):
         return ""
     if cap.per_local_day is not None:
         start, end = local_day_bounds(at, zone)

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +29,7 @@ from engine.conditions import (
     compile_field_tests,
 )
 from engine.durations import parse_duration
+from engine.matcher import Matcher, compile_matcher
 
 __all__ = [
     "Action",
@@ -180,6 +182,14 @@ class TriggerSpec(BaseModel):
         return value
 
 
+class PlannedStep(NamedTuple):
+    kind: str
+    params: dict[str, Any]
+    channel: str | None
+    delay: float  # seconds
+    cancel_if: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class Trigger:
     """A loaded trigger: its spec, compiled conditions, and its version."""
@@ -206,12 +216,30 @@ class Trigger:
     def transactional(self) -> bool:
         return self.spec.category is Category.TRANSACTIONAL
 
-    @property
-    def channels(self) -> set[str]:
-        return {a.channel for a in self.spec.actions if a.channel}
+    @cached_property
+    def channels(self) -> frozenset[str]:
+        return frozenset(a.channel for a in self.spec.actions if a.channel)
 
-    def score_models(self) -> set[str]:
-        return self.condition.score_models() if self.condition else set()
+    @cached_property
+    def plan(self) -> tuple[PlannedStep, ...]:
+        """The actions as plain tuples, computed once: what a fire schedules."""
+        return tuple(
+            PlannedStep(
+                a.kind,
+                a.params,
+                a.channel,
+                a.delay.total_seconds() if a.delay else 0.0,
+                a.cancel_if,
+            )
+            for a in self.spec.actions
+        )
+
+    @cached_property
+    def _score_models(self) -> frozenset[str]:
+        return frozenset(self.condition.score_models()) if self.condition else frozenset()
+
+    def score_models(self) -> frozenset[str]:
+        return self._score_models
 
     def longest_window(self) -> float:
         return self.condition.longest_window() if self.condition else 0.0
@@ -248,13 +276,23 @@ class TriggerIndex:
         for trigger in self.triggers:
             self.by_event_type.setdefault(trigger.event_type, []).append(trigger)
         self.by_id = {t.id: t for t in self.triggers}
+        self._matchers: dict[str, Matcher] = {}
         # Only these event types are kept in customer state: what conditions and suppression read.
         self.tracked_event_types = frozenset(
-            SUPPRESSION_EVENT_TYPES.union(*(t.condition.event_types() for t in self.triggers if t.condition))
+            SUPPRESSION_EVENT_TYPES.union(
+                *(t.condition.event_types() for t in self.triggers if t.condition)
+            )
         )
 
     def for_event(self, event_type: str) -> list[Trigger]:
         return self.by_event_type.get(event_type, [])
+
+    def matcher(self, event_type: str) -> Matcher:
+        """The generated matching function of an event type's triggers (built on first use)."""
+        match = self._matchers.get(event_type)
+        if match is None:
+            match = self._matchers[event_type] = compile_matcher(self.for_event(event_type))
+        return match
 
     def longest_window(self) -> float:
         return max((t.longest_window() for t in self.triggers), default=0.0)

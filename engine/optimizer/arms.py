@@ -61,6 +61,8 @@ class ArmTable:
     arms: tuple[Arm, ...]
 
     def __post_init__(self) -> None:
+        if self.metric not in ("rate", "mean"):
+            raise ArmInputError(f"metric must be 'rate' or 'mean' (got {self.metric!r})")
         if len(self.arms) < 2:
             raise ArmInputError(
                 f"need at least 2 arms (a control and a treatment), got {len(self.arms)}"

@@ -121,7 +121,9 @@ class MeanSummary:
                 f"value_sum²/users ({value_sum * value_sum / users:g}), which implies a "
                 "negative variance"
             )
-        return cls(users, value_sum / users, max(centred_sum_squares, 0.0) / (users - 1))
+        return cls(
+            int(users), float(value_sum / users), float(max(centred_sum_squares, 0.0) / (users - 1))
+        )
 
     @classmethod
     def from_values(cls, values: ArrayLike) -> MeanSummary:
@@ -513,7 +515,8 @@ def benjamini_hochberg_adjust(p_values: Sequence[float]) -> list[float]:
     p = _as_p_values(p_values)
     m = p.size
     order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
+    # p·(m/j) rather than (p·m)/j: with m/j ≥ 1 rounding can never push p̃ below p.
+    scaled = p[order] * (m / np.arange(1, m + 1))
     step_up = np.minimum.accumulate(scaled[::-1])[::-1]
     return _unsort(np.minimum(1.0, step_up), order)
 

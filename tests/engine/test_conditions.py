@@ -1,6 +1,5 @@
 """Conditions: every kind and operator, three-valued logic, traces with the values seen."""
 
-from collections import deque
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -284,6 +283,22 @@ def test_state_stays_bounded():
     old = CustomerState("c2")
     for i in range(8):
         old.record_event("page_view", NOW + i * 3 * D, None, limits)
-    assert all(t >= NOW + 21 * D - 10 * D for t, _ in old.events["page_view"])
-    assert isinstance(old.events["page_view"], deque)
+    assert all(t >= NOW + 21 * D - 10 * D for t in old.events["page_view"].times)
     assert CustomerState.from_json("c2", old.to_json()).events == old.events
+
+
+def test_late_events_keep_the_history_in_time_order():
+    state = CustomerState("c1")
+    for offset in (5, 1, 3, 2):
+        state.record_event("purchase_completed", NOW + offset, float(offset), StateLimits())
+    history = state.events["purchase_completed"]
+    assert history.times == [NOW + 1, NOW + 2, NOW + 3, NOW + 5] and history.amounts == [
+        1.0,
+        2.0,
+        3.0,
+        5.0,
+    ]
+    assert (
+        state.count("purchase_completed", NOW + 1, NOW + 3) == 2
+        and state.total("purchase_completed", NOW, NOW + 5) == 11.0
+    )
