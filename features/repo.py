@@ -1,0 +1,30 @@
+"""The objects `feast plan` / `feast apply` register when run on this folder.
+
+Feast scans the folder's Python files and registers the Feast objects it finds at module level;
+this is the one file that has any (see `definitions.py` for why). The feature tables are looked
+for under ``$NUDGE_HOME/features``, so NUDGE_HOME must be absolute here: Feast changes into this
+folder before importing. ``eval "$(python -m features.paths)"`` exports what the YAML needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from features.definitions import build_definitions
+from features.paths import feature_tables_dir
+
+_home = os.environ.get("NUDGE_HOME", "")
+if not Path(_home).is_absolute():
+    raise RuntimeError(
+        f"NUDGE_HOME must be an absolute path when Feast reads this repo (got {_home!r}); "
+        'run `eval "$(python -m features.paths)"` first'
+    )
+_definitions = build_definitions(feature_tables_dir(_home))
+
+customer = _definitions.entity
+churn_features_source = _definitions.sources["churn_features"]
+ltv_features_source = _definitions.sources["ltv_features"]
+engagement_features_source = _definitions.sources["engagement_features"]
+churn_features, ltv_features, engagement_features = _definitions.views
+churn_service, ltv_service, engagement_service = _definitions.services

@@ -1,0 +1,161 @@
+"""The Feast store and the calls the training pipeline and the scoring service make on it.
+
+`import feast` costs seconds, so it happens inside these functions, never when this module is
+imported. The configuration (embedded or production) comes from `features.paths`: the embedded
+one keeps everything under $NUDGE_HOME, the production one reads Redis and a PostgreSQL registry
+from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.paths import (
+    REPO_DIR,
+    feast_dir,
+    feast_environment,
+    feature_store_yaml,
+    feature_tables_dir,
+)
+from features.schema import (
+    ENTITY_KEY,
+    TIMESTAMP_COLUMN,
+    VIEW_NAMES,
+    feature_refs,
+    model_features,
+)
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from features.definitions import Definitions
+
+__all__ = [
+    "apply_definitions",
+    "definitions",
+    "materialize_snapshot",
+    "online_features",
+    "open_store",
+    "training_frame",
+]
+
+
+def open_store(
+    home: Path | str | None = None,
+    production: bool | None = None,
+    *,
+    project: str | None = None,
+) -> FeatureStore:
+    """A `FeatureStore` on the embedded or (`production`, default: $NUDGE_FEAST_CONFIG) config.
+
+    `project` overrides the YAML's project name (e.g. to keep test runs apart on shared servers).
+    """
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+    variables = feast_environment(home, production)
+    # Feast itself expands ${VAR} from os.environ; expanding here with the computed values
+    # (absolute paths, defaults) leaves the process environment alone.
+    text = Template(feature_store_yaml(production).read_text()).safe_substitute(
+        {**os.environ, **variables}
+    )
+    raw = yaml.safe_load(text)
+    if project is not None:
+        raw["project"] = project
+    config = RepoConfig(**raw)
+    config.repo_path = REPO_DIR
+    feast_dir(home).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(REPO_DIR), config=config)
+
+
+def definitions(home: Path | str | None = None) -> Definitions:
+    """The repo's Feast objects, their sources reading ``$NUDGE_HOME/features``."""
+    from features.definitions import build_definitions
+
+    return build_definitions(feature_tables_dir(home))
+
+
+def apply_definitions(store: FeatureStore, home: Path | str | None = None) -> Definitions:
+    """Register every definition in the store's registry (in-process `feast apply`)."""
+    applied = definitions(home)
+    store.apply(applied.all())
+    return applied
+
+
+def training_frame(store: FeatureStore, model: str, entity_rows: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time join of a model's features onto `entity_rows` (customer_id,
+    event_timestamp, and any label columns); one output row per entity row, same order."""
+    features = model_features(model)
+    missing = {ENTITY_KEY, TIMESTAMP_COLUMN} - set(entity_rows.columns)
+    if missing:
+        raise ValueError(f"entity rows lack column(s) {sorted(missing)}")
+    rows = entity_rows.reset_index(drop=True).assign(_row=lambda df: range(len(df)))
+    rows[TIMESTAMP_COLUMN] = pd.to_datetime(rows[TIMESTAMP_COLUMN], utc=True)
+    joined = store.get_historical_features(entity_df=rows, features=feature_refs(model)).to_df()
+    # Feast's offline stores differ in whether they drop rows they cannot match; never trust it.
+    if len(joined) != len(rows):
+        raise RuntimeError(
+            f"point-in-time join returned {len(joined)} rows for {len(rows)} entity rows"
+        )
+    joined = joined.sort_values("_row").drop(columns="_row").reset_index(drop=True)
+    # Integer features are never null in a feature table, so a null one means no row matched.
+    integers = [name for name, dtype in features.items() if dtype == "int64"]
+    unmatched = joined[integers].isna().any(axis=1)
+    if unmatched.any():
+        raise ValueError(
+            f"{int(unmatched.sum())} entity row(s) matched no feature row: the customer was "
+            "not in the population at that time, or its latest snapshot is older than the "
+            "views' TTL; take entity rows from the labels or the feature tables"
+        )
+    return joined.astype(features)
+
+
+def materialize_snapshot(
+    store: FeatureStore, snapshot: datetime | pd.Timestamp, views: Sequence[str] = VIEW_NAMES
+) -> None:
+    """Load one snapshot's rows into the online store: a window of one instant, so memory is
+    bounded by one snapshot however many the tables hold."""
+    at = pd.Timestamp(snapshot)
+    at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
+    store.materialize(
+        start_date=at.to_pydatetime(),
+        end_date=(at + timedelta(microseconds=1)).to_pydatetime(),
+        feature_views=list(views),
+    )
+
+
+def online_features(store: FeatureStore, model: str, customer_ids: Iterable[str]) -> pd.DataFrame:
+    """A model's latest materialized features for the customers the online store knows.
+
+    Columns: customer_id, event_timestamp (the snapshot the features describe), then the
+    model's features in the order and dtypes of `training_frame`. A customer missing from any
+    of the model's views is left out: the caller decides what a missing score means.
+    """
+    features = model_features(model)
+    ids = list(dict.fromkeys(str(c) for c in customer_ids))
+    values = store.get_online_features(
+        features=feature_refs(model), entity_rows={ENTITY_KEY: ids}
+    ).to_dict(include_event_timestamps=True)
+    # Feast gives each feature an epoch-seconds `<name>__ts`, 0 when it has no value stored.
+    stamps = np.array([values[f"{name}__ts"] for name in features], dtype=np.int64)
+    known = (stamps > 0).all(axis=0)
+    # Built column by column with explicit dtypes: Feast's own frame makes a float feature that
+    # is null for every requested customer an object column, and integers float64 next to a
+    # missing customer — neither is what a model's signature was inferred from.
+    snapshot = pd.to_datetime(stamps[:, known].min(axis=0), unit="s", utc=True)
+    columns: dict[str, Any] = {
+        ENTITY_KEY: np.array(ids, dtype=object)[known],
+        TIMESTAMP_COLUMN: snapshot.as_unit("us"),
+    }
+    for name, dtype in features.items():
+        columns[name] = np.array(values[name], dtype=object)[known].astype(dtype)
+    return pd.DataFrame(columns)
