@@ -21,8 +21,8 @@ from engine.durations import parse_duration
 from engine.optimizer.assignment import HOLDOUT, assign_variant
 from engine.state import CustomerState, StateLimits
 from engine.suppression import SuppressionPolicy, check_suppression
-from engine.timezones import customer_zone
-from engine.triggers import PlannedStep, Trigger, TriggerIndex
+from engine.timezones import customer_zone, next_local_time
+from engine.triggers import PlannedStep, Trigger, TriggerIndex, local_schedule
 
 __all__ = [
     "Decision",
@@ -204,10 +204,10 @@ def _decide_one(
         overrides = experiment.variants[variant]
 
     plan = trigger.plan
-    first_delay = _delay_of(plan[0], overrides) if plan else 0.0
+    first_send = _send_time(plan[0], event.at, overrides, ctx) if plan else event.at
     engagement = ctx.scores.get(policy.engagement_model)
     verdict = check_suppression(
-        trigger, ctx.profile, ctx.state, event.at, event.at + first_delay, ctx.zone, policy,
+        trigger, ctx.profile, ctx.state, event.at, first_send, ctx.zone, policy,
         engagement.value if engagement is not None and engagement.known else None,
     )  # fmt: skip
     if not verdict.allowed:
@@ -220,13 +220,13 @@ def _decide_one(
             variant=variant,
         )
 
-    shift = (verdict.send_at or event.at + first_delay) - (event.at + first_delay)
+    shift = (verdict.send_at or first_send) - first_send
     actions = []
     for i, step in enumerate(plan):
         params = step.params
         if step.kind == "send_email" and "template" in overrides:
             params = {**params, "template": overrides["template"]}
-        due = event.at + _delay_of(step, overrides) + shift
+        due = _send_time(step, event.at, overrides, ctx) + shift
         actions.append(PlannedAction(i, step.kind, params, step.channel, due, step.cancel_if))
     ctx.state.record_fire(trigger.id, event.at, limits)
     for action in actions:
@@ -266,6 +266,19 @@ def _failure(trigger: Trigger, event: EventView, exc: Exception) -> Decision:
         event.event_id, event.customer_id, trigger.id, trigger.version, DecisionOutcome.FAILED,
         reason=f"{type(exc).__name__}: {exc}", decided_at=_time.time(),
     )  # fmt: skip
+
+
+def _send_time(
+    step: PlannedStep, at: float, overrides: Mapping[str, Any], ctx: EvaluationContext
+) -> float:
+    """When a step runs: after its delay, then at the next allowed local wall time if it has one."""
+    due = at + _delay_of(step, overrides)
+    schedule = step.at
+    if "at" in overrides:
+        schedule = local_schedule(overrides["at"])
+    if schedule is not None:
+        due = next_local_time(due, ctx.zone, schedule[0], schedule[1])
+    return due
 
 
 def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:

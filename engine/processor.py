@@ -117,7 +117,7 @@ class Processor:
             for decision in decide(view, profile, states[item.customer_id], self.index, scores.get(item.customer_id, {}),
                                    self.policy, self.limits, self.default_zone):  # fmt: skip
                 decision_rows.append(_decision_row(decision))
-                action_rows.extend(_action_rows(decision))
+                action_rows.extend(_action_rows(decision, view.at))
                 stats.outcomes[decision.outcome.value] += 1
             changes = profile_changes(view)
             if changes:
@@ -213,7 +213,7 @@ def _decision_row(d: Decision) -> dict[str, Any]:
     }
 
 
-def _action_rows(d: Decision) -> list[dict[str, Any]]:
+def _action_rows(d: Decision, trigger_at: float) -> list[dict[str, Any]]:
     return [
         {
             "idempotency_key": f"{d.trigger_id}:{d.customer_id}:{d.event_id}:{a.index}",
@@ -227,6 +227,7 @@ def _action_rows(d: Decision) -> list[dict[str, Any]]:
             "due_at": a.due_at,
             "cancel_if": json.dumps(a.cancel_if) if a.cancel_if is not None else None,
             "variant": d.variant,
+            "trigger_at": trigger_at,
         }
         for a in d.actions
     ]

@@ -8,6 +8,7 @@ that both databases compare them the same way.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,11 @@ inbox = sa.Table(
     sa.Column("received_at", sa.Double, nullable=False),
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
     sa.Column("processed_at", sa.Double),
+    # A stable hash bucket of the customer: N processor workers each own the buckets i mod N,
+    # so one customer's events are always handled by one worker, in order.
+    sa.Column("bucket", sa.Integer, nullable=False, server_default="0"),
     sa.Index("inbox_pending", "status", "seq"),
+    sa.Index("inbox_by_customer", "customer_id", "occurred_at"),
 )
 
 decisions = sa.Table(
@@ -69,8 +74,38 @@ actions = sa.Table(
     sa.Column("due_at", sa.Double, nullable=False),
     sa.Column("cancel_if", sa.Text),
     sa.Column("variant", sa.String(64)),
+    sa.Column("trigger_at", sa.Double, nullable=False, server_default="0"),
+    # pending → claimed → (sending →) sent | cancelled | failed; sending = in doubt after a crash
     sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Double, nullable=False, server_default="0"),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    sa.Column("result", sa.Text),
     sa.Index("actions_due", "status", "due_at"),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("segment", sa.String(128), primary_key=True),
+    sa.Column("added_at", sa.Double, nullable=False),
+    sa.Column("source_action", sa.String(300)),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("created_at", sa.Double, nullable=False),
 )
 
 dead_letters = sa.Table(
@@ -148,19 +183,23 @@ class EngineStore:
             for row in rows:
                 if row["event_id"] not in seen:
                     seen.add(row["event_id"])
-                    fresh.append({**row, "received_at": now, "status": "pending"})
+                    bucket = zlib.crc32(row["customer_id"].encode()) % 1024
+                    fresh.append({**row, "received_at": now, "status": "pending", "bucket": bucket})
             if fresh:
                 conn.execute(self._insert_ignore(inbox, ["event_id"]), fresh)
         return {r["event_id"] for r in fresh}
 
-    def claim_pending(self, limit: int) -> list[InboxEvent]:
-        """The oldest pending events (arrival order)."""
+    def claim_pending(self, limit: int, worker: tuple[int, int] = (0, 1)) -> list[InboxEvent]:
+        """The oldest pending events (arrival order) of the buckets `worker` = (index, count) owns."""
+        index, count = worker
         query = (
             sa.select(inbox.c.seq, inbox.c.event_id, inbox.c.customer_id, inbox.c.event_type, inbox.c.occurred_at, inbox.c.payload)
             .where(inbox.c.status == "pending")
             .order_by(inbox.c.seq)
             .limit(limit)
         )  # fmt: skip
+        if count > 1:
+            query = query.where(inbox.c.bucket % count == index)
         with self.engine.connect() as conn:
             return [InboxEvent(*row) for row in conn.execute(query)]
 
@@ -245,6 +284,170 @@ class EngineStore:
                 dead_letters.update()
                 .where(dead_letters.c.id.in_(list(ids)))
                 .values(redriven_at=now)
+            )
+
+    # -- the outbox: due actions -------------------------------------------------------------
+
+    def claim_due_actions(self, now: float, limit: int, worker_id: str) -> list[dict[str, Any]]:
+        """Claim pending actions due by `now`; on PostgreSQL concurrent workers skip each other's rows."""
+        query = (
+            sa.select(actions)
+            .where(
+                actions.c.status == "pending",
+                actions.c.due_at <= now,
+                actions.c.next_attempt_at <= now,
+            )
+            .order_by(actions.c.due_at, actions.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        with self.engine.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            if rows:
+                conn.execute(
+                    actions.update()
+                    .where(actions.c.id.in_([r["id"] for r in rows]), actions.c.status == "pending")
+                    .values(status="claimed", claimed_by=worker_id, claimed_at=now)
+                )
+        return rows
+
+    def release_stale_claims(self, older_than: float) -> int:
+        """Give back actions claimed by a worker that died before finishing them."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                actions.update()
+                .where(actions.c.status == "claimed", actions.c.claimed_at < older_than)
+                .values(status="pending", claimed_by=None)
+            )
+        return result.rowcount
+
+    def mark_action(
+        self, action_id: int, status: str, now: float, result: str | None = None, **effects: Any
+    ) -> None:
+        """Set an action's status; `effects` (segment, remove_segment, profile, task) commit with it."""
+        with self.engine.begin() as conn:
+            self._apply_effects(conn, effects, now)
+            conn.execute(
+                actions.update()
+                .where(actions.c.id == action_id)
+                .values(status=status, finished_at=now, result=result)
+            )
+
+    def retry_action(
+        self, action_id: int, attempts: int, next_attempt_at: float, error: str
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                actions.update()
+                .where(actions.c.id == action_id)
+                .values(
+                    status="pending",
+                    attempts=attempts,
+                    next_attempt_at=next_attempt_at,
+                    result=error,
+                    claimed_by=None,
+                )
+            )
+
+    def action_counts(self) -> dict[tuple[str, str], int]:
+        query = sa.select(actions.c.kind, actions.c.status, sa.func.count()).group_by(
+            actions.c.kind, actions.c.status
+        )
+        with self.engine.connect() as conn:
+            return {(k, st): n for k, st, n in conn.execute(query)}
+
+    def customer_events(self, customer_id: str, after: float, until: float) -> list[dict[str, Any]]:
+        """The customer's inbox events with ``after < occurred_at <= until``, oldest first."""
+        query = (
+            sa.select(inbox.c.event_type, inbox.c.occurred_at, inbox.c.payload)
+            .where(
+                inbox.c.customer_id == customer_id,
+                inbox.c.occurred_at > after,
+                inbox.c.occurred_at <= until,
+            )
+            .order_by(inbox.c.occurred_at)
+        )
+        with self.engine.connect() as conn:
+            return [
+                {"event_type": t, "occurred_at": at, "payload": p}
+                for t, at, p in conn.execute(query)
+            ]
+
+    def event_payload(self, event_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                sa.select(inbox.c.payload).where(inbox.c.event_id == event_id)
+            ).scalar_one_or_none()
+        return json.loads(text) if text else None
+
+    def decision_scores(self, event_id: str, trigger_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                sa.select(decisions.c.scores).where(
+                    decisions.c.event_id == event_id, decisions.c.trigger_id == trigger_id
+                )
+            ).scalar_one_or_none()
+        return json.loads(text) if text else {}
+
+    def list_tasks(self, status: str | None = "open", limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(tasks).order_by(tasks.c.id).limit(limit)
+        if status:
+            query = query.where(tasks.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def segment_members(self, segment: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(segments.c.customer_id).where(segments.c.segment == segment)
+                ).scalars()
+            )
+
+    def _apply_effects(self, conn: Connection, effects: Mapping[str, Any], now: float) -> None:
+        if "segment" in effects:
+            customer, segment, key = effects["segment"]
+            conn.execute(
+                self._insert_ignore(segments, ["customer_id", "segment"]),
+                [
+                    {
+                        "customer_id": customer,
+                        "segment": segment,
+                        "added_at": now,
+                        "source_action": key,
+                    }
+                ],
+            )
+        if "remove_segment" in effects:
+            customer, segment = effects["remove_segment"]
+            conn.execute(
+                segments.delete().where(
+                    segments.c.customer_id == customer, segments.c.segment == segment
+                )
+            )
+        if "profile" in effects:
+            customer, changes = effects["profile"]
+            current = conn.execute(
+                sa.select(profiles.c.data).where(profiles.c.customer_id == customer)
+            ).scalar_one_or_none()
+            merged = {**(json.loads(current) if current else {"customer_id": customer}), **changes}
+            self._upsert(
+                conn,
+                profiles,
+                "customer_id",
+                [
+                    {
+                        "customer_id": customer,
+                        "data": json.dumps(merged, default=str),
+                        "updated_at": now,
+                    }
+                ],
+            )
+        if "task" in effects:
+            conn.execute(
+                self._insert_ignore(tasks, ["idempotency_key"]),
+                [{**effects["task"], "created_at": now}],
             )
 
     # -- reading the log ---------------------------------------------------------------------

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["COUNTRY_ZONES", "customer_zone"]
+__all__ = ["COUNTRY_ZONES", "customer_zone", "next_local_time"]
 
 # The most populous zone of each country; a fallback when a profile names only its country.
 COUNTRY_ZONES: dict[str, str] = {
@@ -41,3 +42,27 @@ def customer_zone(profile: Mapping[str, Any], default: str = "UTC") -> ZoneInfo:
         if name and (zone := _zone(str(name))) is not None:
             return zone
     return _zone(default) or ZoneInfo("UTC")
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def next_local_time(
+    after: float, zone: ZoneInfo, local_time: time, days: Sequence[str] | None = None
+) -> float:
+    """The first moment at or after `after` when the customer's wall clock shows `local_time` on one of `days`.
+
+    Built from the wall clock day by day, so that 09:00 stays 09:00 across DST changes; a time
+    that does not exist on a spring-forward day is moved forward by the gap.
+    """
+    allowed = set(days or WEEKDAYS)
+    day = datetime.fromtimestamp(after, zone).date()
+    for _ in range(15):
+        if WEEKDAYS[day.weekday()] in allowed:
+            # fold=0 reads a wall time inside a DST gap with the offset before the change, which
+            # moves it forward by the gap (02:30 on a spring-forward night becomes 03:30).
+            stamp = datetime.combine(day, local_time, tzinfo=zone).timestamp()
+            if stamp >= after:
+                return stamp
+        day += timedelta(days=1)
+    raise ValueError("no allowed day within two weeks")

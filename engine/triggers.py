@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +30,7 @@ from engine.conditions import (
 )
 from engine.durations import parse_duration
 from engine.matcher import Matcher, compile_matcher
+from engine.timezones import WEEKDAYS
 
 __all__ = [
     "Action",
@@ -81,6 +82,21 @@ class Action(BaseModel):
     cancel_if: dict[str, Any] | None = None
 
     _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
+
+    @field_validator("at", mode="after")
+    @classmethod
+    def local_schedule(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        unknown = set(value) - {"local_time", "days"}
+        if unknown or "local_time" not in value:
+            raise ValueError('at: expected {local_time: "HH:MM", days: [mon, ...]}')
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value["local_time"])):
+            raise ValueError(f"at.local_time: expected HH:MM (got {value['local_time']!r})")
+        bad = [d for d in value.get("days") or [] if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"at.days: unknown day(s) {bad}; days are {', '.join(WEEKDAYS)}")
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> Action:
@@ -188,6 +204,14 @@ class PlannedStep(NamedTuple):
     channel: str | None
     delay: float  # seconds
     cancel_if: dict[str, Any] | None
+    at: tuple[time, tuple[str, ...]] | None  # local wall time and allowed days
+
+
+def local_schedule(at: dict[str, Any] | None) -> tuple[time, tuple[str, ...]] | None:
+    if at is None:
+        return None
+    hours, minutes = (int(x) for x in str(at["local_time"]).split(":"))
+    return time(hours, minutes), tuple(at.get("days") or WEEKDAYS)
 
 
 @dataclass(frozen=True)
@@ -230,6 +254,7 @@ class Trigger:
                 a.channel,
                 a.delay.total_seconds() if a.delay else 0.0,
                 a.cancel_if,
+                local_schedule(a.at),
             )
             for a in self.spec.actions
         )
