@@ -61,7 +61,7 @@ class SmtpSink:
         self.messages: list[Any] = []
         self._controller: Any = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         from email import message_from_bytes
 
         self.messages.append(message_from_bytes(envelope.content))
