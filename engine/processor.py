@@ -39,12 +39,14 @@ class ProcessStats:
     dead: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    latest_event_at: float = 0.0
 
     def add(self, other: ProcessStats) -> None:
         self.events += other.events
         self.dead += other.dead
         self.outcomes.update(other.outcomes)
         self.seconds += other.seconds
+        self.latest_event_at = max(self.latest_event_at, other.latest_event_at)
 
 
 class Processor:
@@ -61,6 +63,7 @@ class Processor:
         default_zone: str = "UTC",
         batch_size: int = 1000,
         state_cache_size: int = 200_000,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
         self.store = store
         self.index = index
@@ -72,6 +75,7 @@ class Processor:
         self.batch_size = batch_size
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self._state_cache_size = state_cache_size
+        self.worker = worker
 
     def run_until_empty(
         self, progress: Callable[[ProcessStats], None] | None = None
@@ -89,7 +93,7 @@ class Processor:
     def run_once(self) -> ProcessStats:
         """Process one batch of pending events."""
         started = time.perf_counter()
-        batch = self.store.claim_pending(self.batch_size)
+        batch = self.store.claim_pending(self.batch_size, self.worker)
         stats = ProcessStats()
         if not batch:
             return stats
@@ -134,6 +138,7 @@ class Processor:
             now=time.time(),
         )
         stats.events, stats.dead = len(processed), len(dead)
+        stats.latest_event_at = max(e.occurred_at for e in batch)
         stats.seconds = time.perf_counter() - started
         return stats
 

@@ -31,6 +31,27 @@ class Settings(BaseSettings):
     triggers_dir: Path | None = Field(
         default=None, description="Folder of trigger YAML files; default: the bundled examples."
     )
+    templates_dir: Path | None = Field(
+        default=None, description="Folder of email templates; default: the bundled ones."
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP relay for email; unset: emails go to the file outbox."
+    )
+    smtp_port: int = Field(default=25, description="Port of the SMTP relay.")
+    email_sender: str = Field(
+        default="nudge <hello@nudge.example>", description="From address of emails."
+    )
+    unsubscribe_url: str = Field(
+        default="https://nudge.example/unsubscribe", description="Base of unsubscribe links."
+    )
+    signing_secret: SecretStr = Field(
+        default=SecretStr("change-me"),
+        description="Secret for webhook signatures and unsubscribe tokens.",
+    )
+    webhook_allow: str = Field(
+        default="",
+        description="Comma-separated hosts or CIDR ranges webhooks may reach though private.",
+    )
     default_timezone: str = Field(
         default="UTC", description="Zone of customers whose profile names neither zone nor country."
     )
@@ -63,3 +84,13 @@ class Settings(BaseSettings):
     def trigger_folder(self) -> Path:
         """Where trigger definitions are read from."""
         return self.triggers_dir or Path(__file__).resolve().parents[1] / "engine" / "examples"
+
+    @property
+    def template_folder(self) -> Path:
+        """Where email templates are read from."""
+        return self.templates_dir or Path(__file__).resolve().parents[1] / "engine" / "templates"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Where emails go when no SMTP relay is configured."""
+        return self.home.resolve() / "outbox"
