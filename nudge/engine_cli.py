@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,9 @@ import typer
 from nudge.console import console, fail
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from engine.dispatcher import Dispatcher
     from engine.processor import Processor
     from engine.store import EngineStore
     from engine.triggers import TriggerIndex
@@ -54,7 +58,9 @@ def open_store(s: Settings) -> EngineStore:
     return EngineStore.connect(s.engine_url)
 
 
-def build_processor(s: Settings, store: EngineStore, index: TriggerIndex) -> Processor:
+def build_processor(
+    s: Settings, store: EngineStore, index: TriggerIndex, *, worker: tuple[int, int] = (0, 1)
+) -> Processor:
     from engine.processor import Processor
 
     scores = None
@@ -63,7 +69,42 @@ def build_processor(s: Settings, store: EngineStore, index: TriggerIndex) -> Pro
 
         key = s.api_key.get_secret_value() if s.api_key else None
         scores = ScoreClient(s.scoring_url, api_key=key)
-    return Processor(store, index, scores=scores, default_zone=s.default_timezone)
+    return Processor(store, index, scores=scores, default_zone=s.default_timezone, worker=worker)
+
+
+def build_dispatcher(
+    s: Settings, store: EngineStore, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
+) -> Dispatcher:
+    from engine.dispatcher import Dispatcher
+    from engine.email import EmailSettings
+    from engine.webhooks import WebhookSender
+
+    secret = s.signing_secret.get_secret_value()
+    email = EmailSettings(
+        templates_dir=s.template_folder, sender=s.email_sender, unsubscribe_base_url=s.unsubscribe_url,
+        unsubscribe_secret=secret, smtp_host=s.smtp_host, smtp_port=s.smtp_port, outbox_dir=s.outbox_dir,
+    )  # fmt: skip
+    allow = tuple(x.strip() for x in s.webhook_allow.split(",") if x.strip())
+    return Dispatcher(
+        store, index, email=email, webhooks=WebhookSender(secret, allow=allow), worker_id=worker_id
+    )
+
+
+def parse_clock(text: str) -> Callable[[], float]:
+    """`wall`, `events` (replay time: the latest processed event) or an ISO timestamp."""
+    from engine.runtime import EventClock
+
+    if text == "wall":
+        return time.time
+    if text == "events":
+        return EventClock()
+    try:
+        fixed = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"--clock: expected wall, events or an ISO timestamp (got {text!r})")
+    if fixed.tzinfo is None:
+        fixed = fixed.replace(tzinfo=UTC)
+    return lambda: fixed.timestamp()
 
 
 # -- triggers ------------------------------------------------------------------------------------
@@ -112,8 +153,15 @@ def replay(
         str | None,
         typer.Option("--tz", help="Zone of naive timestamps in FILE (default: they are invalid)."),
     ] = None,
+    dispatch: Annotated[
+        bool, typer.Option("--dispatch/--no-dispatch", help="Also run actions as they fall due.")
+    ] = True,
+    clock: Annotated[
+        str,
+        typer.Option(help="Time for due actions: events (replay time), wall, or an ISO timestamp."),
+    ] = "events",
 ) -> None:
-    """Feed recorded events through the engine and record every decision.
+    """Feed recorded events through the engine, record every decision, run actions as they fall due.
 
     Events are accepted (idempotently by event_id; invalid ones go to the dead letters with the
     reason), then processed in order. Replaying the same events again changes nothing.
@@ -140,16 +188,21 @@ def replay(
     console.print(
         f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
     )
-    processor = build_processor(s, store, index)
+    from engine.runtime import EngineLoop
+
+    dispatcher = build_dispatcher(s, store, index) if dispatch else None
+    loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=parse_clock(clock))
     with console.status("processing …") as status:
-        stats = processor.run_until_empty(
-            lambda st: status.update(f"processing … {st.events:,} events")
+        stats = loop.run(
+            until_idle=True, progress=lambda st: status.update(f"processing … {st.events:,} events")
         )
     seconds = time.perf_counter() - started
     rate = stats.events / seconds if seconds else 0.0
     console.print(
-        f"processed {stats.events:,} events in {seconds:.1f} s ({rate:,.0f} events/s); dead letters {stats.dead:,}"
+        f"processed {stats.events:,} events in {seconds:.1f} s ({rate:,.0f} events/s); dead letters {store.count('dead_letters'):,}"
     )
+    if dispatcher is not None:
+        console.print(f"actions run: {dict(stats.actions) or 'none due yet'}")
     print_outcomes(store)
 
 
@@ -267,18 +320,93 @@ def explain(
             console.print(f"    → {action['kind']} {action['params']} at {due}")
 
 
+@engine_app.command("run")
+def run(
+    role: Annotated[str, typer.Option(help="all, processor or dispatcher.")] = "all",
+    worker: Annotated[
+        str, typer.Option(help="I/N: this worker owns customer buckets i mod N (processors).")
+    ] = "0/1",
+    clock: Annotated[
+        str, typer.Option(help="wall, events (replay time) or an ISO timestamp.")
+    ] = "wall",
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop when nothing is pending or due.")
+    ] = False,
+) -> None:
+    """Run the engine's workers without the API: process events and/or deliver due actions."""
+    import threading
+
+    from engine.runtime import EngineLoop
+
+    if role not in {"all", "processor", "dispatcher"}:
+        fail(f"--role: expected all, processor or dispatcher (got {role!r})")
+    try:
+        index_, count = (int(x) for x in worker.split("/"))
+        assert 0 <= index_ < count
+    except (ValueError, AssertionError):
+        fail(f"--worker: expected I/N with 0 <= I < N (got {worker!r})")
+    s = settings()
+    index = load_index(s.trigger_folder)
+    store = open_store(s)
+    processor = (
+        build_processor(s, store, index, worker=(index_, count)) if role != "dispatcher" else None
+    )
+    dispatcher = (
+        build_dispatcher(s, store, index, worker_id=f"{role}-{worker}")
+        if role != "processor"
+        else None
+    )
+    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock))
+    stop = threading.Event()
+    try:
+        stats = loop.run(stop, until_idle=until_idle)
+    except KeyboardInterrupt:
+        stop.set()
+        return
+    console.print(
+        f"processed {stats.events:,} events; decisions {dict(stats.decisions)}; actions {dict(stats.actions)}"
+    )
+
+
+@engine_app.command("tasks")
+def tasks(
+    status: Annotated[str, typer.Option(help="open, done or all.")] = "open",
+    limit: Annotated[int, typer.Option(help="How many to list.")] = 50,
+) -> None:
+    """Tasks that triggers created for people (create_task actions)."""
+    rows = open_store(settings()).list_tasks(None if status == "all" else status, limit)
+    if not rows:
+        console.print(f"no {status} tasks")
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"]))
+        console.print(
+            f"  #{row['id']:<5} {created}  {row['customer_id']:<14} {row['trigger_id']:<24} {row['title']}  {row['details']}"
+        )
+
+
+@engine_app.command("actions")
+def actions_summary() -> None:
+    """Planned actions by kind and status (pending, sent, cancelled, failed, unconfirmed)."""
+    counts = open_store(settings()).action_counts()
+    if not counts:
+        console.print("no actions planned")
+    for (kind, status), n in sorted(counts.items()):
+        console.print(f"  {kind:<20} {status:<12} {n:>8,}")
+
+
 @engine_app.command("serve")
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
-    poll: Annotated[float, typer.Option(help="Seconds between inbox polls when idle.")] = 0.5,
+    poll: Annotated[float, typer.Option(help="Seconds between polls when idle.")] = 0.5,
 ) -> None:
-    """Run the ingestion API and the processor in one process (the embedded default)."""
+    """Run the ingestion API, the processor, the scheduler and the dispatcher in one process."""
     import threading
 
     import uvicorn
 
     from engine.api import create_app
+    from engine.runtime import EngineLoop
 
     s = settings()
     if not s.api_key:
@@ -287,19 +415,20 @@ def serve(
         )
     index = load_index(s.trigger_folder)
     store = open_store(s)
-    processor = build_processor(s, store, index)
+    loop = EngineLoop(
+        build_processor(s, store, index), build_dispatcher(s, store, index), poll=poll
+    )
     stop = threading.Event()
 
-    def process_forever() -> None:
+    def work_forever() -> None:
         while not stop.is_set():
             try:
-                if processor.run_once().events == 0:
-                    stop.wait(poll)
-            except Exception as exc:  # keep serving; the events stay pending and are retried
-                console.print(f"[red]processor error:[/] {type(exc).__name__}: {exc}")
+                loop.run(stop)
+            except Exception as exc:  # keep serving; pending work stays pending and is retried
+                console.print(f"[red]engine error:[/] {type(exc).__name__}: {exc}")
                 stop.wait(poll * 4)
 
-    worker = threading.Thread(target=process_forever, name="processor", daemon=True)
+    worker = threading.Thread(target=work_forever, name="engine", daemon=True)
     worker.start()
     key = s.api_key.get_secret_value() if s.api_key else None
     console.print(
