@@ -215,7 +215,9 @@ class Dispatcher:
             return None
         condition = self._cancel_condition(action["cancel_if"])
         customer = action["customer_id"]
-        for event in self.store.customer_events(customer, action["trigger_at"], now):
+        # What happened up to the moment the action fell due decides, however late it runs.
+        until = min(now, action["due_at"])
+        for event in self.store.customer_events(customer, action["trigger_at"], until):
             fields = json.loads(event["payload"])
             ctx = EvaluationContext(
                 event["event_type"],

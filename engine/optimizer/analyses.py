@@ -20,7 +20,8 @@ unique. Columns:
 
 Outcomes: ``"conversion"`` is the per-user 0/1 ``converted`` (a rate: two-proportion z-test,
 Beta-Binomial posterior); ``"revenue"`` is revenue per user (a mean: Welch t-test, normal
-posterior), CUPED-adjusted when ``pre_value`` is present. Lifts and tests are computed by
+posterior), CUPED-adjusted when ``pre_value`` is present (θ and X̄ estimated on all arms of
+the rows compared — a trigger, or one segment of it). Lifts and tests are computed by
 ``engine.optimizer.stats``; comparisons are intent-to-treat: arms are who was *assigned*, not who
 was sent, because conditioning on a post-assignment event (a send that suppression allowed)
 compares groups that are no longer alike.
@@ -184,7 +185,11 @@ class Recommendation:
     """The verdict for one segment of one trigger.
 
     ``variant`` is the recommended variant, or None; ``reason`` is "recommended" or the first
-    failed guardrail (in the order of ``checks``); ``detail`` says it in one sentence.
+    failed guardrail (in the order of ``checks``); ``detail`` says it in one sentence. The
+    evidence is kept whatever the verdict: ``leader``/``runner_up`` and their observed values,
+    ``p_value_corrected`` (the leader's largest corrected p against another candidate),
+    ``srm_p_value`` (the smaller of the segment's and the trigger's) and ``smallest_arm`` (users
+    of the smallest candidate in the segment).
     """
 
     trigger_id: str
@@ -229,10 +234,14 @@ def validate_exposures(exposures: pd.DataFrame) -> pd.DataFrame:
     else:
         frame["segment"] = ALL
     for column in id_columns:
-        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        missing_id = frame[column].isna()
+        text = frame[column].astype(str)
+        # Strip each distinct value once: ids repeat, and .str.strip() on every row is slow.
+        blank = [value for value in pd.unique(text) if not value.strip()]
+        empty = missing_id | text.isin(blank)
         if empty.any():
             raise ExposureError(f"column {column!r} is empty in {_rows(empty)}")
-        frame[column] = frame[column].astype(str)
+        frame[column] = text
     for column in FLAG_COLUMNS:
         frame[column] = _as_flags(frame[column], column)
     for column in ("revenue", "pre_value"):
@@ -359,7 +368,7 @@ def timing(
     (``apply_attribution_window``). Columns: trigger_id, outcome, then ``COMPARISON_COLUMNS``,
     the control first. Conversion: pooled two-proportion z-test, Wald CI, Beta(1, 1) posterior;
     revenue: Welch t-test and normal posterior on Y − θ(X − X̄) (CUPED, θ = Cov(Y, X)/Var(X) over
-    the trigger's rows) when ``cuped`` and ``pre_value`` is present. p_value_corrected applies
+    the trigger's rows, every arm pooled) when ``cuped`` and ``pre_value`` is present. p_value_corrected applies
     ``correction`` across the trigger's treatment variants, per outcome.
     """
     _check_options(alpha, outcomes)
@@ -418,7 +427,10 @@ def segmentation(
                 cells[segment] = _cell_summaries(group, arms, outcome)
                 best = _best_variant(group, arms, outcome, alpha, correction, cuped)
                 best_rows.append({**keys, **best})
-            test = heterogeneity_test(cells, arms[0])
+            if any(arms[0] in row for row in cells.values()):
+                test = heterogeneity_test(cells, arms[0])
+            else:  # e.g. revenue with fewer than 2 control users in every segment
+                test = HeterogeneityTest(math.nan, 0, math.nan, 0, len(arms))
             test_rows.append(
                 {
                     "trigger_id": trigger_id,

@@ -1,0 +1,239 @@
+"""`nudge experiment …`: judge an experiment from per-arm counts or sums.
+
+Composition only: read the CSV with ``engine.optimizer.arms``, analyse, print. numpy and scipy
+come in with the analysis, so they are imported inside the command and ``nudge --help`` stays
+instant. Registered in ``nudge.cli`` as ``app.add_typer(experiment_app, name="experiment")``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import typer
+from rich.table import Table
+
+from nudge.console import console, fail
+
+__all__ = ["SRM_THRESHOLD", "experiment_app"]
+
+SRM_THRESHOLD: Final = 0.001
+"""An SRM p-value at or below this means the split is broken (the usual 0.001 of the field)."""
+
+CORRECTIONS: Final = ("holm", "bh", "none")
+
+experiment_app = typer.Typer(
+    help="Analyse experiments: lifts with CIs, corrected p-values, sequential CIs, SRM.",
+    no_args_is_help=True,
+)
+
+
+@experiment_app.command("analyze")
+def analyze(
+    input_path: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            help="CSV with one row per arm, the control first: arm,users,conversions (a rate) "
+            "or arm,users,value_sum,value_sum_squares (a mean).",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    alpha: Annotated[
+        float, typer.Option(help="Significance level; intervals are at 1 − alpha.")
+    ] = 0.05,
+    correction: Annotated[
+        str, typer.Option(help="Multiple-comparison correction: holm, bh or none.")
+    ] = "holm",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Intended split for the SRM check, one weight per arm in file order, e.g. "
+            "1,1,2 (default: equal)."
+        ),
+    ] = None,
+) -> None:
+    """Compare every arm with the control (the first row) and check the sample ratio.
+
+    Per arm: rate or mean, lifts with CIs, p and corrected p, chance to beat, sequential CI.
+    """
+    from engine.optimizer.arms import ArmInputError, analyze_arms, read_arms_csv
+
+    if not 0 < alpha < 1:
+        fail(f"--alpha must lie strictly between 0 and 1 (got {alpha:g})")
+    if correction not in CORRECTIONS:
+        fail(f"--correction: unknown {correction!r}; expected one of {', '.join(CORRECTIONS)}")
+    try:
+        table = read_arms_csv(input_path)
+        names = [arm.name for arm in table.arms]
+        intended = (
+            None if weights is None else dict(zip(names, _weights(weights, names), strict=True))
+        )
+        result = analyze_arms(table, alpha=alpha, correction=correction, weights=intended)  # type: ignore[arg-type]
+    except FileNotFoundError:
+        fail(f"{input_path}: no such file")
+    except IsADirectoryError:
+        fail(f"{input_path}: is a folder; expected a CSV file")
+    except OSError as error:
+        fail(f"{input_path}: cannot read it ({error.strerror or error})")
+    except UnicodeDecodeError:
+        fail(f"{input_path}: not a UTF-8 text file; expected a CSV")
+    except (ArmInputError, ValueError) as error:
+        message = str(error)
+        fail(message if str(input_path) in message else f"{input_path}: {message}")
+
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        return
+    _print_analysis(result)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _weights(text: str, names: list[str]) -> list[float]:
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"--weights must be numbers separated by commas, got {text!r}") from None
+    if len(values) != len(names):
+        raise ValueError(
+            f"--weights has {len(values)} value(s) for {len(names)} arms ({', '.join(names)}); "
+            "give one per arm in file order"
+        )
+    if not all(math.isfinite(value) and value > 0 for value in values):
+        raise ValueError(f"--weights must be positive numbers, got {text!r}")
+    return values
+
+
+def _print_analysis(result: dict[str, Any]) -> None:
+    """One small table per treatment arm, then the SRM check and a one-line verdict."""
+    control, *treatments = result["arms"]
+    is_rate = result["metric"] == "rate"
+    level = f"{100 * (1 - result['alpha']):g} %"
+    correction = result["correction"]
+    console.print(
+        f"[bold]Experiment[/] {len(result['arms'])} arms, "
+        f"{'conversion rate' if is_rate else 'mean'} metric, "
+        f"α = {result['alpha']:g}, {correction} correction"
+    )
+    console.print(
+        f"control [bold]{control['arm']}[/]: {control['users']:,} users, "
+        f"{'rate' if is_rate else 'mean'} {_value(control['value'], is_rate)}"
+    )
+    for arm in treatments:
+        table = Table(
+            title=f"{arm['arm']} — {arm['users']:,} users",
+            title_justify="left",
+            show_header=False,
+            show_edge=False,
+            box=None,
+            padding=(0, 2),
+        )
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True)
+        for label, value in (
+            ("rate" if is_rate else "mean", _value(arm["value"], is_rate)),
+            (f"absolute lift ({level} CI)", _absolute(arm["abs_lift"], is_rate)),
+            (f"relative lift ({level} CI)", _relative(arm["rel_lift"])),
+            ("p-value", _p(arm["p_value"])),
+            (f"p-value ({correction})", _p(arm["p_value_corrected"])),
+            ("chance to beat control", _share(arm["chance_to_beat_control"])),
+            (f"sequential CI ({level})", _interval(arm["sequential_ci"], is_rate)),
+        ):
+            table.add_row(label, value)
+        console.print()
+        console.print(table)
+    console.print()
+    srm = result["srm_p_value"]
+    srm_ok = srm is None or srm > SRM_THRESHOLD
+    console.print(
+        f"SRM check: p = {_p(srm)} — "
+        + (
+            "users split as intended"
+            if srm_ok
+            else f"[bold red]sample ratio mismatch[/] (p ≤ {SRM_THRESHOLD:g})"
+        ),
+        soft_wrap=True,
+    )
+    # soft_wrap: the verdict stays one line however narrow the terminal, for grep and logs.
+    console.print(f"[bold]Verdict:[/] {_verdict(result, srm_ok)}", soft_wrap=True)
+
+
+def _verdict(result: dict[str, Any], srm_ok: bool) -> str:
+    control, *treatments = result["arms"]
+    if not srm_ok:
+        return (
+            "do not trust these lifts: the arms did not split as intended; fix the assignment "
+            "or the logging first"
+        )
+    alpha, correction, is_rate = result["alpha"], result["correction"], result["metric"] == "rate"
+    significant = [
+        arm
+        for arm in treatments
+        if arm["p_value_corrected"] is not None and arm["p_value_corrected"] <= alpha
+    ]
+    winners = [arm for arm in significant if arm["abs_lift"]["estimate"] > 0]
+    if winners:
+        best = max(winners, key=lambda arm: arm["abs_lift"]["estimate"])
+        others = [arm["arm"] for arm in winners if arm is not best]
+        also = f"; also better: {', '.join(others)}" if others else ""
+        return (
+            f"{best['arm']} beats {control['arm']} "
+            f"({_lift(best['abs_lift']['estimate'], is_rate)}, {correction} p = "
+            f"{_p(best['p_value_corrected'])}){also}"
+        )
+    if significant:
+        worse = ", ".join(arm["arm"] for arm in significant)
+        return f"no arm beats {control['arm']}; worse than it: {worse}"
+    return (
+        f"no arm differs significantly from {control['arm']} at α = {alpha:g} "
+        f"after {correction} correction"
+    )
+
+
+def _value(value: float | None, is_rate: bool) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f} %" if is_rate else f"{value:,.4g}"
+
+
+def _lift(value: float, is_rate: bool) -> str:
+    return f"{100 * value:+.2f} pp" if is_rate else f"{value:+,.4g}"
+
+
+def _absolute(estimate: dict[str, float | None], is_rate: bool) -> str:
+    point = estimate["estimate"]
+    if point is None:
+        return "n/a"
+    return f"{_lift(point, is_rate)}  {_interval(estimate, is_rate)}"
+
+
+def _relative(estimate: dict[str, float | None]) -> str:
+    point, low, high = estimate["estimate"], estimate["ci_low"], estimate["ci_high"]
+    if point is None or low is None or high is None:
+        return "n/a (control is 0)"
+    return f"{100 * point:+.1f} %  [{100 * low:+.1f} %, {100 * high:+.1f} %]"
+
+
+def _interval(interval: dict[str, float | None], is_rate: bool) -> str:
+    low, high = interval["ci_low"], interval["ci_high"]
+    if low is None or high is None:
+        return "n/a"
+    if is_rate:
+        return f"[{100 * low:+.2f}, {100 * high:+.2f}] pp"
+    return f"[{low:+,.4g}, {high:+,.4g}]"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
