@@ -244,7 +244,7 @@ def test_two_workers_on_postgres_share_the_load_without_double_delivery(tmp_path
                 t.start()
             for t in threads:
                 t.join(timeout=600)
-            decisions, actions = outcome_of(store)
+            decisions, _ = outcome_of(store)
             assert store.pending_count() == 0
             assert decisions == ref_decisions, (
                 "per-customer order kept: same decisions as one worker"
