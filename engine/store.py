@@ -254,6 +254,13 @@ class EngineStore:
     def load_states(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return self._load_json(customer_state, "state", customer_ids)
 
+    def save_states(self, states: Mapping[str, Mapping[str, Any]], now: float) -> None:
+        """Store customers' state (JSON-able dicts), replacing what was there."""
+        rows = [{"customer_id": c, "state": json.dumps(s), "updated_at": now} for c, s in states.items()]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 2000):
+                self._upsert(conn, customer_state, "customer_id", rows[start : start + 2000])
+
     def load_profiles(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return self._load_json(profiles, "data", customer_ids)
 

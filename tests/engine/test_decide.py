@@ -197,3 +197,25 @@ def test_explain_shows_every_trigger_on_the_event_type():
 def test_every_example_trigger_loads(name):
     result = load_trigger_text((EXAMPLES / f"{name}.yaml").read_text(), name)
     assert not result.issues and result.triggers[0].id == name
+
+
+def test_at_schedules_the_next_allowed_local_time_across_dst():
+    idx = index("""
+id: digest
+when: {event: cart_abandoned}
+quiet_hours: ignore
+actions: [{send_email: {template: d}, delay: 1h, at: {local_time: "09:00", days: [mon, tue, wed, thu, fri]}}]
+""")
+    saturday_night = datetime(2026, 3, 28, 20, 0, tzinfo=UTC).timestamp()  # Berlin switches to CEST on Sunday
+    [d] = run(idx, event(at=saturday_night))
+    monday_nine = datetime(2026, 3, 30, 7, 0, tzinfo=UTC).timestamp()  # 09:00 CEST
+    assert d.actions[0].due_at == monday_nine
+
+
+def test_bad_at_schedules_are_load_errors():
+    result = load_trigger_text("""
+id: digest
+when: {event: cart_abandoned}
+actions: [{send_email: {template: d}, at: {local_time: "25:00", days: [funday]}}]
+""")
+    assert any("at.local_time: expected HH:MM" in i.message for i in result.issues)

@@ -1,0 +1,181 @@
+"""The closed loop: simulated customers meet the real engine, and answer its emails.
+
+Events of a simulated period are fed to the engine in time order, window by window. Every email
+the dispatcher sends goes to the simulator's responder, which samples the customer's open, click
+and purchase from the planted effects; those answers become events that the engine sees when their
+time comes. The result is what an operator would see — decisions, suppressions, cancellations, the
+email funnel — and one exposure row per customer and experiment for the optimizer.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from engine.dispatcher import Dispatcher
+from engine.inbox import accept_events
+from engine.processor import Processor
+from engine.store import EngineStore
+from pipelines.simulator.responder import EmailResponse, Responder
+
+__all__ = ["ClosedLoopReport", "run_closed_loop"]
+
+FUNNEL = ("triggered", "sent", "delivered", "opened", "clicked", "converted")
+
+
+@dataclass
+class ClosedLoopReport:
+    """What happened in the loop."""
+
+    events: int = 0
+    feedback_events: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    suppressed_by_reason: Counter[str] = field(default_factory=Counter)
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    funnel: dict[str, int] = field(default_factory=dict)
+    exposures: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def run_closed_loop(
+    store: EngineStore,
+    processor: Processor,
+    dispatcher: Dispatcher,
+    responder: Responder,
+    events: Iterable[dict[str, Any]],
+    *,
+    step: timedelta = timedelta(hours=6),
+    progress: Callable[[datetime, int], None] | None = None,
+) -> ClosedLoopReport:
+    """Run the events (oldest first) through the engine with the responder closing the loop."""
+    queue: list[tuple[float, int, dict[str, Any]]] = []
+    order = itertools.count()
+    for event in events:
+        heapq.heappush(queue, (_epoch(event["timestamp"]), next(order), event))
+    if not queue:
+        return ClosedLoopReport()
+    report = ClosedLoopReport()
+    responses: dict[int, tuple[dict[str, Any], EmailResponse]] = {}
+    window_end = queue[0][0]
+    last_original = max(t for t, _, e in queue if not e.get("_feedback"))
+    horizon = last_original + responder.planted.attribution_window.total_seconds()
+    while queue and window_end <= horizon:
+        window_end += step.total_seconds()
+        batch = []
+        while queue and queue[0][0] < window_end:
+            _, _, event = heapq.heappop(queue)
+            batch.append({k: v for k, v in event.items() if k != "_feedback"})
+        for start in range(0, len(batch), 1000):
+            accept_events(store, batch[start : start + 1000], source="closed-loop")
+        report.events += len(batch)
+        while processor.run_once().events:
+            pass
+        dispatcher.run_due(min(window_end, horizon))
+        for action in _newly_sent_emails(store, responses):
+            answer = responder.respond(
+                action["customer_id"],
+                datetime.fromtimestamp(action["due_at"], UTC),
+                json.loads(action["params"]).get("template", ""),
+                timedelta(seconds=action["due_at"] - action["trigger_at"]),
+            )
+            responses[action["id"]] = (action, answer)
+            for feedback in _feedback_events(action, answer):
+                heapq.heappush(queue, (_epoch(feedback["timestamp"]), next(order), {**feedback, "_feedback": True}))
+                report.feedback_events += 1
+        if progress:
+            progress(datetime.fromtimestamp(window_end, UTC), report.events)
+    _summarise(store, report, responses, responder)
+    return report
+
+
+def _newly_sent_emails(store: EngineStore, seen: dict[int, Any]) -> list[dict[str, Any]]:
+    return [a for a in store.planned_actions() if a["kind"] == "send_email" and a["status"] == "sent" and a["id"] not in seen]
+
+
+def _feedback_events(action: dict[str, Any], answer: EmailResponse) -> list[dict[str, Any]]:
+    """The customer's reaction as events: delivered, opened, clicked, and the purchase."""
+    key = action["idempotency_key"]
+    base = {"customer_id": action["customer_id"], "source": "closed-loop"}
+    props = {"message_id": key, "trigger": action["trigger_id"]}
+    sent_at = datetime.fromtimestamp(action["due_at"], UTC)
+    out = []
+    if answer.delivered:
+        out.append({**base, "event_id": f"{key}:delivered", "event_type": "email_delivered",
+                    "timestamp": (sent_at + timedelta(minutes=1)).isoformat(), "properties": props})  # fmt: skip
+    else:
+        out.append({**base, "event_id": f"{key}:bounced", "event_type": "email_bounced",
+                    "timestamp": (sent_at + timedelta(minutes=1)).isoformat(), "properties": props})  # fmt: skip
+    if answer.opened_at:
+        out.append({**base, "event_id": f"{key}:opened", "event_type": "email_opened", "timestamp": answer.opened_at.isoformat(), "properties": props})
+    if answer.clicked_at:
+        out.append({**base, "event_id": f"{key}:clicked", "event_type": "email_clicked", "timestamp": answer.clicked_at.isoformat(), "properties": props})
+    if answer.converted_at:
+        out.append({**base, "event_id": f"{key}:purchase", "event_type": "purchase_completed", "timestamp": answer.converted_at.isoformat(),
+                    "properties": {**props, "order_id": f"o-{key}", "total": answer.revenue, "items": 1}})  # fmt: skip
+    return out
+
+
+def _summarise(store: EngineStore, report: ClosedLoopReport, responses: dict[int, Any], responder: Responder) -> None:
+    decisions = store.decisions()
+    report.decisions = Counter(d["outcome"] for d in decisions)
+    report.suppressed_by_reason = Counter((d["reason"] or "").split(":")[0] for d in decisions if d["outcome"] == "suppressed")
+    report.actions = Counter((a["kind"], a["status"]) for a in store.planned_actions())
+    answers = [answer for _, answer in responses.values()]
+    planned_emails = {(a["event_id"], a["trigger_id"]) for a in store.planned_actions() if a["kind"] == "send_email"}
+    report.funnel = {
+        "triggered": len(planned_emails),
+        "sent": len(answers),
+        "delivered": int(sum(a.delivered for a in answers)),
+        "opened": sum(a.opened_at is not None for a in answers),
+        "clicked": sum(a.clicked_at is not None for a in answers),
+        "converted": sum(a.converted for a in answers),
+    }
+    report.exposures = _exposures(decisions, responses, responder, store)
+
+
+def _exposures(decisions: list[dict[str, Any]], responses: dict[int, Any], responder: Responder, store: EngineStore) -> pd.DataFrame:
+    """One row per (trigger, customer) first assigned in an experiment, judged by assignment."""
+    by_decision = {(a["event_id"], a["trigger_id"]): (a, answer) for a, answer in responses.values()}
+    occurred = {}
+    rows, seen = [], set()
+    for d in decisions:
+        if d["variant"] is None or (d["trigger_id"], d["customer_id"]) in seen:
+            continue
+        seen.add((d["trigger_id"], d["customer_id"]))
+        sent = by_decision.get((d["event_id"], d["trigger_id"]))
+        if sent is not None:
+            answer = sent[1]
+        else:
+            if d["event_id"] not in occurred:
+                payload = store.event_payload(d["event_id"]) or {}
+                occurred[d["event_id"]] = datetime.fromisoformat(payload.get("timestamp", "1970-01-01T00:00:00+00:00"))
+            answer = responder.respond_without_email(d["customer_id"], occurred[d["event_id"]])
+        rows.append(
+            {
+                "customer_id": d["customer_id"],
+                "trigger_id": d["trigger_id"],
+                "variant": d["variant"],
+                "segment": answer.segment,
+                "sent": sent is not None,
+                "delivered": sent is not None and answer.delivered,
+                "opened": sent is not None and answer.opened_at is not None,
+                "clicked": sent is not None and answer.clicked_at is not None,
+                "converted": answer.converted,
+                "revenue": answer.revenue if answer.converted else 0.0,
+            }
+        )
+    columns = ["customer_id", "trigger_id", "variant", "segment", "sent", "delivered", "opened", "clicked", "converted", "revenue"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _epoch(value: str | datetime) -> float:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.timestamp()
