@@ -87,6 +87,7 @@ class Dispatcher:
         self.lease = lease
         self.clock = clock
         self._cancel_conditions: dict[str, Any] = {}
+        self._cache: dict[str, dict[Any, Any]] = {}
 
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
@@ -114,8 +115,19 @@ class Dispatcher:
             batch = self.store.claim_due_actions(now, self.batch_size, self.worker_id)
             if not batch:
                 return stats
+            self._prefetch(batch)
             for action in batch:
                 stats.outcomes[self._run(action, now)] += 1
+            self._cache = {}
+
+    def _prefetch(self, batch: list[dict[str, Any]]) -> None:
+        """Load what the batch's emails and webhooks need in three queries, not three per action."""
+        needs_context = [a for a in batch if a["kind"] in {"send_email", "webhook"}]
+        self._cache = {
+            "profiles": self.store.load_profiles({a["customer_id"] for a in needs_context}),
+            "events": self.store.event_payloads({a["event_id"] for a in needs_context}),
+            "scores": self.store.decision_scores_of({(a["event_id"], a["trigger_id"]) for a in needs_context}),
+        }
 
     # -- one action --------------------------------------------------------------------------
 
@@ -147,7 +159,7 @@ class Dispatcher:
 
     def _send_email(self, action: dict[str, Any], params: dict[str, Any], now: float) -> str:
         customer = action["customer_id"]
-        profile = self.store.load_profiles([customer]).get(customer, {"customer_id": customer})
+        profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
         marketing = self._is_marketing(action["trigger_id"])
         if marketing and profile.get("consent_email") is not True:
             self.store.mark_action(
@@ -156,8 +168,8 @@ class Dispatcher:
             return "cancelled"
         email = render_email(
             self.email_settings, params["template"], idempotency_key=action["idempotency_key"], profile=profile,
-            event=self.store.event_payload(action["event_id"]) or {},
-            scores=self.store.decision_scores(action["event_id"], action["trigger_id"]),
+            event=self._cache.get("events", {}).get(action["event_id"], {}),
+            scores=self._cache.get("scores", {}).get((action["event_id"], action["trigger_id"]), {}),
             trigger_id=action["trigger_id"], marketing=marketing,
         )  # fmt: skip
         committed = False
@@ -204,7 +216,7 @@ class Dispatcher:
             "idempotency_key": action["idempotency_key"],
             "trigger_id": action["trigger_id"],
             "customer_id": action["customer_id"],
-            "event": self.store.event_payload(action["event_id"]),
+            "event": self._cache.get("events", {}).get(action["event_id"]),
             "variant": action["variant"],
             "data": params.get("data", {}),
         }

@@ -357,6 +357,20 @@ class EngineStore:
                 )
             )
 
+    def actions_finished_since(self, since: float, *, kind: str, status: str) -> list[dict[str, Any]]:
+        """Actions of a kind that reached `status` at or after wall time `since`."""
+        query = sa.select(actions).where(actions.c.kind == kind, actions.c.status == status, actions.c.finished_at >= since)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query.order_by(actions.c.id))]
+
+    def event_times(self, event_ids: Iterable[str]) -> dict[str, float]:
+        """When each event occurred (epoch seconds), for ids in the inbox."""
+        out: dict[str, float] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(event_ids)), 500):
+                out.update(conn.execute(sa.select(inbox.c.event_id, inbox.c.occurred_at).where(inbox.c.event_id.in_(chunk))).all())
+        return out
+
     def action_counts(self) -> dict[tuple[str, str], int]:
         query = sa.select(actions.c.kind, actions.c.status, sa.func.count()).group_by(
             actions.c.kind, actions.c.status
@@ -380,6 +394,26 @@ class EngineStore:
                 {"event_type": t, "occurred_at": at, "payload": p}
                 for t, at, p in conn.execute(query)
             ]
+
+    def event_payloads(self, event_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(set(event_ids)), 500):
+                rows = conn.execute(sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk)))
+                out.update({e: json.loads(p) for e, p in rows})
+        return out
+
+    def decision_scores_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """Scores recorded with the decisions of (event id, trigger id) pairs."""
+        wanted = set(keys)
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted({e for e, _ in wanted}), 500):
+                rows = conn.execute(
+                    sa.select(decisions.c.event_id, decisions.c.trigger_id, decisions.c.scores).where(decisions.c.event_id.in_(chunk))
+                )
+                out.update({(e, t): json.loads(sc or "{}") for e, t, sc in rows if (e, t) in wanted})
+        return out
 
     def event_payload(self, event_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

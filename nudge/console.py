@@ -70,9 +70,8 @@ def print_simulation(run: SimulationRun) -> None:
         "open chance",
         "best delay",
     ):
-        table.add_column(
-            column, justify="left" if column in {"segment", "best delay"} else "right", no_wrap=True
-        )
+        text = column in {"segment", "best delay"}
+        table.add_column(column, justify="left" if text else "right", no_wrap=text)
     for segment, row in summary["segments"].items():
         table.add_row(
             segment,

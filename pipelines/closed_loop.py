@@ -77,8 +77,9 @@ def run_closed_loop(
         report.events += len(batch)
         while processor.run_once().events:
             pass
-        dispatcher.run_due(min(window_end, horizon))
-        for action in _newly_sent_emails(store, responses):
+        run_at = min(window_end, horizon)
+        dispatcher.run_due(run_at)  # marks what it finishes with this time
+        for action in store.actions_finished_since(run_at, kind="send_email", status="sent"):
             answer = responder.respond(
                 action["customer_id"],
                 datetime.fromtimestamp(action["due_at"], UTC),
@@ -93,10 +94,6 @@ def run_closed_loop(
             progress(datetime.fromtimestamp(window_end, UTC), report.events)
     _summarise(store, report, responses, responder)
     return report
-
-
-def _newly_sent_emails(store: EngineStore, seen: dict[int, Any]) -> list[dict[str, Any]]:
-    return [a for a in store.planned_actions() if a["kind"] == "send_email" and a["status"] == "sent" and a["id"] not in seen]
 
 
 def _feedback_events(action: dict[str, Any], answer: EmailResponse) -> list[dict[str, Any]]:
@@ -143,7 +140,7 @@ def _summarise(store: EngineStore, report: ClosedLoopReport, responses: dict[int
 def _exposures(decisions: list[dict[str, Any]], responses: dict[int, Any], responder: Responder, store: EngineStore) -> pd.DataFrame:
     """One row per (trigger, customer) first assigned in an experiment, judged by assignment."""
     by_decision = {(a["event_id"], a["trigger_id"]): (a, answer) for a, answer in responses.values()}
-    occurred = {}
+    occurred = store.event_times(d["event_id"] for d in decisions if d["variant"] is not None)
     rows, seen = [], set()
     for d in decisions:
         if d["variant"] is None or (d["trigger_id"], d["customer_id"]) in seen:
@@ -153,10 +150,8 @@ def _exposures(decisions: list[dict[str, Any]], responses: dict[int, Any], respo
         if sent is not None:
             answer = sent[1]
         else:
-            if d["event_id"] not in occurred:
-                payload = store.event_payload(d["event_id"]) or {}
-                occurred[d["event_id"]] = datetime.fromisoformat(payload.get("timestamp", "1970-01-01T00:00:00+00:00"))
-            answer = responder.respond_without_email(d["customer_id"], occurred[d["event_id"]])
+            at = datetime.fromtimestamp(occurred[d["event_id"]], UTC)
+            answer = responder.respond_without_email(d["customer_id"], at)
         rows.append(
             {
                 "customer_id": d["customer_id"],
