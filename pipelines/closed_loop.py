@@ -88,7 +88,10 @@ def run_closed_loop(
             )
             responses[action["id"]] = (action, answer)
             for feedback in _feedback_events(action, answer):
-                heapq.heappush(queue, (_epoch(feedback["timestamp"]), next(order), {**feedback, "_feedback": True}))
+                heapq.heappush(
+                    queue,
+                    (_epoch(feedback["timestamp"]), next(order), {**feedback, "_feedback": True}),
+                )
                 report.feedback_events += 1
         if progress:
             progress(datetime.fromtimestamp(window_end, UTC), report.events)
@@ -110,24 +113,43 @@ def _feedback_events(action: dict[str, Any], answer: EmailResponse) -> list[dict
         out.append({**base, "event_id": f"{key}:bounced", "event_type": "email_bounced",
                     "timestamp": (sent_at + timedelta(minutes=1)).isoformat(), "properties": props})  # fmt: skip
     if answer.opened_at:
-        out.append({**base, "event_id": f"{key}:opened", "event_type": "email_opened", "timestamp": answer.opened_at.isoformat(), "properties": props})
+        out.append(
+            {
+                **base,
+                "event_id": f"{key}:opened",
+                "event_type": "email_opened",
+                "timestamp": answer.opened_at.isoformat(),
+                "properties": props,
+            }
+        )
     if answer.clicked_at:
-        out.append({**base, "event_id": f"{key}:clicked", "event_type": "email_clicked", "timestamp": answer.clicked_at.isoformat(), "properties": props})
+        out.append(
+            {
+                **base,
+                "event_id": f"{key}:clicked",
+                "event_type": "email_clicked",
+                "timestamp": answer.clicked_at.isoformat(),
+                "properties": props,
+            }
+        )
     if answer.converted_at:
         out.append({**base, "event_id": f"{key}:purchase", "event_type": "purchase_completed", "timestamp": answer.converted_at.isoformat(),
                     "properties": {**props, "order_id": f"o-{key}", "total": answer.revenue, "items": 1}})  # fmt: skip
     return out
 
 
-def _summarise(store: EngineStore, report: ClosedLoopReport, responses: dict[int, Any], responder: Responder) -> None:
+def _summarise(
+    store: EngineStore, report: ClosedLoopReport, responses: dict[int, Any], responder: Responder
+) -> None:
     decisions = store.decisions()
     report.decisions = Counter(d["outcome"] for d in decisions)
-    report.suppressed_by_reason = Counter((d["reason"] or "").split(":")[0] for d in decisions if d["outcome"] == "suppressed")
+    report.suppressed_by_reason = Counter(
+        (d["reason"] or "").split(":")[0] for d in decisions if d["outcome"] == "suppressed"
+    )
     report.actions = Counter((a["kind"], a["status"]) for a in store.planned_actions())
     answers = [answer for _, answer in responses.values()]
-    planned_emails = {(a["event_id"], a["trigger_id"]) for a in store.planned_actions() if a["kind"] == "send_email"}
     report.funnel = {
-        "triggered": len(planned_emails),
+        "triggered": sum(n for (kind, _), n in report.actions.items() if kind == "send_email"),
         "sent": len(answers),
         "delivered": int(sum(a.delivered for a in answers)),
         "opened": sum(a.opened_at is not None for a in answers),
@@ -137,9 +159,16 @@ def _summarise(store: EngineStore, report: ClosedLoopReport, responses: dict[int
     report.exposures = _exposures(decisions, responses, responder, store)
 
 
-def _exposures(decisions: list[dict[str, Any]], responses: dict[int, Any], responder: Responder, store: EngineStore) -> pd.DataFrame:
+def _exposures(
+    decisions: list[dict[str, Any]],
+    responses: dict[int, Any],
+    responder: Responder,
+    store: EngineStore,
+) -> pd.DataFrame:
     """One row per (trigger, customer) first assigned in an experiment, judged by assignment."""
-    by_decision = {(a["event_id"], a["trigger_id"]): (a, answer) for a, answer in responses.values()}
+    by_decision = {
+        (a["event_id"], a["trigger_id"]): (a, answer) for a, answer in responses.values()
+    }
     occurred = store.event_times(d["event_id"] for d in decisions if d["variant"] is not None)
     rows, seen = [], set()
     for d in decisions:
@@ -166,7 +195,18 @@ def _exposures(decisions: list[dict[str, Any]], responses: dict[int, Any], respo
                 "revenue": answer.revenue if answer.converted else 0.0,
             }
         )
-    columns = ["customer_id", "trigger_id", "variant", "segment", "sent", "delivered", "opened", "clicked", "converted", "revenue"]
+    columns = [
+        "customer_id",
+        "trigger_id",
+        "variant",
+        "segment",
+        "sent",
+        "delivered",
+        "opened",
+        "clicked",
+        "converted",
+        "revenue",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
