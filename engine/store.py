@@ -256,7 +256,9 @@ class EngineStore:
 
     def save_states(self, states: Mapping[str, Mapping[str, Any]], now: float) -> None:
         """Store customers' state (JSON-able dicts), replacing what was there."""
-        rows = [{"customer_id": c, "state": json.dumps(s), "updated_at": now} for c, s in states.items()]
+        rows = [
+            {"customer_id": c, "state": json.dumps(s), "updated_at": now} for c, s in states.items()
+        ]
         with self.engine.begin() as conn:
             for start in range(0, len(rows), 2000):
                 self._upsert(conn, customer_state, "customer_id", rows[start : start + 2000])
@@ -357,18 +359,51 @@ class EngineStore:
                 )
             )
 
-    def actions_finished_since(self, since: float, *, kind: str, status: str) -> list[dict[str, Any]]:
+    def actions_finished_since(
+        self, since: float, *, kind: str, status: str
+    ) -> list[dict[str, Any]]:
         """Actions of a kind that reached `status` at or after wall time `since`."""
-        query = sa.select(actions).where(actions.c.kind == kind, actions.c.status == status, actions.c.finished_at >= since)
+        query = sa.select(actions).where(
+            actions.c.kind == kind, actions.c.status == status, actions.c.finished_at >= since
+        )
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query.order_by(actions.c.id))]
+
+    def events_of_customers(
+        self, customer_ids: Iterable[str], event_types: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Inbox events of some types for some customers: type, time, and the parsed payload."""
+        out: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(customer_ids)), 500):
+                rows = conn.execute(
+                    sa.select(
+                        inbox.c.customer_id,
+                        inbox.c.event_type,
+                        inbox.c.occurred_at,
+                        inbox.c.payload,
+                    ).where(
+                        inbox.c.customer_id.in_(chunk), inbox.c.event_type.in_(list(event_types))
+                    )
+                )
+                out.extend(
+                    {"customer_id": c, "event_type": t, "occurred_at": at, "payload": json.loads(p)}
+                    for c, t, at, p in rows
+                )
+        return out
 
     def event_times(self, event_ids: Iterable[str]) -> dict[str, float]:
         """When each event occurred (epoch seconds), for ids in the inbox."""
         out: dict[str, float] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(set(event_ids)), 500):
-                out.update(conn.execute(sa.select(inbox.c.event_id, inbox.c.occurred_at).where(inbox.c.event_id.in_(chunk))).all())
+                out.update(
+                    conn.execute(
+                        sa.select(inbox.c.event_id, inbox.c.occurred_at).where(
+                            inbox.c.event_id.in_(chunk)
+                        )
+                    ).all()
+                )
         return out
 
     def action_counts(self) -> dict[tuple[str, str], int]:
@@ -399,20 +434,28 @@ class EngineStore:
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(set(event_ids)), 500):
-                rows = conn.execute(sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk)))
+                rows = conn.execute(
+                    sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk))
+                )
                 out.update({e: json.loads(p) for e, p in rows})
         return out
 
-    def decision_scores_of(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    def decision_scores_of(
+        self, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
         """Scores recorded with the decisions of (event id, trigger id) pairs."""
         wanted = set(keys)
         out: dict[tuple[str, str], dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted({e for e, _ in wanted}), 500):
                 rows = conn.execute(
-                    sa.select(decisions.c.event_id, decisions.c.trigger_id, decisions.c.scores).where(decisions.c.event_id.in_(chunk))
+                    sa.select(
+                        decisions.c.event_id, decisions.c.trigger_id, decisions.c.scores
+                    ).where(decisions.c.event_id.in_(chunk))
                 )
-                out.update({(e, t): json.loads(sc or "{}") for e, t, sc in rows if (e, t) in wanted})
+                out.update(
+                    {(e, t): json.loads(sc or "{}") for e, t, sc in rows if (e, t) in wanted}
+                )
         return out
 
     def event_payload(self, event_id: str) -> dict[str, Any] | None:

@@ -94,6 +94,97 @@ def analyze(
 # --------------------------------------------------------------------------- helpers
 
 
+@experiment_app.command("report")
+def report(
+    trigger: Annotated[str, typer.Argument(help="The trigger whose experiment to report.")],
+    window: Annotated[
+        str, typer.Option(help="Attribution window for conversions, e.g. 72h.")
+    ] = "72h",
+    segment_by: Annotated[
+        str | None, typer.Option(help="Profile attribute that names each customer's segment.")
+    ] = None,
+    min_users: Annotated[
+        int, typer.Option(help="Minimum users per arm before recommending.")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The experiment of a trigger from the execution log: funnel, timing, recommendation per segment."""
+    import pandas as pd
+
+    from engine.durations import parse_duration
+    from engine.optimizer.analyses import funnel, recommend, timing
+    from engine.optimizer.exposures import EMAIL_STAGES, exposures_from_log
+    from engine.store import EngineStore
+    from nudge.settings import Settings
+
+    try:
+        seconds = parse_duration(window).total_seconds()
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    store = EngineStore.connect(Settings().engine_url)
+    decisions = pd.DataFrame(store.decisions(trigger_id=trigger))
+    if decisions.empty or decisions["variant"].isna().all():
+        fail(f"no experiment decisions of trigger {trigger!r} in the execution log")
+    decisions["occurred_at"] = decisions["event_id"].map(store.event_times(decisions["event_id"]))
+    actions = pd.DataFrame([a for a in store.planned_actions() if a["trigger_id"] == trigger])
+    if actions.empty:
+        actions = pd.DataFrame(
+            columns=["event_id", "trigger_id", "idempotency_key", "kind", "status"]
+        )
+    customers = set(decisions["customer_id"])
+    rows = store.events_of_customers(customers, [*EMAIL_STAGES, "purchase_completed"])
+    events = pd.DataFrame(
+        [{"customer_id": r["customer_id"], "event_type": r["event_type"], "occurred_at": r["occurred_at"],
+          "message_id": (r["payload"].get("properties") or {}).get("message_id"),
+          "amount": _amount(r["payload"].get("properties") or {})} for r in rows],
+        columns=["customer_id", "event_type", "occurred_at", "message_id", "amount"],
+    )  # fmt: skip
+    segments = None
+    if segment_by:
+        profiles = store.load_profiles(customers)
+        segments = {
+            c: str(p.get(segment_by)) for c, p in profiles.items() if p.get(segment_by) is not None
+        }
+    exposures = exposures_from_log(
+        decisions, actions, events, attribution_window=seconds, segments=segments
+    )
+    stages, times = funnel(exposures), timing(exposures)
+    recommendations = recommend(exposures, min_users_per_arm=min_users)
+    if as_json:
+        payload = {
+            "trigger": trigger,
+            "exposures": len(exposures),
+            "funnel": json.loads(stages.to_json(orient="records")),
+            "timing": json.loads(times.to_json(orient="records")),
+            "recommendations": [
+                {"segment": r.segment, "variant": r.variant, "reason": r.reason, "detail": r.detail}
+                for r in recommendations
+            ],
+        }
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    console.print(
+        f"[bold]{trigger}[/]: {len(exposures):,} customers assigned; conversions within {window}"
+    )
+    console.print(stages.to_string(index=False))
+    console.print(times.to_string(index=False))
+    for r in recommendations:
+        verdict = (
+            f"[green]use {r.variant}[/]"
+            if r.variant
+            else f"[yellow]no recommendation[/] ({r.reason})"
+        )
+        console.print(f"  {r.segment:<16} {verdict}: {r.detail}", soft_wrap=True)
+
+
+def _amount(properties: dict[str, Any]) -> float:
+    for key in ("total", "amount"):
+        value = properties.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
+
+
 def _weights(text: str, names: list[str]) -> list[float]:
     parts = [part.strip() for part in text.split(",")]
     try:

@@ -138,3 +138,34 @@ def test_engine_and_optimizer_recover_the_planted_best_delay_per_segment(tmp_pat
             )
             checked.append(segment)
     assert len(checked) >= 2, f"too little power to test anything: {dict(arms)}"
+
+
+def test_experiment_report_reads_the_execution_log(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nudge.experiment_cli import experiment_app
+
+    sim = simulate(1_500, 67, seed=9)
+    sim.customers = sim.customers.assign(segment=sim.truth["segment"].to_numpy())
+    index = TriggerIndex(load_trigger_dir(ROOT / "engine" / "examples").triggers)
+    store, processor, dispatcher = engine_parts(tmp_path, sim, index)
+    report = run_closed_loop(
+        store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
+    )
+    monkeypatch.setenv("NUDGE_ENGINE_DB", f"sqlite:///{tmp_path / 'engine.db'}")
+    result = CliRunner().invoke(
+        experiment_app, ["report", "cart_recovery", "--segment-by", "segment", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    loop = report.exposures[report.exposures["trigger_id"] == "cart_recovery"]
+    assert body["exposures"] == len(loop) > 0
+    pooled = [
+        row for row in body["funnel"] if row.get("variant") in (None, "all", "(all)")
+    ] or body["funnel"]
+    assert pooled and body["timing"]
+    assert {r["segment"] for r in body["recommendations"]} <= set(sim.truth["segment"])
+    text = CliRunner().invoke(experiment_app, ["report", "cart_recovery"])
+    assert "customers assigned" in text.output
+    missing = CliRunner().invoke(experiment_app, ["report", "no_such_trigger"])
+    assert missing.exit_code == 2 and "no experiment decisions" in missing.output
