@@ -126,7 +126,9 @@ class Dispatcher:
         self._cache = {
             "profiles": self.store.load_profiles({a["customer_id"] for a in needs_context}),
             "events": self.store.event_payloads({a["event_id"] for a in needs_context}),
-            "scores": self.store.decision_scores_of({(a["event_id"], a["trigger_id"]) for a in needs_context}),
+            "scores": self.store.decision_scores_of(
+                {(a["event_id"], a["trigger_id"]) for a in needs_context}
+            ),
         }
 
     # -- one action --------------------------------------------------------------------------

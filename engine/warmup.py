@@ -20,17 +20,27 @@ from engine.triggers import TriggerIndex
 __all__ = ["warm_states"]
 
 
-def warm_states(store: EngineStore, lake: EventLake, index: TriggerIndex, until: datetime, limits: StateLimits) -> int:
+def warm_states(
+    store: EngineStore, lake: EventLake, index: TriggerIndex, until: datetime, limits: StateLimits
+) -> int:
     """Build and store the state of every customer with tracked events in [until - retention, until)."""
     start = datetime.fromtimestamp(until.timestamp() - limits.retention, until.tzinfo)
     table = lake.read(start, until, event_types=sorted(index.tracked_event_types),
                       columns=["customer_id", "event_type", "timestamp", "amount"])  # fmt: skip
     frame = table.to_pandas()
     states: dict[str, CustomerState] = {}
-    grouped: dict[tuple[str, str], tuple[list[float], list[float | None]]] = defaultdict(lambda: ([], []))
+    grouped: dict[tuple[str, str], tuple[list[float], list[float | None]]] = defaultdict(
+        lambda: ([], [])
+    )
     stamps = frame["timestamp"].astype("int64").to_numpy() / 1e6 if len(frame) else []
-    amounts = frame["amount"].astype(object).where(frame["amount"].notna(), None).tolist() if len(frame) else []
-    for customer, event_type, at, amount in zip(frame["customer_id"], frame["event_type"], stamps, amounts, strict=True):
+    amounts = (
+        frame["amount"].astype(object).where(frame["amount"].notna(), None).tolist()
+        if len(frame)
+        else []
+    )
+    for customer, event_type, at, amount in zip(
+        frame["customer_id"], frame["event_type"], stamps, amounts, strict=True
+    ):
         times, values = grouped[(customer, event_type)]
         times.append(float(at))
         values.append(amount)
