@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -131,3 +131,32 @@ def print_lake_info(info: LakeInfo) -> None:
     for event_type, count in info.events_per_type.items():
         table.add_row(event_type, f"{count:,}", f"{count / info.events:.1%}")
     console.print(table)
+
+
+def print_closed_loop(report: Any, start: Any, end: Any) -> None:
+    """What the engine did in the loop: decisions, suppressions, cancellations, the email funnel."""
+    console.print(
+        f"\n[bold]Engine[/] {start:%Y-%m-%d} → {end:%Y-%m-%d}: {report.events:,} events "
+        f"({report.feedback_events:,} of them customers answering emails)"
+    )
+    decisions = Table(title="Decisions", title_justify="left", show_edge=False)
+    decisions.add_column("outcome")
+    decisions.add_column("count", justify="right")
+    for outcome in ("fired", "suppressed", "skipped", "held_out", "failed"):
+        decisions.add_row(outcome, f"{report.decisions.get(outcome, 0):,}")
+    console.print(decisions)
+    if report.suppressed_by_reason:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in report.suppressed_by_reason.most_common())
+        console.print(f"suppressed by reason: {reasons}")
+    cancelled = sum(n for (_, status), n in report.actions.items() if status == "cancelled")
+    console.print(f"cancelled before sending (cancel_if or consent withdrawn): {cancelled:,}")
+    funnel = Table(title="Email funnel", title_justify="left", show_edge=False)
+    funnel.add_column("stage")
+    funnel.add_column("count", justify="right")
+    funnel.add_column("of previous", justify="right")
+    previous = None
+    for stage, count in report.funnel.items():
+        share = f"{count / previous:.1%}" if previous else ""
+        funnel.add_row(stage, f"{count:,}", share)
+        previous = count or None
+    console.print(funnel)

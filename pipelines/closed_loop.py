@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,7 +27,7 @@ from engine.processor import Processor
 from engine.store import EngineStore
 from pipelines.simulator.responder import EmailResponse, Responder
 
-__all__ = ["ClosedLoopReport", "run_closed_loop"]
+__all__ = ["ClosedLoopReport", "run_closed_loop", "run_period"]
 
 FUNNEL = ("triggered", "sent", "delivered", "opened", "clicked", "converted")
 
@@ -214,3 +215,54 @@ def _epoch(value: str | datetime) -> float:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.timestamp()
+
+
+def run_period(
+    *,
+    lake_root: Path,
+    simulation_dir: Path,
+    engine_url: str,
+    triggers_dir: Path,
+    templates_dir: Path,
+    outbox_dir: Path,
+    start: datetime,
+    end: datetime,
+    scoring_url: str | None = None,
+    api_key: str | None = None,
+    progress: Callable[[datetime, int], None] | None = None,
+) -> ClosedLoopReport:
+    """The lake's events in [start, end) through a fresh engine, answered by the simulation's customers.
+
+    The engine's state is warmed up from the lake's history before `start`, so behavior conditions
+    see the past without replaying it; profiles come from the lake.
+    """
+    from engine.email import EmailSettings
+    from engine.lake import EventLake
+    from engine.replay import lake_events
+    from engine.scoring import ScoreClient
+    from engine.triggers import TriggerIndex, load_trigger_dir
+    from engine.warmup import warm_states
+    from engine.webhooks import WebhookSender
+
+    loaded = load_trigger_dir(triggers_dir)
+    if loaded.issues:
+        raise ValueError("; ".join(str(i) for i in loaded.issues[:3]))
+    index = TriggerIndex(loaded.triggers)
+    store = EngineStore.connect(engine_url)
+    lake = EventLake(lake_root)
+    profiles = json.loads(lake.read_customers().to_json(orient="records", date_format="iso"))
+    store.upsert_profiles({p["customer_id"]: p for p in profiles}, 0.0)
+    scores = ScoreClient(scoring_url, api_key=api_key) if scoring_url else None
+    processor = Processor(store, index, scores=scores)
+    warm_states(store, lake, index, start, processor.limits)
+    email = EmailSettings(templates_dir=templates_dir, outbox_dir=outbox_dir)
+    dispatcher = Dispatcher(store, index, email=email, webhooks=WebhookSender("demo"))
+    responder = Responder.from_directory(simulation_dir)
+    return run_closed_loop(
+        store,
+        processor,
+        dispatcher,
+        responder,
+        lake_events(lake_root, start, end),
+        progress=progress,
+    )

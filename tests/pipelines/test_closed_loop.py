@@ -1,6 +1,7 @@
 """The closed loop: the engine's emails are answered by simulated customers from the planted truth."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -169,3 +170,27 @@ def test_experiment_report_reads_the_execution_log(tmp_path, monkeypatch):
     assert "customers assigned" in text.output
     missing = CliRunner().invoke(experiment_app, ["report", "no_such_trigger"])
     assert missing.exit_code == 2 and "no experiment decisions" in missing.output
+
+
+def test_run_period_replays_the_lake_with_warm_state(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nudge.cli import app
+    from pipelines.closed_loop import run_period
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NUDGE_HOME", str(home))
+    assert (
+        CliRunner()
+        .invoke(app, ["simulate", "--customers", "1500", "--days", "67", "--seed", "4"])
+        .exit_code
+        == 0
+    )
+    start = datetime(2025, 2, 23, tzinfo=UTC)
+    report = run_period(
+        lake_root=home / "lake", simulation_dir=home / "simulation", engine_url=f"sqlite:///{tmp_path / 'e.db'}",
+        triggers_dir=ROOT / "engine" / "examples", templates_dir=ROOT / "engine" / "templates",
+        outbox_dir=tmp_path / "outbox", start=start, end=start + timedelta(days=7),
+    )  # fmt: skip
+    assert report.events > 1000 and report.funnel["sent"] > 0
+    assert report.decisions["skipped"] > 0, "score conditions without a scoring service are skipped"
