@@ -206,7 +206,9 @@ when: {event: cart_abandoned}
 quiet_hours: ignore
 actions: [{send_email: {template: d}, delay: 1h, at: {local_time: "09:00", days: [mon, tue, wed, thu, fri]}}]
 """)
-    saturday_night = datetime(2026, 3, 28, 20, 0, tzinfo=UTC).timestamp()  # Berlin switches to CEST on Sunday
+    saturday_night = datetime(
+        2026, 3, 28, 20, 0, tzinfo=UTC
+    ).timestamp()  # Berlin switches to CEST on Sunday
     [d] = run(idx, event(at=saturday_night))
     monday_nine = datetime(2026, 3, 30, 7, 0, tzinfo=UTC).timestamp()  # 09:00 CEST
     assert d.actions[0].due_at == monday_nine
