@@ -109,11 +109,9 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The experiment of a trigger from the execution log: funnel, timing, recommendation per segment."""
-    import pandas as pd
-
     from engine.durations import parse_duration
     from engine.optimizer.analyses import funnel, recommend, timing
-    from engine.optimizer.exposures import EMAIL_STAGES, exposures_from_log
+    from engine.optimizer.exposures import load_exposures
     from engine.store import EngineStore
     from nudge.settings import Settings
 
@@ -122,32 +120,9 @@ def report(
     except ValueError as exc:
         fail(f"--window: {exc}")
     store = EngineStore.connect(Settings().engine_url)
-    decisions = pd.DataFrame(store.decisions(trigger_id=trigger))
-    if decisions.empty or decisions["variant"].isna().all():
+    exposures = load_exposures(store, trigger, attribution_window=seconds, segment_by=segment_by)
+    if exposures.empty:
         fail(f"no experiment decisions of trigger {trigger!r} in the execution log")
-    decisions["occurred_at"] = decisions["event_id"].map(store.event_times(decisions["event_id"]))
-    actions = pd.DataFrame([a for a in store.planned_actions() if a["trigger_id"] == trigger])
-    if actions.empty:
-        actions = pd.DataFrame(
-            columns=["event_id", "trigger_id", "idempotency_key", "kind", "status"]
-        )
-    customers = set(decisions["customer_id"])
-    rows = store.events_of_customers(customers, [*EMAIL_STAGES, "purchase_completed"])
-    events = pd.DataFrame(
-        [{"customer_id": r["customer_id"], "event_type": r["event_type"], "occurred_at": r["occurred_at"],
-          "message_id": (r["payload"].get("properties") or {}).get("message_id"),
-          "amount": _amount(r["payload"].get("properties") or {})} for r in rows],
-        columns=["customer_id", "event_type", "occurred_at", "message_id", "amount"],
-    )  # fmt: skip
-    segments = None
-    if segment_by:
-        profiles = store.load_profiles(customers)
-        segments = {
-            c: str(p.get(segment_by)) for c, p in profiles.items() if p.get(segment_by) is not None
-        }
-    exposures = exposures_from_log(
-        decisions, actions, events, attribution_window=seconds, segments=segments
-    )
     stages, times = funnel(exposures), timing(exposures)
     recommendations = recommend(exposures, min_users_per_arm=min_users)
     if as_json:
@@ -175,14 +150,6 @@ def report(
             else f"[yellow]no recommendation[/] ({r.reason})"
         )
         console.print(f"  {r.segment:<16} {verdict}: {r.detail}", soft_wrap=True)
-
-
-def _amount(properties: dict[str, Any]) -> float:
-    for key in ("total", "amount"):
-        value = properties.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
 
 
 def _weights(text: str, names: list[str]) -> list[float]:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["exposures_from_log"]
+from engine.store import EngineStore
+
+__all__ = ["experiment_triggers", "exposures_from_log", "load_exposures"]
 
 EMAIL_STAGES = {
     "email_delivered": "delivered",
@@ -65,6 +67,50 @@ def exposures_from_log(
         "revenue",
     ]
     return frame[columns].reset_index(drop=True)
+
+
+def load_exposures(store: EngineStore, trigger_id: str, *, attribution_window: float,
+                   segment_by: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """The exposures of one trigger's experiment, read from the engine's store (empty if none)."""
+    decisions = pd.DataFrame(store.decisions(trigger_id=trigger_id))
+    if decisions.empty or decisions["variant"].isna().all():
+        return pd.DataFrame()
+    decisions["occurred_at"] = decisions["event_id"].map(store.event_times(decisions["event_id"]))
+    actions = pd.DataFrame([a for a in store.planned_actions() if a["trigger_id"] == trigger_id])
+    if actions.empty:
+        actions = pd.DataFrame(
+            columns=["event_id", "trigger_id", "idempotency_key", "kind", "status"]
+        )
+    customers = set(decisions["customer_id"])
+    rows = store.events_of_customers(customers, [*EMAIL_STAGES, "purchase_completed"])
+    events = pd.DataFrame(
+        [{"customer_id": r["customer_id"], "event_type": r["event_type"], "occurred_at": r["occurred_at"],
+          "message_id": (r["payload"].get("properties") or {}).get("message_id"),
+          "amount": _amount(r["payload"].get("properties") or {})} for r in rows],
+        columns=["customer_id", "event_type", "occurred_at", "message_id", "amount"],
+    )  # fmt: skip
+    segments = None
+    if segment_by:
+        profiles = store.load_profiles(customers)
+        segments = {
+            c: str(p.get(segment_by)) for c, p in profiles.items() if p.get(segment_by) is not None
+        }
+    return exposures_from_log(
+        decisions, actions, events, attribution_window=attribution_window, segments=segments
+    )
+
+
+def experiment_triggers(store: EngineStore) -> list[str]:
+    """Triggers that have experiment decisions in the log."""
+    return sorted({d["trigger_id"] for d in store.decisions() if d["variant"] is not None})
+
+
+def _amount(properties: dict[str, object]) -> float:
+    for key in ("total", "amount"):
+        value = properties.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return 0.0
 
 
 def _conversions(

@@ -1,0 +1,61 @@
+"""The optimize flow: every running experiment analysed from the log and reported in MLflow."""
+
+from pathlib import Path
+
+import pytest
+
+from engine.triggers import TriggerIndex, load_trigger_dir
+from pipelines.closed_loop import run_closed_loop
+from pipelines.simulator import simulate
+from pipelines.simulator.responder import Responder
+from tests.pipelines.test_closed_loop import ROOT, engine_parts, window_events
+
+
+@pytest.mark.slow
+def test_optimize_logs_each_experiment_to_mlflow(tmp_path: Path, monkeypatch, prefect_harness):
+    import mlflow
+
+    from pipelines.flows.optimize import optimize
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NUDGE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sim = simulate(1_500, 67, seed=9)
+    sim.customers = sim.customers.assign(segment=sim.truth["segment"].to_numpy())
+    index = TriggerIndex(load_trigger_dir(ROOT / "engine" / "examples").triggers)
+    store, processor, dispatcher = engine_parts(tmp_path, sim, index)
+    run_closed_loop(
+        store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
+    )
+
+    [summary] = optimize(
+        home=str(home),
+        engine_url=f"sqlite:///{tmp_path / 'engine.db'}",
+        segment_by="segment",
+        min_users=50,
+    )
+    assert summary["trigger_id"] == "cart_recovery" and summary["exposures"] > 0
+    assert {r["segment"] for r in summary["recommendations"]} <= set(sim.truth["segment"])
+    assert all(
+        r["variant"] is None or r["reason"] == "recommended" for r in summary["recommendations"]
+    )
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("experiments/cart_recovery")
+    run = mlflow.get_run(summary["run_id"])
+    assert (
+        run.info.experiment_id == experiment.experiment_id
+        and run.data.metrics["exposures"] == summary["exposures"]
+    )
+    artifacts = {
+        a.path
+        for folder in ("tables", "plots")
+        for a in mlflow.artifacts.list_artifacts(run_id=run.info.run_id, artifact_path=folder)
+    }
+    assert {
+        "tables/funnel.csv",
+        "tables/timing.csv",
+        "tables/recommendations.csv",
+        "plots/funnel.png",
+    } <= artifacts
+    assert any(tag.startswith("recommendation.") for tag in run.data.tags)
