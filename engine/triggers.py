@@ -39,6 +39,7 @@ __all__ = [
     "Trigger",
     "TriggerIndex",
     "TriggerIssue",
+    "apply_experiment_variant",
     "load_trigger_dir",
     "load_trigger_text",
 ]
@@ -452,3 +453,33 @@ def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
         else:
             break
     return current.start_mark.line + 1
+
+
+def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """The trigger with the winning variant's overrides written into its actions, experiment removed."""
+    experiment = raw.get("experiment") or {}
+    variants = experiment.get("variants") or {}
+    if variant not in variants:
+        known = ", ".join(variants) or "none"
+        raise ValueError(
+            f"trigger {raw.get('id')!r} has no variant {variant!r} (variants: {known})"
+        )
+    overrides = variants[variant]
+    updated = {k: v for k, v in raw.items() if k != "experiment"}
+    actions = []
+    for action in raw.get("actions") or []:
+        action = dict(action)
+        if "send_email" in action or "delay" in overrides:
+            if "delay" in overrides:
+                action["delay"] = overrides["delay"]
+            if "at" in overrides:
+                action["at"] = overrides["at"]
+            if "template" in overrides and "send_email" in action:
+                action["send_email"] = {**action["send_email"], "template": overrides["template"]}
+        actions.append(action)
+    updated["actions"] = actions
+    note = f"variant {variant} applied from its experiment"
+    updated["description"] = (
+        f"{raw['description']} ({note})" if raw.get("description") else note.capitalize()
+    )
+    return updated

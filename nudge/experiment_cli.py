@@ -152,6 +152,52 @@ def report(
         console.print(f"  {r.segment:<16} {verdict}: {r.detail}", soft_wrap=True)
 
 
+@experiment_app.command("apply")
+def apply(
+    trigger: Annotated[str, typer.Argument(help="The trigger whose experiment ends.")],
+    variant: Annotated[str, typer.Option(help="The variant to keep for everyone.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Write the new version (without it: preview only).")
+    ] = False,
+) -> None:
+    """End a trigger's experiment with one variant: writes a new trigger version (after --yes)."""
+    import yaml
+
+    from engine.triggers import apply_experiment_variant, load_trigger_dir, load_trigger_text
+    from nudge.settings import Settings
+
+    folder = Settings().trigger_folder
+    loaded = load_trigger_dir(folder)
+    found = next((t for t in loaded.triggers if t.id == trigger), None)
+    if found is None:
+        fail(f"no trigger {trigger!r} in {folder}")
+    path = Path(found.source)
+    documents = list(yaml.safe_load_all(path.read_text()))
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        fail(f"{path}: apply works on files that hold one trigger")
+    try:
+        updated = apply_experiment_variant(documents[0], variant)
+    except ValueError as exc:
+        fail(str(exc))
+    text = yaml.safe_dump(updated, sort_keys=False, allow_unicode=True)
+    check = load_trigger_text(text, str(path))
+    if check.issues:
+        fail("the new version would not load: " + "; ".join(str(i) for i in check.issues))
+    new = check.triggers[0]
+    console.print(f"{trigger}: version {found.version} → {new.version} ({path})")
+    for before, after in zip(documents[0].get("actions", []), updated["actions"], strict=True):
+        if before != after:
+            console.print(f"  action {before} → {after}", soft_wrap=True)
+    console.print("  experiment removed: every customer gets the variant")
+    if not yes:
+        console.print("[yellow]preview only[/]: run again with --yes to write it")
+        return
+    backup = path.with_name(f"{path.name}.{found.version}.bak")
+    backup.write_text(path.read_text())
+    path.write_text(text)
+    console.print(f"[green]written[/]; the previous version is kept in {backup.name}")
+
+
 def _weights(text: str, names: list[str]) -> list[float]:
     parts = [part.strip() for part in text.split(",")]
     try:

@@ -164,3 +164,26 @@ def test_importing_the_command_module_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch):
+    import shutil
+
+    from engine.triggers import load_trigger_dir
+
+    folder = tmp_path / "triggers"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "engine" / "examples", folder)
+    monkeypatch.setenv("NUDGE_TRIGGERS_DIR", str(folder))
+    before = (folder / "cart_recovery.yaml").read_text()
+    preview = CliRunner().invoke(experiment_app, ["apply", "cart_recovery", "--variant", "d4h"])
+    assert preview.exit_code == 0 and "preview only" in preview.output
+    assert (folder / "cart_recovery.yaml").read_text() == before, "nothing changes without --yes"
+    done = CliRunner().invoke(
+        experiment_app, ["apply", "cart_recovery", "--variant", "d4h", "--yes"]
+    )
+    assert done.exit_code == 0, done.output
+    [trigger] = [t for t in load_trigger_dir(folder).triggers if t.id == "cart_recovery"]
+    assert trigger.spec.experiment is None and trigger.plan[0].delay == 4 * 3600
+    assert list(folder.glob("cart_recovery.yaml.*.bak"))
+    wrong = CliRunner().invoke(experiment_app, ["apply", "cart_recovery", "--variant", "d9h"])
+    assert wrong.exit_code == 2 and "no variant 'd9h'" in wrong.output

@@ -1,0 +1,557 @@
+"""Benchmark of the scoring service over loopback HTTP, against `mlflow models serve`.
+
+    .venv/bin/python bench/scoring.py [--customers 2000] [--seconds 10] [--home DIR]
+
+Builds a $NUDGE_HOME (simulated customers → lake → feature tables → Feast, embedded SQLite
+online store → the three models fitted and registered as `champion` in a SQLite MLflow store),
+unless --home names one that has them. Then, each server in a process of its own:
+
+- `nudge serve` (serving.app): single-customer requests for all three models, paced at a fixed
+  rate (100/s: the latency target's load), then closed-loop with concurrent clients for
+  throughput; and 100-customer batches, closed-loop;
+- `mlflow models serve --env-manager local` on the same churn model: single-row `/invocations`
+  with the same concurrency (it does no feature lookup: the features are in the request).
+
+Prints a markdown table. Targets (issue 4): single-customer p99 ≤ 15 ms at 100 requests/s, and
+throughput at least the MLflow server's while also doing the feature lookup.
+
+`prepare_home` is also the test suite's fixture data (tests/serving/conftest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+# `python bench/scoring.py` puts bench/ first on the path, where bench/engine.py would shadow
+# the `engine` package: the repo root takes its place.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+__all__ = ["SNAPSHOTS", "PreparedHome", "main", "prepare_home"]
+
+# Monthly snapshots over the simulated 240 days (2025-01-01 → 2025-08-29); the latest is the
+# one materialized online.
+SNAPSHOTS = [pd.Timestamp(f"2025-{month:02d}-01", tz="UTC") for month in range(2, 9)]
+SIMULATION_END = pd.Timestamp("2025-08-29", tz="UTC")
+API_KEY = "bench-key"
+
+
+@dataclass(frozen=True)
+class PreparedHome:
+    """A $NUDGE_HOME with features online and champions registered, and facts about it."""
+
+    home: Path
+    tracking_uri: str
+    versions: dict[str, str]
+    known_ids: list[str]
+    unknown_ids: list[str]
+    snapshot: pd.Timestamp
+
+
+def prepare_home(
+    home: Path, *, customers: int = 1_000, seed: int = 5, max_rounds: int = 60
+) -> PreparedHome:
+    """Simulate, build features, materialize the latest snapshot, fit and register the three
+    models as ``champion`` (a small stand-in for the Prefect `train` flow, same artifacts)."""
+    from engine.lake import EventLake
+    from features.compute import compute_features, write_feature_tables
+    from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
+    from features.store import apply_definitions, materialize_snapshot, open_store
+    from pipelines.simulator import simulate
+
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    sim = simulate(customers, 240, seed=seed)
+    lake = EventLake(home / "lake")
+    lake.append(sim.events)
+    lake.upsert_customers(sim.customers)
+    events = lake.read()
+    tables = compute_features(events, SNAPSHOTS, lake.read_customers())
+    write_feature_tables(tables, home)
+    store = open_store(home, production=False)
+    apply_definitions(store, home)
+    materialize_snapshot(store, SNAPSHOTS[-1])
+
+    keys = [ENTITY_KEY, TIMESTAMP_COLUMN]
+    frames = iter(tables.values())
+    joined = next(frames)
+    for table in frames:
+        joined = joined.merge(table, on=keys, validate="1:1")
+    uri = f"sqlite:///{(home / 'mlflow.db').as_posix()}"
+    versions = _train_and_register(events, joined, home, uri, max_rounds)
+    online = set(joined.loc[joined[TIMESTAMP_COLUMN] == SNAPSHOTS[-1], ENTITY_KEY])
+    everyone = sim.customers[ENTITY_KEY].astype(str).tolist()
+    return PreparedHome(
+        home=home,
+        tracking_uri=uri,
+        versions=versions,
+        known_ids=sorted(online),
+        unknown_ids=[c for c in everyone if c not in online],
+        snapshot=SNAPSHOTS[-1],
+    )
+
+
+def _train_and_register(
+    events: Any, joined: pd.DataFrame, home: Path, uri: str, max_rounds: int
+) -> dict[str, str]:
+    import mlflow
+
+    # MLflow's fluent API (runs, log_model) needs the process-wide URI, and setting it also
+    # exports MLFLOW_TRACKING_URI — which would then override every service's own settings.
+    previous = os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        return _register(events, joined, home, uri, max_rounds)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+        for name, value in zip(
+            ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), previous, strict=True
+        ):
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def _register(
+    events: Any, joined: pd.DataFrame, home: Path, uri: str, max_rounds: int
+) -> dict[str, str]:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from features.compute import complete_label_snapshots, compute_labels
+    from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
+    from models.evaluate import metrics_for
+    from models.lgbm import BestSendHour, CalibratedLGBMClassifier, LGBMSpendRegressor
+    from models.pyfunc import ScoringModel, pip_requirements
+    from models.specs import SPECS
+
+    artifacts = home / "mlartifacts"
+    artifacts.mkdir(exist_ok=True)
+    experiment = mlflow.create_experiment("nudge-train", artifact_location=artifacts.as_uri())
+    client = mlflow.MlflowClient(uri, uri)
+    labels = compute_labels(events, SNAPSHOTS[:-1])
+    versions = {}
+    for name, spec in SPECS.items():
+        usable = complete_label_snapshots(SNAPSHOTS, SIMULATION_END, spec.horizon)
+        rows = labels[name][labels[name][TIMESTAMP_COLUMN].isin(usable)]
+        frame = rows.merge(joined, on=[ENTITY_KEY, TIMESTAMP_COLUMN], validate="1:1")
+        holdout = frame[TIMESTAMP_COLUMN] == frame[TIMESTAMP_COLUMN].max()
+        train, test = frame[~holdout], frame[holdout]
+        X = train[list(spec.features)].astype(spec.features)
+        kind = CalibratedLGBMClassifier if spec.task == "binary" else LGBMSpendRegressor
+        # One thread: LightGBM's OpenMP threads crawl on a busy 2-core machine (10× slower).
+        estimator = kind(
+            params={"num_threads": 1}, objective=spec.objective, max_rounds=max_rounds
+        ).fit(X, train[spec.label].to_numpy(), groups=train[ENTITY_KEY].to_numpy())
+        best_hour = BestSendHour().fit(train) if name == "engagement" else None
+        wrapper = ScoringModel(name, estimator, best_hour)
+        example = test[list(spec.features)].head(5).astype(spec.features)
+        holdout_scores = wrapper.predict(None, test)["score"]
+        metrics = metrics_for(spec, test[spec.label], holdout_scores)
+        with mlflow.start_run(experiment_id=experiment, run_name=f"train-{name}"):
+            mlflow.log_metrics({f"model.{k}": v for k, v in metrics.items() if v == v})
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=wrapper,
+                signature=infer_signature(example, wrapper.predict(None, example)),
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
+        version = str(mlflow.register_model(info.model_uri, name).version)
+        client.set_registered_model_alias(name, "champion", version)
+        versions[name] = version
+    return versions
+
+
+# -- load generation -------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    label: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1_000
+
+
+def closed_loop(
+    label: str,
+    url: str,
+    make_body: Callable[[int], dict[str, Any]],
+    *,
+    clients: int,
+    seconds: float,
+    headers: dict[str, str],
+) -> Result:
+    """`clients` threads, each sending its next request as soon as the last one answered."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def worker(offset: int) -> None:
+        mine: list[float] = []
+        failed = 0
+        with httpx.Client(headers=headers, timeout=10) as http:
+            i = offset
+            while time.perf_counter() < deadline:
+                body = make_body(i)
+                started = time.perf_counter()
+                response = http.post(url, json=body)
+                mine.append(time.perf_counter() - started)
+                failed += response.status_code != 200
+                i += clients
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    begun = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Result(label, len(latencies), errors[0], time.perf_counter() - begun, latencies)
+
+
+def paced(
+    label: str,
+    url: str,
+    make_body: Callable[[int], dict[str, Any]],
+    *,
+    rate: float,
+    seconds: float,
+    headers: dict[str, str],
+    clients: int = 8,
+) -> Result:
+    """Open loop: requests start on a fixed schedule (`rate` per second) whatever the answers,
+    so a slow answer delays none of the others (latency is measured from the scheduled start)."""
+    import httpx
+
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    begun = time.perf_counter() + 0.05
+
+    def worker(offset: int) -> None:
+        mine: list[float] = []
+        failed = 0
+        with httpx.Client(headers=headers, timeout=10) as http:
+            for i in range(offset, total, clients):
+                due = begun + i / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                response = http.post(url, json=make_body(i))
+                mine.append(time.perf_counter() - max(due, begun))
+                failed += response.status_code != 200
+        with lock:
+            latencies.extend(mine)
+            errors[0] += failed
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Result(label, len(latencies), errors[0], time.perf_counter() - begun, latencies)
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was up")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def start_scoring(prepared: PreparedHome, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "NUDGE_HOME": str(prepared.home),
+        "NUDGE_API_KEY": API_KEY,
+        "MLFLOW_TRACKING_URI": prepared.tracking_uri,
+        "NUDGE_SERVE_PORT": str(port),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
+    _wait_until_up(f"http://127.0.0.1:{port}/readyz", process)
+    return process
+
+
+def start_mlflow(prepared: PreparedHome, port: int) -> subprocess.Popen:
+    venv_bin = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": prepared.tracking_uri,
+        # It execs `uvicorn` from PATH and unpickles models.pyfunc.ScoringModel from the repo.
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+    }
+    mlflow_cli = venv_bin / "mlflow"
+    process = subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            f"models:/churn/{prepared.versions['churn']}",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=prepared.home,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_until_up(f"http://127.0.0.1:{port}/ping", process)
+    return process
+
+
+# -- main ------------------------------------------------------------------------------------------
+
+
+def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) -> list[Result]:
+    """Every measurement, each server alone on the machine while it is measured."""
+    from features.schema import model_features
+    from features.store import online_features, open_store
+
+    ids = prepared.known_ids
+    headers = {"X-API-Key": API_KEY}
+    results = []
+
+    def one(i: int) -> dict[str, Any]:
+        return {"customer_ids": [ids[i % len(ids)]]}
+
+    def batch(i: int) -> dict[str, Any]:
+        start = (i * 100) % max(len(ids) - 100, 1)
+        return {"customer_ids": ids[start : start + 100]}
+
+    port = _free_port()
+    server = start_scoring(prepared, port)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/scores"
+        closed_loop("warm-up", url, one, clients=2, seconds=2, headers=headers)
+        results.append(
+            paced(
+                f"nudge serve · 1 customer × 3 models · paced {rate:g}/s",
+                url,
+                one,
+                rate=rate,
+                seconds=seconds,
+                headers=headers,
+            )
+        )
+        results.append(
+            closed_loop(
+                f"nudge serve · 1 customer × 3 models · {clients} clients",
+                url,
+                one,
+                clients=clients,
+                seconds=seconds,
+                headers=headers,
+            )
+        )
+        results.append(
+            closed_loop(
+                f"nudge serve · 100 customers × 3 models · {clients} clients",
+                url,
+                batch,
+                clients=clients,
+                seconds=seconds,
+                headers=headers,
+            )
+        )
+    finally:
+        _stop(server)
+
+    # The MLflow server gets the same churn feature rows the service would have looked up.
+    store = open_store(prepared.home, production=False)
+    features = list(model_features("churn"))
+    rows = online_features(store, "churn", ids[:500])[features]
+    payloads = [
+        {"dataframe_split": json.loads(rows.iloc[[i]].to_json(orient="split", index=False))}
+        for i in range(len(rows))
+    ]
+    port = _free_port()
+    server = start_mlflow(prepared, port)
+    try:
+        url = f"http://127.0.0.1:{port}/invocations"
+
+        def row(i: int) -> dict[str, Any]:
+            return payloads[i % len(payloads)]
+
+        closed_loop("warm-up", url, row, clients=2, seconds=2, headers={})
+        results.append(
+            paced(
+                f"mlflow models serve · churn, 1 row · paced {rate:g}/s",
+                url,
+                row,
+                rate=rate,
+                seconds=seconds,
+                headers={},
+            )
+        )
+        results.append(
+            closed_loop(
+                f"mlflow models serve · churn, 1 row · {clients} clients",
+                url,
+                row,
+                clients=clients,
+                seconds=seconds,
+                headers={},
+            )
+        )
+    finally:
+        _stop(server)
+    return results
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| scenario | requests | errors | p50 ms | p99 ms | throughput req/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.label} | {r.requests} | {r.errors} | {r.quantile(0.5):.1f} | "
+            f"{r.quantile(0.99):.1f} | {r.throughput:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--home", type=Path, help="A prepared NUDGE_HOME to reuse (or create).")
+    parser.add_argument("--customers", type=int, default=2_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=100.0)
+    args = parser.parse_args(argv)
+
+    scratch = None
+    home = args.home
+    if home is None:
+        scratch = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
+        home = scratch / "home"
+    started = time.perf_counter()
+    prepared = _prepared(home, args.customers)
+    print(f"prepared {home} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    try:
+        results = run(prepared, seconds=args.seconds, clients=args.clients, rate=args.rate)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(table(results))
+    single = next(r for r in results if "paced" in r.label and "nudge" in r.label)
+    ours = next(r for r in results if "1 customer" in r.label and "clients" in r.label)
+    theirs = next(r for r in results if "mlflow" in r.label and "clients" in r.label)
+    print()
+    print(
+        f"- single-customer p99 at {args.rate:g}/s: {single.quantile(0.99):.1f} ms "
+        f"(target ≤ 15 ms): {'met' if single.quantile(0.99) <= 15 else 'NOT met'}"
+    )
+    ratio = ours.throughput / theirs.throughput if theirs.throughput else float("nan")
+    print(
+        f"- throughput ratio nudge / mlflow (single customer, {args.clients} clients): "
+        f"{ratio:.2f} (target ≥ 1): {'met' if ratio >= 1 else 'NOT met'}"
+    )
+    print(f"- cores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+def _prepared(home: Path, customers: int) -> PreparedHome:
+    """Reuse a home this script prepared before (its facts are in bench.json), else build one."""
+    facts = home / "bench.json"
+    if facts.exists():
+        raw = json.loads(facts.read_text())
+        return PreparedHome(
+            home=home.resolve(),
+            tracking_uri=raw["tracking_uri"],
+            versions=raw["versions"],
+            known_ids=raw["known_ids"],
+            unknown_ids=raw["unknown_ids"],
+            snapshot=pd.Timestamp(raw["snapshot"]),
+        )
+    prepared = prepare_home(home, customers=customers)
+    facts.write_text(
+        json.dumps(
+            {
+                "tracking_uri": prepared.tracking_uri,
+                "versions": prepared.versions,
+                "known_ids": prepared.known_ids,
+                "unknown_ids": prepared.unknown_ids,
+                "snapshot": prepared.snapshot.isoformat(),
+            }
+        )
+    )
+    return prepared
+
+
+if __name__ == "__main__":
+    main()

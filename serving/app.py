@@ -1,0 +1,98 @@
+"""The FastAPI application: `create_app(settings)` builds it, `main()` serves it with uvicorn.
+
+Layout in the style of FastAPI's full-stack template: settings (`serving.settings`), dependencies
+(`serving.deps`), routers (`serving.routers`), and the long-lived state (`serving.service`) that
+the lifespan starts once and stops at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from serving.metrics import MetricsMiddleware
+from serving.routers import health, models, scores
+from serving.security import ApiKeyMiddleware, BodyLimitMiddleware
+from serving.service import ScoringService
+from serving.settings import ServingSettings
+
+__all__ = ["ConfigurationError", "create_app", "main"]
+
+log = logging.getLogger("serving")
+
+
+class ConfigurationError(ValueError):
+    """Settings the service cannot run with (no API key, ...)."""
+
+
+def create_app(
+    settings: ServingSettings | None = None, *, service: ScoringService | None = None
+) -> FastAPI:
+    """The scoring app. Its lifespan starts `service` (built from `settings` when not given)
+    unless it was started already, and stops at shutdown only what it started."""
+    settings = service.settings if service is not None else settings or ServingSettings()
+    # Checked before anything heavy is built: a service without a key must not start at all.
+    if settings.api_key is None or not settings.api_key.get_secret_value():
+        raise ConfigurationError("set NUDGE_API_KEY: every /v1 route requires an API key")
+    if service is None:
+        service = ScoringService(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        owned = not service.started
+        if owned:
+            service.start()
+        try:
+            yield
+        finally:
+            if owned:
+                service.close()
+
+    app = FastAPI(
+        title="nudge scoring",
+        version="1",
+        summary="Churn, LTV and engagement scores from Feast online features and MLflow "
+        "champion models.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.include_router(scores.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    # Added last runs first: metrics see every request, the key is checked before the body
+    # is read, and the body limit applies to authenticated requests only.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        ApiKeyMiddleware,
+        key=settings.api_key.get_secret_value(),
+        header=settings.api_key_header,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def main(host: str | None = None, port: int | None = None) -> None:
+    """Serve the app with uvicorn on `host`:`port` (defaults from the settings) until stopped."""
+    import uvicorn
+
+    settings = ServingSettings()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.serve_host,
+        port=settings.serve_port if port is None else port,
+        log_level="info",
+        # The engine calls with keep-alive; the access log is off because it would write
+        # customer ids (in GET paths) to the logs.
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""The models being served: each registered model's alias (``champion``) loaded from MLflow,
+watched, and swapped in place when the alias moves.
+
+A swap replaces one immutable `Champion` in a new dict that is assigned in one step, so a request
+that already picked up the old champion finishes with it and the next one sees the new one: no
+request is dropped or blocked. A version that fails to load (or fails its probe) never replaces
+the one serving; the failure is kept for `/v1/models` and logged, and tried again later.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    ENTITY_KEY,
+    SERVICE_FEATURES,
+    TIMESTAMP_COLUMN,
+    Dtype,
+    model_features,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from serving.settings import ServingSettings
+
+__all__ = ["Champion", "Champions", "LoadError", "ModelState"]
+
+log = logging.getLogger("serving.models")
+
+# Rows of the latest feature snapshot scored to estimate a model's population prior.
+PRIOR_SAMPLE = 5_000
+
+
+class LoadError(RuntimeError):
+    """A model version that cannot be served (unreadable artifact, wrong features, bad probe)."""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """One loaded model version, ready to score; immutable so that swaps are atomic."""
+
+    name: str
+    version: str
+    run_id: str | None
+    trained_at: datetime | None
+    loaded_at: datetime
+    holdout_metrics: dict[str, float]
+    model: Any  # models.pyfunc.ScoringModel, unwrapped from its pyfunc
+    features: dict[str, Dtype]
+    prior: float
+    prior_send_hour: int | None
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``score`` (and ``best_send_hour`` for engagement), one row per row of `frame`."""
+        # The unwrapped ScoringModel: the features already carry the training dtypes and order,
+        # so the pyfunc wrapper's per-call schema enforcement would only add latency.
+        return self.model.predict(None, frame[list(self.features)])
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """LightGBM per-feature contributions (pred_contrib) to the raw score, plus ``bias``."""
+        return self.model.contributions(frame[list(self.features)])
+
+
+@dataclass
+class ModelState:
+    """What `/v1/models` says about one model: served version, alias target, last failure."""
+
+    name: str
+    champion: Champion | None = None
+    alias_version: str | None = None
+    failed_version: str | None = None
+    failure: str | None = None
+    failed_at: datetime | None = None
+    _failed_clock: float = field(default=0.0, repr=False)
+
+    @property
+    def status(self) -> str:
+        if self.champion is None:
+            return "not_loaded"
+        if self.alias_version is not None and self.alias_version != self.champion.version:
+            return "serving_previous"
+        return "serving"
+
+
+class Champions:
+    """Loads, serves and hot-swaps the aliased version of each configured model."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        *,
+        population: Callable[[str], pd.DataFrame | None] | None = None,
+        on_swap: Callable[[Champion], None] | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self.alias = settings.model_alias
+        uri = settings.tracking_uri
+        self.client: MlflowClient = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self._population = population or (lambda _model: None)
+        self._on_swap = on_swap or (lambda _champion: None)
+        self._on_failure = on_failure or (lambda _model: None)
+        self._states = {name: ModelState(name) for name in settings.models}
+        # Readers take this dict once per request; swaps assign a new one (never mutate it).
+        self._served: dict[str, Champion] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def served(self) -> Mapping[str, Champion]:
+        """The champions of this instant; a request keeps this mapping for its whole life."""
+        return self._served
+
+    def states(self) -> list[ModelState]:
+        return [self._states[name] for name in self.settings.models]
+
+    @property
+    def ready(self) -> bool:
+        return all(name in self._served for name in self.settings.models)
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Ask the registry where each alias points; load and swap in what moved.
+
+        A version that failed is retried after `model_retry_seconds`, or at once with `force`.
+        """
+        with self._refresh_lock:
+            for name in self.settings.models:
+                self._refresh_one(self._states[name], force=force)
+
+    def start_polling(self) -> None:
+        """Check the aliases every `model_poll_seconds` in a daemon thread until `stop`."""
+        if self._poller is not None:
+            return
+        self._stop.clear()
+        self._poller = threading.Thread(target=self._poll, name="champion-poller", daemon=True)
+        self._poller.start()
+
+    def stop(self) -> None:
+        """Stop polling (waits for a load in progress to finish)."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+            self._poller = None
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.model_poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # a poller that dies silently would freeze the served versions
+                log.exception("champion poll failed; the served versions are unchanged")
+
+    def _refresh_one(self, state: ModelState, *, force: bool) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            target = str(self.client.get_model_version_by_alias(state.name, self.alias).version)
+        except MlflowException as exc:  # no such alias or model: keep what serves
+            state.alias_version = None
+            if state.champion is None:
+                self._fail(state, None, f"no version has alias {self.alias!r}: {exc.message}")
+            return
+        except Exception as exc:  # registry unreachable: keep what serves, ask again later
+            log.warning("cannot reach the model registry for %s: %s", state.name, exc)
+            if state.champion is None:
+                self._fail(state, None, f"model registry unreachable: {exc}")
+            return
+        state.alias_version = target
+        if state.champion is not None and state.champion.version == target:
+            return
+        retry_at = state._failed_clock + self.settings.model_retry_seconds
+        if state.failed_version == target and not force and time.monotonic() < retry_at:
+            return
+        try:
+            champion = self.load(state.name, target)
+        except Exception as exc:  # any failure to load must leave the serving version in place
+            self._fail(state, target, f"{type(exc).__name__}: {exc}")
+            return
+        previous = state.champion
+        state.champion = champion
+        state.failed_version = state.failure = state.failed_at = None
+        self._served = {**self._served, state.name: champion}
+        self._on_swap(champion)
+        log.info(
+            "serving %s version %s (was %s)",
+            state.name,
+            champion.version,
+            previous.version if previous else "none",
+        )
+
+    def _fail(self, state: ModelState, version: str | None, error: str) -> None:
+        state.failed_version = version
+        state.failure = error[:2_000]
+        state.failed_at = datetime.now(UTC)
+        state._failed_clock = time.monotonic()
+        self._on_failure(state.name)
+        serving = state.champion.version if state.champion else None
+        if serving:
+            log.error(
+                "%s version %s failed to load; still serving version %s: %s",
+                state.name,
+                version,
+                serving,
+                state.failure,
+            )
+        else:
+            log.error("%s: nothing to serve: %s", state.name, state.failure)
+
+    def load(self, name: str, version: str) -> Champion:
+        """Load, check and probe one registered version; raises `LoadError` when unusable."""
+        import mlflow.pyfunc
+
+        details = self.client.get_model_version(name, version)
+        location = self.client.get_model_version_download_uri(name, version)
+        pyfunc = mlflow.pyfunc.load_model(location)
+        try:
+            model = pyfunc.unwrap_python_model()
+        except Exception as exc:
+            raise LoadError(f"{name} v{version} is not a python-function ScoringModel") from exc
+        features = model_features(name)
+        names = list(getattr(model, "feature_names", []))
+        if names != list(features) or not hasattr(model, "contributions"):
+            raise LoadError(
+                f"{name} v{version} expects features {names[:5]}…, not the feature service's "
+                "(in training order); it cannot score online features"
+            )
+        trained_at, metrics = self._run_facts(details.run_id)
+        champion = Champion(
+            name=name,
+            version=str(version),
+            run_id=details.run_id,
+            trained_at=trained_at
+            or datetime.fromtimestamp(details.creation_timestamp / 1000, tz=UTC),
+            loaded_at=datetime.now(UTC),
+            holdout_metrics=metrics,
+            model=model,
+            features=features,
+            prior=math.nan,
+            prior_send_hour=None,
+        )
+        return _with_prior(champion, self._population(name))
+
+    def _run_facts(self, run_id: str | None) -> tuple[datetime | None, dict[str, float]]:
+        """When the run started, and its holdout metrics (``model.<metric>`` in training runs)."""
+        if not run_id:
+            return None, {}
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # the run may be gone; the version still serves
+            return None, {}
+        metrics = run.data.metrics
+        own = {k.removeprefix("model."): v for k, v in metrics.items() if k.startswith("model.")}
+        chosen = own or dict(metrics)
+        started = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
+        return started, {k: float(v) for k, v in chosen.items() if math.isfinite(v)}
+
+
+def population_from_tables(settings: ServingSettings) -> Callable[[str], pd.DataFrame | None]:
+    """A sample of the latest feature snapshot per model, from the feature tables under home
+    (the Parquet files Feast's offline store reads); None where they cannot be read."""
+    cache: dict[str, pd.DataFrame | None] = {}
+
+    def population(model: str) -> pd.DataFrame | None:
+        if model not in cache:
+            cache[model] = _latest_population(settings, model)
+        return cache[model]
+
+    return population
+
+
+def _latest_population(settings: ServingSettings, model: str) -> pd.DataFrame | None:
+    from features.compute import read_feature_table
+
+    keys = [ENTITY_KEY, TIMESTAMP_COLUMN]
+    try:
+        frame: pd.DataFrame | None = None
+        for view, names in SERVICE_FEATURES[model].items():
+            table = read_feature_table(view, settings.home_dir)
+            table = table.loc[table[TIMESTAMP_COLUMN] == table[TIMESTAMP_COLUMN].max()]
+            part = table[[*keys, *names]]
+            frame = part if frame is None else frame.merge(part, on=keys, how="inner")
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("no feature tables for the %s prior (%s); using a no-history row", model, exc)
+        return None
+    if frame is None or frame.empty:
+        return None
+    frame = frame.sample(min(len(frame), PRIOR_SAMPLE), random_state=0)
+    return frame[list(model_features(model))].astype(model_features(model))
+
+
+def _with_prior(champion: Champion, population: pd.DataFrame | None) -> Champion:
+    """Probe the model and fill in its population prior: the mean score over the latest
+    snapshot's population, or (no tables) its score of a customer without history."""
+    probe = _no_history_row(champion.features)
+    frame = population if population is not None and not population.empty else probe
+    try:
+        out = champion.predict(pd.concat([probe, frame], ignore_index=True))
+    except Exception as exc:
+        raise LoadError(f"{champion.name} v{champion.version} failed its probe: {exc}") from exc
+    scores = np.asarray(out["score"], dtype=np.float64)
+    if len(scores) != len(frame) + 1 or not np.isfinite(scores).all():
+        raise LoadError(f"{champion.name} v{champion.version} returned non-finite scores")
+    prior = float(scores[1:].mean())
+    send_hour = None
+    if "best_send_hour" in out.columns:
+        hours = np.asarray(out["best_send_hour"], dtype=np.int64)
+        # The hour a customer without history gets (the learned population hour).
+        send_hour = int(hours[0])
+    return replace(champion, prior=prior, prior_send_hour=send_hour)
+
+
+def _no_history_row(features: Mapping[str, Dtype]) -> pd.DataFrame:
+    """A customer with no events: counts 0, undefined floats NaN, no preferred hour."""
+    from features.schema import UNKNOWN_HOUR
+
+    row: dict[str, Any] = {}
+    for name, dtype in features.items():
+        if dtype == "int64":
+            row[name] = UNKNOWN_HOUR if name == "preferred_send_hour" else 0
+        else:
+            row[name] = np.nan
+    return pd.DataFrame([row]).astype(dict(features))

@@ -1,0 +1,144 @@
+"""The HTTP contract: request and response bodies of the scoring API.
+
+`engine.scoring.ScoreClient` reads ``results[].customer_id``, ``known`` and
+``scores.<model>.value`` / ``model_version``; fields may be added here, never renamed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from serving.settings import MAX_BATCH_LIMIT
+
+__all__ = [
+    "Band",
+    "CustomerId",
+    "CustomerScores",
+    "Health",
+    "LoadFailure",
+    "ModelInfo",
+    "ModelName",
+    "ModelsResponse",
+    "Readiness",
+    "Reason",
+    "Score",
+    "ScoreRequest",
+    "ScoreResponse",
+]
+
+
+class ModelName(StrEnum):
+    churn = "churn"
+    ltv = "ltv"
+    engagement = "engagement"
+
+
+class Band(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+# The same rule as the events contract (engine/events.py `_ID_PATTERN`): any id the engine
+# accepted must be scoreable, or one odd id would fail the engine's whole batch with a 422.
+# `\x85` is spelled out because pydantic's regex counts it as whitespace and JSON Schema's
+# (ECMA) does not: clients generating ids from the OpenAPI pattern must agree with the server.
+CustomerId = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x85].{0,127}$")
+]
+
+
+class ScoreRequest(BaseModel):
+    """Scores for up to 1,000 customers; every model unless `models` says otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[CustomerId] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_LIMIT,
+        description="Customers to score (1–1000; duplicates are answered once).",
+    )
+    models: list[ModelName] | None = Field(
+        default=None, min_length=1, description="Models to score; default: every served model."
+    )
+    explain: bool = Field(default=False, description="Add the top reason codes of each score.")
+
+
+class Reason(BaseModel):
+    """One feature pushing the score up: its value and its contribution to the raw score
+    (log-odds for churn and engagement, log of expected spend for ltv)."""
+
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class Score(BaseModel):
+    """One model's score of one customer."""
+
+    value: float = Field(description="Probability (churn, engagement) or expected spend (ltv).")
+    band: Band
+    model_version: str
+    features_at: datetime | None = Field(
+        description="Snapshot the features describe; null for an unknown customer (prior)."
+    )
+    stale: bool = Field(description="Whether the features are older than the configured age.")
+    known: bool = Field(description="False: the population prior, no features were found.")
+    best_send_hour: int | None = Field(
+        default=None, description="Engagement only: customer-local hour to send at (0–23)."
+    )
+    reasons: list[Reason] | None = Field(default=None, description="Only with explain.")
+
+
+class CustomerScores(BaseModel):
+    customer_id: str
+    known: bool = Field(description="Whether the feature store knows the customer.")
+    scores: dict[str, Score]
+
+
+class ScoreResponse(BaseModel):
+    results: list[CustomerScores]
+
+
+class LoadFailure(BaseModel):
+    """The last version that could not be loaded, while an older one keeps serving."""
+
+    version: str
+    error: str
+    at: datetime
+
+
+class ModelInfo(BaseModel):
+    name: str
+    alias: str
+    status: Literal["serving", "serving_previous", "not_loaded"] = Field(
+        description="serving_previous: the alias points to a version that failed to load."
+    )
+    version: str | None = Field(description="The version being served.")
+    alias_version: str | None = Field(description="The version the alias points to now.")
+    run_id: str | None = None
+    trained_at: datetime | None = None
+    loaded_at: datetime | None = None
+    holdout_metrics: dict[str, float] = Field(default_factory=dict)
+    population_prior: float | None = Field(
+        default=None, description="The score an unknown customer gets."
+    )
+    load_failure: LoadFailure | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    feature_store: bool
+    models: dict[str, str | None] = Field(description="Served version per model (null: none).")

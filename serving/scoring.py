@@ -1,0 +1,137 @@
+"""Turning online features and champions into the API's answer: value, band, freshness, reasons.
+
+Works on plain dicts shaped like `serving.schemas.CustomerScores`: building thousands of pydantic
+objects per batch would cost more than the model itself (the schemas still document the shape).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
+from serving.champions import Champion
+from serving.settings import Bands
+
+__all__ = ["band_of", "score_batch"]
+
+
+def band_of(value: float, bands: Bands) -> str:
+    """low below the first boundary, high from the second on, medium between."""
+    low, high = bands
+    if value >= high:
+        return "high"
+    return "low" if value < low else "medium"
+
+
+def score_batch(
+    customer_ids: Sequence[str],
+    features: Mapping[str, pd.DataFrame],
+    champions: Mapping[str, Champion],
+    *,
+    bands: Mapping[str, Bands],
+    stale_after: timedelta,
+    now: datetime,
+    explain_top: int | None = None,
+) -> list[dict[str, Any]]:
+    """One result per distinct customer (request order), every model in `features` scored.
+
+    A customer missing from a model's features gets that model's population prior with
+    ``known: false``; the customer is `known` only when every requested model found features.
+    """
+    ids = list(dict.fromkeys(customer_ids))
+    results = {cid: {"customer_id": cid, "known": True, "scores": {}} for cid in ids}
+    for model, frame in features.items():
+        champion = champions[model]
+        scored = _score_known(champion, frame, bands[model], stale_after, now, explain_top)
+        prior = _prior_score(champion, bands[model], explain_top is not None)
+        for cid in ids:
+            entry = results[cid]
+            score = scored.get(cid)
+            if score is None:
+                entry["known"] = False
+                score = dict(prior)
+            entry["scores"][model] = score
+    return list(results.values())
+
+
+def _score_known(
+    champion: Champion,
+    frame: pd.DataFrame,
+    bands: Bands,
+    stale_after: timedelta,
+    now: datetime,
+    explain_top: int | None,
+) -> dict[str, dict[str, Any]]:
+    if frame.empty:
+        return {}
+    out = champion.predict(frame)
+    values = np.asarray(out["score"], dtype=np.float64)
+    hours = out["best_send_hour"].tolist() if "best_send_hour" in out.columns else None
+    stamps = frame[TIMESTAMP_COLUMN]
+    # Few distinct snapshots per batch: format and age each once.
+    meta = {
+        stamp: (stamp.isoformat(), now - stamp.to_pydatetime() > stale_after)
+        for stamp in pd.unique(stamps)
+    }
+    reasons = _reasons(champion, frame, explain_top) if explain_top is not None else None
+    scored = {}
+    for i, (cid, stamp) in enumerate(zip(frame[ENTITY_KEY].tolist(), stamps, strict=True)):
+        value = float(values[i])
+        at, stale = meta[stamp]
+        score: dict[str, Any] = {
+            "value": value,
+            "band": band_of(value, bands),
+            "model_version": champion.version,
+            "features_at": at,
+            "stale": bool(stale),
+            "known": True,
+        }
+        if hours is not None:
+            score["best_send_hour"] = int(hours[i])
+        if reasons is not None:
+            score["reasons"] = reasons[i]
+        scored[cid] = score
+    return scored
+
+
+def _reasons(champion: Champion, frame: pd.DataFrame, k: int) -> list[list[dict[str, Any]]]:
+    """The top `k` features pushing each row's score up (LightGBM pred_contrib)."""
+    from models.lgbm import top_reasons
+
+    contributions = champion.contributions(frame)
+    rows = top_reasons(contributions, k)
+    inputs = frame.reset_index(drop=True)
+    return [
+        [
+            {"feature": name, "value": _number(inputs.at[i, name]), "contribution": contribution}
+            for name, contribution in row
+        ]
+        for i, row in enumerate(rows)
+    ]
+
+
+def _prior_score(champion: Champion, bands: Bands, explain: bool) -> dict[str, Any]:
+    score: dict[str, Any] = {
+        "value": champion.prior,
+        "band": band_of(champion.prior, bands),
+        "model_version": champion.version,
+        "features_at": None,
+        "stale": False,
+        "known": False,
+    }
+    if champion.prior_send_hour is not None:
+        score["best_send_hour"] = champion.prior_send_hour
+    if explain:
+        score["reasons"] = []  # no features, nothing to attribute the prior to
+    return score
+
+
+def _number(value: Any) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
