@@ -155,8 +155,11 @@ def print_closed_loop(report: Any, start: Any, end: Any) -> None:
     funnel.add_column("count", justify="right")
     funnel.add_column("of previous", justify="right")
     previous = None
+    sent = report.funnel.get("sent") or None
     for stage, count in report.funnel.items():
-        share = f"{count / previous:.1%}" if previous else ""
+        # A purchase needs no click: conversions are counted against the emails sent.
+        base = sent if stage == "converted" else previous
+        share = f"{count / base:.1%}" + (" of sent" if stage == "converted" else "") if base else ""
         funnel.add_row(stage, f"{count:,}", share)
         previous = count or None
     console.print(funnel)

@@ -219,6 +219,7 @@ def _epoch(value: str | datetime) -> float:
 
 def run_period(
     *,
+    events: Iterable[dict[str, Any]] | None = None,
     lake_root: Path,
     simulation_dir: Path,
     engine_url: str,
@@ -231,10 +232,10 @@ def run_period(
     api_key: str | None = None,
     progress: Callable[[datetime, int], None] | None = None,
 ) -> ClosedLoopReport:
-    """The lake's events in [start, end) through a fresh engine, answered by the simulation's customers.
+    """Events of [start, end) through a fresh engine, answered by the simulation's customers.
 
-    The engine's state is warmed up from the lake's history before `start`, so behavior conditions
-    see the past without replaying it; profiles come from the lake.
+    `events` default to the lake's; the engine's state is warmed up from the lake's history before
+    `start`, so behavior conditions see the past without replaying it; profiles come from the lake.
     """
     from engine.email import EmailSettings
     from engine.lake import EventLake
@@ -258,11 +259,6 @@ def run_period(
     email = EmailSettings(templates_dir=templates_dir, outbox_dir=outbox_dir)
     dispatcher = Dispatcher(store, index, email=email, webhooks=WebhookSender("demo"))
     responder = Responder.from_directory(simulation_dir)
-    return run_closed_loop(
-        store,
-        processor,
-        dispatcher,
-        responder,
-        lake_events(lake_root, start, end),
-        progress=progress,
-    )
+    if events is None:
+        events = lake_events(lake_root, start, end)
+    return run_closed_loop(store, processor, dispatcher, responder, events, progress=progress)

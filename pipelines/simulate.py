@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from engine.lake import AppendResult, EventLake
 from pipelines.simulator import Simulation, load_planted, simulate
 from pipelines.simulator.generate import Progress
@@ -38,8 +40,13 @@ def run_simulation(
     lake: EventLake | None,
     planted_path: Path | None = None,
     progress: Progress | None = None,
+    lake_days: int | None = None,
 ) -> SimulationRun:
-    """Draw the data set, write it under `out`, and append it to `lake` (idempotently) if given."""
+    """Draw the data set, write it under `out`, and append it to `lake` (idempotently) if given.
+
+    With `lake_days`, only the first `lake_days` days go to the lake: the rest stays in the data
+    set as "the future" (for example, to replay it through the engine after training).
+    """
     say = progress or (lambda _msg: None)
     planted = load_planted(planted_path)
     sim = simulate(customers, days, seed, start=start, planted=planted, progress=say)
@@ -47,7 +54,16 @@ def run_simulation(
     paths = write_simulation(sim, out)
     appended, profiles = None, 0
     if lake is not None:
-        say(f"loading {sim.events.num_rows:,} events into the lake")
-        appended = lake.append(sim.events)
+        events = sim.events
+        if lake_days is not None:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            until = (sim.params.start + pd.Timedelta(days=lake_days)).to_pydatetime()
+            events = events.filter(
+                pc.less(events["timestamp"], pa.scalar(until, pa.timestamp("us", tz="UTC")))
+            )
+        say(f"loading {events.num_rows:,} events into the lake")
+        appended = lake.append(events)
         profiles = lake.upsert_customers(sim.customers)
     return SimulationRun(sim, paths, appended, profiles)

@@ -1,0 +1,171 @@
+"""The later stages of `nudge demo`: the scoring service, the engine in a closed loop, the optimizer.
+
+Composition and output only; the work is done by serving/, engine/, pipelines/.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from nudge.console import console, print_closed_loop
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nudge.settings import Settings
+
+__all__ = ["engine_stage", "optimizer_stage", "score_sample", "scoring_service"]
+
+
+@contextmanager
+def scoring_service(settings: Settings) -> Iterator[tuple[str, str]]:
+    """`nudge serve` on a free loopback port for the duration of the block: yields (url, api key)."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = secrets.token_urlsafe(24)
+    env = {**os.environ, "NUDGE_HOME": str(settings.home.resolve()), "NUDGE_API_KEY": key}
+    log = (settings.home.resolve() / "serve.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "nudge.cli", "serve", "--port", str(port)], env=env,
+                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the scoring service exited (see {log.name})")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the scoring service was not ready within 180 s (see {log.name})"
+                )
+            time.sleep(0.5)
+        yield url, key
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def score_sample(url: str, key: str, customer_ids: list[str]) -> None:
+    """Score a few customers with reasons and print them as a table."""
+    import httpx
+
+    response = httpx.post(f"{url}/v1/scores", json={"customer_ids": customer_ids, "explain": True},
+                          headers={"X-API-Key": key}, timeout=30)  # fmt: skip
+    response.raise_for_status()
+    table = Table(title="Scores of a sample of customers", title_justify="left", show_edge=False)
+    for column in ("customer", "model", "score", "band", "top reasons"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for item in response.json()["results"]:
+        for model, score in (item.get("scores") or {}).items():
+            reasons = ", ".join(
+                f"{r['feature']} {r['contribution']:+.2f}" for r in (score.get("reasons") or [])[:2]
+            )
+            table.add_row(
+                item["customer_id"],
+                model,
+                f"{score['value']:.3f}",
+                str(score.get("band")),
+                reasons or "-",
+            )
+    console.print(table)
+
+
+def engine_stage(
+    settings: Settings, simulation_dir: Path, start: Any, end: Any, scoring: tuple[str, str] | None
+) -> Any:
+    """The simulated period after training through the example triggers, customers answering."""
+    from engine.replay import read_event_file
+    from pipelines.closed_loop import run_period
+
+    start_ts, end_ts = start.timestamp(), end.timestamp()
+    database = settings.home.resolve() / "demo-engine.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)  # each demo replays the period afresh
+    events = (
+        e for e in read_event_file(simulation_dir / "events.parquet")
+        if start_ts <= _epoch(e["timestamp"]) < end_ts
+    )  # fmt: skip
+    with console.status("engine: replaying the period …") as status:
+        report = run_period(
+            events=events, lake_root=settings.lake_dir, simulation_dir=simulation_dir,
+            engine_url=f"sqlite:///{database}", triggers_dir=settings.trigger_folder,
+            templates_dir=settings.template_folder, outbox_dir=settings.home.resolve() / "demo-outbox",
+            start=start, end=end, scoring_url=scoring[0] if scoring else None, api_key=scoring[1] if scoring else None,
+            progress=lambda at, n: status.update(f"engine: {at:%Y-%m-%d %H:%M} · {n:,} events"),
+        )  # fmt: skip
+    print_closed_loop(report, start, end)
+    return report
+
+
+def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> None:
+    """Run the optimize flow on the demo's engine log; recommendations beside the planted truth."""
+    from engine.store import EngineStore
+    from pipelines.prefect_env import configure_prefect
+
+    database = settings.home.resolve() / "demo-engine.db"
+    store = EngineStore.connect(f"sqlite:///{database}")
+    # The simulation's latent segment, as a profile attribute, so the analysis can split by it.
+    profiles = store.load_profiles(truth["customer_id"])
+    store.upsert_profiles(
+        {
+            c: {**profiles.get(c, {"customer_id": c}), "sim_segment": s}
+            for c, s in zip(truth["customer_id"], truth["segment"], strict=True)
+        },
+        time.time(),
+    )
+    store.engine.dispose()
+    configure_prefect(settings.home)
+    from pipelines.flows.optimize import optimize
+
+    with console.status("optimizer: analysing experiments, logging to MLflow …"):
+        summaries = optimize(home=str(settings.home.resolve()), engine_url=f"sqlite:///{database}",
+                             segment_by="sim_segment", min_users=300)  # fmt: skip
+    for summary in summaries:
+        table = Table(title=f"Experiment {summary['trigger_id']} ({summary['exposures']:,} customers assigned)",
+                      title_justify="left", show_edge=False)  # fmt: skip
+        for column in ("segment", "recommendation", "planted best", "why"):
+            table.add_column(column)
+        for rec in summary["recommendations"]:
+            best = (
+                planted.best_delay(rec["segment"]) if rec["segment"] in planted.segments else None
+            )
+            table.add_row(
+                rec["segment"],
+                rec["variant"] or "none",
+                f"d{best}" if best else "none (equal)",
+                rec["reason"],
+            )
+        console.print(table)
+    console.print(
+        f"MLflow: [bold]nudge mlflow ui[/] (store {settings.home.resolve() / 'mlflow.db'})"
+    )
+
+
+def _epoch(value: Any) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(value) if isinstance(value, str) else value).timestamp()
