@@ -18,6 +18,7 @@ import typer
 
 from nudge.console import StepPrinter, console, fail
 from nudge.engine_cli import engine_app, triggers_app
+from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
 
 if TYPE_CHECKING:
     from nudge.settings import Settings
@@ -35,6 +36,8 @@ lake_app = typer.Typer(help="Inspect the event lake.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(engine_app, name="engine")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(mlflow_app, name="mlflow")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -252,8 +255,9 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded defaults (no servers) and summarise it.
 
-    Today: simulate a year of customers with planted truth, load the event lake, and show what
-    it holds beside the planted truth.
+    Simulate a year of customers with planted truth, load the event lake, build the features
+    (Feast), train churn, LTV and engagement with their baselines (MLflow), and print each model
+    against its baselines on the holdout.
     """
     from nudge.console import print_lake_info, print_simulation
 
@@ -274,8 +278,36 @@ def demo(
     from engine.lake import EventLake
 
     print_lake_info(EventLake(settings.lake_dir).info())
-    console.print("\nNext: [bold]nudge lake info[/], or import real data with "
-                  "[bold]nudge import --preset cdnow FILE[/].")  # fmt: skip
+    _demo_models(settings)
+    console.print("\nNext: [bold]nudge mlflow ui[/], [bold]nudge backtest[/], or import real "
+                  "data with [bold]nudge import --preset cdnow FILE[/].")  # fmt: skip
+
+
+def _demo_models(settings: Settings) -> None:
+    """Features, training, and the holdout table of each model against its baselines."""
+    from engine.lake import EventLake
+    from models.specs import SPECS
+    from nudge.pipeline_cli import prepare, print_training, run_features, run_train
+    from pipelines.datasets import covered_range, too_short_to_train
+
+    prepare()  # Prefect's home under $NUDGE_HOME, quiet library logs
+    console.print()
+    data = covered_range(EventLake(settings.lake_dir))
+    why = too_short_to_train(data, SPECS, step_days=settings.snapshot_step_days,
+                             count=settings.snapshot_count)  # fmt: skip
+    if why:
+        console.print(f"[yellow]models skipped:[/] {why} — simulate more days (e.g. --days 365)")
+        return
+    progress = StepPrinter("features and models")
+    progress("build features: compute, feast apply, materialize")
+    run_features(settings)
+    progress("train churn, ltv, engagement and their baselines; log to MLflow")
+    outcome = run_train(settings)
+    progress.finish()
+    print_training(outcome)
+
+
+app.command("backtest")(backtest)
 
 
 def _settings() -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -60,6 +61,32 @@ class Settings(BaseSettings):
         description="First day of simulated data when `nudge simulate --start` is not given.",
     )
 
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking + registry URI; MLFLOW_TRACKING_URI wins, default sqlite "
+        "under NUDGE_HOME.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://host:8786): `train` fits its models there when set.",
+    )
+    features_cron: str = Field(
+        default="0 2 * * *", description="Schedule of the build-features deployment (daily)."
+    )
+    train_cron: str = Field(
+        default="0 3 * * 1", description="Schedule of the train deployment (weekly, Mondays)."
+    )
+    schedule_timezone: str = Field(default="UTC", description="Time zone of the schedules.")
+    snapshot_step_days: int = Field(
+        default=30, ge=1, description="Days between feature snapshots (training dates)."
+    )
+    snapshot_count: int = Field(
+        default=12, ge=2, description="How many feature snapshots `build-features` computes."
+    )
+    train_snapshots: int = Field(
+        default=6, ge=1, description="Training snapshots per model (the holdout comes on top)."
+    )
+
     @cached_property
     def lake_dir(self) -> Path:
         """The event lake (Parquet, partitioned by UTC date)."""
@@ -79,6 +106,17 @@ class Settings(BaseSettings):
     def engine_url(self) -> str:
         """The engine database URL (SQLite under NUDGE_HOME unless NUDGE_ENGINE_DB is set)."""
         return self.engine_db or f"sqlite:///{self.home.resolve() / 'engine.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's store: MLFLOW_TRACKING_URI, else NUDGE_MLFLOW_TRACKING_URI, else
+        ``sqlite:////<abs NUDGE_HOME>/mlflow.db``."""
+        explicit = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        if explicit:
+            return explicit
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home.resolve() / 'mlflow.db').as_posix()}"
 
     @property
     def trigger_folder(self) -> Path:

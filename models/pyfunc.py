@@ -1,0 +1,72 @@
+"""The MLflow pyfunc form of a trained model: what the registry stores and serving loads.
+
+`ScoringModel.predict` takes the model's features (any column order, extra columns ignored),
+casts them to the training dtypes and order, and returns a frame with ``score`` — a calibrated
+probability (churn, engagement) or expected spend (ltv) — and, for engagement, the customer's
+``best_send_hour``. A scikit-learn-API LightGBM classifier logged as its own flavor would return
+class labels; this wrapper returns what the engine's score conditions compare against.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from models.lgbm import (
+    BestSendHour,
+    CalibratedLGBMClassifier,
+    LGBMSpendRegressor,
+    feature_contributions,
+)
+
+__all__ = ["SCORE_COLUMN", "ScoringModel", "pip_requirements"]
+
+SCORE_COLUMN = "score"
+# What a scoring environment needs to unpickle and run the model (the estimators live in this
+# package, which serving imports anyway). Pinned to the training versions.
+_REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scikit-learn", "scipy", "cloudpickle")
+
+
+class ScoringModel(mlflow.pyfunc.PythonModel):
+    """A fitted estimator (plus the best-send-hour rule for engagement) behind pyfunc."""
+
+    def __init__(
+        self,
+        model_name: str,
+        estimator: CalibratedLGBMClassifier | LGBMSpendRegressor,
+        best_send_hour: BestSendHour | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.estimator = estimator
+        self.best_send_hour = best_send_hour
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.estimator.feature_names_in_)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        """``score`` per row (and ``best_send_hour`` for engagement)."""
+        frame = pd.DataFrame(model_input)
+        if hasattr(self.estimator, "predict_proba"):
+            score = self.estimator.predict_proba(frame)[:, 1]
+        else:
+            score = self.estimator.predict(frame)
+        out = pd.DataFrame({SCORE_COLUMN: np.asarray(score, dtype=np.float64)})
+        if self.best_send_hour is not None:
+            out["best_send_hour"] = self.best_send_hour.predict(frame)
+        return out
+
+    def contributions(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to the raw score (reason codes), one row per input row."""
+        return feature_contributions(self.estimator, pd.DataFrame(model_input))
+
+
+def pip_requirements() -> list[str]:
+    """Explicit, pinned requirements: MLflow's inference of them costs seconds per model."""
+    return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS] + [
+        f"mlflow=={metadata.version('mlflow')}"
+    ]

@@ -1,0 +1,375 @@
+"""`nudge pipeline features|train|deploy`, `nudge backtest` and `nudge mlflow ui`.
+
+Composition only: check the input, configure Prefect and MLflow for $NUDGE_HOME, run the flow,
+print the result. Prefect, MLflow, Feast and LightGBM are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from nudge.console import StepPrinter, console, fail
+
+if TYPE_CHECKING:
+    from nudge.settings import Settings
+
+pipeline_app = typer.Typer(
+    help="Feature and training pipelines (Prefect flows; MLflow tracking and registry).",
+    no_args_is_help=True,
+)
+mlflow_app = typer.Typer(help="The MLflow tracking store under $NUDGE_HOME.", no_args_is_help=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pipeline_errors(command: F) -> F:
+    """Mistakes in the input (empty lake, cutoff outside the data, ...): one line, exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pipelines.datasets import PipelineError
+
+        try:
+            return command(*args, **kwargs)
+        except (PipelineError, FileNotFoundError) as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+# -- pipeline features -----------------------------------------------------------------------------
+
+
+@pipeline_app.command("features")
+@pipeline_errors
+def features(
+    step_days: Annotated[
+        int | None, typer.Option(min=1, help="Days between snapshots (default from settings).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="How many snapshots.")] = None,
+    online: Annotated[
+        bool, typer.Option("--online/--offline", help="Materialize the latest snapshot.")
+    ] = True,
+) -> None:
+    """Compute the feature tables from the lake, feast apply, materialize the latest snapshot."""
+    settings = prepare()
+    _check_lake(settings)
+    progress = StepPrinter("build features")
+    progress("computing feature tables, feast apply, materialize")
+    built = run_features(settings, step_days=step_days, count=count, online=online)
+    progress.finish()
+    console.print(
+        f"{len(built['snapshots'])} snapshots ({built['snapshots'][0][:10]} → "
+        f"{built['snapshots'][-1][:10]}) of {built['data_range']}; views {', '.join(built['views'])}"
+    )
+
+
+def run_features(
+    settings: Settings,
+    *,
+    step_days: int | None = None,
+    count: int | None = None,
+    online: bool = True,
+) -> dict[str, Any]:
+    """Run the build-features flow for `settings` (used by `demo` too)."""
+    from pipelines.flows.features import build_features
+
+    return build_features(
+        home=str(settings.home.resolve()),
+        step_days=step_days or settings.snapshot_step_days,
+        count=count or settings.snapshot_count,
+        online=online,
+    )
+
+
+# -- pipeline train --------------------------------------------------------------------------------
+
+
+@pipeline_app.command("train")
+@pipeline_errors
+def train(
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models (default: churn,ltv,engagement).")
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address; default NUDGE_DASK_ADDRESS (unset: local)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Train every model and its baselines on Feast training sets; log and register in MLflow."""
+    settings = prepare()
+    chosen = _models(models)
+    _check_lake(settings)
+    from features.paths import feature_table_path
+    from features.schema import VIEW_NAMES
+
+    if not all(feature_table_path(view, settings.home).exists() for view in VIEW_NAMES):
+        fail(f"no feature tables under {settings.home.resolve()}/features: run "
+             "`nudge pipeline features` first")  # fmt: skip
+    progress = None if as_json else StepPrinter("train " + ", ".join(chosen or _all_models()))
+    if progress:
+        progress("training sets (Feast point-in-time joins), fit, log, register")
+    outcome = run_train(settings, chosen, dask=dask)
+    if as_json:
+        sys.stdout.write(json.dumps(_clean(outcome), indent=2, default=str) + "\n")
+        return
+    assert progress is not None
+    progress.finish()
+    print_training(outcome)
+    console.print(f"MLflow: [cyan]{settings.tracking_uri}[/] — [bold]nudge mlflow ui[/] to browse")
+
+
+def run_train(
+    settings: Settings, models: list[str] | None = None, *, dask: str | None = None
+) -> dict[str, Any]:
+    """Run the train flow for `settings` (used by `demo` too)."""
+    from pipelines.flows.train import train as train_flow
+
+    return train_flow(
+        home=str(settings.home.resolve()),
+        models=models,
+        n_train=settings.train_snapshots,
+        tracking_uri=settings.tracking_uri,
+        dask_address=dask or settings.dask_address,
+    )
+
+
+def print_training(outcome: Mapping[str, Mapping[str, Any]]) -> None:
+    """One table per model: the model and each baseline on the holdout, and the registry move."""
+    for name, run in outcome.items():
+        metrics = run["metrics"]
+        table = Table(
+            title=f"{name} — holdout {run['holdout_snapshot']} ({run['holdout_rows']:,} customers; "
+            f"trained on {run['train_rows']:,} rows, {run['train_snapshots']} snapshots)",
+            title_justify="left",
+            show_edge=False,
+        )
+        columns = list(next(iter(metrics.values())))
+        table.add_column("scorer", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right")
+        for scorer, values in metrics.items():
+            label = f"[bold]{scorer}[/]" if scorer == "model" else scorer
+            table.add_row(label, *(_fmt(values[c]) for c in columns))
+        console.print(table)
+        mark = "[green]champion[/]" if run["champion"] else "challenger"
+        console.print(f"  registered {name} v{run['version']} → {mark}: {run['reason']}\n")
+
+
+# -- pipeline deploy -------------------------------------------------------------------------------
+
+
+@pipeline_app.command("deploy")
+@pipeline_errors
+def deploy(
+    features_cron: Annotated[
+        str | None, typer.Option(help="Cron of build-features (default NUDGE_FEATURES_CRON).")
+    ] = None,
+    train_cron: Annotated[
+        str | None, typer.Option(help="Cron of train (default NUDGE_TRAIN_CRON).")
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then run the scheduled flow runs until Ctrl-C.")
+    ] = False,
+) -> None:
+    """Register the flows as deployments with schedules on the Prefect server at PREFECT_API_URL.
+
+    Start one with `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api:
+    the ephemeral API cannot run schedules.
+    """
+    settings = prepare()
+    if not os.environ.get("PREFECT_API_URL", "").strip():
+        fail(
+            "PREFECT_API_URL is not set: start `prefect server start` and export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api (the ephemeral API cannot schedule)"
+        )
+    from pipelines.flows.deploy import Schedules
+    from pipelines.flows.deploy import deploy as register
+    from pipelines.flows.deploy import serve as run_served
+
+    schedules = Schedules(
+        features_cron=features_cron or settings.features_cron,
+        train_cron=train_cron or settings.train_cron,
+        timezone=settings.schedule_timezone,
+    )
+    home = str(settings.home.resolve())
+    feature_params = {"step_days": settings.snapshot_step_days, "count": settings.snapshot_count}
+    train_params = {"n_train": settings.train_snapshots, "tracking_uri": settings.tracking_uri}
+    try:
+        registered = register(home, schedules, feature_params, train_params)
+    except Exception as exc:  # the server is the user's to start: say so in one line
+        fail(f"could not register deployments at {os.environ['PREFECT_API_URL']}: {exc}")
+    for name, deployment_id in registered.items():
+        console.print(f"[green]✓[/] {name} ({deployment_id})")
+    console.print(
+        f"schedules: features [bold]{schedules.features_cron}[/], train "
+        f"[bold]{schedules.train_cron}[/] ({schedules.timezone})"
+    )
+    if serve:
+        run_served(home, schedules, feature_params, train_params)
+    else:
+        console.print("run them with [bold]nudge pipeline deploy --serve[/] (or a Prefect worker)")
+
+
+# -- backtest --------------------------------------------------------------------------------------
+
+
+@pipeline_errors
+def backtest(
+    cutoff: Annotated[str, typer.Option(help="Score at the end of this day (YYYY-MM-DD, UTC).")],
+    horizon_days: Annotated[int, typer.Option(help="Outcome window after the cutoff, in days.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    step_days: Annotated[int, typer.Option(min=1, help="Days between training snapshots.")] = 30,
+) -> None:
+    """Train on data before CUTOFF, score every customer at it, compare with the next N days.
+
+    Churn = no purchase in the horizon; LTV = spend in it. The models and every baseline side by
+    side; logged to MLflow (experiment nudge-backtest).
+    """
+    settings = prepare()
+    from engine.lake import EventLake
+    from pipelines.datasets import covered_range
+    from pipelines.flows.backtest import backtest as backtest_flow
+    from pipelines.flows.backtest import parse_cutoff, plan_backtest
+
+    # Checked before the flow starts, so a mistake is one line, not a failed flow run's log.
+    data = covered_range(EventLake(settings.lake_dir))
+    plan_backtest(data, parse_cutoff(cutoff), horizon_days, step_days, settings.train_snapshots)
+    with nullcontext() if as_json else console.status("backtest …"):
+        payload = backtest_flow(
+            cutoff=cutoff,
+            horizon_days=horizon_days,
+            home=str(settings.home.resolve()),
+            step_days=step_days,
+            n_train=settings.train_snapshots,
+            tracking_uri=settings.tracking_uri,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(_clean(payload), default=str) + "\n")
+        return
+    print_backtest(payload, cutoff, horizon_days)
+
+
+def print_backtest(payload: Mapping[str, Any], cutoff: str, horizon_days: int) -> None:
+    """The backtest as two tables: churn and LTV, model first, then each baseline."""
+    console.print(
+        f"[bold]Backtest[/] at {cutoff}, {horizon_days}-day horizon, "
+        f"{payload['customers']:,} customers"
+    )
+    for name in ("churn", "ltv"):
+        block = payload[name]
+        rows = {"model": block["model"], **block["baselines"]}
+        columns = list(block["model"])
+        table = Table(title=name, title_justify="left", show_edge=False)
+        table.add_column("scorer", no_wrap=True)
+        for column in columns:
+            table.add_column(column, justify="right")
+        for scorer, values in rows.items():
+            label = f"[bold]{scorer}[/]" if scorer == "model" else scorer
+            table.add_row(label, *(_fmt(values[c]) for c in columns))
+        console.print(table)
+
+
+# -- mlflow ui -------------------------------------------------------------------------------------
+
+
+@mlflow_app.command("ui")
+def mlflow_ui(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Open the MLflow UI on nudge's tracking store (runs, plots, registry, aliases)."""
+    settings = prepare()
+    uri = settings.tracking_uri
+    artifacts = (settings.home.resolve() / "mlartifacts").as_uri()
+    console.print(f"MLflow UI on [cyan]http://{host}:{port}[/] for [cyan]{uri}[/] (Ctrl-C stops)")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    command += ["--default-artifact-root", artifacts, "--host", host, "--port", str(port)]
+    try:
+        raise typer.Exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def prepare() -> Settings:
+    """Settings, Prefect's environment under $NUDGE_HOME, quiet library logs."""
+    from nudge.settings import Settings
+    from pipelines.prefect_env import configure_prefect
+
+    settings = Settings()
+    configure_prefect(settings.home)
+    # Progress comes from the CLI; the libraries' INFO lines would bury it.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    for name in ("mlflow", "prefect", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Library deprecation notices (ibis on DuckDB, SQLAlchemy 2.1 on Prefect and MLflow) are
+    # for their maintainers, not for someone training a model. Dropped where they are shown:
+    # Feast re-adds a "once" filter for them when it is imported, ahead of any filter set here.
+    show = warnings.showwarning
+    if not getattr(show, "_nudge_quiet", False):
+
+        def quiet(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, DeprecationWarning):
+                show(message, category, *args, **kwargs)
+
+        quiet._nudge_quiet = True  # type: ignore[attr-defined]
+        warnings.showwarning = quiet
+    return settings
+
+
+def _check_lake(settings: Settings) -> None:
+    from engine.lake import EventLake
+    from pipelines.datasets import covered_range
+
+    covered_range(EventLake(settings.lake_dir))
+
+
+def _models(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    from features.schema import MODEL_NAMES
+
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in MODEL_NAMES]
+    if unknown or not chosen:
+        fail(f"--models: unknown {unknown or text!r}; choose from {', '.join(MODEL_NAMES)}")
+    return chosen
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.4f}"
+
+
+def _clean(value: Any) -> Any:
+    """NaN → null, recursively: json.dumps would write the non-JSON token NaN."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _all_models() -> tuple[str, ...]:
+    from features.schema import MODEL_NAMES
+
+    return MODEL_NAMES

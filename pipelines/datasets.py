@@ -1,0 +1,240 @@
+"""Training and evaluation sets: which snapshots, which labels, and the frames models fit on.
+
+Two sources of feature rows share this module's rules:
+
+- the training flow reads features through Feast point-in-time joins (`feast_sets`), so what a
+  model trains on is what the feature store serves;
+- the backtest computes them in memory from the lake cut at the cutoff (`memory_sets`), so it can
+  run at any past date without touching the store the scoring service reads.
+
+The holdout is always the latest snapshot whose labels are complete; training uses the snapshots
+before it. Never a random split across time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from features.compute import (
+    CHURN_HORIZON,
+    ENGAGEMENT_HORIZON,
+    LTV_HORIZON,
+    complete_label_snapshots,
+    compute_features,
+    compute_labels,
+)
+from features.compute.workspace import EventsInput
+from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN, model_features
+from models.baselines.on_features import BASELINE_COLUMNS
+from models.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from engine.lake import EventLake
+
+__all__ = [
+    "DataRange",
+    "PipelineError",
+    "ProblemSet",
+    "covered_range",
+    "feast_sets",
+    "feature_snapshots",
+    "label_rows",
+    "memory_sets",
+    "too_short_to_train",
+]
+
+KEYS = [ENTITY_KEY, TIMESTAMP_COLUMN]
+# A snapshot needs this much history before it to describe anyone.
+WARMUP = timedelta(days=28)
+
+
+class PipelineError(ValueError):
+    """A mistake in the input the user can fix (empty lake, cutoff outside the data, ...)."""
+
+
+@dataclass(frozen=True)
+class DataRange:
+    """The lake's first and last event (UTC)."""
+
+    first: pd.Timestamp
+    last: pd.Timestamp
+
+    def describe(self) -> str:
+        return f"{self.first:%Y-%m-%d %H:%M} → {self.last:%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass
+class ProblemSet:
+    """One model's training rows and holdout rows: keys, label, features, baseline columns."""
+
+    spec: ModelSpec
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+
+    @property
+    def train_snapshots(self) -> list[pd.Timestamp]:
+        return sorted(pd.unique(self.train[TIMESTAMP_COLUMN]))
+
+
+def covered_range(lake: EventLake) -> DataRange:
+    """The lake's date range; an empty lake is a user error."""
+    info = lake.info()
+    if not info.events or info.first_event is None or info.last_event is None:
+        raise PipelineError(
+            f"the event lake at {lake.root} is empty: load data first "
+            "(nudge simulate, or nudge import --preset cdnow FILE)"
+        )
+    return DataRange(_utc(info.first_event), _utc(info.last_event))
+
+
+def feature_snapshots(
+    data: DataRange, *, step_days: int = 30, count: int = 12, end: pd.Timestamp | None = None
+) -> list[pd.Timestamp]:
+    """Snapshot times every `step_days`, the latest at `end` (default: the start of the day of
+    the last event), going back at most `count` steps and never into the warm-up period."""
+    if step_days < 1 or count < 1:
+        raise PipelineError("the snapshot step and count must be at least 1")
+    anchor = _utc(end) if end is not None else data.last.normalize()
+    earliest = data.first + WARMUP
+    stamps = [anchor - timedelta(days=step_days * k) for k in range(count)]
+    kept = [t for t in stamps if t >= earliest]
+    if not kept:
+        raise PipelineError(
+            f"the lake holds {data.describe()}: too short for a snapshot after "
+            f"{WARMUP.days} days of history"
+        )
+    return sorted(kept)
+
+
+def too_short_to_train(
+    data: DataRange, specs: Mapping[str, ModelSpec], *, step_days: int = 30, count: int = 12
+) -> str | None:
+    """Why the lake's history cannot give every model a training and a holdout snapshot, or None."""
+    try:
+        snapshots = feature_snapshots(data, step_days=step_days, count=count)
+    except PipelineError as exc:
+        return str(exc)
+    for name, spec in specs.items():
+        if len(complete_label_snapshots(snapshots, data.last, spec.horizon)) < 2:
+            return (
+                f"{name} needs two snapshots {step_days} days apart, {WARMUP.days} days after the "
+                f"first event and {spec.horizon.days} days before the last ({data.describe()})"
+            )
+    return None
+
+
+def label_rows(
+    events: EventsInput,
+    snapshots: Sequence[pd.Timestamp],
+    covered_until: pd.Timestamp,
+    specs: Mapping[str, ModelSpec],
+    *,
+    n_train: int,
+) -> dict[str, pd.DataFrame]:
+    """Per model: the label rows (keys + labels) of its latest `n_train` + 1 label-complete
+    snapshots; the latest of them is the holdout."""
+    chosen: dict[str, list[pd.Timestamp]] = {}
+    for name, spec in specs.items():
+        complete = complete_label_snapshots(snapshots, covered_until, spec.horizon)
+        if len(complete) < 2:
+            raise PipelineError(
+                f"{name}: {len(complete)} snapshot(s) with a complete {spec.horizon.days}-day "
+                f"label window before {covered_until:%Y-%m-%d}; need at least 2 (training + "
+                "holdout) — more history, a shorter horizon or a smaller snapshot step"
+            )
+        chosen[name] = complete[-(n_train + 1) :]
+    every = sorted({t for ts in chosen.values() for t in ts})
+    # One pass over the events per distinct horizon; each model keeps its own snapshots.
+    labels = compute_labels(events, every, **_horizons(specs))
+    return {
+        name: labels[name][labels[name][TIMESTAMP_COLUMN].isin(chosen[name])].reset_index(drop=True)
+        for name in specs
+    }
+
+
+def feast_sets(
+    store: FeatureStore, labels: Mapping[str, pd.DataFrame], specs: Mapping[str, ModelSpec]
+) -> dict[str, ProblemSet]:
+    """Training and holdout frames by Feast point-in-time joins on each model's label rows.
+
+    The baselines may read columns outside the model's feature service (the churn baselines
+    read the LTV view's BG/NBD summaries); those come from a second join on the LTV service.
+    """
+    from features.store import training_frame
+
+    sets = {}
+    for name, spec in specs.items():
+        rows = labels[name]
+        frame = training_frame(store, name, rows)
+        extra = [c for c in BASELINE_COLUMNS[name] if c not in frame.columns]
+        if extra:
+            other = training_frame(store, "ltv", rows[KEYS])
+            frame = pd.concat([frame, other[extra]], axis=1)
+        sets[name] = _split(spec, frame)
+    return sets
+
+
+def memory_sets(
+    events: EventsInput,
+    customers: pd.DataFrame | None,
+    train_snapshots: Sequence[pd.Timestamp],
+    holdout_events: EventsInput,
+    holdout_snapshot: pd.Timestamp,
+    specs: Mapping[str, ModelSpec],
+) -> dict[str, ProblemSet]:
+    """Training rows from `events` (which must end where training labels may end) and holdout
+    rows at `holdout_snapshot` labelled from `holdout_events`, all computed in memory."""
+    # Features only ever see `events` (cut at the cutoff): nothing after it can leak in.
+    tables = compute_features(events, [*train_snapshots, holdout_snapshot], customers)
+    features = _joined(tables)
+    train_labels = compute_labels(events, train_snapshots, **_horizons(specs))
+    hold_labels = compute_labels(holdout_events, [holdout_snapshot], **_horizons(specs))
+    sets = {}
+    for name, spec in specs.items():
+        train = train_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
+        holdout = hold_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
+        sets[name] = ProblemSet(spec, _conform(spec, train), _conform(spec, holdout))
+    return sets
+
+
+def _horizons(specs: Mapping[str, ModelSpec]) -> dict[str, timedelta]:
+    """`compute_labels` keyword arguments: each given model's horizon, the default otherwise."""
+    horizons = {
+        "churn_horizon": CHURN_HORIZON,
+        "ltv_horizon": LTV_HORIZON,
+        "engagement_horizon": ENGAGEMENT_HORIZON,
+    }
+    horizons.update({f"{name}_horizon": spec.horizon for name, spec in specs.items()})
+    return horizons
+
+
+def _joined(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    frames = iter(tables.values())
+    out = next(frames)
+    for table in frames:
+        out = out.merge(table, on=KEYS, how="inner", validate="1:1")
+    return out
+
+
+def _conform(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(model_features(spec.name)).reset_index(drop=True)
+
+
+def _split(spec: ModelSpec, frame: pd.DataFrame) -> ProblemSet:
+    latest = frame[TIMESTAMP_COLUMN].max()
+    holdout = frame[TIMESTAMP_COLUMN] == latest
+    return ProblemSet(
+        spec, frame[~holdout].reset_index(drop=True), frame[holdout].reset_index(drop=True)
+    )
+
+
+def _utc(value: object) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")

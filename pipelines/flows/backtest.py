@@ -1,0 +1,155 @@
+"""Flow `backtest`: what the churn and LTV models (and every baseline) would have scored at a past
+cutoff, against what actually happened in (cutoff, cutoff + N days].
+
+Training rows are computed from the lake cut at the cutoff (labels of training snapshots end by
+it); the evaluation rows are every customer seen by the cutoff, scored on features at the cutoff
+and labelled from the N days after it. Churn is "no purchase in the horizon", LTV the gross
+spend in it. Features are computed in memory, so the Feast store the scoring service reads is
+left alone.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from features.paths import nudge_home
+from models.evaluate import ModelResult
+from pipelines.datasets import WARMUP, DataRange, PipelineError
+
+__all__ = ["BACKTEST_METRICS", "backtest", "backtest_payload", "parse_cutoff", "plan_backtest"]
+
+BACKTEST_MODELS = ("churn", "ltv")
+# The metrics the backtest reports per model (its JSON shape).
+BACKTEST_METRICS = {"churn": ("roc_auc", "log_loss"), "ltv": ("mae", "rmse", "spearman")}
+_US = timedelta(microseconds=1)
+
+
+def parse_cutoff(text: str) -> pd.Timestamp:
+    """An ISO date (the end of that day, UTC: its events are history, not future) or an ISO
+    timestamp (naive ones are UTC)."""
+    value = text.strip()
+    try:
+        day = date.fromisoformat(value) if len(value) <= 10 else None
+        moment = datetime.fromisoformat(value) if day is None else None
+    except ValueError:
+        raise PipelineError(f"--cutoff {text!r} is not an ISO date (YYYY-MM-DD)") from None
+    if day is not None:
+        return pd.Timestamp(day, tz="UTC") + timedelta(days=1) - _US
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")
+
+
+def plan_backtest(
+    data: DataRange, cutoff: pd.Timestamp, horizon_days: int, step_days: int, n_train: int
+) -> list[pd.Timestamp]:
+    """The training snapshots: every `step_days` back from cutoff − horizon; checks the inputs."""
+    if horizon_days < 1:
+        raise PipelineError("--horizon-days must be at least 1")
+    horizon = timedelta(days=horizon_days)
+    if not data.first < cutoff < data.last:
+        raise PipelineError(
+            f"cutoff {cutoff:%Y-%m-%d} is outside the data ({data.describe()}); pick a date "
+            "inside it"
+        )
+    if cutoff + horizon > data.last + timedelta(days=1):
+        room = (data.last - cutoff).days
+        raise PipelineError(
+            f"horizon too long: the lake ends {data.last:%Y-%m-%d}, {room} days after the "
+            f"cutoff, so a {horizon_days}-day outcome window cannot be observed"
+        )
+    latest = cutoff - horizon
+    snapshots = [latest - timedelta(days=step_days * k) for k in range(n_train)]
+    kept = sorted(t for t in snapshots if t >= data.first + WARMUP)
+    if not kept:
+        raise PipelineError(
+            f"horizon too long for the history: a training snapshot needs {WARMUP.days} days "
+            f"of data before it and its {horizon_days}-day label window before the cutoff, "
+            f"but the data starts {data.first:%Y-%m-%d}"
+        )
+    return kept
+
+
+@task(cache_policy=NO_CACHE)
+def run_backtest(
+    home: str, cutoff: pd.Timestamp, horizon_days: int, step_days: int, n_train: int
+) -> tuple[dict[str, ModelResult], int]:
+    """Fit churn and LTV (and baselines) on history before the cutoff; evaluate after it."""
+    from engine.lake import EventLake
+    from features.compute import EVENT_COLUMNS
+    from models.evaluate import fit_and_evaluate
+    from models.specs import spec_for
+    from pipelines.datasets import covered_range, memory_sets
+
+    lake = EventLake(Path(home) / "lake")
+    data = covered_range(lake)
+    snapshots = plan_backtest(data, cutoff, horizon_days, step_days, n_train)
+    horizon = timedelta(days=horizon_days)
+    history = lake.read(end=cutoff + _US, columns=list(EVENT_COLUMNS))
+    outcome = lake.read(end=cutoff + horizon + _US, columns=list(EVENT_COLUMNS))
+    specs = {name: spec_for(name, horizon) for name in BACKTEST_MODELS}
+    sets = memory_sets(history, lake.read_customers(), snapshots, outcome, cutoff, specs)
+    results = {
+        name: fit_and_evaluate(problem.spec, problem.train, problem.holdout)
+        for name, problem in sets.items()
+    }
+    return results, len(sets["churn"].holdout)
+
+
+def backtest_payload(results: dict[str, ModelResult], customers: int) -> dict[str, Any]:
+    """The backtest's JSON: per model its metrics and each baseline's, and the customer count."""
+    payload: dict[str, Any] = {}
+    for name, result in results.items():
+        wanted = BACKTEST_METRICS[name]
+        metrics = {
+            scorer: {m: values[m] for m in wanted} for scorer, values in result.metrics.items()
+        }
+        payload[name] = {
+            "model": metrics.pop("model"),
+            "baselines": dict(sorted(metrics.items())),
+        }
+    payload["customers"] = customers
+    return payload
+
+
+@flow(name="backtest")
+def backtest(
+    cutoff: str,
+    horizon_days: int,
+    home: str | None = None,
+    step_days: int = 30,
+    n_train: int = 6,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Run the backtest and log it to MLflow; returns the JSON payload."""
+    from pipelines.tracking import (
+        BACKTEST_EXPERIMENT,
+        default_tracking_uri,
+        ensure_experiment,
+        git_commit,
+        log_backtest,
+        use_tracking,
+    )
+
+    root = str(nudge_home(home))
+    at = parse_cutoff(cutoff)
+    results, customers = run_backtest(root, at, horizon_days, step_days, n_train)
+    payload = backtest_payload(results, customers)
+    use_tracking(tracking_uri or default_tracking_uri(root))
+    log_backtest(
+        payload,
+        {
+            "cutoff": f"{at:%Y-%m-%d %H:%M:%S}",
+            "horizon_days": horizon_days,
+            "step_days": step_days,
+            "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in results["churn"].train_snapshots),
+            "git_commit": git_commit(),
+        },
+        ensure_experiment(BACKTEST_EXPERIMENT, root),
+    )
+    return payload

@@ -1,0 +1,127 @@
+"""Flow `train`: training sets by Feast point-in-time joins over several snapshots, the three
+models and their baselines fitted, everything logged to MLflow and registered.
+
+The holdout of each model is its latest snapshot with a complete label window. Fitting runs in
+the `fit-models` subflow, one task per model: on a DaskTaskRunner when a Dask scheduler address
+is given (or NUDGE_DASK_ADDRESS is set), else one after the other in this process. Logging and
+registration stay in the flow's process (one writer to the tracking store).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from features.paths import nudge_home
+from features.schema import MODEL_NAMES, TIMESTAMP_COLUMN
+from models.evaluate import ModelResult
+from pipelines.datasets import DataRange, PipelineError, ProblemSet
+
+__all__ = ["fit_model", "fit_models", "load_training_sets", "log_result", "train"]
+
+
+@task(cache_policy=NO_CACHE)
+def load_training_sets(
+    home: str, models: Sequence[str], n_train: int
+) -> tuple[dict[str, ProblemSet], DataRange]:
+    """Labels from the lake at the feature tables' snapshots, features by Feast joins."""
+    from engine.lake import EventLake
+    from features.compute import EVENT_COLUMNS, read_feature_table
+    from features.schema import CHURN_VIEW
+    from features.store import open_store
+    from models.specs import spec_for
+    from pipelines.datasets import covered_range, feast_sets, label_rows
+
+    lake = EventLake(Path(home) / "lake")
+    data = covered_range(lake)
+    try:
+        snapshots = sorted(read_feature_table(CHURN_VIEW, home)[TIMESTAMP_COLUMN].unique())
+    except FileNotFoundError:
+        raise PipelineError(
+            f"no feature tables under {home}/features: run `nudge pipeline features` first"
+        ) from None
+    specs = {name: spec_for(name) for name in models}
+    events = lake.read(end=data.last + timedelta(microseconds=1), columns=list(EVENT_COLUMNS))
+    labels = label_rows(events, snapshots, data.last, specs, n_train=n_train)
+    return feast_sets(open_store(home), labels, specs), data
+
+
+@task(cache_policy=NO_CACHE)
+def fit_model(problem: ProblemSet, max_rounds: int = 1_000) -> ModelResult:
+    """Fit one model and its baselines and evaluate them on the holdout (pure compute)."""
+    from models.evaluate import fit_and_evaluate
+
+    result = fit_and_evaluate(problem.spec, problem.train, problem.holdout, max_rounds=max_rounds)
+    result.extra["fitted_on_pid"] = os.getpid()
+    return result
+
+
+@flow(name="fit-models", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def fit_models(problems: dict[str, ProblemSet], max_rounds: int = 1_000) -> dict[str, ModelResult]:
+    """One `fit_model` task per model on this flow's task runner."""
+    futures = {name: fit_model.submit(problem, max_rounds) for name, problem in problems.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
+@task(cache_policy=NO_CACHE)
+def log_result(
+    result: ModelResult, problem: ProblemSet, context: dict[str, Any], home: str, tracking_uri: str
+) -> dict[str, Any]:
+    """Log and register one model; returns its run, version and champion decision."""
+    from pipelines.tracking import TRAIN_EXPERIMENT, ensure_experiment, log_model_run, use_tracking
+
+    use_tracking(tracking_uri)
+    registration = log_model_run(
+        result, problem.holdout, context, ensure_experiment(TRAIN_EXPERIMENT, home)
+    )
+    return {
+        "run_id": registration.run_id,
+        "version": registration.version,
+        "champion": registration.champion,
+        "reason": registration.reason,
+        "metrics": registration.metrics,
+        "holdout_snapshot": f"{result.holdout_snapshot:%Y-%m-%d}",
+        "train_snapshots": len(result.train_snapshots),
+        "train_rows": result.n_train,
+        "holdout_rows": len(result.holdout_scores),
+    }
+
+
+@flow(name="train")
+def train(
+    home: str | None = None,
+    models: list[str] | None = None,
+    n_train: int = 6,
+    tracking_uri: str | None = None,
+    dask_address: str | None = None,
+    max_rounds: int = 1_000,
+) -> dict[str, Any]:
+    """Build the training sets, fit every model (on Dask when an address is set), log, register."""
+    from pipelines.tracking import default_tracking_uri, git_commit
+
+    root = str(nudge_home(home))
+    chosen = list(models or MODEL_NAMES)
+    problems, data = load_training_sets(root, chosen, n_train)
+    address = dask_address or os.environ.get("NUDGE_DASK_ADDRESS") or None
+    runner = fit_models
+    if address:
+        from prefect_dask import DaskTaskRunner
+
+        runner = fit_models.with_options(task_runner=DaskTaskRunner(address=address))
+    results = runner(problems, max_rounds)
+    context = {
+        "data_range": data.describe(),
+        "git_commit": git_commit(),
+        "task_runner": f"dask {address}" if address else "local",
+    }
+    uri = tracking_uri or default_tracking_uri(root)
+    return {
+        name: log_result(results[name], problems[name], {**context}, root, uri) for name in chosen
+    }
