@@ -18,7 +18,9 @@ import typer
 
 from nudge.console import StepPrinter, console, fail
 from nudge.engine_cli import engine_app, triggers_app
+from nudge.experiment_cli import experiment_app
 from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
+from nudge.serve_cli import serve
 
 if TYPE_CHECKING:
     from nudge.settings import Settings
@@ -38,8 +40,11 @@ app.add_typer(triggers_app, name="triggers")
 app.add_typer(engine_app, name="engine")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
+app.add_typer(experiment_app, name="experiment")
+app.command()(serve)
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEMO_REPLAY_DAYS = 14  # simulated after the training data: what the engine replays
 
 
 def user_errors(command: F) -> F:
@@ -114,7 +119,7 @@ def simulate(
 
 
 def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start: str | None,
-              planted: Path | None, out: Path | None, lake: bool) -> Any:  # fmt: skip
+              planted: Path | None, out: Path | None, lake: bool, lake_days: int | None = None) -> Any:  # fmt: skip
     from engine.lake import EventLake
     from pipelines.simulate import run_simulation
 
@@ -128,6 +133,7 @@ def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start
         lake=EventLake(settings.lake_dir) if lake else None,
         planted_path=planted,
         progress=progress,
+        lake_days=lake_days,
     )
     progress.finish()
     return run
@@ -255,35 +261,45 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded defaults (no servers) and summarise it.
 
-    Simulate a year of customers with planted truth, load the event lake, build the features
-    (Feast), train churn, LTV and engagement with their baselines (MLflow), and print each model
-    against its baselines on the holdout.
+    Simulate a year of customers with planted truth (plus two more weeks kept aside), load the
+    event lake, build the features (Feast), train churn, LTV and engagement beside their baselines
+    (MLflow), start the scoring service, replay the two weeks through the example triggers while
+    the simulated customers answer the emails, and analyse the cart-recovery delay experiment.
     """
+    import pandas as pd
+
     from nudge.console import print_lake_info, print_simulation
+    from nudge.demo import engine_stage, optimizer_stage, score_sample, scoring_service
 
     settings = _settings()
     console.rule("[bold]nudge demo")
     console.print(f"state under [cyan]{settings.home.resolve()}[/] (set NUDGE_HOME to move it)\n")
     run = _simulate(
-        settings,
-        customers=customers,
-        days=days,
-        seed=seed,
-        start=None,
-        planted=None,
-        out=None,
-        lake=True,
-    )
+        settings, customers=customers, days=days + DEMO_REPLAY_DAYS, seed=seed, start=None,
+        planted=None, out=None, lake=True, lake_days=days,
+    )  # fmt: skip
     print_simulation(run)
     from engine.lake import EventLake
 
     print_lake_info(EventLake(settings.lake_dir).info())
-    _demo_models(settings)
+    trained = _demo_models(settings)
+    sim = run.simulation
+    start = (sim.params.start + pd.Timedelta(days=days)).to_pydatetime()
+    end = (sim.params.start + pd.Timedelta(days=days + DEMO_REPLAY_DAYS)).to_pydatetime()
+    if trained:
+        console.print("\n[bold]Scoring service[/] (nudge serve on a free port)")
+        with scoring_service(settings) as service:
+            sample = sim.truth.loc[sim.truth["signup_at"] < pd.Timestamp(start), "customer_id"]
+            score_sample(*service, sample.sample(5, random_state=seed).tolist())
+            engine_stage(settings, settings.simulation_dir, start, end, service)
+    else:
+        engine_stage(settings, settings.simulation_dir, start, end, None)
+    optimizer_stage(settings, sim.truth, sim.planted)
     console.print("\nNext: [bold]nudge mlflow ui[/], [bold]nudge backtest[/], or import real "
                   "data with [bold]nudge import --preset cdnow FILE[/].")  # fmt: skip
 
 
-def _demo_models(settings: Settings) -> None:
+def _demo_models(settings: Settings) -> bool:
     """Features, training, and the holdout table of each model against its baselines."""
     from engine.lake import EventLake
     from models.specs import SPECS
@@ -297,7 +313,7 @@ def _demo_models(settings: Settings) -> None:
                              count=settings.snapshot_count)  # fmt: skip
     if why:
         console.print(f"[yellow]models skipped:[/] {why} — simulate more days (e.g. --days 365)")
-        return
+        return False
     progress = StepPrinter("features and models")
     progress("build features: compute, feast apply, materialize")
     run_features(settings)
@@ -305,6 +321,7 @@ def _demo_models(settings: Settings) -> None:
     outcome = run_train(settings)
     progress.finish()
     print_training(outcome)
+    return True
 
 
 app.command("backtest")(backtest)
