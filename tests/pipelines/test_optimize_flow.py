@@ -59,3 +59,46 @@ def test_optimize_logs_each_experiment_to_mlflow(tmp_path: Path, monkeypatch, pr
         "plots/funnel.png",
     } <= artifacts
     assert any(tag.startswith("recommendation.") for tag in run.data.tags)
+
+
+@pytest.mark.slow
+def test_the_experiment_review_notebook_shows_funnel_timing_and_segments(
+    tmp_path: Path, monkeypatch, prefect_harness
+):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from pipelines.flows.optimize import optimize
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NUDGE_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sim = simulate(1_500, 67, seed=9)
+    sim.customers = sim.customers.assign(segment=sim.truth["segment"].to_numpy())
+    index = TriggerIndex(load_trigger_dir(ROOT / "engine" / "examples").triggers)
+    store, processor, dispatcher = engine_parts(tmp_path, sim, index)
+    run_closed_loop(
+        store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
+    )
+    optimize(
+        home=str(home),
+        engine_url=f"sqlite:///{tmp_path / 'engine.db'}",
+        segment_by="segment",
+        min_users=50,
+    )
+
+    notebook = nbformat.read(ROOT / "notebooks" / "experiment_review.ipynb", as_version=4)
+    NotebookClient(
+        notebook, timeout=180, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "\n".join(
+        str(o.get("text", ""))
+        + str(o.get("data", {}).get("text/plain", ""))
+        + str(o.get("data", {}).get("text/markdown", ""))
+        for o in outputs
+    )
+    assert "cart_recovery" in text and "triggered" in text and "d24h" in text
+    assert any(segment in text for segment in ("bargain_hunter", "loyal", "browser", "at_risk"))
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) >= 2
