@@ -86,7 +86,9 @@ def analyze(
         fail(message if str(input_path) in message else f"{input_path}: {message}")
 
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
+        # Exactly the documented object: the settings used are the caller's own options.
+        shape = {key: result[key] for key in ("metric", "srm_p_value", "arms")}
+        sys.stdout.write(json.dumps(shape, indent=2, allow_nan=False) + "\n")
         return
     _print_analysis(result)
 
