@@ -23,6 +23,7 @@ import pandas as pd
 
 from engine.dispatcher import Dispatcher
 from engine.inbox import accept_events
+from engine.optimizer.exposures import EXPOSURE_COLUMNS
 from engine.processor import Processor
 from engine.store import EngineStore
 from pipelines.simulator.responder import EmailResponse, Responder
@@ -196,18 +197,7 @@ def _exposures(
                 "revenue": answer.revenue if answer.converted else 0.0,
             }
         )
-    columns = [
-        "customer_id",
-        "trigger_id",
-        "variant",
-        "segment",
-        "sent",
-        "delivered",
-        "opened",
-        "clicked",
-        "converted",
-        "revenue",
-    ]
+    columns = list(EXPOSURE_COLUMNS)
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -17,8 +17,11 @@ import pandas as pd
 
 from engine.store import EngineStore
 
-__all__ = ["experiment_triggers", "exposures_from_log", "load_exposures"]
+__all__ = ["EXPOSURE_COLUMNS", "experiment_triggers", "exposures_from_log", "load_exposures"]
 
+# The exposure contract of engine.optimizer.analyses, in order.
+EXPOSURE_COLUMNS = ("customer_id", "trigger_id", "variant", "segment", "sent", "delivered", "opened",
+                    "clicked", "converted", "revenue")  # fmt: skip
 EMAIL_STAGES = {
     "email_delivered": "delivered",
     "email_opened": "opened",
@@ -54,18 +57,7 @@ def exposures_from_log(
         frame[stage] = frame["sent"] & frame["idempotency_key"].isin(keys)
     frame["converted"], frame["revenue"] = _conversions(frame, events, attribution_window)
     frame["segment"] = frame["customer_id"].map(segments or {}).fillna("all") if segments else "all"
-    columns = [
-        "customer_id",
-        "trigger_id",
-        "variant",
-        "segment",
-        "sent",
-        "delivered",
-        "opened",
-        "clicked",
-        "converted",
-        "revenue",
-    ]
+    columns = list(EXPOSURE_COLUMNS)
     return frame[columns].reset_index(drop=True)
 
 
