@@ -108,8 +108,7 @@ def decide(
     state.seen_event_ids.append(event.event_id)
     if event.event_type in index.tracked_event_types:
         state.record_event(event.event_type, event.at, event.amount, limits)
-    zone = customer_zone(profile, default_zone)
-    ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
+    ctx = _context(event, profile, state, scores, default_zone)
     decisions = []
     try:
         matched = index.matcher(event.event_type)(ctx)
@@ -142,8 +141,7 @@ def explain_event(
         d.trigger_id: d
         for d in decide(event, profile, state, index, scores, policy, limits, default_zone)
     }
-    zone = customer_zone(profile, default_zone)
-    ctx = EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
+    ctx = _context(event, profile, state, scores, default_zone)
     report = []
     for trigger in index.for_event(event.event_type):
         decision = decisions.get(trigger.id)
@@ -241,6 +239,17 @@ def _decide_one(
         variant=variant,
         actions=tuple(actions),
     )
+
+
+def _context(
+    event: EventView,
+    profile: Mapping[str, Any],
+    state: CustomerState,
+    scores: Mapping[str, ScoreValue | None],
+    default_zone: str,
+) -> EvaluationContext:
+    zone = customer_zone(profile, default_zone)
+    return EvaluationContext(event.event_type, event.fields, profile, state, scores, event.at, zone)
 
 
 def _match_one_by_one(triggers: list[Trigger], ctx: EvaluationContext) -> list[tuple[Trigger, Any]]:

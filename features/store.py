@@ -140,11 +140,16 @@ def online_features(store: FeatureStore, model: str, customer_ids: Iterable[str]
     model's features in the order and dtypes of `training_frame`. A customer missing from any
     of the model's views is left out: the caller decides what a missing score means.
     """
-    features = model_features(model)
     ids = list(dict.fromkeys(str(c) for c in customer_ids))
     values = store.get_online_features(
         features=feature_refs(model), entity_rows={ENTITY_KEY: ids}
     ).to_dict(include_event_timestamps=True)
+    return typed_online_frame(values, model, ids)
+
+
+def typed_online_frame(values: dict[str, list[Any]], model: str, ids: list[str]) -> pd.DataFrame:
+    """One model's frame from Feast's online `to_dict(include_event_timestamps=True)` answer."""
+    features = model_features(model)
     # Feast gives each feature an epoch-seconds `<name>__ts`, 0 when it has no value stored.
     stamps = np.array([values[f"{name}__ts"] for name in features], dtype=np.int64)
     known = (stamps > 0).all(axis=0)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN, feature_refs, model_features
+from features.schema import ENTITY_KEY, feature_refs
+from features.store import typed_online_frame
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -55,7 +55,7 @@ class OnlineFeatures:
             values = self.store.get_online_features(
                 features=refs, entity_rows={ENTITY_KEY: ids}
             ).to_dict(include_event_timestamps=True)
-        return {model: _model_frame(values, model, ids) for model in models}
+        return {model: typed_online_frame(values, model, ids) for model in models}
 
     def close(self) -> None:
         """Release the online store's connections."""
@@ -65,21 +65,3 @@ class OnlineFeatures:
         if conn is not None:  # SQLite; Redis pools close with the process
             conn.close()
             store._conn = None
-
-
-def _model_frame(values: dict[str, list[Any]], model: str, ids: list[str]) -> pd.DataFrame:
-    """The same frame as `features.store.online_features(store, model, ids)`, from one read."""
-    features = model_features(model)
-    # Feast gives each feature an epoch-seconds `<name>__ts`, 0 when it has no value stored.
-    stamps = np.array([values[f"{name}__ts"] for name in features], dtype=np.int64)
-    known = (stamps > 0).all(axis=0)
-    snapshot = pd.to_datetime(stamps[:, known].min(axis=0), unit="s", utc=True)
-    columns: dict[str, Any] = {
-        ENTITY_KEY: np.array(ids, dtype=object)[known],
-        TIMESTAMP_COLUMN: snapshot.as_unit("us"),
-    }
-    # Column by column with explicit dtypes: Feast's own frame makes an all-null float column
-    # object and integers float64 next to a missing customer.
-    for name, dtype in features.items():
-        columns[name] = np.array(values[name], dtype=object)[known].astype(dtype)
-    return pd.DataFrame(columns)
