@@ -72,8 +72,17 @@ def fit_and_evaluate(
     features = list(spec.features)
     X, y = train[features].astype(spec.features), train[spec.label].to_numpy()
     groups = train[ENTITY_KEY].to_numpy()
-    kind = CalibratedLGBMClassifier if spec.task == "binary" else LGBMSpendRegressor
-    estimator = kind(params=params, objective=spec.objective, max_rounds=max_rounds)
+    if spec.task == "binary":
+        estimator = CalibratedLGBMClassifier(
+            params=params,
+            objective=spec.objective,
+            max_rounds=max_rounds,
+            linear_base=spec.linear_base,
+        )
+    else:
+        estimator = LGBMSpendRegressor(
+            params=params, objective=spec.objective, max_rounds=max_rounds
+        )
     estimator.fit(X, y, groups=groups)
     baselines = {
         name: baseline.fit(train, y)

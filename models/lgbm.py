@@ -11,7 +11,7 @@ lost 0.02–0.06 ROC-AUC on the later holdout). The final booster is then fit on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 import lightgbm as lgb
@@ -29,6 +29,7 @@ __all__ = [
     "BestSendHour",
     "CalibratedLGBMClassifier",
     "LGBMSpendRegressor",
+    "LinearBase",
     "feature_contributions",
     "top_reasons",
 ]
@@ -87,8 +88,17 @@ class _LGBMBase(BaseEstimator):
         }
         oof, rounds = self._cross_validate(X, target, groups, params)
         self.best_iteration_ = rounds
-        self.booster_ = lgb.train(params, lgb.Dataset(X, target), num_boost_round=rounds)
+        self.linear_base_ = self._fit_linear_base(X, target)
+        self.booster_ = lgb.train(
+            params,
+            lgb.Dataset(X, target, init_score=_margin(self.linear_base_, X)),
+            num_boost_round=rounds,
+        )
         return oof
+
+    def _fit_linear_base(self, X: pd.DataFrame, y: NDArray[np.float64]) -> LinearBase | None:
+        """The linear model the trees boost from, if any (see `CalibratedLGBMClassifier`)."""
+        return None
 
     def _cross_validate(
         self,
@@ -114,15 +124,18 @@ class _LGBMBase(BaseEstimator):
         for held in folds:
             test = held & in_sample
             train = ~held & in_sample
+            base = self._fit_linear_base(X[train], y[train])
+            start = _margin(base, X[test])
             booster = lgb.train(
                 params,
-                lgb.Dataset(X[train], y[train]),
+                lgb.Dataset(X[train], y[train], init_score=_margin(base, X[train])),
                 num_boost_round=self.max_rounds,
-                valid_sets=[lgb.Dataset(X[test], y[test])],
+                valid_sets=[lgb.Dataset(X[test], y[test], init_score=start)],
                 callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
             )
             best.append(booster.best_iteration or self.max_rounds)
-            oof[test] = booster.predict(X[test], raw_score=True, num_iteration=best[-1])
+            raw = booster.predict(X[test], raw_score=True, num_iteration=best[-1])
+            oof[test] = raw if start is None else raw + start
         # The final booster sees (k / (k - 1)) times the rows: a few more rounds than the folds.
         return oof, max(1, round(float(np.mean(best)) * len(folds) / max(len(folds) - 1, 1)))
 
@@ -143,7 +156,59 @@ class _LGBMBase(BaseEstimator):
     def raw_score(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """The booster's raw score: log-odds (classifier) or log of the expected value (Tweedie)."""
         matrix = self._matrix(X)  # raises first when not fitted
-        return self.booster_.predict(matrix, raw_score=True)
+        raw = self.booster_.predict(matrix, raw_score=True)
+        base = self._linear_base()
+        return raw if base is None else raw + base.margin(matrix)
+
+    # -- NumPy fast path: the same numbers as the frame methods, without building frames -------
+
+    @property
+    def matrix_dtype(self) -> np.dtype:
+        """The dtype LightGBM turns a frame of the training dtypes into before predicting."""
+        # LightGBM's own rule (lightgbm.basic._data_from_pandas): float64 for int64 + float64.
+        return np.result_type(*(np.dtype(d) for d in self.feature_dtypes_.values()), np.float32)
+
+    def matrix_of(self, X: pd.DataFrame) -> NDArray[np.floating]:
+        """X's training columns as the matrix the `*_matrix` methods take."""
+        return self._matrix(X).to_numpy(dtype=self.matrix_dtype)
+
+    def raw_score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
+        """`raw_score` of a matrix of the features in training order (one row per customer)."""
+        array = self._checked(matrix)
+        raw = self.booster_.predict(array, raw_score=True)
+        base = self._linear_base()
+        return raw if base is None else raw + base.margin(array)
+
+    def contributions_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
+        """`feature_contributions` as an array: one column per feature, then the bias."""
+        array = self._checked(matrix)
+        return self._with_base_terms(self.booster_.predict(array, pred_contrib=True), array)
+
+    def _linear_base(self) -> LinearBase | None:
+        # Models pickled before linear bases existed have no attribute.
+        return getattr(self, "linear_base_", None)
+
+    def _with_base_terms(
+        self, contributions: NDArray[np.float64], X: pd.DataFrame | NDArray[np.floating]
+    ) -> NDArray[np.float64]:
+        """Booster contributions plus the linear base's terms on its columns and its intercept on
+        the bias, so a row still sums to the raw score."""
+        base = self._linear_base()
+        if base is None:
+            return contributions
+        out = np.array(contributions, dtype=np.float64)
+        out[:, base.index_] += base.terms(X)
+        out[:, -1] += base.intercept_
+        return out
+
+    def _checked(self, matrix: NDArray[np.floating]) -> NDArray[np.floating]:
+        if not hasattr(self, "booster_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y)")
+        # No copy when the caller built it in the right dtype, as serving does.
+        array = np.asarray(matrix, dtype=self.matrix_dtype)
+        if array.ndim != 2 or array.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected a (rows, {self.n_features_in_}) matrix, not {array.shape}")
+        return array
 
 
 class CalibratedLGBMClassifier(_LGBMBase, ClassifierMixin):
@@ -152,9 +217,31 @@ class CalibratedLGBMClassifier(_LGBMBase, ClassifierMixin):
     Platt scaling (a logistic regression on the raw log-odds) is strictly monotone, so it fixes
     the level and spread of the probabilities without creating ties that would lower ROC-AUC, as
     isotonic regression's steps do.
+
+    `linear_base` names features for a `LinearBase`: the trees then boost from its log-odds
+    instead of a constant. Trees predict a constant beyond the largest value they were trained
+    on; when the scored customers lie there (older than any training customer, as in a one-cohort
+    backtest), the base still ranks them by those features while the trees add what is
+    non-linear inside the range they saw.
     """
 
     _default_objective: ClassVar[Mapping[str, Any]] = {"objective": "binary"}
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        objective: Mapping[str, Any] | None = None,
+        max_rounds: int = 1_000,
+        early_stopping_rounds: int = 50,
+        n_folds: int = 3,
+        cv_max_rows: int = 200_000,
+        random_state: int = 0,
+        linear_base: Sequence[str] = (),
+    ) -> None:
+        super().__init__(
+            params, objective, max_rounds, early_stopping_rounds, n_folds, cv_max_rows, random_state
+        )
+        self.linear_base = linear_base
 
     def fit(self, X: pd.DataFrame, y: ArrayLike, groups: ArrayLike | None = None):
         """Fit on X (feature columns only) and 0/1 labels `y`; `groups` are the rows' customers."""
@@ -184,6 +271,16 @@ class CalibratedLGBMClassifier(_LGBMBase, ClassifierMixin):
         """Class labels at probability 0.5."""
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(np.int64)
 
+    def _fit_linear_base(self, X: pd.DataFrame, y: NDArray[np.float64]) -> LinearBase | None:
+        if not self.linear_base:
+            return None
+        return LinearBase(self.linear_base).fit(X, y)
+
+    def score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
+        """`predict_proba(X)[:, 1]` of the same rows given as a matrix (see `matrix_of`)."""
+        slope, intercept = self.calibration_
+        return expit(slope * self.raw_score_matrix(matrix) + intercept)
+
 
 class LGBMSpendRegressor(_LGBMBase, RegressorMixin):
     """LightGBM regressor for non-negative, zero-inflated, skewed targets (Tweedie, log link)."""
@@ -205,6 +302,10 @@ class LGBMSpendRegressor(_LGBMBase, RegressorMixin):
         """Expected value of the target for each row."""
         matrix = self._matrix(X)
         return self.booster_.predict(matrix)
+
+    def score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
+        """`predict(X)` of the same rows given as a matrix (see `matrix_of`)."""
+        return self.booster_.predict(self._checked(matrix))
 
 
 class BestSendHour(BaseEstimator):
@@ -234,6 +335,14 @@ class BestSendHour(BaseEstimator):
         own = X["preferred_send_hour"].to_numpy(dtype=np.int64)
         return np.where(self._trusted(X), own, self.population_hour_).astype(np.int64)
 
+    def predict_values(self, hour: ArrayLike, opens: ArrayLike) -> NDArray[np.int64]:
+        """`predict` from the two columns it reads (preferred_send_hour and its opens)."""
+        if not hasattr(self, "population_hour_"):
+            raise RuntimeError("BestSendHour is not fitted yet; call fit(X)")
+        own = np.asarray(hour).astype(np.int64)
+        trusted = (own != UNKNOWN_HOUR) & (np.asarray(opens).astype(np.int64) >= self.min_opens)
+        return np.where(trusted, own, self.population_hour_).astype(np.int64)
+
     def _trusted(self, X: pd.DataFrame) -> NDArray[np.bool_]:
         hour = X["preferred_send_hour"].to_numpy(dtype=np.int64)
         opens = X["preferred_send_hour_opens"].to_numpy(dtype=np.int64)
@@ -246,20 +355,77 @@ def feature_contributions(
     feature_names: list[str] | None = None,
 ) -> pd.DataFrame:
     """Per-row, per-feature contributions to the raw score (LightGBM `pred_contrib`, i.e. SHAP
-    values of the trees), plus a ``bias`` column; each row sums to the raw score.
+    values of the trees, plus the terms of a linear base), and a ``bias`` column; each row sums
+    to the raw score.
 
     Raw score units: log-odds for the classifiers, log of expected spend for the LTV model.
     """
     if isinstance(model, lgb.Booster):
         names = feature_names or model.feature_name()
-        matrix = X[names]
-        booster = model
+        contributions = model.predict(X[names], pred_contrib=True)
     else:
         matrix = model._matrix(X)
         names = list(matrix.columns)
-        booster = model.booster_
-    contributions = booster.predict(matrix, pred_contrib=True)
+        contributions = model._with_base_terms(
+            model.booster_.predict(matrix, pred_contrib=True), matrix
+        )
     return pd.DataFrame(contributions, columns=[*names, "bias"], index=X.index)
+
+
+class LinearBase(BaseEstimator):
+    """Logistic regression on standardised log1p of a few non-negative features (a missing value
+    counts as 0 and gets an indicator term): the starting log-odds of a boosted classifier.
+
+    Fitted on a frame; scores frames or matrices of all the features in training order (it keeps
+    its columns' positions in `index_`).
+    """
+
+    def __init__(self, columns: Sequence[str] = (), C: float = 1.0) -> None:
+        self.columns = columns
+        self.C = C
+
+    def fit(self, X: pd.DataFrame, y: ArrayLike) -> LinearBase:
+        """Fit on the frame's `columns` and 0/1 labels `y`."""
+        names = list(self.columns)
+        unknown = [c for c in names if c not in X.columns]
+        if not names or unknown:
+            raise ValueError(
+                f"linear_base needs feature columns; {unknown or names} not among {list(X.columns)}"
+            )
+        self.index_ = np.array([list(X.columns).index(c) for c in names])
+        values = X[names].to_numpy(dtype=np.float64)
+        self.indicated_ = np.isnan(values).any(axis=0)
+        design = self._design(values)
+        self.mean_ = design.mean(axis=0)
+        self.scale_ = np.where(design.std(axis=0) > 0, design.std(axis=0), 1.0)
+        logistic = LogisticRegression(C=self.C, max_iter=1_000)
+        logistic.fit((design - self.mean_) / self.scale_, np.asarray(y).astype(int))
+        self.coef_ = logistic.coef_[0]
+        self.intercept_ = float(logistic.intercept_[0])  # the log-odds of the average row
+        return self
+
+    def terms(self, X: pd.DataFrame | NDArray[np.floating]) -> NDArray[np.float64]:
+        """Each column's term in the log-odds (its indicator's included), centred on the training
+        mean as SHAP values of a linear model are; one row each."""
+        weighted = (self._design(self._values(X)) - self.mean_) * (self.coef_ / self.scale_)
+        k = len(self.index_)
+        terms = weighted[:, :k].copy()
+        terms[:, self.indicated_] += weighted[:, k:]
+        return terms
+
+    def margin(self, X: pd.DataFrame | NDArray[np.floating]) -> NDArray[np.float64]:
+        """The log-odds of each row."""
+        return self.terms(X).sum(axis=1) + self.intercept_
+
+    def _values(self, X: pd.DataFrame | NDArray[np.floating]) -> NDArray[np.float64]:
+        if isinstance(X, pd.DataFrame):
+            return X[list(self.columns)].to_numpy(dtype=np.float64)
+        return np.asarray(X, dtype=np.float64)[:, self.index_]
+
+    def _design(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        missing = np.isnan(values)
+        logged = np.log1p(np.clip(np.where(missing, 0.0, values), 0.0, None))
+        return np.hstack([logged, missing[:, self.indicated_].astype(np.float64)])
 
 
 def top_reasons(contributions: pd.DataFrame, k: int = 3) -> list[list[tuple[str, float]]]:
@@ -271,6 +437,11 @@ def top_reasons(contributions: pd.DataFrame, k: int = 3) -> list[list[tuple[str,
         [(str(names[j]), float(values.iat[i, j])) for j in row if values.iat[i, j] > 0]
         for i, row in enumerate(order)
     ]
+
+
+def _margin(base: LinearBase | None, X: pd.DataFrame) -> NDArray[np.float64] | None:
+    """The base's log-odds of X's rows: LightGBM's `init_score`, or None without a base."""
+    return None if base is None else base.margin(X)
 
 
 def _group_folds(groups: ArrayLike | None, n_folds: int) -> list[NDArray[np.bool_]]:

@@ -30,6 +30,8 @@ class ModelSpec:
     primary_metric: str
     higher_is_better: bool
     objective: Mapping[str, Any] = field(default_factory=dict)
+    # Features of the linear base a classifier's trees boost from (models.lgbm.LinearBase).
+    linear_base: tuple[str, ...] = ()
 
     @property
     def features(self) -> dict[str, Dtype]:
@@ -54,6 +56,12 @@ SPECS: Final[dict[str, ModelSpec]] = {
         primary_metric="roc_auc",
         higher_is_better=True,
         objective={"objective": "binary"},
+        # Recency and frequency: the two purchase-history summaries whose effect on churn keeps its
+        # sign at every customer age (customer-base models add only the age T, whose effect does
+        # not), so extrapolating them linearly past the oldest training customer is safe. Spend
+        # stays with the trees: it is independent of the purchase process in those models, and
+        # adding it to the base lowered the CDNOW backtest (BENCHMARKS.md, "Churn on CDNOW").
+        linear_base=("recency_days", "purchases_365d"),
     ),
     # Tweedie: spend is zero for many customers and right-skewed for the rest; the log link
     # keeps predictions positive and the loss does not chase the few large spenders as MSE does.

@@ -131,3 +131,58 @@ def test_best_send_hour_trusts_only_supported_preferences():
     assert rule.predict(frame).tolist() == [9, 9, 9, 9, 14, 9]
     nobody = BestSendHour(fallback_hour=11).fit(frame.iloc[[3]])
     assert nobody.population_hour_ == 11
+
+
+def _aged(n: int, max_age: float, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Churn that keeps rising with the days since the last purchase, at any age."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(
+        {
+            "recency_days": rng.uniform(1, max_age, n),
+            "purchases": rng.poisson(2, n).astype("int64"),
+            "noise": rng.normal(size=n),
+        }
+    )
+    logit = 1.2 * np.log1p(X["recency_days"]) - 0.6 * np.log1p(X["purchases"]) - 4.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int).to_numpy()
+    return X, y, np.array([f"c{i}" for i in range(n)])
+
+
+def test_a_linear_base_keeps_ranking_customers_older_than_any_seen_in_training():
+    X, y, customers = _aged(4_000, max_age=180, seed=0)
+    old, y_old, _ = _aged(4_000, max_age=360, seed=1)
+    beyond = old["recency_days"].to_numpy() > 200  # no training row is this old
+    plain = CalibratedLGBMClassifier(max_rounds=300).fit(X, y, groups=customers)
+    based = CalibratedLGBMClassifier(max_rounds=300, linear_base=("recency_days", "purchases")).fit(
+        X, y, groups=customers
+    )
+    auc = {
+        name: classification_metrics(y_old[beyond], m.predict_proba(old[beyond])[:, 1])["roc_auc"]
+        for name, m in (("plain", plain), ("based", based))
+    }
+    # Past the training range the trees see one recency; the base still orders by it.
+    assert auc["based"] > auc["plain"] + 0.02
+    p = based.predict_proba(old)[:, 1]
+    assert np.corrcoef(old["recency_days"][beyond], p[beyond])[0, 1] > 0.3
+
+
+def test_a_linear_base_stays_additive_and_the_matrix_path_agrees():
+    X, y, customers = _aged(2_000, max_age=180, seed=2)
+    X.loc[X.index[::7], "recency_days"] = np.nan  # never bought: the base's missing indicator
+    model = CalibratedLGBMClassifier(max_rounds=200, linear_base=("recency_days",)).fit(
+        X, y, groups=customers
+    )
+    contributions = feature_contributions(model, X)
+    assert np.allclose(contributions.sum(axis=1), model.raw_score(X))
+    # Centred terms: an older last purchase pushes churn up, a recent one down.
+    by_recency = contributions["recency_days"].groupby(X["recency_days"] > 120).mean()
+    assert by_recency[True] > 0 > by_recency[False]
+    matrix = model.matrix_of(X)
+    assert np.allclose(model.score_matrix(matrix), model.predict_proba(X)[:, 1], atol=1e-12)
+    assert np.allclose(model.contributions_matrix(matrix), contributions.to_numpy(), atol=1e-12)
+
+
+def test_a_linear_base_on_an_unknown_column_is_refused_by_name():
+    X, y, customers = _aged(500, max_age=180, seed=3)
+    with pytest.raises(ValueError, match="tenure_days"):
+        CalibratedLGBMClassifier(linear_base=("tenure_days",)).fit(X, y, groups=customers)

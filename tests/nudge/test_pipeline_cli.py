@@ -128,9 +128,10 @@ def test_backtest_on_cdnow_prints_models_and_baselines_as_json(cdnow_home):
     assert set(ltv["model"]) == {"mae", "rmse", "spearman"}
     assert set(ltv["baselines"]) == {"bgnbd_gg", "historical_average"}
     print(f"\nCDNOW backtest 1997-12-31 + 181 d: {json.dumps(payload, indent=1)}")
-    # Reported, not hidden: the model beats BG/NBD P(alive) here; see the issue note for RFM.
-    assert churn["model"]["roc_auc"] > churn["baselines"]["bgnbd"]["roc_auc"]
-    assert churn["model"]["roc_auc"] > 0.75
+    # The quality bar on real data: the churn model beats every baseline in the same run.
+    for baseline in ("bgnbd", "rfm_logistic"):
+        assert churn["model"]["roc_auc"] > churn["baselines"][baseline]["roc_auc"]
+    assert churn["model"]["log_loss"] < churn["baselines"]["rfm_logistic"]["log_loss"]
     assert ltv["model"]["spearman"] > ltv["baselines"]["historical_average"]["spearman"]
     assert (cdnow_home / "mlflow.db").exists()  # logged to the store under NUDGE_HOME
 
