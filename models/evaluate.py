@@ -83,7 +83,7 @@ def fit_and_evaluate(
         estimator = LGBMSpendRegressor(
             params=params, objective=spec.objective, max_rounds=max_rounds
         )
-    estimator.fit(X, y, groups=groups)
+    estimator.fit(X, y, groups=groups, times=train[TIMESTAMP_COLUMN].to_numpy())
     baselines = {
         name: baseline.fit(train, y)
         for name, baseline in make_baselines(spec.name, spec.horizon_days).items()

@@ -186,3 +186,23 @@ def test_a_linear_base_on_an_unknown_column_is_refused_by_name():
     X, y, customers = _aged(500, max_age=180, seed=3)
     with pytest.raises(ValueError, match="tenure_days"):
         CalibratedLGBMClassifier(linear_base=("tenure_days",)).fit(X, y, groups=customers)
+
+
+def test_rounds_are_validated_forward_when_snapshot_times_are_given():
+    # A pattern that held in the earlier snapshots and is gone in the latest: validating on
+    # the latest snapshot stops adding trees for it; folds across all snapshots keep learning it.
+    rng = np.random.default_rng(4)
+    n = 6_000
+    times = pd.to_datetime("2025-01-01") + pd.to_timedelta(rng.integers(0, 3, n) * 30, unit="D")
+    X = pd.DataFrame({"fad": rng.normal(size=n), "steady": rng.normal(size=n)})
+    faded = times == times.max()
+    logit = 0.5 * X["steady"] + np.where(faded, 0.0, 2.0 * X["fad"])
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int).to_numpy()
+    customers = np.array([f"c{i}" for i in range(n)])
+    across = CalibratedLGBMClassifier(max_rounds=400).fit(X, y, groups=customers)
+    forward = CalibratedLGBMClassifier(max_rounds=400).fit(X, y, groups=customers, times=times)
+    assert forward.best_iteration_ < across.best_iteration_ / 2
+    # Calibrated on the latest snapshot: its probabilities barely move with the faded feature.
+    latest = X[faded]
+    slope = np.polyfit(latest["fad"], forward.predict_proba(latest)[:, 1], 1)[0]
+    assert abs(slope) < np.polyfit(latest["fad"], across.predict_proba(latest)[:, 1], 1)[0] / 2
