@@ -30,7 +30,13 @@ def model_card(result: ModelResult, context: Mapping[str, Any] | None = None) ->
         f"**Predicts** {_PREDICTS.get(spec.name, spec.label).format(h=horizon)}.",
         "",
         f"- Estimator: {type(result.model).__name__} (LightGBM, {result.model.best_iteration_} "
-        f"rounds chosen out of fold by snapshot), objective {dict(spec.objective)}",
+        "rounds chosen on held-out customers at the latest training snapshot), objective "
+        f"{dict(spec.objective)}"
+        + (
+            f", boosted from a logit on log1p({', '.join(spec.linear_base)})"
+            if spec.linear_base
+            else ""
+        ),
         f"- Features: Feast feature service `{spec.name}` ({len(spec.features)} features)",
         f"- Training rows: {result.n_train:,} over {len(train)} snapshots "
         f"({_day(train[0])} → {_day(train[-1])})"
