@@ -12,8 +12,11 @@ unless --home names one that has them. Then, each server in a process of its own
 - `mlflow models serve --env-manager local` on the same churn model: single-row `/invocations`
   with the same concurrency (it does no feature lookup: the features are in the request).
 
-Prints a markdown table. Targets (issue 4): single-customer p99 ≤ 15 ms at 100 requests/s, and
-throughput at least the MLflow server's while also doing the feature lookup.
+Both get the same load generator (raw keep-alive HTTP/1.1 sockets, one thread per connection,
+a few tens of microseconds of CPU per request: on two cores the generator competes with the
+server it measures). Prints a markdown table, with the CPU time the server process (and its
+children) spent per request. Targets (issue 4): single-customer p99 ≤ 15 ms at 100 requests/s,
+and throughput at least the MLflow server's while also doing the feature lookup.
 
 `prepare_home` is also the test suite's fixture data (tests/serving/conftest.py).
 """
@@ -31,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +159,23 @@ def _register(
         holdout = frame[TIMESTAMP_COLUMN] == frame[TIMESTAMP_COLUMN].max()
         train, test = frame[~holdout], frame[holdout]
         X = train[list(spec.features)].astype(spec.features)
-        kind = CalibratedLGBMClassifier if spec.task == "binary" else LGBMSpendRegressor
         # One thread: LightGBM's OpenMP threads crawl on a busy 2-core machine (10× slower).
-        estimator = kind(
-            params={"num_threads": 1}, objective=spec.objective, max_rounds=max_rounds
-        ).fit(X, train[spec.label].to_numpy(), groups=train[ENTITY_KEY].to_numpy())
+        options: dict[str, Any] = {
+            "params": {"num_threads": 1},
+            "objective": spec.objective,
+            "max_rounds": max_rounds,
+        }
+        # The estimators models.evaluate.fit_and_evaluate builds (churn's linear base included).
+        estimator = (
+            CalibratedLGBMClassifier(**options, linear_base=spec.linear_base)
+            if spec.task == "binary"
+            else LGBMSpendRegressor(**options)
+        ).fit(
+            X,
+            train[spec.label].to_numpy(),
+            groups=train[ENTITY_KEY].to_numpy(),
+            times=train[TIMESTAMP_COLUMN].to_numpy(),
+        )
         best_hour = BestSendHour().fit(train) if name == "engagement" else None
         wrapper = ScoringModel(name, estimator, best_hour)
         example = test[list(spec.features)].head(5).astype(spec.features)
@@ -181,6 +197,12 @@ def _register(
 
 
 # -- load generation -------------------------------------------------------------------------------
+#
+# Both servers get the same generator: a thread per connection on raw keep-alive HTTP/1.1
+# sockets. The machine has two cores, so every millisecond of CPU the generator spends is taken
+# from the server it measures: an httpx client cost about 1 ms of CPU per request, the raw
+# exchange a few tens of microseconds. Threads (not asyncio) because `time.sleep` keeps the
+# paced schedule to ~0.1 ms, where the event loop's millisecond timers added up to 1 ms.
 
 
 @dataclass
@@ -190,16 +212,103 @@ class Result:
     errors: int
     seconds: float
     latencies: list[float]
+    server_cpu: float = float("nan")  # CPU seconds the server process used meanwhile
 
     @property
     def throughput(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu / self.requests * 1_000 if self.requests else float("nan")
 
     def quantile(self, q: float) -> float:
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1_000
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the whole answer."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float = 10) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.timeout = timeout
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.head = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\n{extra}"
+        ).encode("latin-1")
+        self.sock: Any = None
+        self.buffer = b""
+
+    def post(self, body: dict[str, Any]) -> bool:
+        """Whether the request failed: not a 200, a broken connection, or no answer in time."""
+        try:
+            return self._exchange(json.dumps(body).encode()) != 200
+        except OSError:  # timeouts and resets; a half-read answer must not leak into the next
+            self.close()
+            return True
+
+    def _exchange(self, payload: bytes) -> int:
+        import socket
+
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(b"%sContent-Length: %d\r\n\r\n%s" % (self.head, len(payload), payload))
+        head = self._until(b"\r\n\r\n").lower()
+        fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+        if b"content-length" in fields:
+            self._exactly(int(fields[b"content-length"]))
+        elif b"chunked" in fields.get(b"transfer-encoding", b""):
+            while size := int(self._until(b"\r\n").split(b";")[0], 16):
+                self._exactly(size + 2)
+            self._until(b"\r\n")
+        if fields.get(b"connection", b"").strip() == b"close":
+            self.close()
+        return int(head[9:12])
+
+    def _until(self, delimiter: bytes) -> bytes:
+        while (end := self.buffer.find(delimiter)) < 0:
+            self._receive()
+        data, self.buffer = self.buffer[:end], self.buffer[end + len(delimiter) :]
+        return data
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._receive()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        self.buffer += chunk
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buffer = None, b""
+
+
+def _run_clients(
+    clients: int, work: Callable[[int, _Connection], None], url: str, headers: dict[str, str]
+) -> None:
+    """Run `work(k, connection)` for k < `clients`, each in a thread of its own."""
+    connections = [_Connection(url, headers) for _ in range(clients)]
+    threads = [threading.Thread(target=work, args=(k, c)) for k, c in enumerate(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for connection in connections:
+        connection.close()
 
 
 def closed_loop(
@@ -211,37 +320,23 @@ def closed_loop(
     seconds: float,
     headers: dict[str, str],
 ) -> Result:
-    """`clients` threads, each sending its next request as soon as the last one answered."""
-    import httpx
-
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
+    """`clients` connections, each sending its next request as soon as the last one answered."""
+    latencies: list[float] = []  # list.append is atomic: the threads share it
+    errors: list[bool] = []
     deadline = time.perf_counter() + seconds
 
-    def worker(offset: int) -> None:
-        mine: list[float] = []
-        failed = 0
-        with httpx.Client(headers=headers, timeout=10) as http:
-            i = offset
-            while time.perf_counter() < deadline:
-                body = make_body(i)
-                started = time.perf_counter()
-                response = http.post(url, json=body)
-                mine.append(time.perf_counter() - started)
-                failed += response.status_code != 200
-                i += clients
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
+    def worker(offset: int, http: _Connection) -> None:
+        i = offset
+        while time.perf_counter() < deadline:
+            body = make_body(i)
+            started = time.perf_counter()
+            errors.append(http.post(body))
+            latencies.append(time.perf_counter() - started)
+            i += clients
 
     begun = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return Result(label, len(latencies), errors[0], time.perf_counter() - begun, latencies)
+    _run_clients(clients, worker, url, headers)
+    return Result(label, len(latencies), sum(errors), time.perf_counter() - begun, latencies)
 
 
 def paced(
@@ -256,36 +351,51 @@ def paced(
 ) -> Result:
     """Open loop: requests start on a fixed schedule (`rate` per second) whatever the answers,
     so a slow answer delays none of the others (latency is measured from the scheduled start)."""
-    import httpx
-
     total = int(rate * seconds)
     latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
+    errors: list[bool] = []
     begun = time.perf_counter() + 0.05
 
-    def worker(offset: int) -> None:
-        mine: list[float] = []
-        failed = 0
-        with httpx.Client(headers=headers, timeout=10) as http:
-            for i in range(offset, total, clients):
-                due = begun + i / rate
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                response = http.post(url, json=make_body(i))
-                mine.append(time.perf_counter() - max(due, begun))
-                failed += response.status_code != 200
-        with lock:
-            latencies.extend(mine)
-            errors[0] += failed
+    def worker(offset: int, http: _Connection) -> None:
+        for i in range(offset, total, clients):
+            due = begun + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            errors.append(http.post(make_body(i)))
+            latencies.append(time.perf_counter() - max(due, begun))
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return Result(label, len(latencies), errors[0], time.perf_counter() - begun, latencies)
+    _run_clients(clients, worker, url, headers)
+    return Result(label, len(latencies), sum(errors), time.perf_counter() - begun, latencies)
+
+
+def measured(process: subprocess.Popen, scenario: Callable[[], Result]) -> Result:
+    """`scenario()`, with the CPU time `process` spent while it ran."""
+    before = _cpu_seconds(process.pid)
+    result = scenario()
+    result.server_cpu = _cpu_seconds(process.pid) - before
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of a process and its descendants (`mlflow models
+    serve` runs its server in a child process); Linux /proc, nan elsewhere."""
+    stats: dict[int, tuple[int, float]] = {}  # pid → (parent pid, CPU seconds)
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        ticks = int(fields[11]) + int(fields[12])
+        stats[int(entry.parent.name)] = (int(fields[1]), ticks / os.sysconf("SC_CLK_TCK"))
+    if pid not in stats:
+        return float("nan")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats[current][1]
+        todo.extend(child for child, (parent, _) in stats.items() if parent == current)
+    return total
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -393,40 +503,41 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
         start = (i * 100) % max(len(ids) - 100, 1)
         return {"customer_ids": ids[start : start + 100]}
 
+    def scenarios(
+        server: subprocess.Popen,
+        url: str,
+        auth: dict[str, str],
+        cases: list[tuple[str, Callable[[int], dict[str, Any]], dict[str, Any]]],
+    ) -> None:
+        """Warm up, then run each (label, body, load) case, with the server's CPU time."""
+        closed_loop("warm-up", url, cases[0][1], clients=2, seconds=2, headers=auth)
+        for label, make_body, load in cases:
+            generator: Callable[..., Result] = paced if "rate" in load else closed_loop
+            scenario = partial(
+                generator, label, url, make_body, seconds=seconds, headers=auth, **load
+            )
+            results.append(measured(server, scenario))
+
     port = _free_port()
     server = start_scoring(prepared, port)
     try:
-        url = f"http://127.0.0.1:{port}/v1/scores"
-        closed_loop("warm-up", url, one, clients=2, seconds=2, headers=headers)
-        results.append(
-            paced(
-                f"nudge serve · 1 customer × 3 models · paced {rate:g}/s",
-                url,
-                one,
-                rate=rate,
-                seconds=seconds,
-                headers=headers,
-            )
-        )
-        results.append(
-            closed_loop(
-                f"nudge serve · 1 customer × 3 models · {clients} clients",
-                url,
-                one,
-                clients=clients,
-                seconds=seconds,
-                headers=headers,
-            )
-        )
-        results.append(
-            closed_loop(
-                f"nudge serve · 100 customers × 3 models · {clients} clients",
-                url,
-                batch,
-                clients=clients,
-                seconds=seconds,
-                headers=headers,
-            )
+        scenarios(
+            server,
+            f"http://127.0.0.1:{port}/v1/scores",
+            headers,
+            [
+                (f"nudge serve · 1 customer × 3 models · paced {rate:g}/s", one, {"rate": rate}),
+                (
+                    f"nudge serve · 1 customer × 3 models · {clients} clients",
+                    one,
+                    {"clients": clients},
+                ),
+                (
+                    f"nudge serve · 100 customers × 3 models · {clients} clients",
+                    batch,
+                    {"clients": clients},
+                ),
+            ],
         )
     finally:
         _stop(server)
@@ -439,34 +550,25 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
         {"dataframe_split": json.loads(rows.iloc[[i]].to_json(orient="split", index=False))}
         for i in range(len(rows))
     ]
+
+    def row(i: int) -> dict[str, Any]:
+        return payloads[i % len(payloads)]
+
     port = _free_port()
     server = start_mlflow(prepared, port)
     try:
-        url = f"http://127.0.0.1:{port}/invocations"
-
-        def row(i: int) -> dict[str, Any]:
-            return payloads[i % len(payloads)]
-
-        closed_loop("warm-up", url, row, clients=2, seconds=2, headers={})
-        results.append(
-            paced(
-                f"mlflow models serve · churn, 1 row · paced {rate:g}/s",
-                url,
-                row,
-                rate=rate,
-                seconds=seconds,
-                headers={},
-            )
-        )
-        results.append(
-            closed_loop(
-                f"mlflow models serve · churn, 1 row · {clients} clients",
-                url,
-                row,
-                clients=clients,
-                seconds=seconds,
-                headers={},
-            )
+        scenarios(
+            server,
+            f"http://127.0.0.1:{port}/invocations",
+            {},
+            [
+                (f"mlflow models serve · churn, 1 row · paced {rate:g}/s", row, {"rate": rate}),
+                (
+                    f"mlflow models serve · churn, 1 row · {clients} clients",
+                    row,
+                    {"clients": clients},
+                ),
+            ],
         )
     finally:
         _stop(server)
@@ -475,13 +577,13 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| scenario | requests | errors | p50 ms | p99 ms | throughput req/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| scenario | requests | errors | p50 ms | p99 ms | throughput req/s | server CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r.label} | {r.requests} | {r.errors} | {r.quantile(0.5):.1f} | "
-            f"{r.quantile(0.99):.1f} | {r.throughput:.0f} |"
+            f"{r.quantile(0.99):.1f} | {r.throughput:.0f} | {r.cpu_ms_per_request:.2f} |"
         )
     return "\n".join(lines)
 

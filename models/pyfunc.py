@@ -15,6 +15,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from models.lgbm import (
     BestSendHour,
@@ -63,6 +64,31 @@ class ScoringModel(mlflow.pyfunc.PythonModel):
     def contributions(self, model_input: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw score (reason codes), one row per input row."""
         return feature_contributions(self.estimator, pd.DataFrame(model_input))
+
+    # -- NumPy fast path (serving): the numbers of `predict` / `contributions`, no frames ------
+
+    def matrix(self, model_input: pd.DataFrame) -> NDArray[np.floating]:
+        """The model's features of `model_input` as the matrix `score_matrix` takes."""
+        return self.estimator.matrix_of(pd.DataFrame(model_input))
+
+    def score_matrix(
+        self, matrix: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64] | None]:
+        """``score`` (and ``best_send_hour``, else None) of `predict`, from a matrix of the
+        features in training order: a single-customer request builds no DataFrame."""
+        score = np.asarray(self.estimator.score_matrix(matrix), dtype=np.float64)
+        if self.best_send_hour is None:
+            return score, None
+        names = self.feature_names
+        hours = self.best_send_hour.predict_values(
+            matrix[:, names.index("preferred_send_hour")],
+            matrix[:, names.index("preferred_send_hour_opens")],
+        )
+        return score, hours
+
+    def contributions_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
+        """`contributions` as an array: one column per feature (training order), then bias."""
+        return self.estimator.contributions_matrix(matrix)
 
 
 def pip_requirements() -> list[str]:

@@ -29,10 +29,17 @@ class ConfigurationError(ValueError):
 
 
 def create_app(
-    settings: ServingSettings | None = None, *, service: ScoringService | None = None
+    settings: ServingSettings | None = None,
+    *,
+    service: ScoringService | None = None,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """The scoring app. Its lifespan starts `service` (built from `settings` when not given)
-    unless it was started already, and stops at shutdown only what it started."""
+    unless it was started already, and stops at shutdown only what it started.
+
+    `freeze_gc` (for a process of its own, as `main` runs it): after start-up, move every
+    object to the garbage collector's permanent generation (see `_freeze_start_up`).
+    """
     settings = service.settings if service is not None else settings or ServingSettings()
     # Checked before anything heavy is built: a service without a key must not start at all.
     if settings.api_key is None or not settings.api_key.get_secret_value():
@@ -45,6 +52,8 @@ def create_app(
         owned = not service.started
         if owned:
             service.start()
+        if freeze_gc:
+            _freeze_start_up()
         try:
             yield
         finally:
@@ -82,7 +91,7 @@ def main(host: str | None = None, port: int | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     uvicorn.run(
         app,
         host=host or settings.serve_host,
@@ -92,6 +101,15 @@ def main(host: str | None = None, port: int | None = None) -> None:
         # customer ids (in GET paths) to the logs.
         access_log=False,
     )
+
+
+def _freeze_start_up() -> None:
+    """Start-up leaves ~400k long-lived objects (Feast, MLflow, the models); each full
+    collection re-scanned them all and paused every request for ~0.2 s. Frozen, it skips them."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from features.schema import (
     ENTITY_KEY,
@@ -62,14 +63,22 @@ class Champion:
     prior_send_hour: int | None
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``score`` (and ``best_send_hour`` for engagement), one row per row of `frame`."""
+        """``score`` (and ``best_send_hour`` for engagement), one row per row of `frame`: the
+        pyfunc path, the reference `score` is checked against when the version loads."""
         # The unwrapped ScoringModel: the features already carry the training dtypes and order,
         # so the pyfunc wrapper's per-call schema enforcement would only add latency.
         return self.model.predict(None, frame[list(self.features)])
 
-    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """LightGBM per-feature contributions (pred_contrib) to the raw score, plus ``bias``."""
-        return self.model.contributions(frame[list(self.features)])
+    def score(
+        self, matrix: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64] | None]:
+        """`predict`'s ``score`` and ``best_send_hour`` (None unless engagement) of the rows of a
+        matrix of the features in training order: the per-request path, no DataFrame."""
+        return self.model.score_matrix(matrix)
+
+    def contributions(self, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+        """LightGBM per-feature contributions (pred_contrib) to the raw score, then the bias."""
+        return self.model.contributions_matrix(matrix)
 
 
 @dataclass
@@ -235,7 +244,12 @@ class Champions:
             raise LoadError(f"{name} v{version} is not a python-function ScoringModel") from exc
         features = model_features(name)
         names = list(getattr(model, "feature_names", []))
-        if names != list(features) or not hasattr(model, "contributions"):
+        if not all(hasattr(model, m) for m in ("score_matrix", "contributions_matrix")):
+            raise LoadError(
+                f"{name} v{version} has no NumPy scoring path (score_matrix, "
+                "contributions_matrix): it is not a models.pyfunc.ScoringModel"
+            )
+        if names != list(features):
             raise LoadError(
                 f"{name} v{version} expects features {names[:5]}…, not the feature service's "
                 "(in training order); it cannot score online features"
@@ -309,13 +323,25 @@ def _with_prior(champion: Champion, population: pd.DataFrame | None) -> Champion
     snapshot's population, or (no tables) its score of a customer without history."""
     probe = _no_history_row(champion.features)
     frame = population if population is not None and not population.empty else probe
+    rows = pd.concat([probe, frame], ignore_index=True)
     try:
-        out = champion.predict(pd.concat([probe, frame], ignore_index=True))
+        out = champion.predict(rows)
+        fast, fast_hours = champion.score(champion.model.matrix(rows))
     except Exception as exc:
         raise LoadError(f"{champion.name} v{champion.version} failed its probe: {exc}") from exc
     scores = np.asarray(out["score"], dtype=np.float64)
     if len(scores) != len(frame) + 1 or not np.isfinite(scores).all():
         raise LoadError(f"{champion.name} v{champion.version} returned non-finite scores")
+    # Requests are scored from NumPy, not through pyfunc: a version whose two paths disagree
+    # must not serve (both feed LightGBM the same float64 matrix, so they agree exactly).
+    hours_agree = ("best_send_hour" not in out.columns and fast_hours is None) or (
+        fast_hours is not None and np.array_equal(fast_hours, out["best_send_hour"].to_numpy())
+    )
+    if not hours_agree or not np.allclose(fast, scores, rtol=1e-12, atol=0):
+        raise LoadError(
+            f"{champion.name} v{champion.version}: its NumPy scoring path disagrees with "
+            "its pyfunc predict"
+        )
     prior = float(scores[1:].mean())
     send_hour = None
     if "best_send_hour" in out.columns:

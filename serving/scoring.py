@@ -1,21 +1,22 @@
 """Turning online features and champions into the API's answer: value, band, freshness, reasons.
 
-Works on plain dicts shaped like `serving.schemas.CustomerScores`: building thousands of pydantic
-objects per batch would cost more than the model itself (the schemas still document the shape).
+Works on plain dicts shaped like `serving.schemas.CustomerScores` and on the NumPy rows of
+`serving.online`: building pydantic objects or DataFrames per request would cost more than the
+models themselves (the schemas still document the shape).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
+from numpy.typing import NDArray
 
-from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
 from serving.champions import Champion
+from serving.online import OnlineRows
 from serving.settings import Bands
 
 __all__ = ["band_of", "score_batch"]
@@ -31,7 +32,7 @@ def band_of(value: float, bands: Bands) -> str:
 
 def score_batch(
     customer_ids: Sequence[str],
-    features: Mapping[str, pd.DataFrame],
+    features: Mapping[str, OnlineRows],
     champions: Mapping[str, Champion],
     *,
     bands: Mapping[str, Bands],
@@ -46,9 +47,9 @@ def score_batch(
     """
     ids = list(dict.fromkeys(customer_ids))
     results = {cid: {"customer_id": cid, "known": True, "scores": {}} for cid in ids}
-    for model, frame in features.items():
+    for model, rows in features.items():
         champion = champions[model]
-        scored = _score_known(champion, frame, bands[model], stale_after, now, explain_top)
+        scored = _score_known(champion, rows, bands[model], stale_after, now, explain_top)
         prior = _prior_score(champion, bands[model], explain_top is not None)
         for cid in ids:
             entry = results[cid]
@@ -62,28 +63,26 @@ def score_batch(
 
 def _score_known(
     champion: Champion,
-    frame: pd.DataFrame,
+    rows: OnlineRows,
     bands: Bands,
     stale_after: timedelta,
     now: datetime,
     explain_top: int | None,
 ) -> dict[str, dict[str, Any]]:
-    if frame.empty:
+    if not len(rows):
         return {}
-    out = champion.predict(frame)
-    values = np.asarray(out["score"], dtype=np.float64)
-    hours = out["best_send_hour"].tolist() if "best_send_hour" in out.columns else None
-    stamps = frame[TIMESTAMP_COLUMN]
+    values, hours = champion.score(rows.matrix)
+    snapshots = rows.snapshots.tolist()
     # Few distinct snapshots per batch: format and age each once.
-    meta = {
-        stamp: (stamp.isoformat(), now - stamp.to_pydatetime() > stale_after)
-        for stamp in pd.unique(stamps)
-    }
-    reasons = _reasons(champion, frame, explain_top) if explain_top is not None else None
+    meta = {}
+    for stamp in set(snapshots):
+        at = datetime.fromtimestamp(stamp, UTC)
+        meta[stamp] = (at.isoformat(), now - at > stale_after)
+    reasons = _reasons(champion, rows, explain_top) if explain_top is not None else None
+    hour_list = hours.tolist() if hours is not None else None
     scored = {}
-    for i, (cid, stamp) in enumerate(zip(frame[ENTITY_KEY].tolist(), stamps, strict=True)):
-        value = float(values[i])
-        at, stale = meta[stamp]
+    for i, (cid, value) in enumerate(zip(rows.customer_ids, values.tolist(), strict=True)):
+        at, stale = meta[snapshots[i]]
         score: dict[str, Any] = {
             "value": value,
             "band": band_of(value, bands),
@@ -92,27 +91,41 @@ def _score_known(
             "stale": bool(stale),
             "known": True,
         }
-        if hours is not None:
-            score["best_send_hour"] = int(hours[i])
+        if hour_list is not None:
+            score["best_send_hour"] = hour_list[i]
         if reasons is not None:
             score["reasons"] = reasons[i]
         scored[cid] = score
     return scored
 
 
-def _reasons(champion: Champion, frame: pd.DataFrame, k: int) -> list[list[dict[str, Any]]]:
-    """The top `k` features pushing each row's score up (LightGBM pred_contrib)."""
-    from models.lgbm import top_reasons
+def _top_reasons(
+    contributions: NDArray[np.float64], names: Sequence[str], k: int
+) -> list[list[tuple[int, float]]]:
+    """Per row, the (feature index, contribution) of the `k` features pushing the score up the
+    most, largest first; `contributions` has one column per feature, then the bias."""
+    values = contributions[:, : len(names)]
+    # The same ordering as models.lgbm.top_reasons, on the same numbers.
+    order = np.argsort(-values, axis=1)[:, :k]
+    return [
+        [(int(j), float(values[i, j])) for j in row if values[i, j] > 0]
+        for i, row in enumerate(order)
+    ]
 
-    contributions = champion.contributions(frame)
-    rows = top_reasons(contributions, k)
-    inputs = frame.reset_index(drop=True)
+
+def _reasons(champion: Champion, rows: OnlineRows, k: int) -> list[list[dict[str, Any]]]:
+    """The top `k` features pushing each row's score up (LightGBM pred_contrib)."""
+    picked = _top_reasons(champion.contributions(rows.matrix), rows.features, k)
     return [
         [
-            {"feature": name, "value": _number(inputs.at[i, name]), "contribution": contribution}
-            for name, contribution in row
+            {
+                "feature": rows.features[j],
+                "value": _number(rows.matrix[i, j]),
+                "contribution": contribution,
+            }
+            for j, contribution in row
         ]
-        for i, row in enumerate(rows)
+        for i, row in enumerate(picked)
     ]
 
 

@@ -95,7 +95,7 @@ class ScoringService:
             raise ModelsUnavailable(missing)
         started = time.perf_counter()
         try:
-            frames = self.features.read(wanted, customer_ids)
+            rows = self.features.read(wanted, customer_ids)
         except Exception as exc:  # the store's own errors vary by backend (redis, sqlite3)
             log.exception("online feature read failed")
             raise FeaturesUnavailable(
@@ -104,7 +104,7 @@ class ScoringService:
         self.metrics.feature_latency.observe(time.perf_counter() - started)
         results = score_batch(
             customer_ids,
-            frames,
+            rows,
             served,
             bands={m: self.settings.bands_for(m) for m in wanted},
             stale_after=self.settings.stale_after,
