@@ -9,7 +9,8 @@ from the environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from string import Template
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import yaml
+from numpy.typing import NDArray
 
 from features.paths import (
     REPO_DIR,
@@ -30,6 +32,7 @@ from features.schema import (
     ENTITY_KEY,
     TIMESTAMP_COLUMN,
     VIEW_NAMES,
+    Dtype,
     feature_refs,
     model_features,
 )
@@ -40,12 +43,15 @@ if TYPE_CHECKING:
     from features.definitions import Definitions
 
 __all__ = [
+    "OnlineRows",
     "apply_definitions",
     "definitions",
     "materialize_snapshot",
     "online_features",
+    "online_rows",
     "open_store",
     "training_frame",
+    "typed_online_frame",
 ]
 
 
@@ -150,17 +156,53 @@ def online_features(store: FeatureStore, model: str, customer_ids: Iterable[str]
 def typed_online_frame(values: dict[str, list[Any]], model: str, ids: list[str]) -> pd.DataFrame:
     """One model's frame from Feast's online `to_dict(include_event_timestamps=True)` answer."""
     features = model_features(model)
-    # Feast gives each feature an epoch-seconds `<name>__ts`, 0 when it has no value stored.
-    stamps = np.array([values[f"{name}__ts"] for name in features], dtype=np.int64)
-    known = (stamps > 0).all(axis=0)
+    rows = online_rows(values, features, ids)
     # Built column by column with explicit dtypes: Feast's own frame makes a float feature that
     # is null for every requested customer an object column, and integers float64 next to a
     # missing customer — neither is what a model's signature was inferred from.
-    snapshot = pd.to_datetime(stamps[:, known].min(axis=0), unit="s", utc=True)
     columns: dict[str, Any] = {
-        ENTITY_KEY: np.array(ids, dtype=object)[known],
-        TIMESTAMP_COLUMN: snapshot.as_unit("us"),
+        ENTITY_KEY: np.array(rows.customer_ids, dtype=object),
+        TIMESTAMP_COLUMN: pd.to_datetime(rows.snapshots, unit="s", utc=True).as_unit("us"),
     }
-    for name, dtype in features.items():
-        columns[name] = np.array(values[name], dtype=object)[known].astype(dtype)
+    for j, (name, dtype) in enumerate(features.items()):
+        columns[name] = rows.matrix[:, j].astype(dtype)
     return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """One model's features for the customers the store knows, in request order."""
+
+    customer_ids: list[str]
+    snapshots: NDArray[np.int64]  # epoch seconds of the snapshot each row describes
+    matrix: NDArray[np.float64]  # one row per customer, the model's features in training order
+    features: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+
+def online_rows(
+    values: Mapping[str, Sequence[Any]], features: Mapping[str, Dtype], ids: Sequence[str]
+) -> OnlineRows:
+    """`OnlineRows` from Feast's `to_dict(include_event_timestamps=True)` answer for `ids`.
+
+    A customer is known when every feature has a stored value (``<name>__ts`` > 0); an integer
+    feature without a value fails rather than scoring a made-up number.
+    """
+    names = list(features)
+    stamps = np.array([values[f"{name}__ts"] for name in names], dtype=np.int64)
+    known = (stamps > 0).all(axis=0)
+    block = np.array([values[name] for name in names], dtype=object)[:, known]
+    matrix = np.empty((int(known.sum()), len(names)), dtype=np.float64)
+    floats = [j for j, name in enumerate(names) if features[name] == "float64"]
+    ints = [j for j, name in enumerate(names) if features[name] != "float64"]
+    # None becomes NaN in float columns; integers go through int64 first, as in the frame.
+    matrix[:, floats] = block[floats].astype(np.float64).T
+    matrix[:, ints] = block[ints].astype(np.int64).T
+    return OnlineRows(
+        customer_ids=[cid for cid, k in zip(ids, known.tolist(), strict=True) if k],
+        snapshots=stamps[:, known].min(axis=0),
+        matrix=matrix,
+        features=tuple(names),
+    )

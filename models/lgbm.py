@@ -37,6 +37,7 @@ __all__ = [
     "LGBMSpendRegressor",
     "LinearBase",
     "feature_contributions",
+    "top_reason_indices",
     "top_reasons",
 ]
 
@@ -175,9 +176,7 @@ class _LGBMBase(BaseEstimator):
     def raw_score(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """The booster's raw score: log-odds (classifier) or log of the expected value (Tweedie)."""
         matrix = self._matrix(X)  # raises first when not fitted
-        raw = self.booster_.predict(matrix, raw_score=True)
-        base = self._linear_base()
-        return raw if base is None else raw + base.margin(matrix)
+        return self._plus_base(self.booster_.predict(matrix, raw_score=True), matrix)
 
     # -- NumPy fast path: the same numbers as the frame methods, without building frames.
     # Single-threaded: online requests score a few rows, where OpenMP's start-up and spinning
@@ -195,9 +194,7 @@ class _LGBMBase(BaseEstimator):
     def raw_score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`raw_score` of a matrix of the features in training order (one row per customer)."""
         array = self._checked(matrix)
-        raw = self.booster_.predict(array, raw_score=True, num_threads=1)
-        base = self._linear_base()
-        return raw if base is None else raw + base.margin(array)
+        return self._plus_base(self.booster_.predict(array, raw_score=True, num_threads=1), array)
 
     def contributions_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`feature_contributions` as an array: one column per feature, then the bias."""
@@ -208,6 +205,13 @@ class _LGBMBase(BaseEstimator):
     def _linear_base(self) -> LinearBase | None:
         # Models pickled before linear bases existed have no attribute.
         return getattr(self, "linear_base_", None)
+
+    def _plus_base(
+        self, raw: NDArray[np.float64], X: pd.DataFrame | NDArray[np.floating]
+    ) -> NDArray[np.float64]:
+        """The booster's raw scores plus the linear base's log-odds, when there is a base."""
+        base = self._linear_base()
+        return raw if base is None else raw + base.margin(X)
 
     def _with_base_terms(
         self, contributions: NDArray[np.float64], X: pd.DataFrame | NDArray[np.floating]
@@ -466,10 +470,21 @@ class LinearBase(BaseEstimator):
 def top_reasons(contributions: pd.DataFrame, k: int = 3) -> list[list[tuple[str, float]]]:
     """The `k` features pushing each row's score up the most, as (feature, contribution)."""
     values = contributions.drop(columns="bias")
-    names = np.array(values.columns)
-    order = np.argsort(-values.to_numpy(), axis=1)[:, :k]
+    names = list(values.columns)
     return [
-        [(str(names[j]), float(values.iat[i, j])) for j in row if values.iat[i, j] > 0]
+        [(str(names[j]), contribution) for j, contribution in row]
+        for row in top_reason_indices(values.to_numpy(), k)
+    ]
+
+
+def top_reason_indices(
+    contributions: NDArray[np.float64], k: int = 3
+) -> list[list[tuple[int, float]]]:
+    """`top_reasons` on an array of one column per feature (no bias): per row, the (column,
+    contribution) of the `k` largest positive contributions, largest first."""
+    order = np.argsort(-contributions, axis=1)[:, :k]
+    return [
+        [(int(j), float(contributions[i, j])) for j in row if contributions[i, j] > 0]
         for i, row in enumerate(order)
     ]
 

@@ -9,62 +9,19 @@ give, without a DataFrame: building frames cost more than the read and three pre
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from features.schema import ENTITY_KEY, Dtype, feature_refs, model_features
+from features.schema import ENTITY_KEY, feature_refs, model_features
+from features.store import OnlineRows, online_rows
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from serving.settings import ServingSettings
 
-__all__ = ["OnlineFeatures", "OnlineRows", "online_rows"]
-
-
-@dataclass(frozen=True)
-class OnlineRows:
-    """One model's features for the customers the store knows, in request order."""
-
-    customer_ids: list[str]
-    snapshots: NDArray[np.int64]  # epoch seconds of the snapshot each row describes
-    matrix: NDArray[np.float64]  # one row per customer, the model's features in training order
-    features: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.customer_ids)
-
-
-def online_rows(
-    values: Mapping[str, Sequence[Any]], features: Mapping[str, Dtype], ids: Sequence[str]
-) -> OnlineRows:
-    """`OnlineRows` from Feast's `to_dict(include_event_timestamps=True)` answer for `ids`.
-
-    The same rows, snapshots and values as `features.store.typed_online_frame`: a customer is
-    known when every feature has a stored value (``<name>__ts`` > 0); each column is cast to
-    its training dtype (an integer feature without a value fails as it would there).
-    """
-    names = list(features)
-    stamps = np.array([values[f"{name}__ts"] for name in names], dtype=np.int64)
-    known = (stamps > 0).all(axis=0)
-    block = np.array([values[name] for name in names], dtype=object)[:, known]
-    matrix = np.empty((int(known.sum()), len(names)), dtype=np.float64)
-    floats = [j for j, name in enumerate(names) if features[name] == "float64"]
-    ints = [j for j, name in enumerate(names) if features[name] != "float64"]
-    # None becomes NaN in float columns; integers go through int64 first, as in the frame.
-    matrix[:, floats] = block[floats].astype(np.float64).T
-    matrix[:, ints] = block[ints].astype(np.int64).T
-    return OnlineRows(
-        customer_ids=[cid for cid, k in zip(ids, known.tolist(), strict=True) if k],
-        snapshots=stamps[:, known].min(axis=0),
-        matrix=matrix,
-        features=tuple(names),
-    )
+__all__ = ["OnlineFeatures"]
 
 
 class OnlineFeatures:

@@ -12,11 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
+from features.store import OnlineRows
 from serving.champions import Champion
-from serving.online import OnlineRows
 from serving.settings import Bands
 
 __all__ = ["band_of", "score_batch"]
@@ -99,23 +96,12 @@ def _score_known(
     return scored
 
 
-def _top_reasons(
-    contributions: NDArray[np.float64], names: Sequence[str], k: int
-) -> list[list[tuple[int, float]]]:
-    """Per row, the (feature index, contribution) of the `k` features pushing the score up the
-    most, largest first; `contributions` has one column per feature, then the bias."""
-    values = contributions[:, : len(names)]
-    # The same ordering as models.lgbm.top_reasons, on the same numbers.
-    order = np.argsort(-values, axis=1)[:, :k]
-    return [
-        [(int(j), float(values[i, j])) for j in row if values[i, j] > 0]
-        for i, row in enumerate(order)
-    ]
-
-
 def _reasons(champion: Champion, rows: OnlineRows, k: int) -> list[list[dict[str, Any]]]:
     """The top `k` features pushing each row's score up (LightGBM pred_contrib)."""
-    picked = _top_reasons(champion.contributions(rows.matrix), rows.features, k)
+    from models.lgbm import top_reason_indices
+
+    contributions = champion.contributions(rows.matrix)[:, : len(rows.features)]  # no bias
+    picked = top_reason_indices(contributions, k)
     return [
         [
             {

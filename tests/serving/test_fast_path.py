@@ -61,8 +61,7 @@ def test_the_churn_champion_has_the_linear_base_the_pipeline_gives_it(service):
 
 
 def test_online_rows_type_the_values_as_the_online_frame_does():
-    from features.store import typed_online_frame
-    from serving.online import online_rows
+    from features.store import online_rows, typed_online_frame
 
     features = model_features("ltv")
     ids = ["a", "b", "c"]
@@ -89,7 +88,7 @@ def test_online_rows_type_the_values_as_the_online_frame_does():
 
 
 def test_nobody_known_gives_empty_rows():
-    from serving.online import online_rows
+    from features.store import online_rows
 
     features = model_features("churn")
     values: dict[str, list[Any]] = {name: [None] for name in features}
