@@ -40,6 +40,8 @@ from typing import Any
 
 import pandas as pd
 
+from nudge.local_server import free_port, wait_until_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 # `python bench/scoring.py` puts bench/ first on the path, where bench/engine.py would shadow
 # the `engine` package: the repo root takes its place.
@@ -401,30 +403,6 @@ def _cpu_seconds(pid: int) -> float:
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before it was up")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
-
-
 def _stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:
@@ -445,7 +423,7 @@ def start_scoring(prepared: PreparedHome, port: int) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "serving"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
     )
-    _wait_until_up(f"http://127.0.0.1:{port}/readyz", process)
+    wait_until_ready(f"http://127.0.0.1:{port}/readyz", process, 120, "nudge serve", poll=0.2)
     return process
 
 
@@ -480,7 +458,7 @@ def start_mlflow(prepared: PreparedHome, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _wait_until_up(f"http://127.0.0.1:{port}/ping", process)
+    wait_until_ready(f"http://127.0.0.1:{port}/ping", process, 120, "mlflow models serve", poll=0.2)
     return process
 
 
@@ -518,7 +496,7 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
             )
             results.append(measured(server, scenario))
 
-    port = _free_port()
+    port = free_port()
     server = start_scoring(prepared, port)
     try:
         scenarios(
@@ -554,7 +532,7 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
     def row(i: int) -> dict[str, Any]:
         return payloads[i % len(payloads)]
 
-    port = _free_port()
+    port = free_port()
     server = start_mlflow(prepared, port)
     try:
         scenarios(

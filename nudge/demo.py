@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from nudge.console import console, print_closed_loop
+from nudge.local_server import free_port, wait_until_ready
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,13 +32,7 @@ __all__ = ["engine_stage", "optimizer_stage", "score_sample", "scoring_service"]
 @contextmanager
 def scoring_service(settings: Settings) -> Iterator[tuple[str, str]]:
     """`nudge serve` on a free loopback port for the duration of the block: yields (url, api key)."""
-    import socket
-
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     key = secrets.token_urlsafe(24)
     env = {**os.environ, "NUDGE_HOME": str(settings.home.resolve()), "NUDGE_API_KEY": key}
     log = (settings.home.resolve() / "serve.log").open("w")
@@ -45,20 +40,7 @@ def scoring_service(settings: Settings) -> Iterator[tuple[str, str]]:
                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the scoring service exited (see {log.name})")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the scoring service was not ready within 180 s (see {log.name})"
-                )
-            time.sleep(0.5)
+        wait_until_ready(f"{url}/readyz", process, 180, f"the scoring service (log: {log.name})")
         yield url, key
     finally:
         process.send_signal(signal.SIGINT)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
 
+from nudge.local_server import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["LocalServer", "SmtpSink", "free_port"]
 
 
 class LocalServer:

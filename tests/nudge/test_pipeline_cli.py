@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nudge.cli import app
-from tests.support import free_port
+from nudge.local_server import free_port, wait_until_ready
 
 runner = CliRunner()
 
@@ -158,7 +158,7 @@ def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
     )  # fmt: skip
     api = f"http://127.0.0.1:{port}/api"
     try:
-        _wait_healthy(f"{api}/health", server, timeout=90)
+        wait_until_ready(f"{api}/health", server, 90, "prefect server")
         done = _nudge(
             tmp_path / "home",
             "pipeline",
@@ -191,20 +191,6 @@ def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
         server.wait(timeout=30)
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the server was not healthy after {timeout} s")
-
-
 @pytest.mark.slow
 def test_mlflow_ui_serves_the_store_under_nudge_home(tmp_path):
     import signal
@@ -221,7 +207,7 @@ def test_mlflow_ui_serves_the_store_under_nudge_home(tmp_path):
         start_new_session=True,  # its own process group: the server's workers stop with it
     )
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/health", ui, timeout=90)
+        wait_until_ready(f"http://127.0.0.1:{port}/health", ui, 90, "nudge mlflow ui")
         experiments = httpx.get(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
             params={"max_results": 10},
