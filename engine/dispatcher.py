@@ -17,6 +17,7 @@ template, a blocked target, HTTP 4xx) fail at once.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import smtplib
 import time
@@ -27,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
 from engine.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
 from engine.email import EmailSettings, FileOutbox, SmtpSender, TemplateError, render_email
 from engine.state import CustomerState
@@ -35,6 +38,8 @@ from engine.triggers import TriggerIndex
 from engine.webhooks import BlockedTarget, WebhookError, WebhookSender
 
 __all__ = ["DispatchStats", "Dispatcher"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -108,16 +113,24 @@ class Dispatcher:
         return released
 
     def run_due(self, now: float | None = None) -> DispatchStats:
-        """Run every action due by `now` (default: the clock), batch by batch."""
+        """Run every action due by `now` (default: the clock), batch by batch.
+
+        One action's failure never stops the others: whatever it raises ends that action
+        (retried or failed with the reason), and the loop goes on with the next.
+        """
         now = self.clock() if now is None else now
         stats = DispatchStats()
         while True:
             batch = self.store.claim_due_actions(now, self.batch_size, self.worker_id)
             if not batch:
                 return stats
-            self._prefetch(batch)
+            try:
+                self._prefetch(batch)
+            except Exception:  # the actions then load what they need one by one
+                log.exception("prefetch of %d actions failed", len(batch))
+                self._cache = {}
             for action in batch:
-                stats.outcomes[self._run(action, now)] += 1
+                stats.outcomes[self._run_guarded(action, now)] += 1
             self._cache = {}
 
     def _prefetch(self, batch: list[dict[str, Any]]) -> None:
@@ -133,10 +146,24 @@ class Dispatcher:
 
     # -- one action --------------------------------------------------------------------------
 
+    def _run_guarded(self, action: dict[str, Any], now: float) -> str:
+        """`_run`, and if even recording its outcome fails, put the action back for later."""
+        try:
+            return self._run(action, now)
+        except Exception as exc:  # the store itself failed while recording the outcome
+            log.exception("action %s: could not record its outcome", action["id"])
+            try:
+                self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
+            except Exception:
+                log.exception("action %s: left claimed; recover() releases it", action["id"])
+            return "error"
+
     def _run(self, action: dict[str, Any], now: float) -> str:
         key, kind = action["idempotency_key"], action["kind"]
-        params = json.loads(action["params"])
         try:
+            params = json.loads(action["params"])
+            if not isinstance(params, dict):
+                raise _Fail(f"params: expected a JSON object (got {type(params).__name__})")
             cancelled_by = self._cancelled_by(action, now)
             if cancelled_by:
                 self.store.mark_action(action["id"], "cancelled", now, result=cancelled_by)
@@ -152,12 +179,20 @@ class Dispatcher:
             self.store.mark_action(action["id"], "sent", now, result=kind, **effects)
             return "sent"
         except (_Fail, TemplateError, BlockedTarget) as exc:
-            self.store.mark_action(action["id"], "failed", now, result=str(exc))
+            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
             return "failed"
         except WebhookError as exc:
             return self._retry_or_fail(action, now, str(exc), exc.retryable)
-        except (_Retry, OSError, smtplib.SMTPException) as exc:
-            return self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
+        except (_Retry, OSError, smtplib.SMTPException, sa.exc.OperationalError) as exc:
+            return self._retry_or_fail(action, now, _reason(exc), True)
+        except (ValueError, TypeError, KeyError, LookupError, AttributeError) as exc:
+            # Bad data in the action or its context (a malformed parameter, a value a filter
+            # cannot take): the same input fails the same way, so retrying cannot help.
+            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
+            return "failed"
+        except Exception as exc:  # anything else may be passing trouble: retry, then fail
+            log.exception("action %s (%s) raised", action["id"], kind)
+            return self._retry_or_fail(action, now, _reason(exc), True)
 
     def _send_email(self, action: dict[str, Any], params: dict[str, Any], now: float) -> str:
         customer = action["customer_id"]
@@ -185,14 +220,18 @@ class Dispatcher:
             result = self.mailer.send(email, mark_sending)
         except smtplib.SMTPDataError:
             raise  # the server refused the message: nothing was delivered, retry
-        except (OSError, smtplib.SMTPException):
-            if committed:  # the connection broke after the point of no return
+        except Exception as exc:
+            if committed:  # after the point of no return: never send again, report it
                 self.store.mark_action(
-                    action["id"], "unconfirmed", now, result="connection lost after the end of data"
-                )
+                    action["id"], "unconfirmed", now,
+                    result=f"connection lost after the end of data ({_reason(exc)})",
+                )  # fmt: skip
                 return "unconfirmed"
             raise
-        self.store.mark_action(action["id"], "sent", now, result=result)
+        try:
+            self.store.mark_action(action["id"], "sent", now, result=result)
+        except Exception:  # delivered: never retried; recover() settles it as `unconfirmed`
+            log.exception("action %s: sent, but its status could not be recorded", action["id"])
         return "sent"
 
     def _database_effects(self, action: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -267,9 +306,25 @@ class Dispatcher:
         attempts = action["attempts"] + 1
         if not retryable or attempts >= self.max_attempts:
             self.store.mark_action(
-                action["id"], "failed", now, result=f"{error} (after {attempts} attempt(s))"
+                action["id"], "failed", now, result=_clip(f"{error} (after {attempts} attempt(s))")
             )
             return "failed"
         delay = self.retry_base * 2 ** (attempts - 1) * (0.5 + random.random())
-        self.store.retry_action(action["id"], attempts, now + delay, error)
+        self.store.retry_action(action["id"], attempts, now + delay, _clip(error))
         return "retried"
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure's reason as stored: the exception's type and message, bounded and storable."""
+    text = (
+        str(exc)
+        if isinstance(exc, _Fail | TemplateError | BlockedTarget)
+        else f"{type(exc).__name__}: {exc}"
+    )
+    return _clip(text)
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    # NUL and lone surrogates cannot be stored in PostgreSQL text; a reason is for people anyway.
+    cleaned = text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

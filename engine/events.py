@@ -12,17 +12,20 @@ import math
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -32,9 +35,12 @@ __all__ = [
     "CustomerProfile",
     "Event",
     "EventType",
+    "InvalidProfileChange",
     "Location",
     "describe_validation_error",
     "event_amount",
+    "parse_bool",
+    "profile_changes",
     "validate_event",
 ]
 
@@ -148,27 +154,80 @@ class Event(BaseModel):
         return self.event_type in STANDARD_EVENT_TYPES
 
 
+def parse_bool(value: Any) -> bool:
+    """The one reading of a yes/no value: JSON true/false, "true"/"false" (any case), 1/0.
+
+    Anything else is an error, never a guess: ``bool("false")`` is True, and a consent flag read
+    that way would mail people who said no.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_TEXT:
+        return _BOOL_TEXT[value.strip().lower()]
+    raise PydanticCustomError(
+        "boolean",
+        'expected true or false (JSON true/false, "true"/"false", 1/0)',
+    )
+
+
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+
+# A yes/no field of a contract: parsed by `parse_bool`, whatever the source.
+StrictFlag = Annotated[bool, BeforeValidator(parse_bool)]
+
+# Control characters (C0, DEL, C1), lone surrogates and the Unicode line/paragraph separators:
+# none belongs in a name or an address, and CR/LF in a header value is header injection.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _plain_text(value: str) -> str:
+    match = _CONTROL.search(value)
+    if match:
+        raise PydanticCustomError(
+            "control_character",
+            "must be plain text: contains the control character {char} at position {at}",
+            {"char": f"U+{ord(match.group()):04X}", "at": match.start()},
+        )
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_plain_text)]
+_UNSTORABLE = re.compile(r"\x00|\\u0000|[\ud800-\udfff]")  # PostgreSQL text refuses these
+
+
 class CustomerProfile(BaseModel):
-    """A customer's attributes as nudge knows them; only `customer_id` is required."""
+    """A customer's attributes as nudge knows them; only `customer_id` is required.
+
+    Every way a profile arrives (``PUT /v1/customers``, signup properties, the lake's customer
+    table) goes through this model: names and addresses reach email headers, so control
+    characters are refused here, at the edge, not escaped later.
+    """
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
-    customer_id: str = Field(min_length=1, max_length=128, pattern=_ID_PATTERN)
+    customer_id: PlainText = Field(min_length=1, max_length=128, pattern=_ID_PATTERN)
     email: EmailStr | None = None
-    first_name: str | None = Field(default=None, max_length=100)
-    last_name: str | None = Field(default=None, max_length=100)
+    first_name: PlainText | None = Field(default=None, max_length=100)
+    last_name: PlainText | None = Field(default=None, max_length=100)
     timezone: str | None = Field(
         default=None, description="IANA time zone name, e.g. Europe/Berlin"
     )
     country: str | None = Field(
         default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"
     )
-    language: str | None = Field(default=None, max_length=16)
-    consent_email: bool = False
-    consent_sms: bool = False
-    consent_push: bool = False
+    language: PlainText | None = Field(default=None, max_length=16)
+    consent_email: StrictFlag = False
+    consent_sms: StrictFlag = False
+    consent_push: StrictFlag = False
     signup_at: datetime | None = None
-    acquisition_channel: str | None = Field(default=None, max_length=64)
+    acquisition_channel: PlainText | None = Field(default=None, max_length=64)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _plain_email(cls, value: Any) -> Any:
+        return _plain_text(value) if isinstance(value, str) else value
 
     @field_validator("timezone", mode="after")
     @classmethod
@@ -181,7 +240,7 @@ class CustomerProfile(BaseModel):
             raise PydanticCustomError(
                 "unknown_timezone",
                 "'{value}' is not an IANA time zone name (e.g. Europe/Berlin, America/New_York)",
-                {"value": value},
+                {"value": value[:60]},
             ) from None
         return value
 
@@ -193,6 +252,94 @@ class CustomerProfile(BaseModel):
                 "naive_timestamp", "has no time zone; expected ISO 8601 with an offset"
             )
         return value
+
+    @model_validator(mode="after")
+    def _plain_extra_attributes(self) -> CustomerProfile:
+        # Extra attributes reach templates as `customer.<name>`: the same rules as the fields.
+        problems = []
+        for key, value in (self.model_extra or {}).items():
+            problem = _attribute_problem(key, value)
+            if problem:
+                problems.append(f"{key[:64]!r}: {problem}")
+        if problems:
+            raise PydanticCustomError(
+                "attribute", "extra attributes: {problems}", {"problems": "; ".join(problems)}
+            )
+        return self
+
+
+class InvalidProfileChange(ValueError):
+    """An event's profile properties break the profile contract; `lines` name each field."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+# What each profile-bearing event type may say about the profile (see `profile_changes`).
+SIGNUP_PROFILE_KEYS: tuple[str, ...] = (
+    "email",
+    "first_name",
+    "last_name",
+    "timezone",
+    "country",
+    "language",
+    "consent_email",
+    "consent_sms",
+    "consent_push",
+)
+CONSENT_KEYS: tuple[str, ...] = ("consent_email", "consent_sms", "consent_push")
+
+
+def profile_changes(
+    customer_id: str, event_type: str, properties: dict[str, Any]
+) -> dict[str, Any]:
+    """What an event says about its customer's profile, validated like ``PUT /v1/customers``.
+
+    ``unsubscribed`` (list ``marketing``, the default) withdraws email consent;
+    ``subscription_changed`` sets the consent flags it names; ``signup`` carries the signup
+    details. Raises InvalidProfileChange naming ``properties.<key>`` for a bad value.
+    """
+    if event_type == "unsubscribed":
+        return (
+            {"consent_email": False} if properties.get("list", "marketing") == "marketing" else {}
+        )
+    keys = {"subscription_changed": CONSENT_KEYS, "signup": SIGNUP_PROFILE_KEYS}.get(event_type)
+    if not keys:
+        return {}
+    given = {k: properties[k] for k in keys if k in properties and properties[k] is not None}
+    if not given:
+        return {}
+    try:
+        profile = CustomerProfile.model_validate({**given, "customer_id": customer_id})
+    except ValidationError as exc:
+        raise InvalidProfileChange(
+            [f"properties.{line}" for line in describe_validation_error(exc)]
+        ) from None
+    return profile.model_dump(mode="json", include=set(given))
+
+
+def _attribute_problem(key: str, value: Any) -> str | None:
+    if not isinstance(key, str) or not key or _CONTROL.search(key) or len(key) > 64:
+        return "an attribute name is 1-64 characters of plain text"
+    if isinstance(value, str):
+        match = _CONTROL.search(value)
+        if match:
+            return f"contains the control character U+{ord(match.group()):04X}"
+        if len(value) > 4096:
+            return "longer than 4096 characters"
+    elif isinstance(value, dict | list):
+        try:
+            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return "must be JSON (no NaN, not nested hundreds deep)"
+        if len(text) > 16_384:
+            return "larger than 16 KiB as JSON"
+        if _UNSTORABLE.search(text):
+            return "contains NUL or a lone surrogate"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    return None
 
 
 def validate_event(data: Any, *, naive_timezone: str | None = None) -> Event:

@@ -9,6 +9,7 @@ again, same outcome), and a crash after it leaves them done: each event is proce
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
@@ -18,12 +19,16 @@ from typing import Any
 
 from engine.conditions import ScoreValue
 from engine.decide import Decision, EventView, decide, scores_needed
+from engine.events import InvalidProfileChange
+from engine.events import profile_changes as validated_profile_changes
 from engine.state import CustomerState, StateLimits
 from engine.store import EngineStore, InboxEvent
 from engine.suppression import SuppressionPolicy
 from engine.triggers import TriggerIndex
 
 __all__ = ["ProcessStats", "Processor", "profile_changes"]
+
+log = logging.getLogger(__name__)
 
 
 class ScoreSource:
@@ -107,25 +112,31 @@ class Processor:
             try:
                 fields = json.loads(item.payload)
                 view = _view(item, fields)
-            except (ValueError, KeyError, TypeError) as exc:
-                dead.append(
-                    {
-                        "event_id": item.event_id,
-                        "payload": item.payload,
-                        "reason": f"unreadable payload: {exc}",
-                        "source": "processor",
-                    }
-                )
+                changes = profile_changes(view)
+            except InvalidProfileChange as exc:
+                dead.append(_dead_letter(item, f"invalid profile change: {exc}"))
                 continue
-            profile = profiles.setdefault(item.customer_id, {"customer_id": item.customer_id})
-            for decision in decide(view, profile, states[item.customer_id], self.index, scores.get(item.customer_id, {}),
-                                   self.policy, self.limits, self.default_zone):  # fmt: skip
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                dead.append(_dead_letter(item, f"unreadable payload: {exc}"))
+                continue
+            stored = profiles.get(item.customer_id) or {"customer_id": item.customer_id}
+            # The event's own profile changes apply before its triggers decide: a signup that
+            # carries its email and consent gets its welcome.
+            profile = {**stored, **changes} if changes else stored
+            state = states[item.customer_id]
+            try:
+                made = decide(view, profile, state, self.index, scores.get(item.customer_id, {}),
+                              self.policy, self.limits, self.default_zone)  # fmt: skip
+            except Exception as exc:  # one event that breaks a trigger must not stop the others
+                log.exception("event %s: deciding failed", item.event_id)
+                dead.append(_dead_letter(item, f"processing failed: {type(exc).__name__}: {exc}"))
+                continue
+            for decision in made:
                 decision_rows.append(_decision_row(decision))
                 action_rows.extend(_action_rows(decision, view.at))
                 stats.outcomes[decision.outcome.value] += 1
-            changes = profile_changes(view)
             if changes:
-                profile.update(changes)
+                profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
         self.store.commit_batch(
@@ -170,28 +181,19 @@ class Processor:
 
 
 def profile_changes(event: EventView) -> dict[str, Any]:
-    """What an event says about the customer's profile (consent, signup details)."""
+    """What an event says about the customer's profile (consent, signup details), validated.
+
+    Raises InvalidProfileChange for a value the profile contract refuses.
+    """
     props = event.fields.get("properties") or {}
-    if event.event_type == "unsubscribed" and props.get("list", "marketing") == "marketing":
-        return {"consent_email": False}
-    if event.event_type == "subscription_changed":
-        return {
-            k: bool(props[k])
-            for k in ("consent_email", "consent_sms", "consent_push")
-            if k in props
-        }
-    if event.event_type == "signup":
-        keys = (
-            "email",
-            "first_name",
-            "last_name",
-            "timezone",
-            "country",
-            "language",
-            "consent_email",
-        )
-        return {k: props[k] for k in keys if k in props}
-    return {}
+    if not isinstance(props, dict):
+        return {}
+    return validated_profile_changes(event.customer_id, event.event_type, props)
+
+
+def _dead_letter(item: InboxEvent, reason: str) -> dict[str, Any]:
+    return {"event_id": item.event_id, "payload": item.payload, "reason": reason[:2000],
+            "source": "processor"}  # fmt: skip
 
 
 def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:

@@ -271,6 +271,38 @@ class EngineStore:
             self._upsert(conn, profiles, "customer_id",
                          [{"customer_id": c, "data": json.dumps(p, default=str), "updated_at": now} for c, p in rows.items()])  # fmt: skip
 
+    def merge_profiles(self, rows: Mapping[str, tuple[Mapping[str, Any], float]]) -> int:
+        """Merge profiles known as of a time: `{customer: (attributes, as_of)}`; newer wins.
+
+        Where the stored profile changed after `as_of` (a consent withdrawn since the source was
+        written), its values are kept and the incoming ones only fill attributes it lacks.
+        Returns how many stored profiles were newer than the incoming ones.
+        """
+        newer = 0
+        items = list(rows.items())
+        with self.engine.begin() as conn:
+            for chunk in _chunks(items, 500):
+                stored = {
+                    c: (json.loads(d), at)
+                    for c, d, at in conn.execute(
+                        sa.select(profiles.c.customer_id, profiles.c.data, profiles.c.updated_at)
+                        .where(profiles.c.customer_id.in_([c for c, _ in chunk]))
+                    )
+                }  # fmt: skip
+                out = []
+                for customer, (incoming, as_of) in chunk:
+                    current, current_at = stored.get(customer, ({}, float("-inf")))
+                    if current_at > as_of:
+                        newer += 1
+                        merged, at = {**incoming, **current}, current_at
+                    else:
+                        merged, at = {**current, **incoming}, as_of
+                    out.append({"customer_id": customer, "data": json.dumps(merged, default=str),
+                                "updated_at": at})  # fmt: skip
+                if out:
+                    self._upsert(conn, profiles, "customer_id", out)
+        return newer
+
     # -- dead letters ------------------------------------------------------------------------
 
     def add_dead_letters(self, rows: Sequence[Mapping[str, Any]], now: float) -> None:

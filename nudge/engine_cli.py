@@ -480,11 +480,14 @@ def _print_trace(label: str, node: dict[str, Any], depth: int) -> None:
 
 def _load_lake_profiles(s: Settings, store: EngineStore) -> None:
     from engine.lake import EventLake
+    from engine.warmup import load_lake_profiles
 
-    profiles = EventLake(s.lake_dir).read_customers()
-    if len(profiles) and "customer_id" in profiles.columns:
-        records = json.loads(profiles.to_json(orient="records", date_format="iso"))
-        store.upsert_profiles({r["customer_id"]: r for r in records}, time.time())
+    load = load_lake_profiles(store, EventLake(s.lake_dir))
+    if load.kept_newer or load.invalid:
+        console.print(
+            f"lake profiles: {load.loaded:,} loaded, {load.kept_newer:,} kept as the engine has "
+            f"them (changed since), {load.invalid:,} invalid (dead-lettered)"
+        )
 
 
 def _payload(text: str) -> Any:

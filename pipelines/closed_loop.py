@@ -232,7 +232,7 @@ def run_period(
     from engine.replay import lake_events
     from engine.scoring import ScoreClient
     from engine.triggers import TriggerIndex, load_trigger_dir
-    from engine.warmup import warm_states
+    from engine.warmup import load_lake_profiles, warm_states
     from engine.webhooks import WebhookSender
 
     loaded = load_trigger_dir(triggers_dir)
@@ -241,8 +241,7 @@ def run_period(
     index = TriggerIndex(loaded.triggers)
     store = EngineStore.connect(engine_url)
     lake = EventLake(lake_root)
-    profiles = json.loads(lake.read_customers().to_json(orient="records", date_format="iso"))
-    store.upsert_profiles({p["customer_id"]: p for p in profiles}, 0.0)
+    load_lake_profiles(store, lake)
     scores = ScoreClient(scoring_url, api_key=api_key) if scoring_url else None
     processor = Processor(store, index, scores=scores)
     warm_states(store, lake, index, start, processor.limits)
