@@ -1,0 +1,116 @@
+"""Limits for untrusted JSON and text: depth, sizes, unstorable characters — never a crash."""
+
+import json
+import math
+
+import pytest
+
+from engine.limits import (
+    MAX_DEPTH,
+    MAX_KEY,
+    MAX_STRING,
+    find_json_problem,
+    json_problem,
+    parse_json,
+    storable_text,
+    text_problem,
+)
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    """`depth` lists inside each other, built without recursion."""
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_plain_json_has_no_problem():
+    value = {"cart": [{"sku": "A", "qty": 1, "price": 9.5}], "note": "line 1\nline 2", "ok": None}
+    assert json_problem(value) is None
+    assert json_problem(nested(MAX_DEPTH)) is None
+
+
+def test_too_deep_names_the_path_of_the_first_container_too_deep():
+    value = {"a": {"b": nested(MAX_DEPTH - 1)}}
+    assert json_problem(value, path="properties") == (
+        f"properties.a.b{'.0' * (MAX_DEPTH - 2)}: nested deeper than {MAX_DEPTH} levels"
+    )
+    problem = find_json_problem({"a": {"b": {"c": 1}}}, max_depth=2)
+    assert problem is not None and problem.loc == ("a", "b")
+    assert problem.message == "nested deeper than 2 levels"
+
+
+def test_a_hundred_thousand_levels_or_a_cycle_never_recurse():
+    assert "nested deeper than 32 levels" in json_problem(nested(100_000))
+    cycle: dict = {}
+    cycle["self"] = cycle
+    assert "nested deeper than 32 levels" in json_problem(cycle)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"a": "\ud800"}, "a: contains a lone surrogate U+D800 at position 0"),
+        ({"a": ["ok", "x\x00"]}, "a.1: contains NUL (U+0000) at position 1"),
+        ({"\udfff": 1}, r"'\udfff': key contains a lone surrogate U+DFFF at position 0"),
+        ({"k\ny": 1}, r"'k\ny': key contains the control character U+000A at position 1"),
+        ({"a": float("nan")}, "a: must be a finite number (no NaN or Infinity)"),
+        ({"a": [math.inf]}, "a.0: must be a finite number (no NaN or Infinity)"),
+        (
+            {"a": b"bytes"},
+            "a: must be a JSON value (object, array, string, number, true, false "
+            "or null), not bytes",
+        ),
+        ({1: "x"}, "1: keys must be strings, not int"),
+        ({"a": "x" * (MAX_STRING + 1)}, f"a: string longer than {MAX_STRING} characters"),
+        ({"k" * (MAX_KEY + 1): 1}, f"{'k' * 60}…: key longer than {MAX_KEY} characters"),
+    ],
+)
+def test_each_problem_names_its_path_and_what_was_expected(value, expected):
+    assert json_problem(value) == expected
+
+
+def test_size_bounds_items_and_serialized_bytes():
+    assert json_problem(list(range(20)), max_items=10) == "(value): more than 10 values"
+    assert json_problem({"a": ["é" * 600]}, max_bytes=1024) == (
+        "(value): larger than 1024 bytes as JSON (got 1210)"
+    )
+    assert json_problem({"a": ["é" * 100]}, max_bytes=1024) is None
+    # a huge structure is refused while walking, before anything serializes it
+    assert json_problem(["x" * 1000] * 5000, max_bytes=64 * 1024).startswith(
+        "(value): larger than 65536 bytes"
+    )
+
+
+def test_text_problem_refuses_surrogates_and_nul_and_with_a_flag_controls():
+    assert text_problem("plain ünïcode ✓ 🎉") is None
+    assert text_problem("tab\tand\nnewline") is None
+    assert text_problem("a\ud83d") == "contains a lone surrogate U+D83D at position 1"
+    assert text_problem("\x00") == "contains NUL (U+0000) at position 0"
+    assert text_problem("a\r\nb", controls=True) == (
+        "contains the control character U+000D at position 1"
+    )
+    for char in ("\x1b", "\x7f", "\x85", "\u2028"):
+        assert text_problem(f"x{char}", controls=True) is not None
+    assert text_problem("🎉 ok", controls=True) is None
+
+
+def test_parse_json_is_strict_utf8_and_never_raises_recursion_error():
+    assert parse_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="not UTF-8"):
+        parse_json(b'{"a": "\xff"}')
+    with pytest.raises(ValueError, match="not UTF-8"):
+        parse_json(b'{"a": "\xed\xa0\x80"}')  # an encoded surrogate is not UTF-8 either
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_json(b"{nope")
+
+
+def test_storable_text_escapes_what_databases_refuse_and_truncates():
+    assert storable_text("ok é") == "ok é"
+    assert storable_text("a\x00b\ud800c") == "a\\x00b\\ud800c"
+    assert storable_text("x" * 100, max_chars=10) == "x" * 10 + "…"
+    storable_text("\ud800" * 10).encode("utf-8")  # never raises
+    json.dumps(storable_text("\udfff"), ensure_ascii=False).encode("utf-8")
