@@ -2,41 +2,88 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["events_from_rows", "lake_events", "read_event_file"]
+__all__ = [
+    "EVENT_FILE_SUFFIXES",
+    "EventFileError",
+    "events_from_rows",
+    "lake_events",
+    "read_event_file",
+]
+
+
+class EventFileError(ValueError):
+    """An event file that cannot be read as a whole (wrong kind, not JSON, not Parquet)."""
+
+
+EVENT_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 
 
 def read_event_file(path: Path) -> Iterator[Any]:
     """Raw event items of a file: ``.jsonl``/``.ndjson`` (one per line), ``.json`` (list), ``.parquet``.
 
     Items are yielded unvalidated — validation happens on acceptance, where a bad item is
-    dead-lettered with its reason instead of stopping the replay. An unreadable line is passed on
-    as its text, so it reaches the dead letters too.
+    dead-lettered with its reason instead of stopping the replay. An unreadable line (not JSON,
+    not UTF-8, nested too deep to parse) is passed on as its text, so it reaches the dead letters
+    too. A file that cannot be read at all raises EventFileError here, before anything is
+    accepted.
     """
     suffix = path.suffix.lower()
+    if suffix not in EVENT_FILE_SUFFIXES:
+        raise EventFileError(
+            f"{path}: expected a .jsonl, .ndjson, .json or .parquet file (got {suffix or 'no extension'!r})"
+        )
     if suffix in {".jsonl", ".ndjson"}:
-        with path.open() as handle:
-            for line in handle:
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        yield line.rstrip("\n")
-    elif suffix == ".json":
-        data = json.loads(path.read_text())
-        yield from data if isinstance(data, list) else [data]
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+        return _json_lines(path)
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise EventFileError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise EventFileError(
+                f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except RecursionError:
+            raise EventFileError(f"{path}: JSON nested too deep to read") from None
+        return iter(data if isinstance(data, list) else [data])
+    return _parquet_rows(path)
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=50_000):
+
+def _json_lines(path: Path) -> Iterator[Any]:
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(raw)
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
+                yield line
+
+
+def _parquet_rows(path: Path) -> Iterator[Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise EventFileError(f"{path}: not a readable Parquet file ({exc})") from None
+
+    def rows() -> Iterator[Any]:
+        for batch in parquet.iter_batches(batch_size=50_000):
             yield from events_from_rows(batch.to_pylist())
-    else:
-        raise ValueError(f"{path}: expected a .jsonl, .ndjson, .json or .parquet file")
+
+    return rows()
 
 
 def lake_events(
@@ -53,10 +100,11 @@ def lake_events(
 def events_from_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for row in rows:
         event = {k: v for k, v in row.items() if v is not None and k not in {"amount", "date"}}
-        if isinstance(event.get("properties"), str):
-            event["properties"] = json.loads(event["properties"])
-        if isinstance(event.get("location"), str):
-            event["location"] = json.loads(event["location"])
+        for key in ("properties", "location"):
+            if isinstance(event.get(key), str):
+                # Unparseable text stays text: validation then dead-letters the event with why.
+                with contextlib.suppress(ValueError, RecursionError):
+                    event[key] = json.loads(event[key])
         if isinstance(event.get("timestamp"), datetime):
             event["timestamp"] = event["timestamp"].isoformat()
         yield event

@@ -35,6 +35,8 @@ def scoring_service(settings: Settings) -> Iterator[tuple[str, str]]:
     port = free_port()
     key = secrets.token_urlsafe(24)
     env = {**os.environ, "NUDGE_HOME": str(settings.home.resolve()), "NUDGE_API_KEY": key}
+    if settings.secret_problem():  # the demo needs no set-up: a throw-away secret for this run
+        env["NUDGE_SIGNING_SECRET"] = secrets.token_urlsafe(32)
     log = (settings.home.resolve() / "serve.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "nudge.cli", "serve", "--port", str(port)], env=env,
                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

@@ -33,9 +33,26 @@ engine_app = typer.Typer(
 
 
 def settings() -> Settings:
+    from pydantic import ValidationError
+
     from nudge.settings import Settings
 
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"NUDGE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        ]
+        fail("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def server_settings() -> Settings:
+    """Settings for a long-running server: refuses the development secret outside dev."""
+    s = settings()
+    problem = s.secret_problem()
+    if problem:
+        fail(problem)
+    return s
 
 
 def load_index(folder: Path) -> TriggerIndex:
@@ -104,7 +121,28 @@ def parse_clock(text: str) -> Callable[[], float]:
         fail(f"--clock: expected wall, events or an ISO timestamp (got {text!r})")
     if fixed.tzinfo is None:
         fixed = fixed.replace(tzinfo=UTC)
+    if not 0 <= fixed.timestamp() < 4102444800:  # 1970 … 2100
+        fail(f"--clock: expected a time between 1970 and 2100 (got {text!r})")
     return lambda: fixed.timestamp()
+
+
+def check_zone(name: str, option: str) -> None:
+    """Exit with one line unless `name` is an IANA time zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"{option}: {name!r} is not an IANA time zone name (e.g. UTC, Europe/Berlin)")
+
+
+def parse_day(text: str, option: str) -> datetime:
+    """An ISO date or time (UTC unless it says otherwise), or exit with one line."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: expected an ISO date such as 2026-01-31 (got {text!r})")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- triggers ------------------------------------------------------------------------------------
@@ -119,9 +157,24 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Check every trigger file; print every problem with file, path and line; exit 1 on any."""
-    folder = folder or settings().trigger_folder
-    index = load_index(folder)
+    """Check every trigger file and the templates it sends (NUDGE_TEMPLATES_DIR or the bundled
+    ones); print every problem with file, path and line; exit 1 on any."""
+    from rich.markup import escape
+
+    from engine.triggers import TriggerIndex, check_templates, load_trigger_dir
+
+    s = settings()
+    folder = folder or s.trigger_folder
+    if not folder.is_dir():
+        fail(f"{folder}: no such folder of triggers")
+    result = load_trigger_dir(folder)
+    # Templates of every trigger that loaded, disabled ones too: enabling must not break sending.
+    issues = [*result.issues, *check_templates(result.triggers, s.template_folder)]
+    if issues:
+        for issue in issues:
+            console.print(f"[red]✗[/] {escape(str(issue))}", soft_wrap=True)
+        fail(f"{len(issues)} problem(s) in the triggers of {folder}", code=1)
+    index = TriggerIndex(result.triggers)
     console.print(f"[green]✓[/] {len(index)} trigger(s) in {folder} are valid")
     for trigger in index.triggers:
         models = ", ".join(sorted(trigger.score_models())) or "-"
@@ -167,31 +220,44 @@ def replay(
     reason), then processed in order. Replaying the same events again changes nothing.
     """
     from engine.inbox import accept_stream
-    from engine.replay import lake_events, read_event_file
+    from engine.replay import EventFileError, lake_events, read_event_file
 
     s = settings()
     if (file is None) == (from_lake is None):
         fail("give a FILE or --from-lake START END (one of them)")
+    # Every option is checked before anything is accepted: a typo must not leave half a replay.
+    engine_clock = parse_clock(clock)
+    if tz is not None:
+        check_zone(tz, "--tz")
+    if from_lake is not None:
+        start, end = (parse_day(value, "--from-lake") for value in from_lake)
+        if start >= end:
+            fail(f"--from-lake: START must be before END (got {from_lake[0]} {from_lake[1]})")
+    if file is not None:
+        if not file.is_file():
+            fail(f"{file}: no such file")
+        try:
+            items, source = read_event_file(file), f"file:{file.name}"
+        except EventFileError as exc:
+            fail(str(exc))
     index = load_index(triggers or s.trigger_folder)
     store = open_store(s)
-    if file is not None:
-        if not file.exists():
-            fail(f"{file}: no such file")
-        items, source = read_event_file(file), f"file:{file.name}"
-    else:
-        start, end = from_lake
+    if from_lake is not None:
         _load_lake_profiles(s, store)
         items, source = lake_events(s.lake_dir, start, end), "lake"
     started = time.perf_counter()
-    with console.status("accepting events …"):
-        counts = accept_stream(store, items, source=source, naive_timezone=tz)
+    try:
+        with console.status("accepting events …"):
+            counts = accept_stream(store, items, source=source, naive_timezone=tz)
+    except EventFileError as exc:
+        fail(f"{exc} (events read before it were accepted; replaying again is idempotent)")
     console.print(
         f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
     )
     from engine.runtime import EngineLoop
 
     dispatcher = build_dispatcher(s, store, index) if dispatch else None
-    loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=parse_clock(clock))
+    loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=engine_clock)
     with console.status("processing …") as status:
         stats = loop.run(
             until_idle=True, progress=lambda st: status.update(f"processing … {st.events:,} events")
@@ -277,21 +343,36 @@ def explain(
     from pydantic import ValidationError
 
     from engine.decide import EventView, explain_event
-    from engine.events import describe_validation_error, event_amount, validate_event
+    from engine.events import (
+        describe_validation_error,
+        event_amount,
+        profile_changes,
+        validate_event,
+    )
     from engine.state import CustomerState
 
     s = settings()
     index = load_index(triggers or s.trigger_folder)
     store = open_store(s)
     try:
-        raw = json.loads(event.read_text())
+        raw = json.loads(event.read_bytes())
         parsed = validate_event({**raw, "customer_id": customer} if isinstance(raw, dict) else raw)
-    except ValueError as exc:
-        lines = describe_validation_error(exc) if isinstance(exc, ValidationError) else [str(exc)]
+        changes = profile_changes(customer, parsed.event_type, parsed.properties)
+    except (ValueError, RecursionError) as exc:
+        lines = (
+            describe_validation_error(exc)
+            if isinstance(exc, ValidationError)
+            else ["JSON nested too deep to read"]
+            if isinstance(exc, RecursionError)
+            else [str(exc)]
+        )
         fail(f"{event}: not a valid event:\n  " + "\n  ".join(lines))
     processor = build_processor(s, store, index)
     state = CustomerState.from_json(customer, store.load_states([customer]).get(customer))
-    profile = store.load_profiles([customer]).get(customer, {"customer_id": customer})
+    profile = {
+        **store.load_profiles([customer]).get(customer, {"customer_id": customer}),
+        **changes,
+    }
     models = {m for t in index.for_event(parsed.event_type) for m in t.score_models()}
     scores = (
         processor.scores.fetch([customer], models).get(customer, {})
@@ -345,7 +426,7 @@ def run(
         assert 0 <= index_ < count
     except (ValueError, AssertionError):
         fail(f"--worker: expected I/N with 0 <= I < N (got {worker!r})")
-    s = settings()
+    s = server_settings()
     index = load_index(s.trigger_folder)
     store = open_store(s)
     processor = (
@@ -408,7 +489,7 @@ def serve(
     from engine.api import create_app
     from engine.runtime import EngineLoop
 
-    s = settings()
+    s = server_settings()
     if not s.api_key:
         console.print(
             "[yellow]warning:[/] NUDGE_API_KEY is not set: the API will refuse writes (503)"
@@ -421,12 +502,18 @@ def serve(
     stop = threading.Event()
 
     def work_forever() -> None:
+        # One bad action or event cannot get here (each ends itself); what does is the database
+        # or the host failing: keep serving and back off, doubling up to a minute.
+        pause = poll * 4
         while not stop.is_set():
             try:
                 loop.run(stop)
             except Exception as exc:  # keep serving; pending work stays pending and is retried
-                console.print(f"[red]engine error:[/] {type(exc).__name__}: {exc}")
-                stop.wait(poll * 4)
+                console.print(
+                    f"[red]engine error:[/] {type(exc).__name__}: {exc} (retry in {pause:.0f} s)"
+                )
+                stop.wait(pause)
+                pause = min(pause * 2, 60.0)
 
     worker = threading.Thread(target=work_forever, name="engine", daemon=True)
     worker.start()

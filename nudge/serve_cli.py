@@ -37,8 +37,10 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from pydantic import ValidationError
 
+    from nudge.engine_cli import server_settings
     from serving.app import ConfigurationError, main
 
+    server_settings()  # one deployment, one rule: no development secret outside dev
     try:
         main(host=host, port=port)
     except ValidationError as exc:

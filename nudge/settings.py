@@ -9,6 +9,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Public, so that anyone could forge tokens made with it: only for NUDGE_ENV=dev.
+DEV_SIGNING_SECRET = "change-me"
+MIN_SECRET_BYTES = 32
+
 
 class Settings(BaseSettings):
     """Runtime configuration; `Settings()` reads ``NUDGE_*`` environment variables."""
@@ -46,8 +50,14 @@ class Settings(BaseSettings):
         default="https://nudge.example/unsubscribe", description="Base of unsubscribe links."
     )
     signing_secret: SecretStr = Field(
-        default=SecretStr("change-me"),
-        description="Secret for webhook signatures and unsubscribe tokens.",
+        default=SecretStr(DEV_SIGNING_SECRET),
+        description="Secret for webhook signatures and unsubscribe tokens: at least 32 random "
+        "bytes; the servers refuse to start without one unless NUDGE_ENV=dev.",
+    )
+    env: str = Field(
+        default="production",
+        description="`dev` lets the servers start with the built-in development secret; any "
+        "other value (the default) requires real secrets.",
     )
     webhook_allow: str = Field(
         default="",
@@ -86,6 +96,22 @@ class Settings(BaseSettings):
     train_snapshots: int = Field(
         default=6, ge=1, description="Training snapshots per model (the holdout comes on top)."
     )
+
+    def secret_problem(self) -> str | None:
+        """Why the signing secret is unfit for a server outside dev, or None."""
+        if self.env.strip().lower() == "dev":
+            return None
+        secret = self.signing_secret.get_secret_value()
+        how = (
+            "set NUDGE_SIGNING_SECRET to at least 32 random bytes, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+            "(or NUDGE_ENV=dev on a development machine)"
+        )
+        if secret == DEV_SIGNING_SECRET:
+            return f"NUDGE_SIGNING_SECRET is the built-in development secret, which anyone can use to forge unsubscribe tokens and webhook signatures: {how}"
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            return f"NUDGE_SIGNING_SECRET is {len(secret.encode())} bytes long, shorter than {MIN_SECRET_BYTES}: {how}"
+        return None
 
     @cached_property
     def lake_dir(self) -> Path:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# The servers refuse the built-in development secret (NUDGE_ENV=dev aside); the tests, like a
+# deployment, bring their own. Set before any test so that child processes inherit it.
+os.environ.setdefault("NUDGE_SIGNING_SECRET", "tests-signing-secret-0123456789abcdef")
+
 
 @pytest.fixture
 def nudge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

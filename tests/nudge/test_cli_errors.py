@@ -1,0 +1,139 @@
+"""Mistakes on the command line get one line naming the problem and exit 2 — no traceback, and
+nothing accepted before every option was checked. Servers refuse the development secret."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nudge.cli import app
+
+runner = CliRunner()
+EVENT = {"event_id": "e1", "customer_id": "c1", "event_type": "signup",
+         "timestamp": "2026-01-05T10:00:00Z"}  # fmt: skip
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def assert_user_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    for word in words:
+        assert word in text, text
+
+
+def inbox_size(home: Path) -> int:
+    from engine.store import EngineStore
+
+    db = home / "engine.db"
+    if not db.exists():
+        return 0
+    store = EngineStore.connect(f"sqlite:///{db}")
+    try:
+        return store.count("inbox")
+    finally:
+        store.engine.dispose()
+
+
+def test_replay_refuses_a_file_of_the_wrong_kind(nudge_home, tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("a,b\n")
+    assert_user_error(invoke("engine", "replay", str(events)), "events.csv", ".jsonl")
+    assert_user_error(invoke("engine", "replay", str(tmp_path / "missing.jsonl")), "no such file")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('[{"event_id": "e1",', ["not valid JSON at line 1"]),
+        ("[" * 100_000 + "]" * 100_000, ["nested too deep"]),
+        (b"\xff\xfe[]", ["not UTF-8"]),
+    ],
+)
+def test_replay_refuses_a_json_file_it_cannot_read(nudge_home, tmp_path, content, words):
+    events = tmp_path / "events.json"
+    if isinstance(content, bytes):
+        events.write_bytes(content)
+    else:
+        events.write_text(content)
+    assert_user_error(invoke("engine", "replay", str(events)), "events.json", *words)
+    assert inbox_size(nudge_home) == 0
+
+
+def test_replay_dead_letters_unreadable_lines_and_keeps_the_rest(nudge_home, tmp_path):
+    events = tmp_path / "events.jsonl"
+    lines = [json.dumps(EVENT), "[" * 100_000, "not json", json.dumps({**EVENT, "event_id": "e2"})]
+    events.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
+    result = invoke("engine", "replay", str(events), "--no-dispatch")
+    assert result.exit_code == 0, result.output
+    assert "accepted 2" in result.output and "invalid 3" in result.output
+
+
+def test_replay_checks_every_option_before_accepting_anything(nudge_home, tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(EVENT) + "\n")
+    replay = ("engine", "replay", str(events))
+    assert_user_error(invoke(*replay, "--clock", "yesterday"), "--clock")
+    assert_user_error(invoke(*replay, "--clock", "9999-01-01"), "--clock", "2100")
+    assert_user_error(invoke(*replay, "--tz", "Mars/Olympus"), "--tz", "Mars/Olympus")
+    assert inbox_size(nudge_home) == 0
+    lake = ("engine", "replay", "--from-lake")
+    assert_user_error(invoke(*lake, "2026-13-01", "2026-02-01"), "--from-lake", "2026-13-01")
+    assert_user_error(invoke(*lake, "2026-02-01", "2026-01-01"), "START must be before END")
+
+
+def test_explain_refuses_deep_json_with_one_line(nudge_home, tmp_path):
+    event = tmp_path / "event.json"
+    event.write_text("[" * 100_000 + "]" * 100_000)
+    assert_user_error(
+        invoke("engine", "explain", "--customer", "c1", "--event", str(event)), "nested too deep"
+    )
+
+
+@pytest.mark.parametrize(
+    "command", [("engine", "serve"), ("engine", "run", "--until-idle"), ("serve",)]
+)
+def test_servers_refuse_the_development_secret_outside_dev(nudge_home, monkeypatch, command):
+    monkeypatch.delenv("NUDGE_SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("NUDGE_ENV", raising=False)
+    assert_user_error(invoke(*command), "NUDGE_SIGNING_SECRET", "development secret")
+    monkeypatch.setenv("NUDGE_SIGNING_SECRET", "short-secret")
+    assert_user_error(invoke(*command), "NUDGE_SIGNING_SECRET", "shorter than 32")
+
+
+def test_dev_may_run_with_the_development_secret(nudge_home, monkeypatch):
+    monkeypatch.delenv("NUDGE_SIGNING_SECRET", raising=False)
+    monkeypatch.setenv("NUDGE_ENV", "dev")
+    result = invoke("engine", "run", "--until-idle")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_long_random_secret_is_accepted(nudge_home, monkeypatch):
+    monkeypatch.setenv("NUDGE_SIGNING_SECRET", "x" * 32)
+    monkeypatch.delenv("NUDGE_ENV", raising=False)
+    assert invoke("engine", "run", "--until-idle").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "segments: [\n  {a: 1\n",
+        "[" * 600 + "]" * 600,
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n"
+            for a, b in zip("abcdefg", "bcdefgh", strict=True)
+        ),
+        "- just\n- a list\n",
+    ],
+)
+def test_simulate_refuses_a_bad_planted_file(nudge_home, tmp_path, text):
+    planted = tmp_path / "planted.yaml"
+    planted.write_text(text)
+    result = invoke("simulate", "--customers", "10", "--days", "5", "--planted", str(planted))
+    assert_user_error(result, "planted.yaml")
