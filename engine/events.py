@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import datetime
+import time
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,7 +28,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from engine.durations import format_duration, parse_duration
+from engine.limits import (
+    DEFAULT_MAX_FUTURE,
+    EARLIEST_TIMESTAMP,
+    MAX_JSON_BYTES,
+    JsonProblem,
+    find_json_problem,
+    text_problem,
+)
 
 __all__ = [
     "AMOUNT_KEYS",
@@ -39,6 +50,7 @@ __all__ = [
     "Location",
     "describe_validation_error",
     "event_amount",
+    "event_context",
     "parse_bool",
     "profile_changes",
     "validate_event",
@@ -84,14 +96,23 @@ class Location(BaseModel):
     country: str | None = Field(
         default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"
     )
-    region: str | None = None
-    city: str | None = None
+    region: str | None = Field(default=None, max_length=128)
+    city: str | None = Field(default=None, max_length=128)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
 
+    @field_validator("region", "city", mode="after")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        return _short_text(value)
+
 
 class Event(BaseModel):
-    """One customer event. `event_id` makes ingestion idempotent."""
+    """One customer event. `event_id` makes ingestion idempotent.
+
+    Validation context (see `validate_event`): ``naive_timezone``, and ``now`` / ``max_future``
+    (epoch seconds) — the engine's clock and how far ahead of it a timestamp may be.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
@@ -104,6 +125,19 @@ class Event(BaseModel):
     source: str | None = Field(default=None, max_length=64)
     device: str | None = Field(default=None, max_length=64)
     location: Location | None = None
+
+    @field_validator("event_id", "customer_id", mode="before")
+    @classmethod
+    def _finite_number_ids(cls, value: Any) -> Any:
+        # A number becomes its text (coerce_numbers_to_str), but NaN would become the id "nan".
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PydanticCustomError("id", "expected a string or a finite number")
+        return value
+
+    @field_validator("event_id", "customer_id", "session_id", "source", "device", mode="after")
+    @classmethod
+    def _plain_ids(cls, value: str | None) -> str | None:
+        return _short_text(value)
 
     @field_validator("event_type", mode="after")
     @classmethod
@@ -120,29 +154,34 @@ class Event(BaseModel):
     @field_validator("timestamp", mode="after")
     @classmethod
     def _require_time_zone(cls, value: datetime, info: ValidationInfo) -> datetime:
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            return value
-        zone = (info.context or {}).get("naive_timezone")
-        if zone:
-            return value.replace(tzinfo=ZoneInfo(zone))
-        raise PydanticCustomError(
-            "naive_timestamp",
-            "has no time zone; expected ISO 8601 with an offset, e.g. 2026-01-31T09:00:00+00:00 "
-            "or ...Z (or say which zone naive times are in)",
-        )
+        context = info.context or {}
+        if value.tzinfo is None or value.utcoffset() is None:
+            zone = context.get("naive_timezone")
+            if not zone:
+                raise PydanticCustomError(
+                    "naive_timestamp",
+                    "has no time zone; expected ISO 8601 with an offset, e.g. "
+                    "2026-01-31T09:00:00+00:00 or ...Z (or say which zone naive times are in)",
+                )
+            value = value.replace(tzinfo=ZoneInfo(zone))
+        return _plausible_time(value, context)
 
-    @field_validator("properties", mode="after")
+    @field_validator("properties", mode="before")
     @classmethod
-    def _require_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+    def _bounded_json(cls, value: Any) -> Any:
+        # Before pydantic's own dict validation, so that a bad key is reported with its path too.
+        if not isinstance(value, dict):
+            return value  # pydantic says what type was expected
+        problem = find_json_problem(value, max_bytes=MAX_JSON_BYTES)
+        if problem is None:
+            return value
+        if problem.kind == "not_json":
             raise PydanticCustomError(
                 "not_json",
-                "must be a JSON object (no NaN, no binary values): {error}",
-                {"error": str(exc)},
-            ) from None
-        return value
+                "must be a JSON object (no NaN, no binary values): {problem}",
+                {"problem": problem.describe()},
+            )
+        raise _located_error(problem)
 
     @property
     def amount(self) -> float | None:
@@ -342,12 +381,101 @@ def _attribute_problem(key: str, value: Any) -> str | None:
     return None
 
 
-def validate_event(data: Any, *, naive_timezone: str | None = None) -> Event:
-    """Validate one raw event (dict or JSON string); naive times are read in `naive_timezone`."""
-    context = {"naive_timezone": naive_timezone} if naive_timezone else None
+def validate_event(
+    data: Any,
+    *,
+    naive_timezone: str | None = None,
+    now: datetime | float | None = None,
+    max_future: timedelta | float | str | None = None,
+) -> Event:
+    """Validate one raw event (dict or JSON string); naive times are read in `naive_timezone`.
+
+    A timestamp more than `max_future` (a duration: seconds, ``"6h"``, ``"1d"``; default 1 day)
+    ahead of `now` (the engine's clock: an aware datetime or epoch seconds; default wall time),
+    or before 1970, is a field error. Replaying history is fine: past events are never refused.
+    """
+    context = event_context(naive_timezone=naive_timezone, now=now, max_future=max_future)
     if isinstance(data, str | bytes):
         return Event.model_validate_json(data, context=context)
     return Event.model_validate(data, context=context)
+
+
+def event_context(
+    *,
+    naive_timezone: str | None = None,
+    now: datetime | float | None = None,
+    max_future: timedelta | float | str | None = None,
+) -> dict[str, Any]:
+    """The validation context of `Event` (see `validate_event`), with times as epoch seconds."""
+    if isinstance(now, datetime):
+        if now.utcoffset() is None:
+            raise ValueError("now: expected an aware datetime (with a time zone)")
+        now = now.timestamp()
+    ahead = DEFAULT_MAX_FUTURE if max_future is None else parse_duration(max_future)
+    return {
+        "naive_timezone": naive_timezone,
+        "now": time.time() if now is None else float(now),
+        "max_future": ahead.total_seconds(),
+    }
+
+
+def _short_text(value: str | None) -> str | None:
+    # Ids and short text end up in logs, headers and database keys: plain text only.
+    if value is not None:
+        problem = text_problem(value, controls=True)
+        if problem:
+            raise PydanticCustomError(
+                "plain_text", "must be plain text: {problem}", {"problem": problem}
+            )
+    return value
+
+
+def _plausible_time(value: datetime, context: dict[str, Any]) -> datetime:
+    # Far-future times would trim a customer's history and move a replay clock to year 9999.
+    if value < EARLIEST_TIMESTAMP:
+        raise PydanticCustomError(
+            "timestamp_range", "before 1970-01-01; expected a time since the Unix epoch"
+        )
+    now = context.get("now")
+    now = time.time() if now is None else now
+    ahead = context.get("max_future")
+    ahead = DEFAULT_MAX_FUTURE.total_seconds() if ahead is None else ahead
+    if value.timestamp() > now + ahead:
+        raise PydanticCustomError(
+            "timestamp_range",
+            "more than {ahead} ahead of the engine's clock ({now}); expected a time up to {latest}",
+            {
+                "ahead": format_duration(timedelta(seconds=ahead)),
+                "now": _iso(now),
+                "latest": _iso(now + ahead),
+            },
+        )
+    return value
+
+
+def _iso(epoch: float) -> str:
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):  # beyond year 9999
+        return f"{epoch:.0f} s after the epoch"
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _located_error(problem: JsonProblem) -> ValidationError:
+    # Raised inside a field validator, pydantic puts the field's name before this location.
+    return ValidationError.from_exception_data(
+        "Event",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    f"json_{problem.kind}", "{problem}", {"problem": problem.message}
+                ),
+                loc=problem.loc,
+                # never the structure itself: printing a 100,000-level list would recurse
+                input=problem.value if isinstance(problem.value, str) else {},
+            )
+        ],
+    )
 
 
 def describe_validation_error(error: ValidationError) -> list[str]:

@@ -42,9 +42,21 @@ class History:
             self.amounts.insert(i, amount)
 
     def trim(self, limits: StateLimits) -> None:
+        """Keep at most `max_events`, and nothing older than `retention` before the latest event.
+
+        One event far ahead of all the others (a client's broken clock) does not count as the
+        latest: retention is then measured from the event before it, so it cannot age out the
+        whole history.
+        """
+        times = self.times
+        if not times:
+            return
+        latest = times[-1]
+        if len(times) > 1 and latest - times[-2] > limits.retention:
+            latest = times[-2]
         cut = max(
-            len(self.times) - limits.max_events,
-            bisect.bisect_left(self.times, self.times[-1] - limits.retention),
+            len(times) - limits.max_events,
+            bisect.bisect_left(times, latest - limits.retention),
         )
         if cut > 0:
             del self.times[:cut]
@@ -126,9 +138,19 @@ class CustomerState:
         self.fire_counts[trigger_id] = self.fire_counts.get(trigger_id, 0) + 1
 
     def record_send(self, channel: str, at: float, limits: StateLimits) -> None:
+        """Add a send; sends older than `retention` before it are forgotten.
+
+        As in `History.trim`, one send far ahead of all the others does not age out the sends
+        that frequency caps count: retention is then measured from the latest send before it.
+        """
         sends = self.sends.setdefault(channel, deque())
+        latest = at
+        if sends:
+            before = max(sends)
+            if at - before > limits.retention:
+                latest = before
         sends.append(at)
-        while sends and sends[0] < at - limits.retention:
+        while sends and sends[0] < latest - limits.retention:
             sends.popleft()
 
     # -- persistence --------------------------------------------------------------------------

@@ -137,3 +137,115 @@ def test_customer_profile_checks_zone_email_and_country():
     lines = describe_validation_error(caught.value)
     assert [line.split(":")[0] for line in lines] == ["email", "timezone", "country", "signup_at"]
     assert "'Mars/Olympus' is not an IANA time zone name" in lines[1]
+
+
+# -- hostile input: every problem is a field error, never a crash ---------------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def deep(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def test_deeply_nested_properties_are_a_field_error_with_the_path():
+    [line] = problems({**VALID, "properties": {"a": {"b": deep(300)}}})
+    assert line == f"properties.a.b{'.k' * 30}: nested deeper than 32 levels"
+    [line] = problems({**VALID, "properties": {"a": [deep(100_000)]}})  # no RecursionError
+    assert line.startswith("properties.a.0.k.k") and line.endswith("nested deeper than 32 levels")
+    validate_event({**VALID, "properties": deep(32)})  # 32 levels, `properties` itself the first
+    [line] = problems({**VALID, "properties": deep(33)})
+    assert line == f"properties{'.k' * 32}: nested deeper than 32 levels"
+
+
+def test_deep_json_text_is_an_error_not_a_recursion_error():
+    text = '{"event_id": "e", "properties": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(ValidationError):
+        validate_event(text)
+    shallow_enough_for_the_parser = (
+        '{"event_id": "e", "customer_id": "c", "event_type": "signup", '
+        '"timestamp": "2026-01-01T00:00:00Z", "properties": {"a": ' + "[" * 40 + "]" * 40 + "}}"
+    )
+    [line] = problems(shallow_enough_for_the_parser)
+    assert line.startswith("properties.a.0.0") and line.endswith("deeper than 32 levels")
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "x\udfff", "nul\x00"])
+def test_surrogates_and_nul_anywhere_are_field_errors(bad):
+    cases = {
+        "event_id": {**VALID, "event_id": bad},
+        "customer_id": {**VALID, "customer_id": bad},
+        "session_id": {**VALID, "session_id": bad},
+        "source": {**VALID, "source": bad},
+        "device": {**VALID, "device": bad},
+        "location.city": {**VALID, "location": {"city": bad}},
+        "location.region": {**VALID, "location": {"region": bad}},
+        "properties.note": {**VALID, "properties": {"note": bad}},
+        "properties.items.0.sku": {**VALID, "properties": {"items": [{"sku": bad}]}},
+    }
+    for field, data in cases.items():
+        lines = problems(data)
+        assert len(lines) == 1 and lines[0].startswith(f"{field}: "), (field, lines)
+        lines[0].encode("utf-8")  # the reason itself is storable
+    [line] = problems({**VALID, "properties": {bad: 1}})
+    assert line.startswith("properties.") and "key contains" in line
+    line.encode("utf-8")
+
+
+def test_ids_and_short_text_refuse_control_characters_but_properties_keep_newlines():
+    for field in ("event_id", "customer_id", "session_id", "source", "device"):
+        for char in ("\r", "\n", "\t", "\x1b", "\x85", "\u2028"):
+            [line] = problems({**VALID, field: f"a{char}b"})
+            assert line.startswith(f"{field}: "), line
+    [line] = problems({**VALID, "location": {"city": "Berlin\r\nX-Evil: 1"}})
+    assert line.startswith("location.city: ") and "U+000D" in line
+    event = validate_event({**VALID, "properties": {"message": "line 1\r\nline 2\ttab"}})
+    assert event.properties["message"] == "line 1\r\nline 2\ttab"
+
+
+def test_oversized_properties_are_refused():
+    [line] = problems({**VALID, "properties": {"blob": "x" * (64 * 1024 + 1)}})
+    assert line.startswith("properties.blob: string longer than 65536 characters (got 'xxx")
+    [line] = problems({**VALID, "properties": {f"k{i}": "x" * 60_000 for i in range(5)}})
+    assert line.startswith("properties: larger than 262144 bytes as JSON")
+    [line] = problems({**VALID, "properties": {"k" * 300: 1}})
+    assert line.startswith("properties.kkk") and "key longer than 256 characters" in line
+
+
+def test_non_finite_numbers_are_refused_as_ids_and_properties():
+    [line] = problems({**VALID, "event_id": float("nan")})
+    assert line.startswith("event_id: ")
+    [line] = problems({**VALID, "properties": {"amount": float("inf")}})
+    assert line == (
+        "properties: must be a JSON object (no NaN, no binary values): "
+        "amount: must be a finite number (no NaN or Infinity)"
+    )
+
+
+def test_a_timestamp_far_in_the_future_or_before_1970_is_refused():
+    [line] = problems({**VALID, "timestamp": "9999-01-01T00:00:00Z"})
+    assert line.startswith("timestamp: more than 1d ahead of the engine's clock")
+    [line] = problems({**VALID, "timestamp": "1969-12-31T23:59:59Z"})
+    assert line.startswith("timestamp: before 1970-01-01")
+    [line] = problems({**VALID, "timestamp": "0001-01-01T00:00:00+14:00"})
+    assert line.startswith("timestamp: before 1970-01-01")
+
+
+def test_the_future_limit_is_measured_from_the_given_clock():
+    soon = {**VALID, "timestamp": "2026-03-02T11:00:00Z"}  # 23 h after NOW
+    assert validate_event(soon, now=NOW).timestamp.day == 2
+    assert validate_event(soon, now=NOW.timestamp()).timestamp.day == 2
+    [line] = problems(soon, now=NOW, max_future="6h")
+    assert line.startswith("timestamp: more than 6h ahead of the engine's clock (2026-03-01T12:00")
+    [line] = problems(soon, now=NOW, max_future=3600)
+    assert line.startswith("timestamp: more than 1h ahead")
+    # replaying old history is fine; an ISO replay clock in the future accepts its own era
+    old = {**VALID, "timestamp": "1999-01-01T00:00:00Z"}
+    assert validate_event(old, now=NOW).timestamp.year == 1999
+    later = {**VALID, "timestamp": "2031-06-01T00:00:00Z"}
+    assert validate_event(later, now=datetime(2031, 6, 1, tzinfo=UTC)).timestamp.year == 2031
+    with pytest.raises(ValueError, match="duration"):
+        validate_event(VALID, max_future="soon")
