@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -21,8 +22,9 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.events import EVENT_TYPE_PATTERN
+from engine.events import EVENT_TYPE_PATTERN, InvalidProfileChange, profile_changes
 from engine.lake import LAKE_SCHEMA, EventLake
+from engine.limits import text_problem
 
 __all__ = [
     "PRESETS",
@@ -219,8 +221,15 @@ def normalise_events(
     else:
         event_id = _content_ids(customer, stamps, event_type, amount)
 
-    ok = reason.isna().to_numpy()
     mapped = {c for c in column_map.model_dump().values() if c}
+    for name, ids in (("customer_id", customer), ("event_id", event_id)):
+        problems = ids.map(lambda v: text_problem(v, controls=True) if isinstance(v, str) else None)
+        reject(problems.notna(), f"{name}: " + problems.fillna(""))
+    _reject_bad_profile_changes(
+        frame, customer, event_type, [c for c in frame.columns if c not in mapped], reason, reject
+    )
+
+    ok = reason.isna().to_numpy()
     properties = _properties(
         frame.loc[ok], [c for c in frame.columns if c not in mapped], amount[ok]
     )
@@ -384,6 +393,29 @@ def _content_ids(
     key["occurrence"] = key.groupby(list(key.columns), sort=False).cumcount()
     hashed = pd.util.hash_pandas_object(key, index=False).to_numpy()
     return pd.Series([f"imp-{h:016x}" for h in hashed], index=customer.index, dtype=object)
+
+
+def _reject_bad_profile_changes(
+    frame: pd.DataFrame,
+    customer: pd.Series,
+    event_type: pd.Series,
+    extra_columns: list[str],
+    reason: pd.Series,
+    reject: Any,
+) -> None:
+    """Signup and consent rows carry profile fields: validated as ``PUT /v1/customers`` would."""
+    rows = reason.isna() & event_type.isin(["signup", "subscription_changed", "unsubscribed"])
+    if not rows.any():
+        return
+    nothing = pd.Series(np.nan, index=frame.index[rows])
+    texts = _properties(frame.loc[rows], extra_columns, nothing)
+    why = pd.Series(pd.NA, index=frame.index, dtype="object")
+    for index, text in zip(frame.index[rows], texts, strict=True):
+        try:
+            profile_changes(customer[index], event_type[index], json.loads(text))
+        except InvalidProfileChange as exc:
+            why[index] = str(exc)
+    reject(why.notna(), why)
 
 
 def _properties(rows: pd.DataFrame, extra_columns: list[str], amount: pd.Series) -> list[str]:

@@ -121,3 +121,25 @@ def test_a_mapped_column_that_is_missing_is_named_with_the_columns_there_are():
         )
     with pytest.raises(IngestError, match="neither a column of the file nor a valid event type"):
         normalise_events(frame, parse_column_map("customer_id=c,timestamp=t,event_type=Not A Type"))
+
+
+def test_imported_profile_fields_are_validated_like_put(lake, tmp_path):
+    path = tmp_path / "signups.csv"
+    path.write_text(
+        "user,ts,kind,email,first_name,consent_email\n"
+        "u1,2026-02-01T08:00:00Z,signup,u1@example.com,Ada,true\n"
+        'u2,2026-02-01T08:00:00Z,signup,u2@example.com,"Eve\r\nBcc: victim@example.com",true\n'
+        "u3,2026-02-01T08:00:00Z,signup,u3@example.com,Bo,maybe\n"
+        "u4,2026-02-01T08:00:00Z,subscription_changed,,,false\n"
+        "u\x075,2026-02-01T08:00:00Z,page_view,,,\n"
+    )
+    mapping = parse_column_map("customer_id=user,timestamp=ts,event_type=kind")
+    report = import_events(lake, path, mapping, rejects_dir=tmp_path / "rejects")
+    assert (report.read, report.accepted, report.rejected) == (5, 2, 3)
+    rejects = pd.read_csv(report.rejects_path)
+    assert rejects["row"].tolist() == [2, 3, 5]
+    assert rejects["reason"].str.split(":").str[0].tolist() == [
+        "properties.first_name",
+        "properties.consent_email",
+        "customer_id",
+    ]
