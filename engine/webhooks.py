@@ -50,7 +50,14 @@ from typing import Any
 
 import httpx
 
-__all__ = ["BlockedTarget", "WebhookError", "WebhookSender", "sign", "verify_signature"]
+__all__ = [
+    "BlockedTarget",
+    "WebhookError",
+    "WebhookSender",
+    "idempotency_header",
+    "sign",
+    "verify_signature",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -146,20 +153,16 @@ class WebhookSender:
 
         Returns ``"HTTP <status>"`` for a 2xx. Raises BlockedTarget for a refused URL, and
         WebhookError otherwise: retryable for connection errors, timeouts, 5xx and 429; not
-        retryable for 4xx, a 3xx (redirects are not followed) or a key that cannot be a header.
+        retryable for 4xx or a 3xx (redirects are not followed).
         """
         target = _parse(url)
         addresses = self._checked_addresses(url, target)
-        if not _is_header_value(idempotency_key):
-            raise WebhookError(
-                f"idempotency key {idempotency_key!r} is not printable ASCII", retryable=False
-            )
         body = json.dumps(payload, separators=(",", ":"), default=str).encode()
         headers = {
             "Host": target.netloc.decode("ascii"),
             "Content-Type": "application/json",
             "X-Nudge-Signature": sign(self.secret, int(time.time()), body),
-            "X-Nudge-Idempotency-Key": idempotency_key,
+            "X-Nudge-Idempotency-Key": idempotency_header(idempotency_key),
             "User-Agent": "nudge-webhooks/1",
         }
         extensions = {"sni_hostname": target.raw_host.decode("ascii")}
@@ -282,6 +285,15 @@ def _start_of_body(response: httpx.Response, limit: int = 1024) -> str:
 
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
+
+
+def idempotency_header(key: str) -> str:
+    """The ``X-Nudge-Idempotency-Key`` value of a key: the key itself when it is printable ASCII,
+    else ``sha256-<hex>`` of its UTF-8 bytes — stable, so a redelivery repeats it, and a customer
+    whose id is not ASCII still gets webhooks. (The body always carries the key as it is.)"""
+    if _is_header_value(key) and not key.startswith("sha256-"):
+        return key
+    return "sha256-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _is_header_value(value: Any) -> bool:

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 
 import engine.webhooks as webhooks
-from engine.webhooks import BlockedTarget, WebhookError, WebhookSender, sign, verify_signature
+from engine.webhooks import (
+    BlockedTarget,
+    WebhookError,
+    WebhookSender,
+    idempotency_header,
+    sign,
+    verify_signature,
+)
 
 SECRET = "whsec-test"
 PUBLIC_V4 = "93.184.215.14"  # never contacted: the connect guard refuses it
@@ -402,11 +409,15 @@ def test_an_allow_listed_cidr_admits_the_ipv4_mapped_form(connects):
         WebhookSender(SECRET, allow=("10.0.0.0/8",)).check_target("http://127.0.0.1/x")
 
 
-@pytest.mark.parametrize("key", ["ü", "a\r\nX-Injected: 1", "k\x00", "", " k"])
-def test_a_key_that_cannot_be_a_header_fails_without_retrying(key):
-    with Receiver() as hook, pytest.raises(WebhookError, match="idempotency key") as caught:
+@pytest.mark.parametrize("key", ["ü", "a\r\nX-Injected: 1", "k\x00", "", " k", "sha256-x"])
+def test_a_key_that_cannot_be_a_header_is_sent_as_its_hash(key):
+    with Receiver() as hook:
         WebhookSender(SECRET, allow=("127.0.0.1",)).send(f"http://127.0.0.1:{hook.port}/", {}, key)
-    assert not caught.value.retryable and hook.requests == []
+        WebhookSender(SECRET, allow=("127.0.0.1",)).send(f"http://127.0.0.1:{hook.port}/", {}, key)
+    sent = [{k.lower(): v for k, v in r["headers"].items()} for r in hook.requests]
+    first, again = (h["x-nudge-idempotency-key"] for h in sent)
+    assert first == again == idempotency_header(key) and first.startswith("sha256-")
+    assert "x-injected" not in sent[0]
 
 
 def test_an_unresolvable_name_is_retryable(dns):
