@@ -101,9 +101,9 @@ class Location(BaseModel):
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
 
-    @field_validator("region", "city", mode="after")
+    @field_validator("region", "city", mode="before")
     @classmethod
-    def _plain(cls, value: str | None) -> str | None:
+    def _plain(cls, value: Any) -> Any:
         return _short_text(value)
 
 
@@ -134,9 +134,11 @@ class Event(BaseModel):
             raise PydanticCustomError("id", "expected a string or a finite number")
         return value
 
-    @field_validator("event_id", "customer_id", "session_id", "source", "device", mode="after")
+    @field_validator(
+        "event_id", "customer_id", "event_type", "session_id", "source", "device", mode="before"
+    )
     @classmethod
-    def _plain_ids(cls, value: str | None) -> str | None:
+    def _plain_ids(cls, value: Any) -> Any:
         return _short_text(value)
 
     @field_validator("event_type", mode="after")
@@ -396,7 +398,8 @@ def validate_event(
     """
     context = event_context(naive_timezone=naive_timezone, now=now, max_future=max_future)
     if isinstance(data, str | bytes):
-        return Event.model_validate_json(data, context=context)
+        return Event.model_validate_json(data, context=context)  # its parser bounds the depth
+    _refuse_pathological_values(data)
     return Event.model_validate(data, context=context)
 
 
@@ -419,9 +422,30 @@ def event_context(
     }
 
 
-def _short_text(value: str | None) -> str | None:
-    # Ids and short text end up in logs, headers and database keys: plain text only.
-    if value is not None:
+def _refuse_pathological_values(data: Any) -> None:
+    # `properties` has its own limits; any other structure (location, a field of the wrong type,
+    # an unknown field, the item itself) is held to the same ones before pydantic sees it: its
+    # error messages print the input, and printing a 100,000-level list recurses.
+    if isinstance(data, dict):
+        parts = [(key, value) for key, value in data.items() if key != "properties"]
+    elif isinstance(data, list | tuple):
+        parts = [("", data)]
+    else:
+        return
+    for key, value in parts:
+        if isinstance(value, dict | list | tuple):
+            problem = find_json_problem(value)
+            if problem is not None:
+                plain = isinstance(key, str) and not text_problem(key, controls=True)
+                shown = key if plain else "?"
+                loc = (shown[:64], *problem.loc) if shown else problem.loc
+                raise _located_error(JsonProblem(loc, problem.message, problem.kind, problem.value))
+
+
+def _short_text(value: Any) -> Any:
+    # Ids and short text end up in logs, headers and database keys: plain text only. Checked
+    # before pydantic's own str validation, whose message for a lone surrogate is cryptic.
+    if isinstance(value, str):
         problem = text_problem(value, controls=True)
         if problem:
             raise PydanticCustomError(

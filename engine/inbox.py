@@ -2,6 +2,8 @@
 
 Valid events go to the inbox (idempotent by `event_id`: a repeat is reported as a duplicate);
 invalid ones go to the dead-letter table with the reason, and the caller gets a per-item result.
+Whatever an item holds — deep nesting, NUL, lone surrogates, a broken clock — it ends as one of
+those, never as an exception that would fail the whole batch.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from engine.events import Event, describe_validation_error, validate_event
+from engine.events import Event, describe_validation_error, event_context, validate_event
+from engine.limits import storable_text, text_problem
 from engine.store import EngineStore
 
-__all__ = ["ItemResult", "accept_events", "event_row"]
+__all__ = ["MAX_DEAD_PAYLOAD", "ItemResult", "accept_events", "accept_stream", "event_row"]
+
+# A dead letter keeps this much of an item's text (an item of a 5 MiB body fits whole).
+MAX_DEAD_PAYLOAD = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,63 +54,123 @@ def accept_events(
     *,
     source: str,
     naive_timezone: str | None = None,
+    now: datetime | float | None = None,
+    max_future: timedelta | float | str | None = None,
 ) -> list[ItemResult]:
-    """Validate and store a batch; invalid items are dead-lettered with their reasons."""
+    """Validate and store a batch; invalid items are dead-lettered with their reasons.
+
+    `now` is the engine's clock that timestamps are checked against (an aware datetime or epoch
+    seconds; default: wall time), `max_future` how far ahead of it they may be (default 1 day);
+    see `validate_event`.
+    """
+    context = event_context(naive_timezone=naive_timezone, now=now, max_future=max_future)
     results: list[ItemResult | None] = [None] * len(items)
-    valid: list[tuple[int, Event]] = []
+    valid: list[tuple[int, Event, dict[str, Any]]] = []
     dead: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         try:
-            valid.append((i, validate_event(item, naive_timezone=naive_timezone)))
-        except ValidationError as exc:
-            errors = describe_validation_error(exc)
-            results[i] = ItemResult(i, "invalid", _raw_id(item), errors)
-            dead.append(
-                {
-                    "event_id": _raw_id(item),
-                    "payload": _as_text(item),
-                    "reason": "; ".join(errors),
-                    "source": source,
-                }
-            )
-    now = time.time()
-    store.add_dead_letters(dead, now)
-    fresh = store.add_events([event_row(e) for _, e in valid], now)
+            event = _validate(item, context)
+            valid.append((i, event, event_row(event)))
+            continue
+        except Exception as exc:  # whatever an item does, it is dead-lettered, never lost
+            errors = _errors(exc)
+        raw_id = _raw_id(item)
+        results[i] = ItemResult(i, "invalid", raw_id, errors)
+        dead.append(
+            {"event_id": raw_id, "payload": _as_text(item), "reason": "; ".join(errors),
+             "source": source}
+        )  # fmt: skip
+    received = time.time()
+    store.add_dead_letters(dead, received)
+    fresh = store.add_events([row for _, _, row in valid], received)
     claimed: set[str] = set()
-    for i, event in valid:
+    for i, event, _ in valid:
         is_new = event.event_id in fresh and event.event_id not in claimed
         claimed.add(event.event_id)
         results[i] = ItemResult(i, "accepted" if is_new else "duplicate", event.event_id)
     return [r for r in results if r is not None]
 
 
-def accept_stream(store: EngineStore, items: Iterable[Any], *, source: str, batch_size: int = 1000,
-                  naive_timezone: str | None = None) -> dict[str, int]:  # fmt: skip
-    """Accept a long stream in batches; returns counts per status."""
+def accept_stream(
+    store: EngineStore,
+    items: Iterable[Any],
+    *,
+    source: str,
+    batch_size: int = 1000,
+    naive_timezone: str | None = None,
+    now: datetime | float | None = None,
+    max_future: timedelta | float | str | None = None,
+) -> dict[str, int]:
+    """Accept a long stream in batches; returns counts per status.
+
+    `now` and `max_future` as in `accept_events`: a replay with a fixed clock passes that clock;
+    by default each batch is checked against the wall time it is accepted at.
+    """
     counts = {"accepted": 0, "duplicate": 0, "invalid": 0}
     batch: list[Any] = []
+
+    def flush() -> None:
+        for r in accept_events(store, batch, source=source, naive_timezone=naive_timezone,
+                               now=now, max_future=max_future):  # fmt: skip
+            counts[r.status] += 1
+
     for item in items:
         batch.append(item)
         if len(batch) >= batch_size:
-            for r in accept_events(store, batch, source=source, naive_timezone=naive_timezone):
-                counts[r.status] += 1
+            flush()
             batch = []
     if batch:
-        for r in accept_events(store, batch, source=source, naive_timezone=naive_timezone):
-            counts[r.status] += 1
+        flush()
     return counts
 
 
+def _validate(item: Any, context: dict[str, Any]) -> Event:
+    return validate_event(
+        item,
+        naive_timezone=context["naive_timezone"],
+        now=context["now"],
+        max_future=context["max_future"],
+    )
+
+
+def _errors(exc: Exception) -> list[str]:
+    """Readable, storable lines for why an item was refused."""
+    try:
+        if isinstance(exc, ValidationError):
+            return [storable_text(line, max_chars=2000) for line in describe_validation_error(exc)]
+    except (RecursionError, ValueError):  # printing a pathological input (too deep, an int of
+        pass  # 5,000 digits) must not fail the batch either
+    try:
+        detail = str(exc)[:2000]
+    except (RecursionError, ValueError):
+        detail = "(cannot be printed)"
+    return [storable_text(f"(event): could not be validated: {type(exc).__name__}: {detail}")]
+
+
 def _raw_id(item: Any) -> str | None:
-    if isinstance(item, dict) and isinstance(item.get("event_id"), str | int):
-        return str(item["event_id"])[:128]
-    return None
+    """The item's event id as far as it has one, in a form the dead-letter table can hold."""
+    value = item.get("event_id") if isinstance(item, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    if isinstance(value, int) and value.bit_length() > 400:  # str() of a huge int is slow or fails
+        return None
+    text = str(value)[:128]
+    if text_problem(text, controls=True):
+        text = storable_text(text.encode("unicode_escape").decode("ascii"), max_chars=127)
+    return text
 
 
 def _as_text(item: Any) -> str:
+    """The item as text for its dead letter: JSON where possible, always storable."""
     if isinstance(item, str | bytes):
-        return item if isinstance(item, str) else item.decode("utf-8", "replace")
-    try:
-        return json.dumps(item, default=str)
-    except (TypeError, ValueError):
-        return repr(item)
+        text = item if isinstance(item, str) else item.decode("utf-8", "replace")
+    else:
+        try:
+            # ensure_ascii: a NUL or lone surrogate is kept as its \u escape, storable anywhere
+            text = json.dumps(item, default=str)
+        except (TypeError, ValueError, RecursionError):
+            try:
+                text = repr(item)
+            except (RecursionError, ValueError):
+                text = f"<{type(item).__name__} that cannot be printed>"
+    return storable_text(text, max_chars=MAX_DEAD_PAYLOAD)

@@ -569,15 +569,34 @@ class EngineStore:
     # -- reading the log ---------------------------------------------------------------------
 
     def decisions(
-        self, *, trigger_id: str | None = None, limit: int | None = None
+        self,
+        *,
+        trigger_id: str | None = None,
+        customer_id: str | None = None,
+        limit: int | None = None,
+        last: int | None = None,
     ) -> list[dict[str, Any]]:
-        query = sa.select(decisions).order_by(decisions.c.id)
+        """Decisions in the order they were made, optionally of one trigger and/or customer.
+
+        ``last=N``: the latest N — ordered and limited in SQL, so only those rows are read —
+        returned oldest first. ``limit=N``: the first N. Neither: the whole log.
+        """
+        if limit is not None and last is not None:
+            raise ValueError("give limit (the first rows) or last (the latest rows), not both")
+        query = sa.select(decisions)
         if trigger_id:
             query = query.where(decisions.c.trigger_id == trigger_id)
-        if limit:
-            query = query.limit(limit)
+        if customer_id:
+            query = query.where(decisions.c.customer_id == customer_id)
+        if last is not None:
+            query = query.order_by(decisions.c.id.desc()).limit(max(last, 0))
+        else:
+            query = query.order_by(decisions.c.id)
+            if limit:
+                query = query.limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        return rows[::-1] if last is not None else rows
 
     def outcome_counts(self) -> dict[tuple[str, str], int]:
         query = sa.select(decisions.c.trigger_id, decisions.c.outcome, sa.func.count()).group_by(

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Public, so that anyone could forge tokens made with it: only for NUDGE_ENV=dev.
 DEV_SIGNING_SECRET = "change-me"
 MIN_SECRET_BYTES = 32
+
+
+def _duration(value: Any) -> timedelta:
+    # Environment values are text: "3600" is seconds, "6h" / "1d" a duration.
+    from engine.durations import parse_duration
+
+    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
+        value = float(value)
+    return parse_duration(value)
 
 
 class Settings(BaseSettings):
@@ -65,6 +76,11 @@ class Settings(BaseSettings):
     )
     default_timezone: str = Field(
         default="UTC", description="Zone of customers whose profile names neither zone nor country."
+    )
+    max_future: Annotated[timedelta, BeforeValidator(_duration)] = Field(
+        default=timedelta(days=1),
+        description="How far ahead of the engine's clock an event's timestamp may be: seconds "
+        "or a duration such as 6h or 1d. Later events are dead-lettered with the reason.",
     )
     sim_start: str = Field(
         default="2025-01-01",

@@ -249,3 +249,17 @@ def test_the_future_limit_is_measured_from_the_given_clock():
     assert validate_event(later, now=datetime(2031, 6, 1, tzinfo=UTC)).timestamp.year == 2031
     with pytest.raises(ValueError, match="duration"):
         validate_event(VALID, max_future="soon")
+
+
+def test_deep_values_outside_properties_are_field_errors_too():
+    for data, field in [
+        ({**VALID, "colour": deep(100_000)}, "colour"),
+        ({**VALID, "location": {"city": deep(5_000)}}, "location.city"),
+        ({**VALID, "event_id": [[[[1]]]] * 3 + [deep(40)]}, "event_id.3"),
+    ]:
+        [line] = problems(data)
+        assert line.startswith(f"{field}.k") or line.startswith(field), line
+        assert "nested deeper than 32 levels" in line
+    with pytest.raises(ValidationError) as caught:
+        validate_event(deep(100_000))  # not even an object: printing it must not recurse
+    assert "nested deeper than 32 levels" in describe_validation_error(caught.value)[0]

@@ -134,7 +134,7 @@ def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, re
         write_triggers(tmp_path / "triggers", url)
         env = {**os.environ, "NUDGE_HOME": str(home), "NUDGE_ENGINE_DB": db, "NUDGE_TRIGGERS_DIR": str(tmp_path / "triggers"),
                "NUDGE_SMTP_HOST": "127.0.0.1", "NUDGE_SMTP_PORT": str(smtp.port), "NUDGE_WEBHOOK_ALLOW": "127.0.0.1",
-               "NUDGE_SIGNING_SECRET": "s"}  # fmt: skip
+               "NUDGE_SIGNING_SECRET": "s" * 32}  # fmt: skip
         command = [
             sys.executable,
             "-m",

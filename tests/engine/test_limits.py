@@ -114,3 +114,26 @@ def test_storable_text_escapes_what_databases_refuse_and_truncates():
     assert storable_text("x" * 100, max_chars=10) == "x" * 10 + "…"
     storable_text("\ud800" * 10).encode("utf-8")  # never raises
     json.dumps(storable_text("\udfff"), ensure_ascii=False).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("3600", 3600), ("1.5", 1.5), ("6h", 21600), ("1d", 86400)]
+)
+def test_nudge_max_future_reads_seconds_or_a_duration(monkeypatch, text, seconds):
+    from nudge.settings import Settings
+
+    monkeypatch.setenv("NUDGE_MAX_FUTURE", text)
+    assert Settings().max_future.total_seconds() == seconds
+    monkeypatch.delenv("NUDGE_MAX_FUTURE")
+    assert Settings().max_future.total_seconds() == 86400
+
+
+def test_nudge_max_future_refuses_what_is_not_a_duration(monkeypatch):
+    from pydantic import ValidationError
+
+    from nudge.settings import Settings
+
+    for text in ("soon", "-5", ""):
+        monkeypatch.setenv("NUDGE_MAX_FUTURE", text)
+        with pytest.raises(ValidationError, match="expected a duration"):
+            Settings()
