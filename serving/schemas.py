@@ -6,11 +6,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from serving.settings import MAX_BATCH_LIMIT
 
@@ -43,12 +52,43 @@ class Band(StrEnum):
     high = "high"
 
 
+# NUL and lone surrogates (U+D800–U+DFFF) are refused before the pattern: no store holds them
+# (UTF-8 cannot encode a lone surrogate), and the engine never sends them (engine.limits).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_id(value: Any) -> Any:
+    match = _UNSTORABLE.search(value) if isinstance(value, str) else None
+    if match is None:
+        return value
+    char = match.group()
+    what = "NUL (U+0000)" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
+    # Raised as a ValidationError to choose its `input`: the 422 echoes the input, and a lone
+    # surrogate in it would make the error response itself unencodable (a 500).
+    raise ValidationError.from_exception_data(
+        "CustomerId",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "customer_id",
+                    "a customer id must not contain {what} (at position {at})",
+                    {"what": what, "at": match.start()},
+                ),
+                loc=(),
+                input=value.encode("utf-8", "backslashreplace").decode("utf-8"),
+            )
+        ],
+    )
+
+
 # The same rule as the events contract (engine/events.py `_ID_PATTERN`): any id the engine
 # accepted must be scoreable, or one odd id would fail the engine's whole batch with a 422.
 # `\x85` is spelled out because pydantic's regex counts it as whitespace and JSON Schema's
 # (ECMA) does not: clients generating ids from the OpenAPI pattern must agree with the server.
 CustomerId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x85].{0,127}$")
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x85].{0,127}$"),
+    BeforeValidator(_storable_id),
 ]
 
 

@@ -3,6 +3,7 @@ metrics, and the engine's own client against it."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -310,6 +311,22 @@ def test_bad_bodies_get_422_with_the_field_and_a_message(client, body, where, wo
     assert response.status_code == 422
     errors = response.json()["detail"]
     assert any(e["loc"] == where and words in e["msg"] for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "ids", [["\ud800"], ["c0000001", "a\udfff"], ["a\x00b"], ["\udc00\ud800", "ok"]]
+)
+def test_a_lone_surrogate_or_nul_in_customer_ids_is_a_422_not_a_500(client, ids):
+    # \u escapes in the JSON text: what a client sends to put a lone surrogate in a string
+    body = json.dumps({"customer_ids": ids}).encode()
+    response = client.post("/v1/scores", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    bad = next(i for i, c in enumerate(ids) if c != "ok" and not c.startswith("c0"))
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "customer_ids", bad]
+    assert "surrogate" in error["msg"] or "NUL" in error["msg"]
+    single = client.get("/v1/customers/a%00b/scores")
+    assert single.status_code == 422 and "NUL" in single.json()["detail"][0]["msg"]
 
 
 def test_malformed_json_and_bad_query_parameters_get_422(client):
