@@ -2,15 +2,32 @@
 
 A trigger file holds one trigger (a mapping) or several (a list, or YAML documents separated by
 ``---``). Loading reports *every* problem with file, path and line; a trigger that loads carries a
-version — the hash of its content — so that each decision can say which version made it.
+version so that each decision can say which version made it: the first 12 hex digits of the SHA-256
+of the trigger's own YAML text (its mapping as written; for a file holding one trigger, the document
+without comments before it), plus the text of any anchor elsewhere in the file that it uses through
+an alias. Editing a trigger's text makes a new version; editing its neighbour in the file does not.
+
+Trigger files are input from people and tools, so loading is bounded (parsing uses libyaml when
+PyYAML has it, composing and constructing stay in PyYAML's safe Python code):
+
+- a file may hold at most 256 KiB (`MAX_FILE_BYTES`); a larger one is refused unread;
+- nesting is limited to 64 levels (`MAX_DEPTH`), checked while composing, so deep YAML is an issue
+  with its line, never a RecursionError;
+- aliases are allowed (a shared ``cancel_if`` is a fair use) but their expansion is budgeted: the
+  composed node graph is walked as if expanded, and a file whose aliases revisit more than
+  10,000 nodes (`MAX_ALIAS_NODES`), or refer to the node that holds them, is refused before any of
+  it is constructed or validated. A budget rather than a ban keeps small legitimate reuse working;
+  counting revisits (not all nodes) keeps big alias-free files working.
+
+`check_templates` checks that every template the triggers send (actions and experiment variant
+overrides) exists in the templates folder and compiles.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from enum import StrEnum
@@ -20,6 +37,8 @@ from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from engine.conditions import (
     Condition,
@@ -29,6 +48,7 @@ from engine.conditions import (
     compile_field_tests,
 )
 from engine.durations import parse_duration
+from engine.email import TemplateError, load_template, template_name_problem
 from engine.matcher import Matcher, compile_matcher
 from engine.timezones import WEEKDAYS
 
@@ -40,6 +60,7 @@ __all__ = [
     "TriggerIndex",
     "TriggerIssue",
     "apply_experiment_variant",
+    "check_templates",
     "load_trigger_dir",
     "load_trigger_text",
 ]
@@ -56,6 +77,10 @@ ACTION_KINDS = (
 # Event types the suppression rules read from state (engagement-based suppression).
 SUPPRESSION_EVENT_TYPES = frozenset({"email_sent", "email_opened", "email_clicked"})
 ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
 
 
 class Category(StrEnum):
@@ -83,6 +108,16 @@ class Action(BaseModel):
     cancel_if: dict[str, Any] | None = None
 
     _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
+
+    @field_validator("send_email", mode="after")
+    @classmethod
+    def _template_name(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A missing template is reported by _one_kind; a present one must be a plain name.
+        if value is not None and "template" in value:
+            problem = template_name_problem(value["template"])
+            if problem:
+                raise ValueError(f"template: {problem}")
+        return value
 
     @field_validator("at", mode="after")
     @classmethod
@@ -147,6 +182,10 @@ class Experiment(BaseModel):
                 )
             if "delay" in override:
                 parse_duration(override["delay"])
+            if "template" in override:
+                problem = template_name_problem(override["template"])
+                if problem:
+                    raise ValueError(f"variant {name!r}: template: {problem}")
         return value
 
     @model_validator(mode="after")
@@ -215,6 +254,14 @@ def local_schedule(at: dict[str, Any] | None) -> tuple[time, tuple[str, ...]] | 
     return time(hours, minutes), tuple(at.get("days") or WEEKDAYS)
 
 
+class TemplateRef(NamedTuple):
+    """A template a trigger sends, and where in its file it is named."""
+
+    name: str
+    path: str  # e.g. actions[0].send_email.template
+    line: int | None
+
+
 @dataclass(frozen=True)
 class Trigger:
     """A loaded trigger: its spec, compiled conditions, and its version."""
@@ -224,6 +271,7 @@ class Trigger:
     condition: Condition | None
     version: str
     source: str
+    templates: tuple[TemplateRef, ...] = ()
 
     @property
     def id(self) -> str:
@@ -328,32 +376,35 @@ class TriggerIndex:
 
 
 def load_trigger_text(text: str, source: str = "<string>") -> LoadResult:
-    """Load the triggers in one YAML text; problems are collected, not raised."""
+    """Load the triggers in one YAML text; problems are collected, not raised.
+
+    The text is bounded (size, nesting, alias expansion: see the module docstring) before any of
+    it is constructed, so a hostile file is one issue in milliseconds; the largest file allowed
+    loads in about a second.
+    """
     result = LoadResult()
-    try:
-        nodes = list(yaml.compose_all(text))
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        result.issues.append(
-            TriggerIssue(source, "", mark.line + 1 if mark else None, f"not valid YAML: {exc}")
-        )
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        result.issues.append(_too_big(source))
         return result
-    for node, document in zip(nodes, documents, strict=True):
-        if document is None:
-            continue
-        items = document if isinstance(document, list) else [document]
-        item_nodes = node.value if isinstance(document, list) else [node]
-        for item_node, raw in zip(item_nodes, items, strict=True):
-            trigger = _load_one(raw, item_node, source, result.issues)
-            if trigger is not None:
-                result.triggers.append(trigger)
+    try:
+        _load_documents(text, source, result)
+    except yaml.YAMLError as exc:
+        result.issues.append(TriggerIssue(source, "", _yaml_line(exc), _yaml_message(exc)))
+    except RecursionError:  # a safety net: the depth guards should make this unreachable
+        result.issues.append(
+            TriggerIssue(source, "", None, f"nested too deeply (more than {MAX_DEPTH} levels)")
+        )
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        result.issues.append(TriggerIssue(source, "", None, f"not valid YAML: {exc}"))
     result.issues.sort(key=lambda i: (i.file, i.line or 0))
     return result
 
 
-def load_trigger_dir(directory: Path) -> LoadResult:
-    """Load every ``*.yaml`` / ``*.yml`` below `directory`; duplicate ids are an error."""
+def load_trigger_dir(directory: Path, templates_dir: Path | None = None) -> LoadResult:
+    """Load every ``*.yaml`` / ``*.yml`` below `directory`; duplicate ids are an error.
+
+    With `templates_dir`, the templates that the triggers send are checked too (`check_templates`).
+    """
     result = LoadResult()
     files = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
     if not files:
@@ -362,7 +413,10 @@ def load_trigger_dir(directory: Path) -> LoadResult:
         )
     seen: dict[str, str] = {}
     for path in files:
-        loaded = load_trigger_text(path.read_text(), str(path))
+        text = _read_trigger_file(path, result.issues)
+        if text is None:
+            continue
+        loaded = load_trigger_text(text, str(path))
         result.issues.extend(loaded.issues)
         for trigger in loaded.triggers:
             if trigger.id in seen:
@@ -377,13 +431,238 @@ def load_trigger_dir(directory: Path) -> LoadResult:
                 continue
             seen[trigger.id] = str(path)
             result.triggers.append(trigger)
+    if templates_dir is not None:
+        result.issues.extend(check_templates(result.triggers, templates_dir))
     return result
+
+
+def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[TriggerIssue]:
+    """Every template the triggers name — in send_email actions and in experiment variant
+    overrides — must be a plain name, exist in `templates_dir` and compile; one issue per problem,
+    at the trigger file's line that names the template."""
+    if not templates_dir.is_dir():
+        return [TriggerIssue(str(templates_dir), "", None, "no such folder of email templates")]
+    issues: list[TriggerIssue] = []
+    for trigger in triggers:
+        for ref in trigger.templates:
+            try:
+                load_template(templates_dir, ref.name)
+            except TemplateError as exc:
+                issues.append(TriggerIssue(trigger.source, ref.path, ref.line, str(exc)))
+    return issues
 
 
 # -- internals -----------------------------------------------------------------------------------
 
 
-def _load_one(raw: Any, node: yaml.Node, source: str, issues: list[TriggerIssue]) -> Trigger | None:
+class _TooDeep(yaml.composer.ComposerError):
+    """Nesting beyond MAX_DEPTH: valid YAML, refused."""
+
+
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    CParser = None
+
+if CParser is not None:
+
+    class _SafeLoader(yaml.composer.Composer, CParser, SafeConstructor, Resolver):
+        """libyaml's parser (events, ~5x faster) under PyYAML's own composer and safe constructor.
+
+        Composing in Python rather than in libyaml keeps the depth guard below in force.
+        """
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+else:  # pragma: no cover - PyYAML built without libyaml
+    _SafeLoader = yaml.SafeLoader  # type: ignore[misc]
+
+
+class _BoundedLoader(_SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_DEPTH while it composes.
+
+    The composer recurses once per level, so without this a 600-deep file is a RecursionError.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self._depth >= MAX_DEPTH:
+            mark = self.peek_event().start_mark
+            raise _TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+@dataclass
+class _Expansion:
+    """What the alias walk has seen: nodes per document (anchors do not cross documents, and ids
+    of a finished document's nodes are reused), revisits per file (the budget is per file)."""
+
+    seen: set[int] = field(default_factory=set)
+    revisits: int = 0
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.message, self.line = message, node.start_mark.line + 1
+
+
+def _load_documents(text: str, source: str, result: LoadResult) -> None:
+    loader = _BoundedLoader(text)
+    expansion = _Expansion()
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            expansion.seen = set()
+            try:
+                anchored = [_walk(item, expansion, 2 if item is not node else 1) for item in items]
+            except _TooBig as exc:
+                result.issues.append(TriggerIssue(source, "", exc.line, exc.message))
+                return  # a bomb in one document: the rest of the file is not worth reading
+            document = loader.construct_document(node)
+            if document is None:
+                continue
+            raws = document if isinstance(node, yaml.SequenceNode) else [document]
+            for item, raw, spans in zip(items, raws, anchored, strict=True):
+                own = text[item.start_mark.index : item.end_mark.index]
+                version_text = "\0".join([own, *(text[a:b] for a, b in spans)])
+                version = hashlib.sha256(version_text.encode("utf-8", "surrogatepass")).hexdigest()
+                trigger = _load_one(raw, item, source, result.issues, version[:12])
+                if trigger is not None:
+                    result.triggers.append(trigger)
+    finally:
+        loader.dispose()
+
+
+def _walk(root: yaml.Node, expansion: _Expansion, depth: int) -> list[tuple[int, int]]:
+    """Walk `root` as if its aliases were expanded, iteratively, within the depth and alias budget.
+
+    Returns the text spans of nodes it reaches outside its own text (the anchors it borrows), for
+    its version; raises _TooBig on a cycle, nesting beyond MAX_DEPTH or more than MAX_ALIAS_NODES
+    revisited nodes.
+    """
+    start, end = root.start_mark.index, root.end_mark.index
+    borrowed: set[tuple[int, int]] = set()
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
+
+    def enter(node: yaml.Node) -> None:
+        if id(node) in on_path:
+            raise _TooBig("an alias refers to the collection that holds it (a cycle)", node)
+        if id(node) in expansion.seen:
+            expansion.revisits += 1
+            if expansion.revisits > MAX_ALIAS_NODES:
+                raise _TooBig(
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} repeated nodes "
+                    "(an alias bomb?)",
+                    node,
+                )
+        else:
+            expansion.seen.add(id(node))
+        if depth + len(stack) > MAX_DEPTH:
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels (through aliases)", node)
+        if node.start_mark.index < start or node.end_mark.index > end:
+            borrowed.add((node.start_mark.index, node.end_mark.index))
+        if isinstance(node, yaml.SequenceNode):
+            children: Iterator[yaml.Node] = iter(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = (part for pair in node.value for part in pair)
+        else:
+            return
+        stack.append((node, children))
+        on_path.add(id(node))
+
+    enter(root)
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            on_path.discard(id(node))
+        else:
+            enter(child)
+    return sorted(borrowed)
+
+
+def _read_trigger_file(path: Path, issues: list[TriggerIssue]) -> str | None:
+    """The text of a trigger file, or None with an issue (too big, not a file, not UTF-8)."""
+    try:
+        if not path.is_file():
+            issues.append(TriggerIssue(str(path), "", None, "not a regular file"))
+            return None
+        if path.stat().st_size > MAX_FILE_BYTES:  # refused unread
+            issues.append(_too_big(str(path)))
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        issues.append(TriggerIssue(str(path), "", None, f"cannot be read: {exc.strerror or exc}"))
+        return None
+    if len(data) > MAX_FILE_BYTES:  # it grew between stat and read
+        issues.append(_too_big(str(path)))
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        issues.append(TriggerIssue(str(path), "", line, f"not UTF-8 text (byte {exc.start})"))
+        return None
+
+
+def _too_big(source: str) -> TriggerIssue:
+    return TriggerIssue(
+        source, "", None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB); split it up"
+    )
+
+
+def _yaml_line(exc: yaml.YAMLError) -> int | None:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return mark.line + 1 if mark else None
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    """One line: PyYAML's own text spans several, with a snippet of the file."""
+    problem = getattr(exc, "problem", None)
+    if isinstance(exc, _TooDeep):
+        return str(problem)
+    if not problem:
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    context = getattr(exc, "context", None)
+    return f"not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def _template_refs(spec: TriggerSpec, node: yaml.Node) -> tuple[TemplateRef, ...]:
+    refs: list[TemplateRef] = []
+    for index, action in enumerate(spec.actions):
+        if action.send_email is not None:
+            loc = ("actions", index, "send_email", "template")
+            refs.append(
+                TemplateRef(action.send_email["template"], _dotted(loc), _line_of(node, loc))
+            )
+    if spec.experiment is not None:
+        for name, override in spec.experiment.variants.items():
+            if "template" in override:
+                loc = ("experiment", "variants", name, "template")
+                refs.append(TemplateRef(override["template"], _dotted(loc), _line_of(node, loc)))
+    return tuple(refs)
+
+
+def _load_one(
+    raw: Any, node: yaml.Node, source: str, issues: list[TriggerIssue], version: str
+) -> Trigger | None:
     if not isinstance(raw, Mapping):
         issues.append(
             TriggerIssue(
@@ -422,8 +701,7 @@ def _load_one(raw: Any, node: yaml.Node, source: str, issues: list[TriggerIssue]
         )
     if spec is None or len(issues) > before:
         return None
-    version = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return Trigger(spec, where, condition, version, source)
+    return Trigger(spec, where, condition, version, source, _template_refs(spec, node))
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
