@@ -8,9 +8,9 @@ Customer"), `event` (the triggering event), `properties` (its properties), `scor
 Template names are plain relative names (letters, digits, ``_``, ``-`` and ``/``; no ``..``, no
 leading ``/``), so a name can never reach outside the templates folder.
 
-Templates render in Jinja's sandbox: no attribute starting with ``_``, no unsafe methods, and
-``*`` / ``**`` refuse results that would be huge (an unsafe attribute is an error at once, not an
-empty string). *Every* failure to load or render — missing, syntax error, undefined call, sandbox
+Templates render in Jinja's immutable sandbox: no attribute starting with ``_``, no unsafe
+methods, no changing lists or dicts (the event is shared with other actions), and ``*`` / ``**``
+refuse results that would be huge (an unsafe attribute is an error at once, not an empty string). *Every* failure to load or render — missing, syntax error, undefined call, sandbox
 violation, an exception inside a filter — is a `TemplateError` naming the template and, where Jinja
 knows it, the line: one bad template never escapes as another exception type.
 
@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 __all__ = [
     "EmailSettings",
@@ -104,8 +104,14 @@ class RenderedEmail:
     def to_message(self, sender: str) -> EmailMessage:
         """The email as a message; a header value with a line break or control character, or
         anything else the email package refuses, is a TemplateError."""
-        headers = {"From": sender, "To": self.to, "Subject": self.subject,
-                   "Message-ID": self.message_id, "Date": formatdate(usegmt=True), **self.headers}  # fmt: skip
+        headers = {
+            "From": sender,
+            "To": self.to,
+            "Subject": self.subject,
+            "Message-ID": self.message_id,
+            "Date": formatdate(usegmt=True),
+            **self.headers,
+        }
         for name, value in headers.items():
             # Checked here, not left to the email package: it lets a trailing CRLF through,
             # which ends the headers early.
@@ -370,7 +376,7 @@ def _fixed(value: Any, places: Any) -> str:
 
 
 def number_filter(value: Any, places: int = 0) -> str:
-    """``{{ x | number(2) }}``: a number or numeric text with fixed decimals (see the module doc)."""
+    """``{{ x | number(2) }}``: a number or numeric text, fixed decimals (see the module doc)."""
     return _fixed(value, places)
 
 
@@ -388,8 +394,12 @@ _MAX_SEQUENCE = 100_000  # characters or items a `*` may produce
 _MAX_POWER_BITS = 4_096  # bits of an integer a `**` may produce
 
 
-class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, stricter: unsafe attributes fail at once, `*` and `**` are bounded."""
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, stricter: unsafe attributes fail at once, `*` and `**` are bounded.
+
+    Immutable: the event, profile and scores are the dispatcher's cached objects, shared by the
+    actions of a batch, so a template must not be able to change them (``properties.update()``).
+    """
 
     # Intercepting also stops constant folding, so `{{ 9**9**9 }}` cannot hang the compiler.
     intercepted_binops = frozenset({"*", "**"})

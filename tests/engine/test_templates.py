@@ -59,6 +59,8 @@ def test_a_template_cannot_run_commands(tmp_path):
         "9 ** 999999",  # not folded at compile time (that would hang), refused at render
         "'x' * 1000000000",
         "range(1000000000) | list",
+        "properties.update({'total': 0})",  # the event is shared with the batch's other actions
+        "event.properties.pop('total')",
     ],
 )
 def test_unsafe_or_huge_expressions_are_template_errors(tmp_path, expression):
