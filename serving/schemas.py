@@ -53,7 +53,9 @@ class Band(StrEnum):
 
 
 # NUL and lone surrogates (U+D800–U+DFFF) are refused before the pattern: no store holds them
-# (UTF-8 cannot encode a lone surrogate), and the engine never sends them (engine.limits).
+# (UTF-8 cannot encode a lone surrogate), and the engine never sends them (engine.limits). NUL
+# is in the pattern too, for clients that generate ids from the OpenAPI schema; a lone surrogate
+# cannot be (it is not a character a regex over UTF-8 can name).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -85,9 +87,10 @@ def _storable_id(value: Any) -> Any:
 # accepted must be scoreable, or one odd id would fail the engine's whole batch with a 422.
 # `\x85` is spelled out because pydantic's regex counts it as whitespace and JSON Schema's
 # (ECMA) does not: clients generating ids from the OpenAPI pattern must agree with the server.
+# `[^\x00\n]` is `.` without NUL.
 CustomerId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x85].{0,127}$"),
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s\x85\x00][^\x00\n]{0,127}$"),
     BeforeValidator(_storable_id),
 ]
 
