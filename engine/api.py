@@ -19,7 +19,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
+from pydantic_core import PydanticCustomError
 from starlette.requests import ClientDisconnect
 
 from engine.events import CustomerProfile, describe_validation_error
@@ -150,8 +151,8 @@ def create_app(
 
     @app.get("/v1/decisions", dependencies=[Depends(require_key)])
     def list_decisions(
-        trigger_id: str | None = None,
-        customer_id: str | None = None,
+        trigger_id: Annotated[str | None, Query(max_length=128), _PLAIN] = None,
+        customer_id: Annotated[str | None, Query(max_length=128), _PLAIN] = None,
         limit: Annotated[int, Query(ge=1, le=1000, description="How many, latest last.")] = 100,
     ) -> dict[str, Any]:
         """The latest decisions of the execution log (optionally of one trigger or customer)."""
@@ -196,6 +197,17 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     if problem:
         raise BadBody(*problem, raw)
     return raw
+
+
+def _plain_query(value: str | None) -> str | None:
+    # A NUL in a query parameter reaches SQL as a parameter, and PostgreSQL refuses it (a 500).
+    problem = text_problem(value, controls=True) if value is not None else None
+    if problem:
+        raise PydanticCustomError("plain_text", "must be plain text: {p}", {"p": problem})
+    return value
+
+
+_PLAIN = AfterValidator(_plain_query)
 
 
 def _parse(raw: bytes) -> Any:

@@ -305,6 +305,15 @@ def test_decisions_limit_is_validated(client, limit):
     assert client.get(f"/v1/decisions?limit={limit}", headers=KEY).status_code == 422
 
 
+@pytest.mark.parametrize(
+    "query", ["trigger_id=%00", "customer_id=a%00b", "customer_id=a%0Ab", f"trigger_id={'x' * 129}"]
+)
+def test_decisions_filters_refuse_what_the_database_cannot_compare(client, query):
+    response = client.get(f"/v1/decisions?{query}", headers=KEY)  # NUL: a 500 from PostgreSQL
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"][:2] == ["query", query.split("=")[0]]
+
+
 # -- reading the decisions log: only what is shown --------------------------------------------
 
 
