@@ -427,7 +427,11 @@ def _refuse_pathological_values(data: Any) -> None:
     # an unknown field, the item itself) is held to the same ones before pydantic sees it: its
     # error messages print the input, and printing a 100,000-level list recurses.
     if isinstance(data, dict):
-        parts = [(key, value) for key, value in data.items() if key != "properties"]
+        parts = [
+            (key, value)
+            for key, value in data.items()
+            if key != "properties" or not isinstance(value, dict)
+        ]
     elif isinstance(data, list | tuple):
         parts = [("", data)]
     else:

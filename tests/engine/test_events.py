@@ -260,6 +260,8 @@ def test_deep_values_outside_properties_are_field_errors_too():
         [line] = problems(data)
         assert line.startswith(f"{field}.k") or line.startswith(field), line
         assert "nested deeper than 32 levels" in line
+    [line] = problems({**VALID, "properties": [[deep(100_000)]]})  # properties, but not an object
+    assert line.startswith("properties.0.0.k") and line.endswith("nested deeper than 32 levels")
     with pytest.raises(ValidationError) as caught:
         validate_event(deep(100_000))  # not even an object: printing it must not recurse
     assert "nested deeper than 32 levels" in describe_validation_error(caught.value)[0]
