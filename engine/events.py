@@ -7,7 +7,6 @@ in (``validate_event(data, naive_timezone="UTC")``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -235,7 +234,6 @@ def _plain_text(value: str) -> str:
 
 
 PlainText = Annotated[str, AfterValidator(_plain_text)]
-_UNSTORABLE = re.compile(r"\x00|\\u0000|[\ud800-\udfff]")  # PostgreSQL text refuses these
 
 
 class CustomerProfile(BaseModel):
@@ -369,18 +367,9 @@ def _attribute_problem(key: str, value: Any) -> str | None:
             return f"contains the control character U+{ord(match.group()):04X}"
         if len(value) > 4096:
             return "longer than 4096 characters"
-    elif isinstance(value, dict | list):
-        try:
-            text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError, RecursionError):
-            return "must be JSON (no NaN, not nested hundreds deep)"
-        if len(text) > 16_384:
-            return "larger than 16 KiB as JSON"
-        if _UNSTORABLE.search(text):
-            return "contains NUL or a lone surrogate"
-    elif isinstance(value, float) and not math.isfinite(value):
-        return "must be a finite number"
-    return None
+        return None
+    problem = find_json_problem(value, max_depth=8, max_string=4096, max_bytes=16_384)
+    return problem.describe() if problem else None
 
 
 def validate_event(
