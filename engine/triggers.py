@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from enum import StrEnum
@@ -37,9 +37,17 @@ from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from yaml.constructor import SafeConstructor
-from yaml.resolver import Resolver
 
+from engine.bounded_yaml import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    BoundedLoader,
+    Expansion,
+    TooBig,
+    walk_expanded,
+    yaml_line,
+    yaml_message,
+)
 from engine.conditions import (
     Condition,
     ConditionError,
@@ -77,10 +85,6 @@ ACTION_KINDS = (
 # Event types the suppression rules read from state (engagement-based suppression).
 SUPPRESSION_EVENT_TYPES = frozenset({"email_sent", "email_opened", "email_clicked"})
 ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
-
-MAX_FILE_BYTES = 256 * 1024
-MAX_DEPTH = 64
-MAX_ALIAS_NODES = 10_000
 
 
 class Category(StrEnum):
@@ -389,7 +393,7 @@ def load_trigger_text(text: str, source: str = "<string>") -> LoadResult:
     try:
         _load_documents(text, source, result)
     except yaml.YAMLError as exc:
-        result.issues.append(TriggerIssue(source, "", _yaml_line(exc), _yaml_message(exc)))
+        result.issues.append(TriggerIssue(source, "", yaml_line(exc), yaml_message(exc)))
     except RecursionError:  # a safety net: the depth guards should make this unreachable
         result.issues.append(
             TriggerIssue(source, "", None, f"nested too deeply (more than {MAX_DEPTH} levels)")
@@ -455,72 +459,9 @@ def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[Tr
 # -- internals -----------------------------------------------------------------------------------
 
 
-class _TooDeep(yaml.composer.ComposerError):
-    """Nesting beyond MAX_DEPTH: valid YAML, refused."""
-
-
-try:
-    from yaml.cyaml import CParser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    CParser = None
-
-if CParser is not None:
-
-    class _SafeLoader(yaml.composer.Composer, CParser, SafeConstructor, Resolver):
-        """libyaml's parser (events, ~5x faster) under PyYAML's own composer and safe constructor.
-
-        Composing in Python rather than in libyaml keeps the depth guard below in force.
-        """
-
-        def __init__(self, stream: str) -> None:
-            CParser.__init__(self, stream)
-            yaml.composer.Composer.__init__(self)
-            SafeConstructor.__init__(self)
-            Resolver.__init__(self)
-
-else:  # pragma: no cover - PyYAML built without libyaml
-    _SafeLoader = yaml.SafeLoader  # type: ignore[misc]
-
-
-class _BoundedLoader(_SafeLoader):
-    """The safe loader, refusing nesting deeper than MAX_DEPTH while it composes.
-
-    The composer recurses once per level, so without this a 600-deep file is a RecursionError.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        if self._depth >= MAX_DEPTH:
-            mark = self.peek_event().start_mark
-            raise _TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-@dataclass
-class _Expansion:
-    """What the alias walk has seen: nodes per document (anchors do not cross documents, and ids
-    of a finished document's nodes are reused), revisits per file (the budget is per file)."""
-
-    seen: set[int] = field(default_factory=set)
-    revisits: int = 0
-
-
-class _TooBig(Exception):
-    def __init__(self, message: str, node: yaml.Node) -> None:
-        super().__init__(message)
-        self.message, self.line = message, node.start_mark.line + 1
-
-
 def _load_documents(text: str, source: str, result: LoadResult) -> None:
-    loader = _BoundedLoader(text)
-    expansion = _Expansion()
+    loader = BoundedLoader(text)
+    expansion = Expansion()
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -529,8 +470,10 @@ def _load_documents(text: str, source: str, result: LoadResult) -> None:
             items = node.value if isinstance(node, yaml.SequenceNode) else [node]
             expansion.seen = set()
             try:
-                anchored = [_walk(item, expansion, 2 if item is not node else 1) for item in items]
-            except _TooBig as exc:
+                anchored = [
+                    walk_expanded(item, expansion, 2 if item is not node else 1) for item in items
+                ]
+            except TooBig as exc:
                 result.issues.append(TriggerIssue(source, "", exc.line, exc.message))
                 return  # a bomb in one document: the rest of the file is not worth reading
             document = loader.construct_document(node)
@@ -546,56 +489,6 @@ def _load_documents(text: str, source: str, result: LoadResult) -> None:
                     result.triggers.append(trigger)
     finally:
         loader.dispose()
-
-
-def _walk(root: yaml.Node, expansion: _Expansion, depth: int) -> list[tuple[int, int]]:
-    """Walk `root` as if its aliases were expanded, iteratively, within the depth and alias budget.
-
-    Returns the text spans of nodes it reaches outside its own text (the anchors it borrows), for
-    its version; raises _TooBig on a cycle, nesting beyond MAX_DEPTH or more than MAX_ALIAS_NODES
-    revisited nodes.
-    """
-    start, end = root.start_mark.index, root.end_mark.index
-    borrowed: set[tuple[int, int]] = set()
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, Iterator[yaml.Node]]] = []
-
-    def enter(node: yaml.Node) -> None:
-        if id(node) in on_path:
-            raise _TooBig("an alias refers to the collection that holds it (a cycle)", node)
-        if id(node) in expansion.seen:
-            expansion.revisits += 1
-            if expansion.revisits > MAX_ALIAS_NODES:
-                raise _TooBig(
-                    f"aliases expand to more than {MAX_ALIAS_NODES:,} repeated nodes "
-                    "(an alias bomb?)",
-                    node,
-                )
-        else:
-            expansion.seen.add(id(node))
-        if depth + len(stack) > MAX_DEPTH:
-            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels (through aliases)", node)
-        if node.start_mark.index < start or node.end_mark.index > end:
-            borrowed.add((node.start_mark.index, node.end_mark.index))
-        if isinstance(node, yaml.SequenceNode):
-            children: Iterator[yaml.Node] = iter(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = (part for pair in node.value for part in pair)
-        else:
-            return
-        stack.append((node, children))
-        on_path.add(id(node))
-
-    enter(root)
-    while stack:
-        node, children = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
-            on_path.discard(id(node))
-        else:
-            enter(child)
-    return sorted(borrowed)
 
 
 def _read_trigger_file(path: Path, issues: list[TriggerIssue]) -> str | None:
@@ -626,22 +519,6 @@ def _too_big(source: str) -> TriggerIssue:
     return TriggerIssue(
         source, "", None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB); split it up"
     )
-
-
-def _yaml_line(exc: yaml.YAMLError) -> int | None:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    return mark.line + 1 if mark else None
-
-
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    """One line: PyYAML's own text spans several, with a snippet of the file."""
-    problem = getattr(exc, "problem", None)
-    if isinstance(exc, _TooDeep):
-        return str(problem)
-    if not problem:
-        return f"not valid YAML: {' '.join(str(exc).split())}"
-    context = getattr(exc, "context", None)
-    return f"not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def _template_refs(spec: TriggerSpec, node: yaml.Node) -> tuple[TemplateRef, ...]:

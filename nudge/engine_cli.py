@@ -56,12 +56,13 @@ def server_settings() -> Settings:
 
 
 def load_index(folder: Path) -> TriggerIndex:
-    """The triggers of a folder, or a clean exit listing every problem."""
+    """The triggers of a folder and the templates they send, or a clean exit listing every
+    problem: a missing or broken template is found at start, not at the first send."""
     from engine.triggers import TriggerIndex, load_trigger_dir
 
     if not folder.is_dir():
         fail(f"{folder}: no such folder of triggers")
-    result = load_trigger_dir(folder)
+    result = load_trigger_dir(folder, templates_dir=settings().template_folder)
     if result.issues:
         for issue in result.issues:
             console.print(f"[red]✗[/] {issue}", soft_wrap=True)
@@ -124,6 +125,16 @@ def parse_clock(text: str) -> Callable[[], float]:
     if fixed.timestamp() < 0:
         fail(f"--clock: expected a time after 1970-01-01 (got {text!r})")
     return lambda: fixed.timestamp()
+
+
+def acceptance_time(clock: Callable[[], float]) -> float | None:
+    """The time incoming timestamps are checked against: a fixed clock's, else wall time.
+
+    (Replay time starts at the first event, so it cannot say how far ahead an event is.)
+    """
+    from engine.runtime import EventClock
+
+    return None if isinstance(clock, EventClock) else clock()
 
 
 def check_zone(name: str, option: str) -> None:
@@ -247,7 +258,8 @@ def replay(
     started = time.perf_counter()
     try:
         with console.status("accepting events …"):
-            counts = accept_stream(store, items, source=source, naive_timezone=tz)
+            counts = accept_stream(store, items, source=source, naive_timezone=tz,
+                                   now=acceptance_time(engine_clock), max_future=s.max_future)  # fmt: skip
     except EventFileError as exc:
         fail(f"{exc} (events read before it were accepted; replaying again is idempotent)")
     console.print(
@@ -316,7 +328,9 @@ def dead_letters(
         )
         return
     payloads = [_payload(letter["payload"]) for letter in letters]
-    results = accept_events(store, payloads, source="redrive", naive_timezone=None)
+    results = accept_events(
+        store, payloads, source="redrive", naive_timezone=None, max_future=s.max_future
+    )
     now = time.time()
     store.mark_redriven([letter["id"] for letter in letters], now)
     ok = sum(r.status != "invalid" for r in results)
@@ -523,7 +537,8 @@ def serve(
         f"engine on http://{host}:{port} ({len(index)} triggers, store {s.engine_url.split('://')[0]})"
     )
     try:
-        uvicorn.run(create_app(store, key), host=host, port=port, log_level="warning")
+        app = create_app(store, key, max_future=s.max_future)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         stop.set()
         worker.join(timeout=10)

@@ -75,7 +75,8 @@ def run_closed_loop(
             _, _, event = heapq.heappop(queue)
             batch.append({k: v for k, v in event.items() if k != "_feedback"})
         for start in range(0, len(batch), 1000):
-            accept_events(store, batch[start : start + 1000], source="closed-loop")
+            # The loop's clock is the window's end: simulated history may lie past today.
+            accept_events(store, batch[start : start + 1000], source="closed-loop", now=window_end)
         report.events += len(batch)
         while processor.run_once().events:
             pass

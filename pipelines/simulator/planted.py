@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.bounded_yaml import load_yaml_file
 from engine.durations import format_duration, parse_duration
 
 __all__ = ["PlantedConfig", "SegmentSpec", "load_planted"]
@@ -216,7 +217,12 @@ def load_planted(path: Path | None) -> PlantedConfig:
     """Defaults, overridden by the YAML at `path` (segments given there replace the defaults)."""
     if path is None:
         return PlantedConfig()
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = load_yaml_file(Path(path)) or {}  # bounded: size, nesting, alias expansion
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    return PlantedConfig.model_validate(data)
+    try:
+        return PlantedConfig.model_validate(data)
+    except ValidationError as exc:
+        from engine.events import describe_validation_error
+
+        raise ValueError(f"{path}: " + "; ".join(describe_validation_error(exc))) from None

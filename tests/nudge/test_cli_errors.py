@@ -137,3 +137,18 @@ def test_simulate_refuses_a_bad_planted_file(nudge_home, tmp_path, text):
     planted.write_text(text)
     result = invoke("simulate", "--customers", "10", "--days", "5", "--planted", str(planted))
     assert_user_error(result, "planted.yaml")
+
+
+def test_replay_refuses_absurd_timestamps_against_its_clock(nudge_home, tmp_path):
+    events = tmp_path / "events.jsonl"
+    rows = [
+        {**EVENT, "event_id": "far", "timestamp": "9999-01-01T00:00:00Z"},
+        {**EVENT, "event_id": "old", "timestamp": "1969-12-31T23:59:59Z"},
+        {**EVENT, "event_id": "ok", "timestamp": "2029-06-01T00:00:00Z"},
+    ]
+    events.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = invoke("engine", "replay", str(events), "--clock", "2029-06-01T12:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "accepted 1" in result.output and "invalid 2" in result.output
+    letters = invoke("engine", "dead-letters").output
+    assert "far" in letters and "old" in letters

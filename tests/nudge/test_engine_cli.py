@@ -88,10 +88,13 @@ def test_explain_dry_runs_one_event(nudge_home, events_file, tmp_path):
     )
     result = invoke("engine", "explain", "--customer", "c1", "--event", str(event), "--json")
     report = {r["trigger"]: r for r in json.loads(result.output)}
-    assert report["post_purchase_cross_sell"]["verdict"] == "suppressed"  # cooldown after p1
+    # The signup's own consent now lets its welcome emails through, so the frequency cap (3 a
+    # week) binds before the cross-sell's cooldown after p1.
+    assert report["post_purchase_cross_sell"]["verdict"] == "suppressed"
+    assert report["post_purchase_cross_sell"]["reason"].startswith("frequency_cap")
     assert report["vip_nurture"]["verdict"] == "skipped"  # no scoring service configured
     text = invoke("engine", "explain", "--customer", "c1", "--event", str(event))
-    assert "post_purchase_cross_sell" in text.output and "cooldown" in text.output
+    assert "post_purchase_cross_sell" in text.output and "frequency_cap" in text.output
     decisions = invoke("engine", "decisions")
     assert "p2" not in decisions.output, "explain stores nothing"
 
