@@ -17,7 +17,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.events import Event, describe_validation_error, event_context, validate_event
+from engine.events import (
+    Event,
+    InvalidProfileChange,
+    describe_validation_error,
+    event_context,
+    profile_changes,
+    validate_event,
+)
 from engine.limits import storable_text, text_problem
 from engine.store import EngineStore
 
@@ -125,16 +132,22 @@ def accept_stream(
 
 
 def _validate(item: Any, context: dict[str, Any]) -> Event:
-    return validate_event(
+    event = validate_event(
         item,
         naive_timezone=context["naive_timezone"],
         now=context["now"],
         max_future=context["max_future"],
     )
+    # What the event says about the profile (signup details, consent) must pass the profile
+    # contract too: refused here, the sender hears it at once instead of a later dead letter.
+    profile_changes(event.customer_id, event.event_type, event.properties)
+    return event
 
 
 def _errors(exc: Exception) -> list[str]:
     """Readable, storable lines for why an item was refused."""
+    if isinstance(exc, InvalidProfileChange):
+        return [storable_text(line, max_chars=2000) for line in exc.lines]
     try:
         if isinstance(exc, ValidationError):
             return [storable_text(line, max_chars=2000) for line in describe_validation_error(exc)]

@@ -116,7 +116,7 @@ def test_a_signup_with_its_own_email_and_consent_gets_its_welcome(engine_store):
 def test_the_string_false_withdraws_consent_and_a_bad_flag_is_dead_lettered(engine_store):
     index = TriggerIndex(load_trigger_text(WELCOME).triggers)
     engine_store.upsert_profiles({"c1": {"customer_id": "c1", "consent_email": True}}, 0.0)
-    accept_events(
+    results = accept_events(
         engine_store,
         [
             {"event_id": "u1", "customer_id": "c1", "event_type": "subscription_changed",
@@ -127,13 +127,25 @@ def test_the_string_false_withdraws_consent_and_a_bad_flag_is_dead_lettered(engi
         ],
         source="t",
     )  # fmt: skip
+    assert [r.status for r in results] == ["accepted", "invalid", "invalid"]
+    assert results[1].errors[0].startswith("properties.consent_email")
+    assert results[2].errors[0].startswith("properties.first_name")
+    # An event stored before this check existed is dead-lettered by the processor instead.
+    legacy = signup("s4", "c4", consent_email="maybe")
+    engine_store.add_events(
+        [{"event_id": "s4", "customer_id": "c4", "event_type": "signup",
+          "occurred_at": datetime(2026, 1, 5, tzinfo=UTC).timestamp(), "payload": json.dumps(legacy)}],
+        0.0,
+    )  # fmt: skip
     stats = Processor(engine_store, index).run_until_empty()
-    assert stats.events == 1 and stats.dead == 2
+    assert stats.events == 1 and stats.dead == 1
     assert engine_store.load_profiles(["c1"])["c1"]["consent_email"] is False
     letters = {d["event_id"]: d["reason"] for d in engine_store.list_dead_letters()}
-    assert "properties.consent_email" in letters["u2"]
-    assert "properties.first_name" in letters["s3"]
-    assert engine_store.load_profiles(["c2", "c3"]) == {}
+    assert set(letters) == {"u2", "s3", "s4"}
+    assert "properties.consent_email" in letters["s4"] and letters["s4"].startswith(
+        "invalid profile"
+    )
+    assert engine_store.load_profiles(["c2", "c3", "c4"]) == {}
     assert engine_store.planned_actions() == []
 
 
@@ -176,3 +188,20 @@ def test_invalid_lake_profiles_are_dead_lettered_not_loaded(engine_store, tmp_pa
     assert set(engine_store.load_profiles(["ok", "bad"])) == {"ok"}
     [letter] = engine_store.list_dead_letters()
     assert letter["source"] == "lake:customers" and "first_name" in letter["reason"]
+
+
+def test_the_api_refuses_a_signup_whose_profile_fields_are_invalid(engine_store):
+    client = TestClient(create_app(engine_store, "k"))
+    answer = client.post(
+        "/v1/events",
+        json={"events": [signup("s1", consent_email="maybe"), signup("s2", consent_email="false")]},
+        headers={"X-API-Key": "k"},
+    )
+    assert answer.status_code == 202
+    first, second = answer.json()["results"]
+    assert first["status"] == "invalid" and first["errors"][0].startswith(
+        "properties.consent_email"
+    )
+    assert second["status"] == "accepted"
+    [letter] = engine_store.list_dead_letters()
+    assert letter["event_id"] == "s1" and "properties.consent_email" in letter["reason"]
