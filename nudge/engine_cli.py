@@ -97,6 +97,9 @@ def build_dispatcher(
     from engine.email import EmailSettings
     from engine.webhooks import WebhookSender
 
+    problem = s.secret_problem()
+    if s.smtp_host and problem:  # real mail would carry unsubscribe links anyone could forge
+        fail(f"{problem} (NUDGE_SMTP_HOST is set: mail goes to real people)")
     secret = s.signing_secret.get_secret_value()
     email = EmailSettings(
         templates_dir=s.template_folder, sender=s.email_sender, unsubscribe_base_url=s.unsubscribe_url,
@@ -252,6 +255,7 @@ def replay(
             fail(str(exc))
     index = load_index(triggers or s.trigger_folder)
     store = open_store(s)
+    dispatcher = build_dispatcher(s, store, index) if dispatch else None
     if from_lake is not None:
         _load_lake_profiles(s, store)
         items, source = lake_events(s.lake_dir, start, end), "lake"
@@ -267,7 +271,6 @@ def replay(
     )
     from engine.runtime import EngineLoop
 
-    dispatcher = build_dispatcher(s, store, index) if dispatch else None
     loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=engine_clock)
     with console.status("processing …") as status:
         stats = loop.run(

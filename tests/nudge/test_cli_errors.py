@@ -152,3 +152,15 @@ def test_replay_refuses_absurd_timestamps_against_its_clock(nudge_home, tmp_path
     assert "accepted 1" in result.output and "invalid 2" in result.output
     letters = invoke("engine", "dead-letters").output
     assert "far" in letters and "old" in letters
+
+
+def test_replay_that_mails_real_people_needs_a_real_secret(nudge_home, tmp_path, monkeypatch):
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(EVENT) + "\n")
+    monkeypatch.delenv("NUDGE_SIGNING_SECRET", raising=False)
+    monkeypatch.delenv("NUDGE_ENV", raising=False)
+    monkeypatch.setenv("NUDGE_SMTP_HOST", "127.0.0.1")
+    assert_user_error(invoke("engine", "replay", str(events)), "NUDGE_SMTP_HOST")
+    assert inbox_size(nudge_home) == 0
+    monkeypatch.delenv("NUDGE_SMTP_HOST")
+    assert invoke("engine", "replay", str(events)).exit_code == 0, "the file outbox is local"
