@@ -21,15 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines.engine_naive import NaiveEngine
-from engine.decide import EventView, decide
+from engine.decisions.decide import EventView, decide
+from engine.decisions.state import CustomerState, StateLimits
+from engine.decisions.suppression import SuppressionPolicy
+from engine.dsl.triggers import Trigger, TriggerIndex, load_trigger_text
 from engine.events import EventType
-from engine.inbox import accept_stream
-from engine.processor import Processor
-from engine.replay import events_from_rows
-from engine.state import CustomerState, StateLimits
+from engine.runtime.inbox import accept_stream
+from engine.runtime.processor import Processor
+from engine.runtime.replay import events_from_rows
 from engine.store import EngineStore
-from engine.suppression import SuppressionPolicy
-from engine.triggers import Trigger, TriggerIndex, load_trigger_text
 from pipelines.simulator import simulate
 
 # A property per event type that rule filters can test, with a plausible range.

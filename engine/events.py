@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from engine.durations import format_duration, parse_duration
+from engine.dsl.durations import format_duration, parse_duration
 from engine.limits import (
     DEFAULT_MAX_FUTURE,
     EARLIEST_TIMESTAMP,

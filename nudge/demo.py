@@ -82,7 +82,7 @@ def engine_stage(
     settings: Settings, simulation_dir: Path, start: Any, end: Any, scoring: tuple[str, str] | None
 ) -> Any:
     """The simulated period after training through the example triggers, customers answering."""
-    from engine.replay import read_event_file
+    from engine.runtime.replay import read_event_file
     from pipelines.closed_loop import run_period
 
     start_ts, end_ts = start.timestamp(), end.timestamp()

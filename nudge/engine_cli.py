@@ -16,10 +16,10 @@ from nudge.console import console, fail
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from engine.dispatcher import Dispatcher
-    from engine.processor import Processor
+    from engine.dsl.triggers import TriggerIndex
+    from engine.runtime.dispatcher import Dispatcher
+    from engine.runtime.processor import Processor
     from engine.store import EngineStore
-    from engine.triggers import TriggerIndex
     from nudge.settings import Settings
 
 triggers_app = typer.Typer(help="Check trigger definitions.", no_args_is_help=True)
@@ -58,7 +58,7 @@ def server_settings() -> Settings:
 def load_index(folder: Path) -> TriggerIndex:
     """The triggers of a folder and the templates they send, or a clean exit listing every
     problem: a missing or broken template is found at start, not at the first send."""
-    from engine.triggers import TriggerIndex, load_trigger_dir
+    from engine.dsl.triggers import TriggerIndex, load_trigger_dir
 
     if not folder.is_dir():
         fail(f"{folder}: no such folder of triggers")
@@ -79,11 +79,11 @@ def open_store(s: Settings) -> EngineStore:
 def build_processor(
     s: Settings, store: EngineStore, index: TriggerIndex, *, worker: tuple[int, int] = (0, 1)
 ) -> Processor:
-    from engine.processor import Processor
+    from engine.runtime.processor import Processor
 
     scores = None
     if s.scoring_url:
-        from engine.scoring import ScoreClient
+        from engine.runtime.scoring import ScoreClient
 
         key = s.api_key.get_secret_value() if s.api_key else None
         scores = ScoreClient(s.scoring_url, api_key=key)
@@ -93,9 +93,9 @@ def build_processor(
 def build_dispatcher(
     s: Settings, store: EngineStore, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
 ) -> Dispatcher:
-    from engine.dispatcher import Dispatcher
-    from engine.email import EmailSettings
-    from engine.webhooks import WebhookSender
+    from engine.channels.email import EmailSettings
+    from engine.channels.webhooks import WebhookSender
+    from engine.runtime.dispatcher import Dispatcher
 
     problem = s.secret_problem()
     if s.smtp_host and problem:  # real mail would carry unsubscribe links anyone could forge
@@ -113,7 +113,7 @@ def build_dispatcher(
 
 def parse_clock(text: str) -> Callable[[], float]:
     """`wall`, `events` (replay time: the latest processed event) or an ISO timestamp."""
-    from engine.runtime import EventClock
+    from engine.runtime.loop import EventClock
 
     if text == "wall":
         return time.time
@@ -135,7 +135,7 @@ def acceptance_time(clock: Callable[[], float]) -> float | None:
 
     (Replay time starts at the first event, so it cannot say how far ahead an event is.)
     """
-    from engine.runtime import EventClock
+    from engine.runtime.loop import EventClock
 
     return None if isinstance(clock, EventClock) else clock()
 
@@ -175,7 +175,7 @@ def validate(
     ones); print every problem with file, path and line; exit 1 on any."""
     from rich.markup import escape
 
-    from engine.triggers import TriggerIndex, load_trigger_dir
+    from engine.dsl.triggers import TriggerIndex, load_trigger_dir
 
     s = settings()
     folder = folder or s.trigger_folder
@@ -232,8 +232,8 @@ def replay(
     Events are accepted (idempotently by event_id; invalid ones go to the dead letters with the
     reason), then processed in order. Replaying the same events again changes nothing.
     """
-    from engine.inbox import accept_stream
-    from engine.replay import EventFileError, lake_events, read_event_file
+    from engine.runtime.inbox import accept_stream
+    from engine.runtime.replay import EventFileError, lake_events, read_event_file
 
     s = settings()
     if (file is None) == (from_lake is None):
@@ -269,7 +269,7 @@ def replay(
     console.print(
         f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
     )
-    from engine.runtime import EngineLoop
+    from engine.runtime.loop import EngineLoop
 
     loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=engine_clock)
     with console.status("processing …") as status:
@@ -312,7 +312,7 @@ def dead_letters(
     limit: Annotated[int, typer.Option(help="How many to list.")] = 50,
 ) -> None:
     """List events that could not be accepted or processed, with the reason; optionally re-drive them."""
-    from engine.inbox import accept_events
+    from engine.runtime.inbox import accept_events
 
     s = settings()
     store = open_store(s)
@@ -360,14 +360,14 @@ def explain(
     """Dry-run one event for a customer: the decision trace of every trigger; nothing is stored."""
     from pydantic import ValidationError
 
-    from engine.decide import EventView, explain_event
+    from engine.decisions.decide import EventView, explain_event
+    from engine.decisions.state import CustomerState
     from engine.events import (
         describe_validation_error,
         event_amount,
         profile_changes,
         validate_event,
     )
-    from engine.state import CustomerState
 
     s = settings()
     index = load_index(triggers or s.trigger_folder)
@@ -435,7 +435,7 @@ def run(
     """Run the engine's workers without the API: process events and/or deliver due actions."""
     import threading
 
-    from engine.runtime import EngineLoop
+    from engine.runtime.loop import EngineLoop
 
     if role not in {"all", "processor", "dispatcher"}:
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")
@@ -504,8 +504,8 @@ def serve(
 
     import uvicorn
 
-    from engine.api import create_app
-    from engine.runtime import EngineLoop
+    from engine.runtime.api import create_app
+    from engine.runtime.loop import EngineLoop
 
     s = server_settings()
     if not s.api_key:
@@ -586,7 +586,7 @@ def _print_trace(label: str, node: dict[str, Any], depth: int) -> None:
 
 def _load_lake_profiles(s: Settings, store: EngineStore) -> None:
     from engine.lake import EventLake
-    from engine.warmup import load_lake_profiles
+    from engine.runtime.warmup import load_lake_profiles
 
     load = load_lake_profiles(store, EventLake(s.lake_dir))
     if load.kept_newer or load.invalid:

@@ -111,7 +111,7 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The experiment of a trigger from the execution log: funnel, timing, recommendation per segment."""
-    from engine.durations import parse_duration
+    from engine.dsl.durations import parse_duration
     from engine.optimizer.analyses import funnel, recommend, timing
     from engine.optimizer.exposures import load_exposures
     from engine.store import EngineStore
@@ -165,7 +165,7 @@ def apply(
     """End a trigger's experiment with one variant: writes a new trigger version (after --yes)."""
     import yaml
 
-    from engine.triggers import apply_experiment_variant, load_trigger_dir, load_trigger_text
+    from engine.dsl.triggers import apply_experiment_variant, load_trigger_dir, load_trigger_text
     from nudge.settings import Settings
 
     folder = Settings().trigger_folder

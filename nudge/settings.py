@@ -18,7 +18,7 @@ MIN_SECRET_BYTES = 32
 
 def _duration(value: Any) -> timedelta:
     # Environment values are text: "3600" is seconds, "6h" / "1d" a duration.
-    from engine.durations import parse_duration
+    from engine.dsl.durations import parse_duration
 
     if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
         value = float(value)

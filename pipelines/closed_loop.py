@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from engine.dispatcher import Dispatcher
-from engine.inbox import accept_events
 from engine.optimizer.exposures import EXPOSURE_COLUMNS
-from engine.processor import Processor
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.inbox import accept_events
+from engine.runtime.processor import Processor
 from engine.store import EngineStore
 from pipelines.simulator.responder import EmailResponse, Responder
 
@@ -228,13 +228,13 @@ def run_period(
     `events` default to the lake's; the engine's state is warmed up from the lake's history before
     `start`, so behavior conditions see the past without replaying it; profiles come from the lake.
     """
-    from engine.email import EmailSettings
+    from engine.channels.email import EmailSettings
+    from engine.channels.webhooks import WebhookSender
+    from engine.dsl.triggers import TriggerIndex, load_trigger_dir
     from engine.lake import EventLake
-    from engine.replay import lake_events
-    from engine.scoring import ScoreClient
-    from engine.triggers import TriggerIndex, load_trigger_dir
-    from engine.warmup import load_lake_profiles, warm_states
-    from engine.webhooks import WebhookSender
+    from engine.runtime.replay import lake_events
+    from engine.runtime.scoring import ScoreClient
+    from engine.runtime.warmup import load_lake_profiles, warm_states
 
     loaded = load_trigger_dir(triggers_dir)
     if loaded.issues:

@@ -1,6 +1,6 @@
 """The HTTP contract: request and response bodies of the scoring API.
 
-`engine.scoring.ScoreClient` reads ``results[].customer_id``, ``known`` and
+`engine.runtime.scoring.ScoreClient` reads ``results[].customer_id``, ``known`` and
 ``scores.<model>.value`` / ``model_version``; fields may be added here, never renamed.
 """
 

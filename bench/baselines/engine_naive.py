@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from engine.conditions import AllOf, Behavior, FieldTests, Not, lookup
-from engine.triggers import Trigger
+from engine.dsl.conditions import AllOf, Behavior, FieldTests, Not, lookup
+from engine.dsl.triggers import Trigger
 
 
 class NaiveEngine:

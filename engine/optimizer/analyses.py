@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from engine.durations import parse_duration
+from engine.dsl.durations import parse_duration
 from engine.optimizer.assignment import HOLDOUT
 from engine.optimizer.stats import (
     ArmSummary,

@@ -174,7 +174,7 @@ def _figures(analysis: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hours(variant: str) -> float:
-    from engine.durations import parse_duration
+    from engine.dsl.durations import parse_duration
 
     text = str(variant).lstrip("d")
     try:

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.bounded_yaml import load_yaml_file
-from engine.durations import format_duration, parse_duration
+from engine.dsl.bounded_yaml import load_yaml_file
+from engine.dsl.durations import format_duration, parse_duration
 
 __all__ = ["PlantedConfig", "SegmentSpec", "load_planted"]
 

@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from engine.api import create_app
+from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.events import CustomerProfile, InvalidProfileChange, parse_bool, profile_changes
-from engine.inbox import accept_events
 from engine.lake import EventLake
-from engine.processor import Processor
-from engine.triggers import TriggerIndex, load_trigger_text
-from engine.warmup import load_lake_profiles
+from engine.runtime.api import create_app
+from engine.runtime.inbox import accept_events
+from engine.runtime.processor import Processor
+from engine.runtime.warmup import load_lake_profiles
 
 WELCOME = """
 - id: welcome

@@ -170,7 +170,7 @@ def test_importing_the_command_module_imports_nothing_heavy() -> None:
 def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch):
     import shutil
 
-    from engine.triggers import load_trigger_dir
+    from engine.dsl.triggers import load_trigger_dir
 
     folder = tmp_path / "triggers"
     shutil.copytree(Path(__file__).resolve().parents[2] / "engine" / "examples", folder)

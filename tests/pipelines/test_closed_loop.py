@@ -9,16 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine.dispatcher import Dispatcher
-from engine.email import EmailSettings
+from engine.channels.email import EmailSettings
+from engine.channels.webhooks import WebhookSender
+from engine.decisions.suppression import SuppressionPolicy
+from engine.dsl.triggers import TriggerIndex, load_trigger_dir, load_trigger_text
 from engine.optimizer.analyses import recommend, validate_exposures
 from engine.optimizer.stats import two_proportion_power
-from engine.processor import Processor
-from engine.replay import events_from_rows
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.processor import Processor
+from engine.runtime.replay import events_from_rows
 from engine.store import EngineStore
-from engine.suppression import SuppressionPolicy
-from engine.triggers import TriggerIndex, load_trigger_dir, load_trigger_text
-from engine.webhooks import WebhookSender
 from pipelines.closed_loop import run_closed_loop
 from pipelines.simulator import PlantedConfig, simulate
 from pipelines.simulator.responder import Responder

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.triggers import TriggerIndex, load_trigger_dir
+from engine.dsl.triggers import TriggerIndex, load_trigger_dir
 from pipelines.closed_loop import run_closed_loop
 from pipelines.simulator import simulate
 from pipelines.simulator.responder import Responder

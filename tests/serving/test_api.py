@@ -201,7 +201,7 @@ def test_explain_top_is_configurable(tight, prepared):
 
 
 def test_the_engines_score_client_reads_the_service(base_url, client, prepared):
-    from engine.scoring import ScoreClient
+    from engine.runtime.scoring import ScoreClient
 
     ids = [*prepared.known_ids[:4], prepared.unknown_ids[0]]
     direct = {r["customer_id"]: r for r in scores(client, ids)}

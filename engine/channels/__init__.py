@@ -1,0 +1,1 @@
+"""Delivery channels: email (templates, SMTP, file outbox) and webhooks."""

@@ -1,0 +1,1 @@
+"""Deciding one event: triggers' verdicts, suppression, per-customer state, time zones. Pure."""

@@ -1,0 +1,1 @@
+"""The trigger DSL: trigger files (bounded YAML), conditions, operators, the matcher, durations."""

@@ -1,0 +1,704 @@
+"""Conditions of the trigger DSL: compiled once at load time, evaluated per event.
+
+Outcomes are three-valued: PASSED, FAILED, or MISSING (an input such as a score was not there and
+the condition says to skip). `all` fails on any failure, else is missing on any missing input;
+`any` passes on any pass, else is missing on any missing input; `not` swaps pass and fail.
+
+Each condition has two evaluators: `check` (fast, used for every event) and `explain` (builds the
+trace of every leaf with the values it saw — used for decisions that are logged, and for
+`nudge engine explain`). Both are pure: they read an `EvaluationContext` and change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from engine.decisions.state import CustomerState
+from engine.dsl.durations import parse_duration
+from engine.dsl.operators import Predicate, compile_predicate
+
+__all__ = [
+    "NAMED_PATTERNS",
+    "Condition",
+    "ConditionError",
+    "EvaluationContext",
+    "Outcome",
+    "ScoreValue",
+    "compile_condition",
+]
+
+DAYS_OF_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Outcome(IntEnum):
+    FAILED = 0
+    PASSED = 1
+    MISSING = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# Outcome of a boolean test without the cost of calling the enum: _OF[True] is PASSED.
+_OF = (Outcome.FAILED, Outcome.PASSED)
+
+
+@dataclass(frozen=True)
+class ScoreValue:
+    """A model score as the scoring service gave it."""
+
+    value: float
+    model_version: str
+    computed_at: float  # epoch seconds when the engine received it
+    known: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """Everything a condition may read about one event."""
+
+    event_type: str
+    event: Mapping[str, Any]  # the event as a dict: properties, session_id, source, ...
+    profile: Mapping[str, Any]
+    state: CustomerState
+    scores: Mapping[str, ScoreValue | None]
+    now: float  # the event's time, epoch seconds
+    zone: ZoneInfo
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # per-event answers
+
+    def local_time(self) -> datetime:
+        return datetime.fromtimestamp(self.now, self.zone)
+
+
+@dataclass(frozen=True)
+class ConditionError:
+    """A problem found while compiling: where (path inside the trigger) and what."""
+
+    path: tuple[str | int, ...]
+    message: str
+
+
+class Condition:
+    """A compiled condition."""
+
+    kind: str = "condition"
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        raise NotImplementedError
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        """The trace: this node's outcome, what it looked at, and its children's traces."""
+        raise NotImplementedError
+
+    def score_models(self) -> set[str]:
+        """Models whose scores this condition reads."""
+        return set()
+
+    def longest_window(self) -> float:
+        """How far back (seconds) this condition looks into the customer's history."""
+        return 0.0
+
+    def event_types(self) -> set[str]:
+        """Event types whose history this condition reads from the customer's state."""
+        return set()
+
+
+# -- combinators ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllOf(Condition):
+    children: tuple[Condition, ...]
+    kind = "all"
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        missing = False
+        for child in self.children:
+            outcome = child.check(ctx)
+            if outcome is Outcome.FAILED:
+                return Outcome.FAILED
+            missing |= outcome is Outcome.MISSING
+        return Outcome.MISSING if missing else Outcome.PASSED
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        traces = [c.explain(ctx) for c in self.children]
+        return {"kind": "all", "outcome": self.check(ctx).label, "children": traces}
+
+    def score_models(self) -> set[str]:
+        return set().union(*(c.score_models() for c in self.children))
+
+    def longest_window(self) -> float:
+        return max((c.longest_window() for c in self.children), default=0.0)
+
+    def event_types(self) -> set[str]:
+        return set().union(*(c.event_types() for c in self.children))
+
+
+@dataclass(frozen=True)
+class AnyOf(AllOf):
+    kind = "any"
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        missing = False
+        for child in self.children:
+            outcome = child.check(ctx)
+            if outcome is Outcome.PASSED:
+                return Outcome.PASSED
+            missing |= outcome is Outcome.MISSING
+        return Outcome.MISSING if missing else Outcome.FAILED
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        traces = [c.explain(ctx) for c in self.children]
+        return {"kind": "any", "outcome": self.check(ctx).label, "children": traces}
+
+
+@dataclass(frozen=True)
+class Not(Condition):
+    child: Condition
+    kind = "not"
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        outcome = self.child.check(ctx)
+        if outcome is Outcome.MISSING:
+            return outcome
+        return Outcome.FAILED if outcome is Outcome.PASSED else Outcome.PASSED
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        return {
+            "kind": "not",
+            "outcome": self.check(ctx).label,
+            "children": [self.child.explain(ctx)],
+        }
+
+    def score_models(self) -> set[str]:
+        return self.child.score_models()
+
+    def longest_window(self) -> float:
+        return self.child.longest_window()
+
+    def event_types(self) -> set[str]:
+        return self.child.event_types()
+
+
+# -- leaves --------------------------------------------------------------------------------------
+
+
+def lookup(data: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """Follow a dot path through nested mappings; None when any step is absent."""
+    value: Any = data
+    for step in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+        if value is None:
+            return None
+    return value
+
+
+@dataclass(frozen=True)
+class FieldTests(Condition):
+    """Predicates on fields of the event (`event`) or of the customer profile (`attribute`)."""
+
+    source: str  # "event" or "attribute"
+    event_type: str | None
+    tests: tuple[tuple[tuple[str, ...], Predicate], ...]
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.source
+
+    def _data(self, ctx: EvaluationContext) -> Mapping[str, Any]:
+        return ctx.event if self.source == "event" else ctx.profile
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        if self.event_type is not None and ctx.event_type != self.event_type:
+            return Outcome.FAILED
+        data = self._data(ctx)
+        for path, predicate in self.tests:
+            if not predicate.holds(lookup(data, path)):
+                return Outcome.FAILED
+        return Outcome.PASSED
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        data = self._data(ctx)
+        leaves = []
+        if self.event_type is not None:
+            leaves.append(
+                {"field": "event_type", "expected": self.event_type, "actual": ctx.event_type,
+                 "outcome": Outcome(ctx.event_type == self.event_type).label}
+            )  # fmt: skip
+        for path, predicate in self.tests:
+            actual = lookup(data, path)
+            leaves.append(
+                {"field": ".".join(path), "test": predicate.describe(), "actual": _jsonable(actual),
+                 "outcome": Outcome(predicate.holds(actual)).label}
+            )  # fmt: skip
+        return {"kind": self.source, "outcome": self.check(ctx).label, "fields": leaves}
+
+
+@dataclass(frozen=True)
+class Behavior(Condition):
+    """Count or sum of one event type in a window back from the event, compared."""
+
+    event_type: str
+    window_start: float  # seconds back where the window starts (older edge)
+    window_end: float  # seconds back where it ends (0 = now)
+    measure: str  # "count" or "sum"
+    predicate: Predicate
+    name: str | None = None  # the named pattern it came from
+    kind = "behavior"
+
+    def value(self, ctx: EvaluationContext) -> float:
+        # Many triggers ask the same question of one event: answer it once per event.
+        key = (self.event_type, self.window_start, self.window_end, self.measure)
+        memo = ctx.memo
+        value = memo.get(key)
+        if value is None:
+            since, until = ctx.now - self.window_start, ctx.now - self.window_end
+            if self.measure == "count":
+                value = ctx.state.count(self.event_type, since, until)
+            else:
+                value = ctx.state.total(self.event_type, since, until)
+            memo[key] = value
+        return value
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        return _OF[self.predicate.holds(self.value(ctx))]
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        value = self.value(ctx)
+        return {
+            "kind": "behavior", "pattern": self.name, "event": self.event_type, "measure": self.measure,
+            "window": [self.window_start, self.window_end], "test": self.predicate.describe(),
+            "actual": value, "outcome": Outcome(self.predicate.holds(value)).label,
+        }  # fmt: skip
+
+    def longest_window(self) -> float:
+        return self.window_start
+
+    def event_types(self) -> set[str]:
+        return {self.event_type}
+
+
+@dataclass(frozen=True)
+class TimeTest(Condition):
+    """Time since the last event of a type, or the local day of week / hour of the event."""
+
+    measure: str  # "since_last", "day_of_week" or "hour"
+    predicate: Predicate
+    event_type: str | None = None
+    kind = "time"
+
+    def value(self, ctx: EvaluationContext) -> Any:
+        if self.measure == "since_last":
+            last = ctx.state.last(self.event_type or "", ctx.now)
+            return math.inf if last is None else ctx.now - last  # never counts as long ago
+        local = ctx.local_time()
+        return DAYS_OF_WEEK[local.weekday()] if self.measure == "day_of_week" else local.hour
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        return _OF[self.predicate.holds(self.value(ctx))]
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        value = self.value(ctx)
+        return {
+            "kind": "time", "measure": self.measure, "event": self.event_type, "zone": ctx.zone.key,
+            "test": self.predicate.describe(), "actual": _jsonable(value),
+            "outcome": Outcome(self.predicate.holds(value)).label,
+        }  # fmt: skip
+
+    def event_types(self) -> set[str]:
+        return {self.event_type} if self.event_type else set()
+
+
+@dataclass(frozen=True)
+class Sequence_(Condition):
+    """Steps in order within a window ending now, optionally followed by the absence of an event."""
+
+    steps: tuple[str, ...]
+    within: float
+    absent_event: str | None = None
+    absent_within: float = 0.0
+    kind = "sequence"
+
+    def matched_at(self, ctx: EvaluationContext) -> float | None:
+        """Time of the last step of the earliest complete match in the window, or None."""
+        start = ctx.now - self.within
+        t = start
+        for step in self.steps:
+            nxt = next((x for x in ctx.state.times(step) if t <= x <= ctx.now), None)
+            if nxt is None:
+                return None
+            t = nxt
+        return t
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        return _OF[self._holds(ctx)[0]]
+
+    def _holds(self, ctx: EvaluationContext) -> tuple[bool, float | None, float | None]:
+        last_step = self.matched_at(ctx)
+        if last_step is None:
+            return False, None, None
+        if self.absent_event is None:
+            return True, last_step, None
+        until = min(last_step + self.absent_within, ctx.now)
+        spoiler = next(
+            (x for x in ctx.state.times(self.absent_event) if last_step < x <= until), None
+        )
+        return spoiler is None, last_step, spoiler
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        holds, last_step, spoiler = self._holds(ctx)
+        return {
+            "kind": "sequence", "steps": list(self.steps), "within": self.within,
+            "absent": self.absent_event, "completed_at": last_step, "absent_event_at": spoiler,
+            "outcome": Outcome(holds).label,
+        }  # fmt: skip
+
+    def longest_window(self) -> float:
+        return self.within + self.absent_within
+
+    def event_types(self) -> set[str]:
+        return set(self.steps) | ({self.absent_event} if self.absent_event else set())
+
+
+@dataclass(frozen=True)
+class ScoreTest(Condition):
+    """A model score compared, if it is fresh enough; `on_missing` says what absence means."""
+
+    model: str
+    predicate: Predicate
+    max_age: float
+    on_missing: str  # "skip", "pass" or "fail"
+    kind = "score"
+
+    def _score(self, ctx: EvaluationContext) -> ScoreValue | None:
+        score = ctx.scores.get(self.model)
+        if score is None or not score.known or ctx.now - score.computed_at > self.max_age:
+            return None
+        return score
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        score = self._score(ctx)
+        if score is None:
+            return _ON_MISSING[self.on_missing]
+        return _OF[self.predicate.holds(score.value)]
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        score = self._score(ctx)
+        return {
+            "kind": "score", "model": self.model, "test": self.predicate.describe(),
+            "actual": None if score is None else score.value,
+            "model_version": None if score is None else score.model_version,
+            "missing": score is None, "on_missing": self.on_missing, "outcome": self.check(ctx).label,
+        }  # fmt: skip
+
+    def score_models(self) -> set[str]:
+        return {self.model}
+
+
+_ON_MISSING = {"skip": Outcome.MISSING, "pass": Outcome.PASSED, "fail": Outcome.FAILED}
+
+
+# -- compiling -----------------------------------------------------------------------------------
+
+NAMED_PATTERNS: dict[str, dict[str, Any]] = {
+    # Opened emails last month, none this month.
+    "engagement_decline": {
+        "all": [
+            {"behavior": {"event": "email_opened", "between": ["60d", "30d"], "count": {"gte": 2}}},
+            {"behavior": {"event": "email_opened", "within": "30d", "count": {"equals": 0}}},
+        ]
+    },
+    "purchase_frequency": {
+        "behavior": {"event": "purchase_completed", "within": "90d", "count": {"gte": 3}}
+    },
+    "browsing_intensity": {
+        "behavior": {"event": "product_view", "within": "24h", "count": {"gte": 5}}
+    },
+}
+
+Path = tuple[str | int, ...]
+
+
+def compile_condition(raw: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    """Compile one DSL condition; problems are appended to `errors` (all of them, not the first)."""
+    if isinstance(raw, list):
+        return _combine(AllOf, raw, path, errors)
+    if not isinstance(raw, Mapping) or len(raw) != 1:
+        errors.append(
+            ConditionError(
+                path, f"expected one of {', '.join(_KINDS)} as the single key of a mapping"
+            )
+        )
+        return None
+    [(kind, body)] = raw.items()
+    here = (*path, kind)
+    compiler = _KINDS.get(kind)
+    if compiler is None:
+        errors.append(
+            ConditionError(here, f"unknown condition {kind!r}; conditions are {', '.join(_KINDS)}")
+        )
+        return None
+    return compiler(body, here, errors)
+
+
+def _combine(
+    cls: type[AllOf], body: Any, path: Path, errors: list[ConditionError]
+) -> Condition | None:
+    if not isinstance(body, list) or not body:
+        errors.append(ConditionError(path, "expected a non-empty list of conditions"))
+        return None
+    children = [compile_condition(item, (*path, i), errors) for i, item in enumerate(body)]
+    if any(c is None for c in children):
+        return None
+    return cls(tuple(children))  # type: ignore[arg-type]
+
+
+def _not(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    child = compile_condition(body, path, errors)
+    return Not(child) if child is not None else None
+
+
+EVENT_FIELDS = {"event_id", "customer_id", "event_type", "timestamp", "properties", "session_id",
+                "source", "device", "location"}  # fmt: skip
+PROFILE_FIELDS = {"customer_id", "email", "first_name", "last_name", "timezone", "country", "language",
+                  "consent_email", "consent_sms", "consent_push", "signup_at", "acquisition_channel",
+                  "segments", "traits"}  # fmt: skip
+
+
+def compile_field_tests(
+    source: str, where: Any, path: Path, errors: list[ConditionError], event_type: str | None = None
+) -> FieldTests | None:
+    """``{dot.path: predicate, ...}`` on the event or the profile."""
+    if not isinstance(where, Mapping) or not where:
+        errors.append(ConditionError(path, "expected a mapping of field paths to tests"))
+        return None
+    known = EVENT_FIELDS if source == "event" else PROFILE_FIELDS
+    tests, ok = [], True
+    for field_path, raw_test in where.items():
+        parts = tuple(str(field_path).split("."))
+        if parts[0] not in known:
+            hint = "properties.<name>" if source == "event" else "traits.<name>"
+            errors.append(ConditionError((*path, str(field_path)),
+                          f"unknown field {parts[0]!r}; fields are {', '.join(sorted(known))} (custom: {hint})"))  # fmt: skip
+            ok = False
+            continue
+        try:
+            tests.append((parts, compile_predicate(raw_test)))
+        except ValueError as exc:
+            errors.append(ConditionError((*path, str(field_path)), str(exc)))
+            ok = False
+    return FieldTests(source, event_type, tuple(tests)) if ok else None
+
+
+def _event(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if isinstance(body, str):
+        return FieldTests("event", body, ())
+    if not isinstance(body, Mapping):
+        errors.append(ConditionError(path, "expected an event type or {type: ..., where: {...}}"))
+        return None
+    unknown = set(body) - {"type", "where"}
+    if unknown:
+        errors.append(
+            ConditionError(path, f"unknown key(s) {sorted(unknown)}; expected type and/or where")
+        )
+        return None
+    if "where" not in body:
+        return FieldTests("event", body.get("type"), ())
+    return compile_field_tests("event", body["where"], (*path, "where"), errors, body.get("type"))
+
+
+def _attribute(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    return compile_field_tests("attribute", body, path, errors)
+
+
+def _behavior(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if not isinstance(body, Mapping):
+        errors.append(
+            ConditionError(path, "expected {event: TYPE, within: DURATION, count|sum: TEST}")
+        )
+        return None
+    if "pattern" in body:
+        name = body["pattern"]
+        if name not in NAMED_PATTERNS:
+            errors.append(ConditionError((*path, "pattern"),
+                          f"unknown pattern {name!r}; patterns are {', '.join(NAMED_PATTERNS)}"))  # fmt: skip
+            return None
+        overrides = {k: v for k, v in body.items() if k != "pattern"}
+        template = NAMED_PATTERNS[name]
+        if overrides and "behavior" in template:
+            template = {"behavior": {**template["behavior"], **overrides}}
+        elif overrides:
+            errors.append(ConditionError(path, f"pattern {name!r} takes no overrides"))
+            return None
+        compiled = compile_condition(template, path[:-1], errors)
+        if isinstance(compiled, Behavior):
+            return Behavior(**{**compiled.__dict__, "name": name})
+        return compiled
+    allowed = {"event", "within", "between", "count", "sum"}
+    unknown = set(body) - allowed
+    if unknown:
+        errors.append(
+            ConditionError(path, f"unknown key(s) {sorted(unknown)}; expected {sorted(allowed)}")
+        )
+        return None
+    if "event" not in body:
+        errors.append(ConditionError(path, "missing 'event': which event type to count"))
+        return None
+    if ("within" in body) == ("between" in body):
+        errors.append(
+            ConditionError(path, "give the window as within: DURATION or between: [OLDER, NEWER]")
+        )
+        return None
+    try:
+        if "within" in body:
+            start, end = parse_duration(body["within"]).total_seconds(), 0.0
+        else:
+            older, newer = body["between"]
+            start, end = (
+                parse_duration(older).total_seconds(),
+                parse_duration(newer).total_seconds(),
+            )
+            if end >= start:
+                raise ValueError(
+                    "between: the first duration must reach further back than the second"
+                )
+    except (ValueError, TypeError) as exc:
+        errors.append(ConditionError(path, str(exc)))
+        return None
+    if "count" in body and "sum" in body:
+        errors.append(ConditionError(path, "give count or sum, not both"))
+        return None
+    measure = "sum" if "sum" in body else "count"
+    try:
+        predicate = compile_predicate(body.get(measure, {"gte": 1}))
+    except ValueError as exc:
+        errors.append(ConditionError((*path, measure), str(exc)))
+        return None
+    return Behavior(str(body["event"]), start, end, measure, predicate)
+
+
+def _time(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if not isinstance(body, Mapping):
+        errors.append(
+            ConditionError(path, "expected {since_last: TYPE, gte: DURATION} or day_of_week / hour")
+        )
+        return None
+    if "since_last" in body:
+        tests = {k: v for k, v in body.items() if k != "since_last"}
+        try:
+            predicate = compile_predicate({k: _duration_operand(v) for k, v in tests.items()})
+        except ValueError as exc:
+            errors.append(ConditionError(path, str(exc)))
+            return None
+        return TimeTest("since_last", predicate, str(body["since_last"]))
+    if len(body) != 1 or next(iter(body)) not in {"day_of_week", "hour"}:
+        errors.append(ConditionError(path, "expected one of since_last, day_of_week, hour"))
+        return None
+    [(measure, raw)] = body.items()
+    try:
+        predicate = compile_predicate(raw)
+    except ValueError as exc:
+        errors.append(ConditionError((*path, measure), str(exc)))
+        return None
+    if measure == "day_of_week":
+        values = [v for _, e in predicate.tests for v in (e if isinstance(e, tuple) else (e,))]
+        bad = [v for v in values if v not in DAYS_OF_WEEK]
+        if bad:
+            errors.append(
+                ConditionError(
+                    (*path, measure), f"unknown day(s) {bad}; days are {', '.join(DAYS_OF_WEEK)}"
+                )
+            )
+            return None
+    return TimeTest(measure, predicate)
+
+
+def _duration_operand(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_duration_operand(v) for v in value]
+    if isinstance(value, Mapping):
+        return value
+    return parse_duration(value).total_seconds()
+
+
+def _sequence(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if (
+        not isinstance(body, Mapping)
+        or not isinstance(body.get("steps"), list)
+        or not body["steps"]
+    ):
+        errors.append(ConditionError(path, "expected {steps: [TYPE, ...], within: DURATION}"))
+        return None
+    unknown = set(body) - {"steps", "within", "then_absent"}
+    if unknown:
+        errors.append(
+            ConditionError(
+                path, f"unknown key(s) {sorted(unknown)}; expected steps, within, then_absent"
+            )
+        )
+        return None
+    try:
+        within = parse_duration(body.get("within", "30d")).total_seconds()
+        absent = body.get("then_absent")
+        absent_event, absent_within = None, 0.0
+        if absent is not None:
+            if not isinstance(absent, Mapping) or "event" not in absent or "within" not in absent:
+                raise ValueError("then_absent: expected {event: TYPE, within: DURATION}")
+            absent_event = str(absent["event"])
+            absent_within = parse_duration(absent["within"]).total_seconds()
+    except ValueError as exc:
+        errors.append(ConditionError(path, str(exc)))
+        return None
+    return Sequence_(tuple(str(s) for s in body["steps"]), within, absent_event, absent_within)
+
+
+def _score(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if not isinstance(body, Mapping) or "model" not in body:
+        errors.append(ConditionError(path, "expected {model: NAME, <operator>: VALUE, max_age: DURATION, on_missing: skip|pass|fail}"))  # fmt: skip
+        return None
+    tests = {k: v for k, v in body.items() if k not in {"model", "max_age", "on_missing"}}
+    on_missing = body.get("on_missing", "skip")
+    if on_missing not in _ON_MISSING:
+        errors.append(
+            ConditionError(
+                (*path, "on_missing"), f"expected skip, pass or fail (got {on_missing!r})"
+            )
+        )
+        return None
+    try:
+        predicate = compile_predicate(tests)
+        max_age = parse_duration(body.get("max_age", "1d")).total_seconds()
+    except ValueError as exc:
+        errors.append(ConditionError(path, str(exc)))
+        return None
+    return ScoreTest(str(body["model"]), predicate, max_age, on_missing)
+
+
+_KINDS = {
+    "all": lambda body, path, errors: _combine(AllOf, body, path, errors),
+    "any": lambda body, path, errors: _combine(AnyOf, body, path, errors),
+    "not": _not,
+    "event": _event,
+    "attribute": _attribute,
+    "behavior": _behavior,
+    "time": _time,
+    "sequence": _sequence,
+    "score": _score,
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "never"
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    return value

@@ -1,0 +1,640 @@
+"""Trigger definitions: YAML in, validated and compiled triggers out, every mistake reported.
+
+A trigger file holds one trigger (a mapping) or several (a list, or YAML documents separated by
+``---``). Loading reports *every* problem with file, path and line; a trigger that loads carries a
+version so that each decision can say which version made it: the first 12 hex digits of the SHA-256
+of the trigger's own YAML text (its mapping as written; for a file holding one trigger, the document
+without comments before it), plus the text of any anchor elsewhere in the file that it uses through
+an alias. Editing a trigger's text makes a new version; editing its neighbour in the file does not.
+
+Trigger files are input from people and tools, so loading is bounded (parsing uses libyaml when
+PyYAML has it, composing and constructing stay in PyYAML's safe Python code):
+
+- a file may hold at most 256 KiB (`MAX_FILE_BYTES`); a larger one is refused unread;
+- nesting is limited to 64 levels (`MAX_DEPTH`), checked while composing, so deep YAML is an issue
+  with its line, never a RecursionError;
+- aliases are allowed (a shared ``cancel_if`` is a fair use) but their expansion is budgeted: the
+  composed node graph is walked as if expanded, and a file whose aliases revisit more than
+  10,000 nodes (`MAX_ALIAS_NODES`), or refer to the node that holds them, is refused before any of
+  it is constructed or validated. A budget rather than a ban keeps small legitimate reuse working;
+  counting revisits (not all nodes) keeps big alias-free files working.
+
+`check_templates` checks that every template the triggers send (actions and experiment variant
+overrides) exists in the templates folder and compiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.channels.email import TemplateError, load_template, template_name_problem
+from engine.decisions.timezones import WEEKDAYS
+from engine.dsl.bounded_yaml import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    BoundedLoader,
+    Expansion,
+    TooBig,
+    walk_expanded,
+    yaml_line,
+    yaml_message,
+)
+from engine.dsl.conditions import (
+    Condition,
+    ConditionError,
+    FieldTests,
+    compile_condition,
+    compile_field_tests,
+)
+from engine.dsl.durations import parse_duration
+from engine.dsl.matcher import Matcher, compile_matcher
+
+__all__ = [
+    "Action",
+    "Category",
+    "LoadResult",
+    "Trigger",
+    "TriggerIndex",
+    "TriggerIssue",
+    "apply_experiment_variant",
+    "check_templates",
+    "load_trigger_dir",
+    "load_trigger_text",
+]
+
+PRIORITIES = {"critical": 3, "high": 2, "normal": 1, "low": 0}
+ACTION_KINDS = (
+    "send_email",
+    "webhook",
+    "add_to_segment",
+    "remove_from_segment",
+    "update_profile",
+    "create_task",
+)
+# Event types the suppression rules read from state (engagement-based suppression).
+SUPPRESSION_EVENT_TYPES = frozenset({"email_sent", "email_opened", "email_clicked"})
+ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
+
+
+class Category(StrEnum):
+    MARKETING = "marketing"
+    TRANSACTIONAL = "transactional"
+
+
+def _duration(value: Any) -> timedelta | None:
+    return None if value is None else parse_duration(value)
+
+
+class Action(BaseModel):
+    """One thing to do when a trigger fires: exactly one action kind plus timing options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    send_email: dict[str, Any] | None = None
+    webhook: dict[str, Any] | None = None
+    add_to_segment: dict[str, Any] | None = None
+    remove_from_segment: dict[str, Any] | None = None
+    update_profile: dict[str, Any] | None = None
+    create_task: dict[str, Any] | None = None
+    delay: timedelta | None = None
+    at: dict[str, Any] | None = None
+    cancel_if: dict[str, Any] | None = None
+
+    _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
+
+    @field_validator("send_email", mode="after")
+    @classmethod
+    def _template_name(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A missing template is reported by _one_kind; a present one must be a plain name.
+        if value is not None and "template" in value:
+            problem = template_name_problem(value["template"])
+            if problem:
+                raise ValueError(f"template: {problem}")
+        return value
+
+    @field_validator("at", mode="after")
+    @classmethod
+    def local_schedule(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        unknown = set(value) - {"local_time", "days"}
+        if unknown or "local_time" not in value:
+            raise ValueError('at: expected {local_time: "HH:MM", days: [mon, ...]}')
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value["local_time"])):
+            raise ValueError(f"at.local_time: expected HH:MM (got {value['local_time']!r})")
+        bad = [d for d in value.get("days") or [] if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"at.days: unknown day(s) {bad}; days are {', '.join(WEEKDAYS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Action:
+        kinds = [k for k in ACTION_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"an action needs exactly one of {', '.join(ACTION_KINDS)} (got {kinds or 'none'})"
+            )
+        params = getattr(self, kinds[0])
+        required = {"send_email": "template", "webhook": "url", "add_to_segment": "segment",
+                    "remove_from_segment": "segment", "create_task": "title"}.get(kinds[0])  # fmt: skip
+        if required and required not in params:
+            raise ValueError(f"{kinds[0]} needs '{required}'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ACTION_KINDS if getattr(self, k) is not None)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return getattr(self, self.kind)
+
+    @property
+    def channel(self) -> str | None:
+        """The customer-facing channel this action uses (caps apply per channel)."""
+        return ACTION_CHANNELS.get(self.kind)
+
+
+class Experiment(BaseModel):
+    """Variants that override action timing, with a deterministic holdout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    weights: dict[str, float] | None = None
+    holdout: float = Field(default=0.0, ge=0, lt=1)
+
+    @field_validator("variants", mode="after")
+    @classmethod
+    def _variant_overrides(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, override in value.items():
+            unknown = set(override) - {"delay", "template", "at"}
+            if unknown:
+                raise ValueError(
+                    f"variant {name!r}: unknown override(s) {sorted(unknown)}; expected delay, template, at"
+                )
+            if "delay" in override:
+                parse_duration(override["delay"])
+            if "template" in override:
+                problem = template_name_problem(override["template"])
+                if problem:
+                    raise ValueError(f"variant {name!r}: template: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> Experiment:
+        if self.weights is not None and set(self.weights) != set(self.variants):
+            raise ValueError("weights must name exactly the variants")
+        return self
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cooldown: timedelta | None = None
+    max_per_customer: int | None = Field(default=None, ge=1)
+
+    _cooldown = field_validator("cooldown", mode="before")(lambda v: _duration(v))
+
+
+class When(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: str = Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")
+    where: dict[str, Any] | None = None
+
+
+class TriggerSpec(BaseModel):
+    """The YAML shape of a trigger, before its conditions are compiled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str
+    description: str | None = None
+    enabled: bool = True
+    priority: Literal["critical", "high", "normal", "low"] = "normal"
+    category: Category = Category.MARKETING
+    when: When
+    if_: Any = Field(default=None, alias="if")
+    actions: list[Action] = Field(min_length=1)
+    experiment: Experiment | None = None
+    limits: Limits = Field(default_factory=Limits)
+    quiet_hours: Literal["defer", "drop", "ignore"] = "defer"
+
+    @field_validator("id", mode="after")
+    @classmethod
+    def _id_form(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", value):
+            raise ValueError(
+                "expected a lower-case name such as cart_recovery (letters, digits, _ or -)"
+            )
+        return value
+
+
+class PlannedStep(NamedTuple):
+    kind: str
+    params: dict[str, Any]
+    channel: str | None
+    delay: float  # seconds
+    cancel_if: dict[str, Any] | None
+    at: tuple[time, tuple[str, ...]] | None  # local wall time and allowed days
+
+
+def local_schedule(at: dict[str, Any] | None) -> tuple[time, tuple[str, ...]] | None:
+    if at is None:
+        return None
+    hours, minutes = (int(x) for x in str(at["local_time"]).split(":"))
+    return time(hours, minutes), tuple(at.get("days") or WEEKDAYS)
+
+
+class TemplateRef(NamedTuple):
+    """A template a trigger sends, and where in its file it is named."""
+
+    name: str
+    path: str  # e.g. actions[0].send_email.template
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A loaded trigger: its spec, compiled conditions, and its version."""
+
+    spec: TriggerSpec
+    where: FieldTests | None
+    condition: Condition | None
+    version: str
+    source: str
+    templates: tuple[TemplateRef, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def event_type(self) -> str:
+        return self.spec.when.event
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES[self.spec.priority]
+
+    @property
+    def transactional(self) -> bool:
+        return self.spec.category is Category.TRANSACTIONAL
+
+    @cached_property
+    def channels(self) -> frozenset[str]:
+        return frozenset(a.channel for a in self.spec.actions if a.channel)
+
+    @cached_property
+    def plan(self) -> tuple[PlannedStep, ...]:
+        """The actions as plain tuples, computed once: what a fire schedules."""
+        return tuple(
+            PlannedStep(
+                a.kind,
+                a.params,
+                a.channel,
+                a.delay.total_seconds() if a.delay else 0.0,
+                a.cancel_if,
+                local_schedule(a.at),
+            )
+            for a in self.spec.actions
+        )
+
+    @cached_property
+    def _score_models(self) -> frozenset[str]:
+        return frozenset(self.condition.score_models()) if self.condition else frozenset()
+
+    def score_models(self) -> frozenset[str]:
+        return self._score_models
+
+    def longest_window(self) -> float:
+        return self.condition.longest_window() if self.condition else 0.0
+
+
+@dataclass(frozen=True)
+class TriggerIssue:
+    """One problem in a trigger file."""
+
+    file: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top)'}: {self.message}"
+
+
+@dataclass
+class LoadResult:
+    triggers: list[Trigger] = field(default_factory=list)
+    issues: list[TriggerIssue] = field(default_factory=list)
+
+
+class TriggerIndex:
+    """Triggers by event type, highest priority first (ties by id): only these are evaluated."""
+
+    def __init__(self, triggers: Iterable[Trigger]) -> None:
+        self.triggers = sorted(
+            (t for t in triggers if t.spec.enabled), key=lambda t: (-t.rank, t.id)
+        )
+        self.by_event_type: dict[str, list[Trigger]] = {}
+        for trigger in self.triggers:
+            self.by_event_type.setdefault(trigger.event_type, []).append(trigger)
+        self.by_id = {t.id: t for t in self.triggers}
+        self._matchers: dict[str, Matcher] = {}
+        # Only these event types are kept in customer state: what conditions and suppression read.
+        self.tracked_event_types = frozenset(
+            SUPPRESSION_EVENT_TYPES.union(
+                *(t.condition.event_types() for t in self.triggers if t.condition)
+            )
+        )
+
+    def for_event(self, event_type: str) -> list[Trigger]:
+        return self.by_event_type.get(event_type, [])
+
+    def matcher(self, event_type: str) -> Matcher:
+        """The generated matching function of an event type's triggers (built on first use)."""
+        match = self._matchers.get(event_type)
+        if match is None:
+            match = self._matchers[event_type] = compile_matcher(self.for_event(event_type))
+        return match
+
+    def longest_window(self) -> float:
+        return max((t.longest_window() for t in self.triggers), default=0.0)
+
+    def __len__(self) -> int:
+        return len(self.triggers)
+
+
+def load_trigger_text(text: str, source: str = "<string>") -> LoadResult:
+    """Load the triggers in one YAML text; problems are collected, not raised.
+
+    The text is bounded (size, nesting, alias expansion: see the module docstring) before any of
+    it is constructed, so a hostile file is one issue in milliseconds; the largest file allowed
+    loads in about a second.
+    """
+    result = LoadResult()
+    if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        result.issues.append(_too_big(source))
+        return result
+    try:
+        _load_documents(text, source, result)
+    except yaml.YAMLError as exc:
+        result.issues.append(TriggerIssue(source, "", yaml_line(exc), yaml_message(exc)))
+    except RecursionError:  # a safety net: the depth guards should make this unreachable
+        result.issues.append(
+            TriggerIssue(source, "", None, f"nested too deeply (more than {MAX_DEPTH} levels)")
+        )
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        result.issues.append(TriggerIssue(source, "", None, f"not valid YAML: {exc}"))
+    result.issues.sort(key=lambda i: (i.file, i.line or 0))
+    return result
+
+
+def load_trigger_dir(directory: Path, templates_dir: Path | None = None) -> LoadResult:
+    """Load every ``*.yaml`` / ``*.yml`` below `directory`; duplicate ids are an error.
+
+    With `templates_dir`, the templates that the triggers send are checked too (`check_templates`).
+    """
+    result = LoadResult()
+    files = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
+    if not files:
+        result.issues.append(
+            TriggerIssue(str(directory), "", None, "no trigger files (*.yaml) found")
+        )
+    seen: dict[str, str] = {}
+    for path in files:
+        text = _read_trigger_file(path, result.issues)
+        if text is None:
+            continue
+        loaded = load_trigger_text(text, str(path))
+        result.issues.extend(loaded.issues)
+        for trigger in loaded.triggers:
+            if trigger.id in seen:
+                result.issues.append(
+                    TriggerIssue(
+                        str(path),
+                        "id",
+                        None,
+                        f"trigger id {trigger.id!r} is also defined in {seen[trigger.id]}",
+                    )
+                )
+                continue
+            seen[trigger.id] = str(path)
+            result.triggers.append(trigger)
+    if templates_dir is not None:
+        result.issues.extend(check_templates(result.triggers, templates_dir))
+    return result
+
+
+def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[TriggerIssue]:
+    """Every template the triggers name — in send_email actions and in experiment variant
+    overrides — must be a plain name, exist in `templates_dir` and compile; one issue per problem,
+    at the trigger file's line that names the template."""
+    if not templates_dir.is_dir():
+        return [TriggerIssue(str(templates_dir), "", None, "no such folder of email templates")]
+    issues: list[TriggerIssue] = []
+    for trigger in triggers:
+        for ref in trigger.templates:
+            try:
+                load_template(templates_dir, ref.name)
+            except TemplateError as exc:
+                issues.append(TriggerIssue(trigger.source, ref.path, ref.line, str(exc)))
+    return issues
+
+
+# -- internals -----------------------------------------------------------------------------------
+
+
+def _load_documents(text: str, source: str, result: LoadResult) -> None:
+    loader = BoundedLoader(text)
+    expansion = Expansion()
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            expansion.seen = set()
+            try:
+                anchored = [
+                    walk_expanded(item, expansion, 2 if item is not node else 1) for item in items
+                ]
+            except TooBig as exc:
+                result.issues.append(TriggerIssue(source, "", exc.line, exc.message))
+                return  # a bomb in one document: the rest of the file is not worth reading
+            document = loader.construct_document(node)
+            if document is None:
+                continue
+            raws = document if isinstance(node, yaml.SequenceNode) else [document]
+            for item, raw, spans in zip(items, raws, anchored, strict=True):
+                own = text[item.start_mark.index : item.end_mark.index]
+                version_text = "\0".join([own, *(text[a:b] for a, b in spans)])
+                version = hashlib.sha256(version_text.encode("utf-8", "surrogatepass")).hexdigest()
+                trigger = _load_one(raw, item, source, result.issues, version[:12])
+                if trigger is not None:
+                    result.triggers.append(trigger)
+    finally:
+        loader.dispose()
+
+
+def _read_trigger_file(path: Path, issues: list[TriggerIssue]) -> str | None:
+    """The text of a trigger file, or None with an issue (too big, not a file, not UTF-8)."""
+    try:
+        if not path.is_file():
+            issues.append(TriggerIssue(str(path), "", None, "not a regular file"))
+            return None
+        if path.stat().st_size > MAX_FILE_BYTES:  # refused unread
+            issues.append(_too_big(str(path)))
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        issues.append(TriggerIssue(str(path), "", None, f"cannot be read: {exc.strerror or exc}"))
+        return None
+    if len(data) > MAX_FILE_BYTES:  # it grew between stat and read
+        issues.append(_too_big(str(path)))
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        issues.append(TriggerIssue(str(path), "", line, f"not UTF-8 text (byte {exc.start})"))
+        return None
+
+
+def _too_big(source: str) -> TriggerIssue:
+    return TriggerIssue(
+        source, "", None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB); split it up"
+    )
+
+
+def _template_refs(spec: TriggerSpec, node: yaml.Node) -> tuple[TemplateRef, ...]:
+    refs: list[TemplateRef] = []
+    for index, action in enumerate(spec.actions):
+        if action.send_email is not None:
+            loc = ("actions", index, "send_email", "template")
+            refs.append(
+                TemplateRef(action.send_email["template"], _dotted(loc), _line_of(node, loc))
+            )
+    if spec.experiment is not None:
+        for name, override in spec.experiment.variants.items():
+            if "template" in override:
+                loc = ("experiment", "variants", name, "template")
+                refs.append(TemplateRef(override["template"], _dotted(loc), _line_of(node, loc)))
+    return tuple(refs)
+
+
+def _load_one(
+    raw: Any, node: yaml.Node, source: str, issues: list[TriggerIssue], version: str
+) -> Trigger | None:
+    if not isinstance(raw, Mapping):
+        issues.append(
+            TriggerIssue(
+                source,
+                "",
+                node.start_mark.line + 1,
+                "expected a trigger (a mapping with id, when, actions)",
+            )
+        )
+        return None
+    before = len(issues)
+    try:
+        spec = TriggerSpec.model_validate(raw)
+    except ValidationError as exc:
+        for problem in exc.errors(include_url=False):
+            loc = tuple(problem["loc"])
+            msg = problem["msg"].removeprefix("Value error, ")
+            if problem["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif problem["type"] == "missing":
+                msg = "is required"
+            issues.append(TriggerIssue(source, _dotted(loc), _line_of(node, loc), msg))
+        spec = None
+    errors: list[ConditionError] = []
+    where = None
+    when = raw.get("when") if isinstance(raw.get("when"), Mapping) else {}
+    if when.get("where") is not None:
+        where = compile_field_tests("event", when["where"], ("when", "where"), errors)
+    condition = compile_condition(raw["if"], ("if",), errors) if raw.get("if") is not None else None
+    for action_index, action in enumerate(raw.get("actions") or []):
+        if isinstance(action, Mapping) and action.get("cancel_if") is not None:
+            compile_condition(action["cancel_if"], ("actions", action_index, "cancel_if"), errors)
+    for error in errors:
+        issues.append(
+            TriggerIssue(source, _dotted(error.path), _line_of(node, error.path), error.message)
+        )
+    if spec is None or len(issues) > before:
+        return None
+    return Trigger(spec, where, condition, version, source, _template_refs(spec, node))
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text.replace("if_", "if")
+
+
+def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node that `loc` reaches."""
+    current = node
+    for part in loc:
+        part = "if" if part == "if_" else part
+        if isinstance(current, yaml.MappingNode):
+            match = next((v for k, v in current.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in current.value if k.value == part), None)
+                return (key or current).start_mark.line + 1
+            current = match
+        elif (
+            isinstance(current, yaml.SequenceNode)
+            and isinstance(part, int)
+            and part < len(current.value)
+        ):
+            current = current.value[part]
+        else:
+            break
+    return current.start_mark.line + 1
+
+
+def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
+    """The trigger with the winning variant's overrides written into its actions, experiment removed."""
+    experiment = raw.get("experiment") or {}
+    variants = experiment.get("variants") or {}
+    if variant not in variants:
+        known = ", ".join(variants) or "none"
+        raise ValueError(
+            f"trigger {raw.get('id')!r} has no variant {variant!r} (variants: {known})"
+        )
+    overrides = variants[variant]
+    updated = {k: v for k, v in raw.items() if k != "experiment"}
+    actions = []
+    for action in raw.get("actions") or []:
+        action = dict(action)
+        if "send_email" in action or "delay" in overrides:
+            if "delay" in overrides:
+                action["delay"] = overrides["delay"]
+            if "at" in overrides:
+                action["at"] = overrides["at"]
+            if "template" in overrides and "send_email" in action:
+                action["send_email"] = {**action["send_email"], "template": overrides["template"]}
+        actions.append(action)
+    updated["actions"] = actions
+    note = f"variant {variant} applied from its experiment"
+    updated["description"] = (
+        f"{raw['description']} ({note})" if raw.get("description") else note.capitalize()
+    )
+    return updated

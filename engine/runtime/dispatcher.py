@@ -1,0 +1,330 @@
+"""The dispatcher: runs due actions from the outbox, each effect once.
+
+An action is claimed (on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so several dispatchers share
+the work), its `cancel_if` is re-checked against the customer's events since the trigger, and then
+it runs:
+
+- database effects (segments, profile updates, tasks) commit together with the action's status;
+- email is marked *sending* before the SMTP transaction is finalised, so it is never sent twice;
+  an email caught in that instant by a crash is reported as `unconfirmed`, not resent;
+- webhooks carry the idempotency key; a crash after the POST repeats it with the same key.
+
+Failures that may pass (SMTP down, HTTP 5xx) are retried with exponential backoff and jitter, up to
+`max_attempts`, then marked failed with the reason; failures that will not pass (a missing
+template, a blocked target, HTTP 4xx) fail at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import smtplib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from engine.channels.email import EmailSettings, FileOutbox, SmtpSender, TemplateError, render_email
+from engine.channels.webhooks import BlockedTarget, WebhookError, WebhookSender
+from engine.decisions.state import CustomerState
+from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
+from engine.dsl.triggers import TriggerIndex
+from engine.store import EngineStore
+
+__all__ = ["DispatchStats", "Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchStats:
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def handled(self) -> int:
+        return sum(self.outcomes.values())
+
+
+class _Retry(Exception):
+    """The attempt failed in a way that may pass."""
+
+
+class _Fail(Exception):
+    """The attempt failed in a way that will not pass."""
+
+
+class Dispatcher:
+    """Delivers due actions from the outbox of `store`."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        index: TriggerIndex,
+        *,
+        email: EmailSettings,
+        webhooks: WebhookSender,
+        worker_id: str = "dispatcher-0",
+        batch_size: int = 200,
+        max_attempts: int = 5,
+        retry_base: float = 30.0,
+        lease: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.email_settings = email
+        self.mailer = (
+            SmtpSender(email)
+            if email.smtp_host
+            else FileOutbox(email.outbox_dir or email.templates_dir / "outbox", email.sender)
+        )
+        self.webhooks = webhooks
+        self.worker_id = worker_id
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.retry_base = retry_base
+        self.lease = lease
+        self.clock = clock
+        self._cancel_conditions: dict[str, Any] = {}
+        self._cache: dict[str, dict[Any, Any]] = {}
+
+    def recover(self) -> int:
+        """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
+        now = self.clock()
+        released = self.store.release_stale_claims(now - self.lease)
+        with self.store.engine.begin() as conn:
+            from engine.store import actions
+
+            released += conn.execute(
+                actions.update()
+                .where(actions.c.status == "claimed", actions.c.claimed_by == self.worker_id)
+                .values(status="pending", claimed_by=None)
+            ).rowcount
+            in_doubt = "unconfirmed" if isinstance(self.mailer, SmtpSender) else "pending"
+            conn.execute(
+                actions.update().where(actions.c.status == "sending").values(status=in_doubt)
+            )
+        return released
+
+    def run_due(self, now: float | None = None) -> DispatchStats:
+        """Run every action due by `now` (default: the clock), batch by batch.
+
+        One action's failure never stops the others: whatever it raises ends that action
+        (retried or failed with the reason), and the loop goes on with the next.
+        """
+        now = self.clock() if now is None else now
+        stats = DispatchStats()
+        while True:
+            batch = self.store.claim_due_actions(now, self.batch_size, self.worker_id)
+            if not batch:
+                return stats
+            try:
+                self._prefetch(batch)
+            except Exception:  # the actions then load what they need one by one
+                log.exception("prefetch of %d actions failed", len(batch))
+                self._cache = {}
+            for action in batch:
+                stats.outcomes[self._run_guarded(action, now)] += 1
+            self._cache = {}
+
+    def _prefetch(self, batch: list[dict[str, Any]]) -> None:
+        """Load what the batch's emails and webhooks need in three queries, not three per action."""
+        needs_context = [a for a in batch if a["kind"] in {"send_email", "webhook"}]
+        self._cache = {
+            "profiles": self.store.load_profiles({a["customer_id"] for a in needs_context}),
+            "events": self.store.event_payloads({a["event_id"] for a in needs_context}),
+            "scores": self.store.decision_scores_of(
+                {(a["event_id"], a["trigger_id"]) for a in needs_context}
+            ),
+        }
+
+    # -- one action --------------------------------------------------------------------------
+
+    def _run_guarded(self, action: dict[str, Any], now: float) -> str:
+        """`_run`, and if even recording its outcome fails, put the action back for later."""
+        try:
+            return self._run(action, now)
+        except Exception as exc:  # the store itself failed while recording the outcome
+            log.exception("action %s: could not record its outcome", action["id"])
+            try:
+                self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
+            except Exception:
+                log.exception("action %s: left claimed; recover() releases it", action["id"])
+            return "error"
+
+    def _run(self, action: dict[str, Any], now: float) -> str:
+        key, kind = action["idempotency_key"], action["kind"]
+        try:
+            params = json.loads(action["params"])
+            if not isinstance(params, dict):
+                raise _Fail(f"params: expected a JSON object (got {type(params).__name__})")
+            cancelled_by = self._cancelled_by(action, now)
+            if cancelled_by:
+                self.store.mark_action(action["id"], "cancelled", now, result=cancelled_by)
+                return "cancelled"
+            if kind == "send_email":
+                return self._send_email(action, params, now)
+            if kind == "webhook":
+                payload = self._webhook_payload(action, params)
+                result = self.webhooks.send(params["url"], payload, key)
+                self.store.mark_action(action["id"], "sent", now, result=result)
+                return "sent"
+            effects = self._database_effects(action, params)
+            self.store.mark_action(action["id"], "sent", now, result=kind, **effects)
+            return "sent"
+        except (_Fail, TemplateError, BlockedTarget) as exc:
+            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
+            return "failed"
+        except WebhookError as exc:
+            return self._retry_or_fail(action, now, str(exc), exc.retryable)
+        except (_Retry, OSError, smtplib.SMTPException, sa.exc.OperationalError) as exc:
+            return self._retry_or_fail(action, now, _reason(exc), True)
+        except (ValueError, TypeError, KeyError, LookupError, AttributeError) as exc:
+            # Bad data in the action or its context (a malformed parameter, a value a filter
+            # cannot take): the same input fails the same way, so retrying cannot help.
+            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
+            return "failed"
+        except Exception as exc:  # anything else may be passing trouble: retry, then fail
+            log.exception("action %s (%s) raised", action["id"], kind)
+            return self._retry_or_fail(action, now, _reason(exc), True)
+
+    def _send_email(self, action: dict[str, Any], params: dict[str, Any], now: float) -> str:
+        customer = action["customer_id"]
+        profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
+        marketing = self._is_marketing(action["trigger_id"])
+        if marketing and profile.get("consent_email") is not True:
+            self.store.mark_action(
+                action["id"], "cancelled", now, result="consent withdrawn before sending"
+            )
+            return "cancelled"
+        email = render_email(
+            self.email_settings, params["template"], idempotency_key=action["idempotency_key"], profile=profile,
+            event=self._cache.get("events", {}).get(action["event_id"], {}),
+            scores=self._cache.get("scores", {}).get((action["event_id"], action["trigger_id"]), {}),
+            trigger_id=action["trigger_id"], marketing=marketing,
+        )  # fmt: skip
+        committed = False
+
+        def mark_sending() -> None:
+            nonlocal committed
+            self.store.mark_action(action["id"], "sending", now, result=email.message_id)
+            committed = True
+
+        try:
+            result = self.mailer.send(email, mark_sending)
+        except smtplib.SMTPDataError:
+            raise  # the server refused the message: nothing was delivered, retry
+        except Exception as exc:
+            if committed:  # after the point of no return: never send again, report it
+                self.store.mark_action(
+                    action["id"], "unconfirmed", now,
+                    result=f"connection lost after the end of data ({_reason(exc)})",
+                )  # fmt: skip
+                return "unconfirmed"
+            raise
+        try:
+            self.store.mark_action(action["id"], "sent", now, result=result)
+        except Exception:  # delivered: never retried; recover() settles it as `unconfirmed`
+            log.exception("action %s: sent, but its status could not be recorded", action["id"])
+        return "sent"
+
+    def _database_effects(self, action: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        customer, kind, key = action["customer_id"], action["kind"], action["idempotency_key"]
+        if kind == "add_to_segment":
+            return {"segment": (customer, params["segment"], key)}
+        if kind == "remove_from_segment":
+            return {"remove_segment": (customer, params["segment"])}
+        if kind == "update_profile":
+            changes = params.get("set")
+            if not isinstance(changes, dict):
+                raise _Fail("update_profile needs set: {attribute: value, ...}")
+            return {"profile": (customer, changes)}
+        if kind == "create_task":
+            details = {k: v for k, v in params.items() if k != "title"}
+            task = {"idempotency_key": key, "customer_id": customer, "trigger_id": action["trigger_id"],
+                    "title": str(params["title"]), "details": json.dumps(details, default=str)}  # fmt: skip
+            return {"task": task}
+        raise _Fail(f"unknown action kind {kind!r}")
+
+    def _webhook_payload(self, action: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "idempotency_key": action["idempotency_key"],
+            "trigger_id": action["trigger_id"],
+            "customer_id": action["customer_id"],
+            "event": self._cache.get("events", {}).get(action["event_id"]),
+            "variant": action["variant"],
+            "data": params.get("data", {}),
+        }
+
+    def _cancelled_by(self, action: dict[str, Any], now: float) -> str | None:
+        """The later event of the customer that satisfies `cancel_if`, if any."""
+        if not action["cancel_if"]:
+            return None
+        condition = self._cancel_condition(action["cancel_if"])
+        customer = action["customer_id"]
+        # What happened up to the moment the action fell due decides, however late it runs.
+        until = min(now, action["due_at"])
+        for event in self.store.customer_events(customer, action["trigger_at"], until):
+            fields = json.loads(event["payload"])
+            ctx = EvaluationContext(
+                event["event_type"],
+                fields,
+                {},
+                CustomerState(customer),
+                {},
+                event["occurred_at"],
+                ZoneInfo("UTC"),
+            )
+            if condition.check(ctx) is Outcome.PASSED:
+                at = datetime.fromtimestamp(event["occurred_at"], UTC).isoformat()
+                return f"cancelled by {event['event_type']} at {at}"
+        return None
+
+    def _cancel_condition(self, text: str) -> Any:
+        condition = self._cancel_conditions.get(text)
+        if condition is None:
+            errors: list[ConditionError] = []
+            condition = compile_condition(json.loads(text), ("cancel_if",), errors)
+            if condition is None:
+                raise _Fail("; ".join(e.message for e in errors))
+            self._cancel_conditions[text] = condition
+        return condition
+
+    def _is_marketing(self, trigger_id: str) -> bool:
+        trigger = self.index.by_id.get(trigger_id)
+        return trigger is None or not trigger.transactional
+
+    def _retry_or_fail(
+        self, action: dict[str, Any], now: float, error: str, retryable: bool
+    ) -> str:
+        attempts = action["attempts"] + 1
+        if not retryable or attempts >= self.max_attempts:
+            self.store.mark_action(
+                action["id"], "failed", now, result=_clip(f"{error} (after {attempts} attempt(s))")
+            )
+            return "failed"
+        delay = self.retry_base * 2 ** (attempts - 1) * (0.5 + random.random())
+        self.store.retry_action(action["id"], attempts, now + delay, _clip(error))
+        return "retried"
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure's reason as stored: the exception's type and message, bounded and storable."""
+    text = (
+        str(exc)
+        if isinstance(exc, _Fail | TemplateError | BlockedTarget)
+        else f"{type(exc).__name__}: {exc}"
+    )
+    return _clip(text)
+
+
+def _clip(text: str, limit: int = 1000) -> str:
+    # NUL and lone surrogates cannot be stored in PostgreSQL text; a reason is for people anyway.
+    cleaned = text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"

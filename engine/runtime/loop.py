@@ -1,0 +1,89 @@
+"""The engine's work loop: process pending events and dispatch due actions until stopped or idle.
+
+One loop can run both parts (the embedded default) or one of them (a worker among N against
+PostgreSQL). The clock is a parameter: wall time in production; when replaying history, the time
+of the latest processed event, so that delayed actions fall due as the replay advances.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.processor import Processor
+
+__all__ = ["EngineLoop", "EventClock", "LoopStats"]
+
+
+@dataclass
+class LoopStats:
+    events: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+
+
+class EventClock:
+    """Replay time: the latest event time the processor has seen (or a start value)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, to: float) -> None:
+        self.now = max(self.now, to)
+
+
+class EngineLoop:
+    """Alternates processing and dispatching; each step commits its own work."""
+
+    def __init__(
+        self,
+        processor: Processor | None,
+        dispatcher: Dispatcher | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll: float = 0.5,
+    ) -> None:
+        self.processor = processor
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.poll = poll
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        until_idle: bool = False,
+        progress: Callable[[LoopStats], None] | None = None,
+    ) -> LoopStats:
+        """Loop until `stop` is set, or — with `until_idle` — until nothing is pending or due."""
+        stop = stop or threading.Event()
+        stats = LoopStats()
+        if self.dispatcher is not None:
+            self.dispatcher.recover()
+        while not stop.is_set():
+            worked = 0
+            if self.processor is not None:
+                batch = self.processor.run_once()
+                stats.events += batch.events
+                stats.decisions.update(batch.outcomes)
+                if isinstance(self.clock, EventClock) and batch.latest_event_at:
+                    self.clock.advance(batch.latest_event_at)
+                worked += batch.events + batch.dead
+            if self.dispatcher is not None:
+                dispatched = self.dispatcher.run_due(self.clock())
+                stats.actions.update(dispatched.outcomes)
+                worked += dispatched.handled
+            if progress and worked:
+                progress(stats)
+            if not worked:
+                if until_idle:
+                    return stats
+                stop.wait(self.poll)
+        return stats

@@ -1,0 +1,247 @@
+"""The processor: takes accepted events from the inbox in arrival order and records decisions.
+
+Per batch: load the customers' state and profiles once, fetch every score the batch needs in one
+call, run `decide` per event, then commit decisions, planned actions, state and the events'
+status in one transaction — so a crash before the commit leaves the events pending (processed
+again, same outcome), and a crash after it leaves them done: each event is processed once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from engine.decisions.decide import Decision, EventView, decide, scores_needed
+from engine.decisions.state import CustomerState, StateLimits
+from engine.decisions.suppression import SuppressionPolicy
+from engine.dsl.conditions import ScoreValue
+from engine.dsl.triggers import TriggerIndex
+from engine.events import InvalidProfileChange
+from engine.events import profile_changes as validated_profile_changes
+from engine.store import EngineStore, InboxEvent
+
+__all__ = ["ProcessStats", "Processor", "profile_changes"]
+
+log = logging.getLogger(__name__)
+
+
+class ScoreSource:
+    """What the processor needs of a scoring client (see engine.runtime.scoring.ScoreClient)."""
+
+    def fetch(self, customer_ids: Any, models: Any) -> dict[str, dict[str, ScoreValue | None]]:
+        raise NotImplementedError
+
+
+@dataclass
+class ProcessStats:
+    events: int = 0
+    dead: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+    latest_event_at: float = 0.0
+
+    def add(self, other: ProcessStats) -> None:
+        self.events += other.events
+        self.dead += other.dead
+        self.outcomes.update(other.outcomes)
+        self.seconds += other.seconds
+        self.latest_event_at = max(self.latest_event_at, other.latest_event_at)
+
+
+class Processor:
+    """Processes pending inbox events with a trigger index and a suppression policy."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        index: TriggerIndex,
+        *,
+        policy: SuppressionPolicy | None = None,
+        limits: StateLimits | None = None,
+        scores: ScoreSource | None = None,
+        default_zone: str = "UTC",
+        batch_size: int = 1000,
+        state_cache_size: int = 200_000,
+        worker: tuple[int, int] = (0, 1),
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.policy = policy or SuppressionPolicy()
+        retention = max(index.longest_window(), 90 * 86400.0)
+        self.limits = limits or StateLimits(retention=retention)
+        self.scores = scores
+        self.default_zone = default_zone
+        self.batch_size = batch_size
+        self._states: OrderedDict[str, CustomerState] = OrderedDict()
+        self._state_cache_size = state_cache_size
+        self.worker = worker
+
+    def run_until_empty(
+        self, progress: Callable[[ProcessStats], None] | None = None
+    ) -> ProcessStats:
+        """Process batches until the inbox has no pending event."""
+        total = ProcessStats()
+        while True:
+            stats = self.run_once()
+            if stats.events == 0 and stats.dead == 0:
+                return total
+            total.add(stats)
+            if progress:
+                progress(total)
+
+    def run_once(self) -> ProcessStats:
+        """Process one batch of pending events."""
+        started = time.perf_counter()
+        batch = self.store.claim_pending(self.batch_size, self.worker)
+        stats = ProcessStats()
+        if not batch:
+            return stats
+        customers = {e.customer_id for e in batch}
+        states = self._load_states(customers)
+        profiles = self.store.load_profiles(customers)
+        scores = self._fetch_scores(batch)
+        decision_rows, action_rows, dead, processed = [], [], [], []
+        changed_profiles: dict[str, dict[str, Any]] = {}
+        for item in batch:
+            try:
+                fields = json.loads(item.payload)
+                view = _view(item, fields)
+                changes = profile_changes(view)
+            except InvalidProfileChange as exc:
+                dead.append(_dead_letter(item, f"invalid profile change: {exc}"))
+                continue
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                dead.append(_dead_letter(item, f"unreadable payload: {exc}"))
+                continue
+            stored = profiles.get(item.customer_id) or {"customer_id": item.customer_id}
+            # The event's own profile changes apply before its triggers decide: a signup that
+            # carries its email and consent gets its welcome.
+            profile = {**stored, **changes} if changes else stored
+            state = states[item.customer_id]
+            try:
+                made = decide(view, profile, state, self.index, scores.get(item.customer_id, {}),
+                              self.policy, self.limits, self.default_zone)  # fmt: skip
+            except Exception as exc:  # one event that breaks a trigger must not stop the others
+                log.exception("event %s: deciding failed", item.event_id)
+                dead.append(_dead_letter(item, f"processing failed: {type(exc).__name__}: {exc}"))
+                continue
+            for decision in made:
+                decision_rows.append(_decision_row(decision))
+                action_rows.extend(_action_rows(decision, view.at))
+                stats.outcomes[decision.outcome.value] += 1
+            if changes:
+                profiles[item.customer_id] = profile
+                changed_profiles[item.customer_id] = profile
+            processed.append(item.event_id)
+        self.store.commit_batch(
+            processed=processed,
+            dead=dead,
+            decision_rows=decision_rows,
+            action_rows=action_rows,
+            states={c: states[c].to_json() for c in customers},
+            profile_updates=changed_profiles,
+            now=time.time(),
+        )
+        stats.events, stats.dead = len(processed), len(dead)
+        stats.latest_event_at = max(e.occurred_at for e in batch)
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    def _load_states(self, customers: set[str]) -> dict[str, CustomerState]:
+        missing = [c for c in customers if c not in self._states]
+        stored = self.store.load_states(missing) if missing else {}
+        for customer in missing:
+            self._states[customer] = CustomerState.from_json(customer, stored.get(customer))
+        out = {}
+        for customer in customers:
+            self._states.move_to_end(customer)
+            out[customer] = self._states[customer]
+        while len(self._states) > self._state_cache_size:
+            self._states.popitem(last=False)
+        return out
+
+    def _fetch_scores(self, batch: list[InboxEvent]) -> dict[str, dict[str, ScoreValue | None]]:
+        if self.scores is None:
+            return {}
+        wanted: dict[str, set[str]] = {}
+        for item in batch:
+            models = scores_needed(item.event_type, self.index)
+            if models:
+                wanted.setdefault(item.customer_id, set()).update(models)
+        if not wanted:
+            return {}
+        models = set().union(*wanted.values())
+        return self.scores.fetch(wanted.keys(), models)
+
+
+def profile_changes(event: EventView) -> dict[str, Any]:
+    """What an event says about the customer's profile (consent, signup details), validated.
+
+    Raises InvalidProfileChange for a value the profile contract refuses.
+    """
+    props = event.fields.get("properties") or {}
+    if not isinstance(props, dict):
+        return {}
+    return validated_profile_changes(event.customer_id, event.event_type, props)
+
+
+def _dead_letter(item: InboxEvent, reason: str) -> dict[str, Any]:
+    return {"event_id": item.event_id, "payload": item.payload, "reason": reason[:2000],
+            "source": "processor"}  # fmt: skip
+
+
+def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:
+    props = fields.get("properties") or {}
+    amount = next((float(props[k]) for k in ("amount", "total", "cart_value")
+                   if isinstance(props.get(k), int | float) and not isinstance(props.get(k), bool)), None)  # fmt: skip
+    return EventView(
+        item.event_id, item.customer_id, item.event_type, item.occurred_at, amount, fields
+    )
+
+
+def _decision_row(d: Decision) -> dict[str, Any]:
+    return {
+        "event_id": d.event_id,
+        "customer_id": d.customer_id,
+        "trigger_id": d.trigger_id,
+        "trigger_version": d.trigger_version,
+        "outcome": d.outcome.value,
+        "reason": d.reason,
+        "trace": json.dumps(d.trace, default=str) if d.trace is not None else None,
+        "scores": json.dumps(d.scores),
+        "variant": d.variant,
+        "decided_at": d.decided_at,
+    }
+
+
+def _action_rows(d: Decision, trigger_at: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "idempotency_key": f"{d.trigger_id}:{d.customer_id}:{d.event_id}:{a.index}",
+            "event_id": d.event_id,
+            "customer_id": d.customer_id,
+            "trigger_id": d.trigger_id,
+            "action_index": a.index,
+            "kind": a.kind,
+            "params": json.dumps(a.params, default=str),
+            "channel": a.channel,
+            "due_at": a.due_at,
+            "cancel_if": json.dumps(a.cancel_if) if a.cancel_if is not None else None,
+            "variant": d.variant,
+            "trigger_at": trigger_at,
+        }
+        for a in d.actions
+    ]
+
+
+def event_time(value: str | datetime) -> float:
+    """Epoch seconds of an ISO timestamp or datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.timestamp()

@@ -1,0 +1,268 @@
+"""Faults, tested rather than claimed: SIGKILL during a replay, and two workers on PostgreSQL.
+
+The engine runs as a real `nudge engine run` process against a real SMTP server (aiosmtpd) and
+a real webhook receiver; it is killed with SIGKILL several times and restarted. Afterwards every
+event is processed once, every email reached the SMTP server once, every webhook key reached the
+receiver, and no action is lost — compared with an uninterrupted reference run of the same events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Request, Response
+
+from engine.channels.email import EmailSettings
+from engine.channels.webhooks import WebhookSender
+from engine.dsl.triggers import TriggerIndex, load_trigger_dir
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.inbox import accept_stream
+from engine.runtime.loop import EngineLoop, EventClock
+from engine.runtime.processor import Processor
+from engine.runtime.replay import events_from_rows
+from engine.store import EngineStore
+from tests.support import LocalServer, SmtpSink
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "engine" / "templates"
+TRIGGERS = {
+    "cart.yaml": """
+id: cart_recovery
+when: {event: cart_abandoned}
+actions:
+  - send_email: {template: cart_reminder}
+    delay: 1h
+    cancel_if: {event: purchase_completed}
+limits: {cooldown: 1d}
+""",
+    "orders.yaml": """
+id: order_to_crm
+category: transactional
+quiet_hours: ignore
+when: {event: purchase_completed}
+actions:
+  - webhook: {url: "URL"}
+    delay: 10m
+  - add_to_segment: {segment: buyers}
+""",
+}
+
+
+def receiver(keys: list[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def hook(request: Request) -> Response:
+        keys.append(request.headers["x-nudge-idempotency-key"])
+        return Response(status_code=200)
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def replay_events(small_simulation):
+    """At least 20,000 events of the shared simulation, with profiles that can receive email."""
+    events = list(events_from_rows(small_simulation.events.slice(0, 24_000).to_pylist()))
+    profiles = {
+        row["customer_id"]: {"customer_id": row["customer_id"], "email": row["email"], "first_name": row["first_name"],
+                             "timezone": row["timezone"], "consent_email": True}
+        for row in small_simulation.customers.to_dict("records")
+    }  # fmt: skip
+    return events, profiles
+
+
+def write_triggers(folder: Path, url: str) -> TriggerIndex:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in TRIGGERS.items():
+        (folder / name).write_text(text.replace("URL", url))
+    result = load_trigger_dir(folder)
+    assert not result.issues
+    return TriggerIndex(result.triggers)
+
+
+def load(store: EngineStore, events: list, profiles: dict) -> None:
+    store.upsert_profiles(profiles, 0.0)
+    counts = accept_stream(store, events, source="replay", batch_size=2000)
+    assert counts["accepted"] == len(events)
+
+
+def reference_run(tmp: Path, events: list, profiles: dict, url: str, smtp_port: int) -> EngineStore:
+    store = EngineStore.connect(f"sqlite:///{tmp / 'reference.db'}")
+    load(store, events, profiles)
+    index = write_triggers(tmp / "reference-triggers", url)
+    email = EmailSettings(templates_dir=TEMPLATES, smtp_host="127.0.0.1", smtp_port=smtp_port)
+    dispatcher = Dispatcher(
+        store, index, email=email, webhooks=WebhookSender("s", allow=("127.0.0.1",))
+    )
+    EngineLoop(Processor(store, index), dispatcher, clock=EventClock()).run(until_idle=True)
+    dispatcher.run_due(4102444800.0)  # 2100-01-01: everything still planned falls due
+    return store
+
+
+def outcome_of(store: EngineStore) -> tuple[set, Counter]:
+    decisions = {(d["event_id"], d["trigger_id"], d["outcome"]) for d in store.decisions()}
+    actions = Counter((a["kind"], a["status"]) for a in store.planned_actions())
+    return decisions, actions
+
+
+@pytest.mark.slow
+def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, replay_events):
+    events, profiles = replay_events
+    keys: list[str] = []
+    with LocalServer(receiver(keys)) as hook, SmtpSink() as smtp:
+        url = f"{hook.url}/hook"
+        reference = reference_run(tmp_path, events, profiles, url, smtp.port)
+        ref_decisions, ref_actions = outcome_of(reference)
+        ref_emails = len(smtp.messages)
+        assert ref_emails > 100 and len(set(keys)) > 100, "the replay must fire emails and webhooks"
+        smtp.messages.clear()
+        keys.clear()
+
+        home = tmp_path / "home"
+        db = f"sqlite:///{tmp_path / 'engine.db'}"
+        store = EngineStore.connect(db)
+        load(store, events, profiles)
+        write_triggers(tmp_path / "triggers", url)
+        env = {**os.environ, "NUDGE_HOME": str(home), "NUDGE_ENGINE_DB": db, "NUDGE_TRIGGERS_DIR": str(tmp_path / "triggers"),
+               "NUDGE_SMTP_HOST": "127.0.0.1", "NUDGE_SMTP_PORT": str(smtp.port), "NUDGE_WEBHOOK_ALLOW": "127.0.0.1",
+               "NUDGE_SIGNING_SECRET": "s" * 32}  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "nudge.cli",
+            "engine",
+            "run",
+            "--clock",
+            "events",
+            "--until-idle",
+        ]
+        rnd = random.Random(7)
+        kills = 0
+        for _ in range(4):
+            worker = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+            time.sleep(rnd.uniform(1.5, 4.0))
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGKILL)
+                kills += 1
+            worker.wait(timeout=30)
+        assert kills >= 2, "the engine must have been killed mid-replay"
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert final.returncode == 0, final.stderr
+        flush = subprocess.run([*command[:-3], "--clock", "2100-01-01", "--until-idle", "--role", "dispatcher"],
+                               env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert flush.returncode == 0, flush.stderr
+        time.sleep(0.2)
+
+        decisions, actions = outcome_of(store)
+        assert store.pending_count() == 0, "every event processed"
+        assert decisions == ref_decisions, (
+            "each event decided exactly as an uninterrupted run decides it"
+        )
+        message_ids = Counter(m["Message-ID"] for m in smtp.messages)
+        assert max(message_ids.values()) == 1, "no email twice at the SMTP server"
+        unconfirmed = actions[("send_email", "unconfirmed")]
+        assert len(message_ids) + unconfirmed >= ref_emails >= len(message_ids), (
+            "no email lost (in-doubt ones are flagged)"
+        )
+        assert set(keys) == {
+            a["idempotency_key"]
+            for a in reference.planned_actions()
+            if a["kind"] == "webhook" and a["status"] == "sent"
+        }
+        assert actions[("webhook", "sent")] == ref_actions[("webhook", "sent")]
+        assert actions[("add_to_segment", "sent")] == ref_actions[("add_to_segment", "sent")]
+        assert not any(status in {"pending", "claimed", "sending"} for _, status in actions), (
+            actions
+        )
+        print(f"\nkills={kills} emails={len(message_ids)} unconfirmed={unconfirmed} webhook deliveries={len(keys)} "
+              f"distinct keys={len(set(keys))} redelivered={len(keys) - len(set(keys))}")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_workers_on_postgres_share_the_load_without_double_delivery(tmp_path, replay_events):
+    from tests.conftest import POSTGRES_URL, postgres_available, require_service
+
+    ok, why = postgres_available()
+    require_service("PostgreSQL at 127.0.0.1:5432", ok, why)
+    import uuid
+
+    import sqlalchemy as sa
+
+    events, profiles = replay_events
+    events = events[:8_000]
+    keys: list[str] = []
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with LocalServer(receiver(keys)) as hook, SmtpSink() as smtp:
+        url = f"{hook.url}/hook"
+        reference = reference_run(tmp_path, events, profiles, url, smtp.port)
+        ref_decisions, _ = outcome_of(reference)
+        smtp.messages.clear()
+        keys.clear()
+        store = EngineStore.connect(POSTGRES_URL, schema=schema)
+        try:
+            load(store, events, profiles)
+            index = write_triggers(tmp_path / "triggers", url)
+            email = EmailSettings(
+                templates_dir=TEMPLATES, smtp_host="127.0.0.1", smtp_port=smtp.port
+            )
+
+            def worker(i: int) -> None:
+                dispatcher = Dispatcher(
+                    store,
+                    index,
+                    email=email,
+                    webhooks=WebhookSender("s", allow=("127.0.0.1",)),
+                    worker_id=f"w{i}",
+                )
+                EngineLoop(
+                    Processor(store, index, worker=(i, 2), batch_size=300),
+                    dispatcher,
+                    clock=EventClock(),
+                ).run(until_idle=True)
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=600)
+            flushers = [Dispatcher(store, index, email=email, webhooks=WebhookSender("s", allow=("127.0.0.1",)), worker_id=f"f{i}")
+                        for i in range(2)]  # fmt: skip
+            threads = [threading.Thread(target=f.run_due, args=(4102444800.0,)) for f in flushers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=600)
+            decisions, _ = outcome_of(store)
+            assert store.pending_count() == 0
+            assert decisions == ref_decisions, (
+                "per-customer order kept: same decisions as one worker"
+            )
+            message_ids = Counter(m["Message-ID"] for m in smtp.messages)
+            assert message_ids and max(message_ids.values()) == 1, "no double delivery"
+            assert Counter(keys) and max(Counter(keys).values()) == 1, "no webhook twice"
+            claimed_by = {a["claimed_by"] for a in store.planned_actions()}
+            assert len(claimed_by - {None}) >= 2, "both workers delivered"
+        finally:
+            store.engine.dispose()
+            cleanup = sa.create_engine(POSTGRES_URL)
+            with cleanup.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            cleanup.dispose()
+
+
+def test_replay_events_are_enough(replay_events):
+    events, _ = replay_events
+    assert len(events) >= 20_000
+    assert json.dumps(events[0])
