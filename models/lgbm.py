@@ -26,6 +26,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 
 from features.schema import UNKNOWN_HOUR
@@ -162,7 +163,7 @@ class _LGBMBase(BaseEstimator):
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
         """X's training columns, in training order and dtypes (extra columns are ignored)."""
         if not hasattr(self, "booster_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y)")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(X, y)")
         names = list(self.feature_names_in_)
         missing = [n for n in names if n not in X.columns]
         if missing:
@@ -228,7 +229,7 @@ class _LGBMBase(BaseEstimator):
 
     def _checked(self, matrix: NDArray[np.floating]) -> NDArray[np.floating]:
         if not hasattr(self, "booster_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(X, y)")
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(X, y)")
         # No copy when the caller built it in the right dtype, as serving does.
         array = np.asarray(matrix, dtype=self.matrix_dtype)
         if array.ndim != 2 or array.shape[1] != self.n_features_in_:
@@ -236,7 +237,7 @@ class _LGBMBase(BaseEstimator):
         return array
 
 
-class CalibratedLGBMClassifier(_LGBMBase, ClassifierMixin):
+class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
     """Binary LightGBM classifier whose probabilities are Platt-calibrated out of fold.
 
     Platt scaling (a logistic regression on the raw log-odds) is strictly monotone, so it fixes
@@ -314,7 +315,7 @@ class CalibratedLGBMClassifier(_LGBMBase, ClassifierMixin):
         return expit(slope * self.raw_score_matrix(matrix) + intercept)
 
 
-class LGBMSpendRegressor(_LGBMBase, RegressorMixin):
+class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
     """LightGBM regressor for non-negative, zero-inflated, skewed targets (Tweedie, log link)."""
 
     _default_objective: ClassVar[Mapping[str, Any]] = {
@@ -370,14 +371,14 @@ class BestSendHour(BaseEstimator):
     def predict(self, X: pd.DataFrame) -> NDArray[np.int64]:
         """The hour (0–23, customer-local) to send at, one per row."""
         if not hasattr(self, "population_hour_"):
-            raise RuntimeError("BestSendHour is not fitted yet; call fit(X)")
+            raise NotFittedError("BestSendHour is not fitted yet; call fit(X)")
         own = X["preferred_send_hour"].to_numpy(dtype=np.int64)
         return np.where(self._trusted(X), own, self.population_hour_).astype(np.int64)
 
     def predict_values(self, hour: ArrayLike, opens: ArrayLike) -> NDArray[np.int64]:
         """`predict` from the two columns it reads (preferred_send_hour and its opens)."""
         if not hasattr(self, "population_hour_"):
-            raise RuntimeError("BestSendHour is not fitted yet; call fit(X)")
+            raise NotFittedError("BestSendHour is not fitted yet; call fit(X)")
         own = np.asarray(hour).astype(np.int64)
         trusted = (own != UNKNOWN_HOUR) & (np.asarray(opens).astype(np.int64) >= self.min_opens)
         return np.where(trusted, own, self.population_hour_).astype(np.int64)

@@ -172,7 +172,9 @@ class BetaGeoModel:
 
     def _params(self) -> tuple[float, float, float, float]:
         if not hasattr(self, "params_"):
-            raise RuntimeError("BetaGeoModel is not fitted yet; call fit(frequency, recency, T)")
+            from sklearn.exceptions import NotFittedError  # only when misused: sklearn is heavy
+
+            raise NotFittedError("BetaGeoModel is not fitted yet; call fit(frequency, recency, T)")
         return self.params_["r"], self.params_["alpha"], self.params_["a"], self.params_["b"]
 
 
@@ -229,7 +231,9 @@ class GammaGammaModel:
 
     def _params(self) -> tuple[float, float, float]:
         if not hasattr(self, "params_"):
-            raise RuntimeError("GammaGammaModel is not fitted yet; call fit(frequency, monetary)")
+            from sklearn.exceptions import NotFittedError  # only when misused: sklearn is heavy
+
+            raise NotFittedError("GammaGammaModel is not fitted yet; call fit(frequency, monetary)")
         return self.params_["p"], self.params_["q"], self.params_["gamma"]
 
 

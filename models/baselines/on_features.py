@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import logit
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
 
 from models.baselines.bgnbd import BetaGeoModel, GammaGammaModel, expected_spend
 from models.baselines.rfm import HistoricalAverageLTV, RFMLogisticRegression
@@ -50,7 +51,7 @@ BASELINE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 _WEEK = 7.0
 
 
-class RFMChurn(BaseEstimator, ClassifierMixin):
+class RFMChurn(ClassifierMixin, BaseEstimator):
     """RFM logistic regression: recency (days since the last purchase, else since the first
     event), frequency (purchases to date), monetary (average order value, 0 without one)."""
 
@@ -60,11 +61,12 @@ class RFMChurn(BaseEstimator, ClassifierMixin):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
         positive = self.model_.predict_proba(_rfm(X))
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDChurn(BaseEstimator, ClassifierMixin):
+class BGNBDChurn(ClassifierMixin, BaseEstimator):
     """P(no purchase in the next `horizon_days`) under BG/NBD: dead, or alive and silent.
 
     1 − P(alive) · (1 − ((α+T)/(α+T+h))^(r+x)); the second factor is the chance an alive customer
@@ -82,6 +84,7 @@ class BGNBDChurn(BaseEstimator, ClassifierMixin):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
         x, t_x, t_obs = _rft(X)
         alive = self.bgnbd_.probability_alive(x, t_x, t_obs)
         p = self.bgnbd_.params_
@@ -91,7 +94,7 @@ class BGNBDChurn(BaseEstimator, ClassifierMixin):
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDSpend(BaseEstimator, RegressorMixin):
+class BGNBDSpend(RegressorMixin, BaseEstimator):
     """BG/NBD expected purchases × Gamma-Gamma expected value per purchase, over `horizon_days`."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -106,6 +109,7 @@ class BGNBDSpend(BaseEstimator, RegressorMixin):
         return self
 
     def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
         x, t_x, t_obs = _rft(X)
         _, value = _monetary(X)
         spend = expected_spend(
@@ -115,7 +119,7 @@ class BGNBDSpend(BaseEstimator, RegressorMixin):
         return np.nan_to_num(spend, nan=0.0, posinf=0.0)
 
 
-class HistoricalSpend(BaseEstimator, RegressorMixin):
+class HistoricalSpend(RegressorMixin, BaseEstimator):
     """Spend to date / tenure × `horizon_days` (HistoricalAverageLTV on the feature columns)."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -128,10 +132,11 @@ class HistoricalSpend(BaseEstimator, RegressorMixin):
         return self
 
     def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
         return self.model_.predict(X)
 
 
-class DecayedOpenRate(BaseEstimator, ClassifierMixin):
+class DecayedOpenRate(ClassifierMixin, BaseEstimator):
     """Recency-weighted open rate shrunk to the population's (the `RecencyWeightedOpenRate`
     formula on the feature tables' decayed send and open counts), Platt-scaled to the label.
 
@@ -158,6 +163,7 @@ class DecayedOpenRate(BaseEstimator, ClassifierMixin):
         return (opened + k * self.prior_rate_) / (sent + k)
 
     def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
         positive = self.platt_.predict_proba(self._logit(X)[:, None])[:, 1]
         return np.column_stack([1 - positive, positive])
 

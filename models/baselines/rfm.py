@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -16,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 __all__ = ["HistoricalAverageLTV", "RFMLogisticRegression", "RecencyWeightedOpenRate"]
 
 
-class RFMLogisticRegression(BaseEstimator):
+class RFMLogisticRegression(ClassifierMixin, BaseEstimator):
     """Logistic regression on standardised log1p(recency, frequency, monetary) — the churn baseline.
 
     `feature_columns` name the columns of X in that order. Recency here is the RFM one, *time since
@@ -48,7 +49,7 @@ class RFMLogisticRegression(BaseEstimator):
     def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """P(positive) for each row of X, as a 1-D array."""
         if not hasattr(self, "pipeline_"):
-            raise RuntimeError("RFMLogisticRegression is not fitted yet; call fit(X, y)")
+            raise NotFittedError("RFMLogisticRegression is not fitted yet; call fit(X, y)")
         # Column 1 is class 1: classes_ is [0, 1], as LogisticRegression refuses a single class.
         return self.pipeline_.predict_proba(self._features(X))[:, 1]
 
@@ -61,7 +62,7 @@ class RFMLogisticRegression(BaseEstimator):
         return features
 
 
-class HistoricalAverageLTV(BaseEstimator):
+class HistoricalAverageLTV(RegressorMixin, BaseEstimator):
     """Spend in the next `horizon` = the customer's historical spend rate × `horizon` — LTV baseline.
 
     The rate is ``X[spend_col] / X[tenure_col]`` (tenure floored at `min_tenure` so a customer who
@@ -94,7 +95,7 @@ class HistoricalAverageLTV(BaseEstimator):
     def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """Expected spend over `horizon` for each row of X."""
         if not hasattr(self, "population_rate_"):
-            raise RuntimeError("HistoricalAverageLTV is not fitted yet; call fit(X)")
+            raise NotFittedError("HistoricalAverageLTV is not fitted yet; call fit(X)")
         rates = self._rates(X)
         return np.where(np.isnan(rates), self.population_rate_, rates) * self.horizon
 
@@ -147,7 +148,7 @@ class RecencyWeightedOpenRate(BaseEstimator):
     ) -> pd.Series:
         """Shrunk decayed open rate per customer from sends up to `as_of` (default: all in `sends`)."""
         if not hasattr(self, "prior_rate_"):
-            raise RuntimeError("RecencyWeightedOpenRate is not fitted yet; call fit(sends)")
+            raise NotFittedError("RecencyWeightedOpenRate is not fitted yet; call fit(sends)")
         weights, opened = self._weighted(sends, as_of)
         by_customer = (
             pd.DataFrame({"w": weights, "wo": weights * opened})

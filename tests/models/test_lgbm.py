@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from models.lgbm import (
     BestSendHour,
@@ -100,7 +101,7 @@ def test_the_classifier_refuses_labels_it_cannot_learn():
         CalibratedLGBMClassifier().fit(X, np.full(200, 2))
     with pytest.raises(ValueError, match="single class"):
         CalibratedLGBMClassifier().fit(X, np.zeros(200))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         CalibratedLGBMClassifier().predict_proba(X)
 
 

@@ -11,6 +11,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.special import beta, betaln, gamma, hyp2f1
 from scipy.stats import chi2
+from sklearn.exceptions import NotFittedError
 
 from models.baselines.bgnbd import (
     BetaGeoModel,
@@ -288,7 +289,7 @@ def test_models_reject_bad_inputs_and_refuse_to_predict_unfitted():
         BetaGeoModel().fit([1, 2], [5.0, 50.0], [10.0, 40.0])
     with pytest.raises(ValueError, match="whole numbers"):
         BetaGeoModel().fit([1.5], [5.0], [10.0])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         BetaGeoModel().probability_alive([1], [1.0], [2.0])
     with pytest.raises(ValueError, match="positive"):
         GammaGammaModel().fit([1, 2], [10.0, 0.0])

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from models.baselines.rfm import (
     HistoricalAverageLTV,
@@ -58,7 +59,7 @@ def test_rfm_reads_its_columns_by_name_whatever_else_is_in_the_frame():
 def test_rfm_rejects_what_log1p_or_a_binary_target_cannot_take():
     X, y, _ = planted_rfm(100, np.random.default_rng(3))
     model = RFMLogisticRegression(feature_columns=COLUMNS)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         model.predict_proba(X)
     with pytest.raises(ValueError, match="non-negative"):
         model.fit(X.assign(spend=-1.0), y)
