@@ -23,14 +23,16 @@ install: $(UV)  ## create .venv from uv.lock (exact versions)
 demo: install  ## simulate a year of customers, load the lake, print a summary
 	$(UV) run --frozen nudge demo
 
-test: install  ## lint, then run the whole test suite
+test: install  ## lint and type-check, then run the whole test suite
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
 	$(UV) run --frozen pytest
 
-lint: install  ## ruff check + format check
+lint: install  ## ruff check + format check + mypy
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
 
 format: install  ## apply ruff fixes and formatting
 	$(UV) run --frozen ruff check --fix .
