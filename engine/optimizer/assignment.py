@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
+from engine.optimizer.labels import HOLDOUT
+
 __all__ = [
     "HOLDOUT",
     "assign_variant",
@@ -28,8 +30,6 @@ __all__ = [
     "normalize_weights",
     "unit_hash",
 ]
-
-HOLDOUT: Final = "holdout"
 
 _MANTISSA_BITS: Final = 53
 
