@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.dsl.durations import format_duration, parse_duration
+from engine.errors import UserError
 from engine.limits import (
     DEFAULT_MAX_FUTURE,
     EARLIEST_TIMESTAMP,
@@ -307,7 +308,7 @@ class CustomerProfile(BaseModel):
         return self
 
 
-class InvalidProfileChange(ValueError):
+class InvalidProfileChange(UserError):
     """An event's profile properties break the profile contract; `lines` name each field."""
 
     def __init__(self, lines: list[str]) -> None:

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.errors import UserError
 from engine.events import EVENT_TYPE_PATTERN, InvalidProfileChange, profile_changes
 from engine.lake import LAKE_SCHEMA, EventLake
 from engine.limits import text_problem
@@ -53,7 +54,7 @@ MAPPABLE = (
 )
 
 
-class IngestError(ValueError):
+class IngestError(UserError):
     """The import cannot start: bad mapping, unreadable file, unknown column or zone."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.errors import UserError
 from engine.optimizer.stats import (
     MeanSummary,
     PValueCorrection,
@@ -41,7 +42,7 @@ RATE_COLUMNS = ("arm", "users", "conversions")
 MEAN_COLUMNS = ("arm", "users", "value_sum", "value_sum_squares")
 
 
-class ArmInputError(ValueError):
+class ArmInputError(UserError):
     """The arms input is malformed; the message names the line, column and what was expected."""
 
 
@@ -95,9 +96,18 @@ def read_arms_csv(path: str | Path) -> ArmTable:
 
     Raises ``ArmInputError`` naming the line and column for missing or unknown columns,
     non-integer or non-positive users, conversions outside [0, users], non-numeric sums,
-    sums implying a negative variance, duplicate arm names and fewer than 2 arms. A file that
-    cannot be opened raises the usual ``OSError``.
+    sums implying a negative variance, duplicate arm names and fewer than 2 arms; its message
+    names the file. A file that cannot be opened raises the usual ``OSError``.
     """
+    try:
+        return _read_arms(path)
+    except ArmInputError as error:
+        if str(path) in str(error):
+            raise
+        raise ArmInputError(f"{path}: {error}") from None
+
+
+def _read_arms(path: str | Path) -> ArmTable:
     with Path(path).open(newline="", encoding="utf-8-sig") as handle:
         rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1)]
     rows = [(number, row) for number, row in rows if any(cell.strip() for cell in row)]

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.errors import UserError
+
 __all__ = [
     "EVENT_FILE_SUFFIXES",
     "EventFileError",
@@ -18,7 +20,7 @@ __all__ = [
 ]
 
 
-class EventFileError(ValueError):
+class EventFileError(UserError):
     """An event file that cannot be read as a whole (wrong kind, not JSON, not Parquet)."""
 
 
