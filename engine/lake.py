@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from engine.errors import UserError
 from engine.events import Event, event_amount
 
 __all__ = [
@@ -53,7 +54,7 @@ LAKE_SCHEMA = pa.schema(
 REQUIRED_COLUMNS = ("event_id", "customer_id", "event_type", "timestamp")
 
 
-class LakeError(ValueError):
+class LakeError(UserError):
     """A batch that does not fit the lake's schema; the message names the column."""
 
 

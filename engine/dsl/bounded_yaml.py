@@ -27,6 +27,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
+from engine.errors import UserError
+
 __all__ = [
     "MAX_ALIAS_NODES",
     "MAX_DEPTH",
@@ -47,7 +49,7 @@ MAX_DEPTH = 64
 MAX_ALIAS_NODES = 10_000
 
 
-class YamlProblem(ValueError):
+class YamlProblem(UserError):
     """A YAML text that cannot be loaded: `source`, `line` (when known) and a one-line message."""
 
     def __init__(self, source: str, line: int | None, message: str) -> None:
