@@ -8,7 +8,7 @@ that code catching the narrower errors as ``ValueError`` keeps working.
 
 Derived: ``engine.lake.LakeError``, ``engine.runtime.replay.EventFileError``,
 ``engine.runtime.explain.InvalidEvent``, ``engine.dsl.bounded_yaml.YamlProblem``,
-``engine.dsl.triggers.TriggerFileError``, ``engine.events.InvalidProfileChange``,
+``engine.dsl.triggers.VariantError``, ``engine.events.InvalidProfileChange``,
 ``engine.optimizer.arms.ArmInputError`` and ``pipelines.ingest.IngestError``.
 """
 

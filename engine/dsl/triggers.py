@@ -21,6 +21,9 @@ PyYAML has it, composing and constructing stay in PyYAML's safe Python code):
 
 `check_templates` checks that every template the triggers send (actions and experiment variant
 overrides) exists in the templates folder and compiles.
+
+Ending an experiment with one variant makes a new version of the trigger's file
+(`variant_version` builds it, `write_variant_version` writes it and keeps the old text beside it).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from engine.dsl.conditions import (
 )
 from engine.dsl.durations import parse_duration
 from engine.dsl.matcher import Matcher, compile_matcher
+from engine.errors import UserError
 
 __all__ = [
     "Action",
@@ -67,10 +71,14 @@ __all__ = [
     "Trigger",
     "TriggerIndex",
     "TriggerIssue",
+    "VariantError",
+    "VariantVersion",
     "apply_experiment_variant",
     "check_templates",
     "load_trigger_dir",
     "load_trigger_text",
+    "variant_version",
+    "write_variant_version",
 ]
 
 PRIORITIES = {"critical": 3, "high": 2, "normal": 1, "low": 0}
@@ -616,7 +624,7 @@ def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, 
     variants = experiment.get("variants") or {}
     if variant not in variants:
         known = ", ".join(variants) or "none"
-        raise ValueError(
+        raise VariantError(
             f"trigger {raw.get('id')!r} has no variant {variant!r} (variants: {known})"
         )
     overrides = variants[variant]
@@ -638,3 +646,62 @@ def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, 
         f"{raw['description']} ({note})" if raw.get("description") else note.capitalize()
     )
     return updated
+
+
+class VariantError(UserError):
+    """An experiment variant that cannot end its trigger's experiment; the message says why."""
+
+
+@dataclass(frozen=True)
+class VariantVersion:
+    """The next version of a trigger's file, with one experiment variant for everyone (unwritten).
+
+    ``previous`` is the file's text as read, ``text`` the new one; ``current`` and ``new`` the
+    trigger before and after; ``changed_actions`` each action (as written) that changes, before
+    and after; ``backup`` where the previous text goes, named after its version.
+    """
+
+    path: Path
+    previous: str
+    text: str
+    current: Trigger
+    new: Trigger
+    changed_actions: tuple[tuple[dict[str, Any], dict[str, Any]], ...]
+
+    @property
+    def backup(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.{self.current.version}.bak")
+
+
+def variant_version(trigger: Trigger, variant: str) -> VariantVersion:
+    """The new version of ``trigger``'s file with ``variant`` applied and the experiment removed.
+
+    Raises VariantError when the file holds more than one trigger, the trigger has no such
+    variant, or the new version would not load. Nothing is written.
+    """
+    path = Path(trigger.source)
+    previous = path.read_text()
+    documents = list(yaml.safe_load_all(previous))  # the file loaded, bounded, as `trigger`
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise VariantError(f"{path}: apply works on files that hold one trigger")
+    before = documents[0]
+    updated = apply_experiment_variant(before, variant)
+    text = yaml.safe_dump(updated, sort_keys=False, allow_unicode=True)
+    check = load_trigger_text(text, str(path))
+    if check.issues:
+        problems = "; ".join(str(issue) for issue in check.issues)
+        raise VariantError(f"the new version would not load: {problems}")
+    changed = tuple(
+        (old, new)
+        for old, new in zip(before.get("actions", []), updated["actions"], strict=True)
+        if old != new
+    )
+    return VariantVersion(path, previous, text, trigger, check.triggers[0], changed)
+
+
+def write_variant_version(version: VariantVersion) -> Path:
+    """Write ``version`` in place of its file, the previous text kept as ``version.backup``
+    (returned): the old version stays next to the new one, and decisions name either."""
+    version.backup.write_text(version.previous)
+    version.path.write_text(version.text)
+    return version.backup
