@@ -22,7 +22,7 @@ from engine.decisions.state import CustomerState, StateLimits
 from engine.decisions.suppression import SuppressionPolicy
 from engine.dsl.conditions import ScoreValue
 from engine.dsl.triggers import TriggerIndex
-from engine.events import InvalidProfileChange
+from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
 from engine.store import EngineStore, InboxEvent
 
@@ -197,9 +197,8 @@ def _dead_letter(item: InboxEvent, reason: str) -> dict[str, Any]:
 
 
 def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:
-    props = fields.get("properties") or {}
-    amount = next((float(props[k]) for k in ("amount", "total", "cart_value")
-                   if isinstance(props.get(k), int | float) and not isinstance(props.get(k), bool)), None)  # fmt: skip
+    # The amount the lake stores for the event too, so warm-up and live state sum the same.
+    amount = event_amount(fields.get("properties") or {})
     return EventView(
         item.event_id, item.customer_id, item.event_type, item.occurred_at, amount, fields
     )

@@ -99,6 +99,23 @@ def test_processing_records_decisions_and_actions_exactly_once(engine_store, ind
     assert engine_store.count("decisions") == 2 and engine_store.count("actions") == 2
 
 
+def test_amounts_are_read_as_the_lake_reads_them(engine_store, index):
+    from engine.events import event_amount
+
+    # Numeric text counts (as in the lake, whose amounts warm the state up); a flag does not.
+    events = [ev(1, "b", "purchase_completed", 0, total="60.00"),
+              ev(2, "b", "purchase_completed", 5, total=True, amount="45"),
+              ev(3, "c", "purchase_completed", 5, total=True)]  # fmt: skip
+    assert [event_amount(e["properties"]) for e in events] == [60.0, 45.0, None]
+    accept_events(engine_store, events, source="test")
+    Processor(engine_store, index).run_until_empty()
+    fired = [
+        (d["event_id"], d["outcome"]) for d in engine_store.decisions(trigger_id="big_spender")
+    ]
+    assert ("e2", "fired") in fired, fired  # 60 + 45 ≥ 100 within 30 days
+    assert ("e3", "fired") not in fired
+
+
 def test_a_crash_before_commit_leaves_events_pending_and_reprocessing_is_exact(
     engine_store, index, monkeypatch
 ):
