@@ -109,7 +109,8 @@ class EventLake:
             raise LakeError(f"unknown column(s) {unknown}; the lake has {LAKE_SCHEMA.names}")
         if not self._has_files():
             return LAKE_SCHEMA.empty_table().select(wanted)
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[object] = []
         lo, hi = _as_utc(start), _as_utc(end)
         if lo is not None:
             clauses += ["date >= ?", "timestamp >= ?"]
@@ -149,10 +150,12 @@ class EventLake:
         if not files:
             return LakeInfo(self.root, 0, 0, profiles, None, None, 0, 0, 0)
         with _duckdb() as con:
-            events, customers, first, last = con.execute(
+            totals = con.execute(
                 f"SELECT count(*), count(DISTINCT customer_id), min(timestamp), max(timestamp) "
                 f"FROM {self._scan()}"
             ).fetchone()
+            assert totals is not None  # an aggregate without GROUP BY is always one row
+            events, customers, first, last = totals
             per_type = dict(
                 con.execute(
                     f"SELECT event_type, count(*) AS n FROM {self._scan()} "

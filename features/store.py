@@ -39,6 +39,7 @@ from features.schema import (
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.feast_object import FeastObject
 
     from features.definitions import Definitions
 
@@ -93,7 +94,8 @@ def definitions(home: Path | str | None = None) -> Definitions:
 def apply_definitions(store: FeatureStore, home: Path | str | None = None) -> Definitions:
     """Register every definition in the store's registry (in-process `feast apply`)."""
     applied = definitions(home)
-    store.apply(applied.all())
+    objects: list[FeastObject] = list(applied.all())  # `apply` takes a list of the union
+    store.apply(objects)
     return applied
 
 
@@ -192,7 +194,8 @@ def online_rows(
     """
     names = list(features)
     stamps = np.array([values[f"{name}__ts"] for name in names], dtype=np.int64)
-    known = (stamps > 0).all(axis=0)
+    # One flag per customer (asarray: numpy types `.all(axis=0)` as an array or a scalar).
+    known = np.asarray((stamps > 0).all(axis=0))
     block = np.array([values[name] for name in names], dtype=object)[:, known]
     matrix = np.empty((int(known.sum()), len(names)), dtype=np.float64)
     floats = [j for j, name in enumerate(names) if features[name] == "float64"]

@@ -59,7 +59,7 @@ DEFAULT_PARAMS: Final[dict[str, Any]] = {
 }
 
 
-class _LGBMBase(BaseEstimator):
+class _LGBMBase(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Shared fitting: grouped out-of-fold rounds, then one booster on every row."""
 
     _default_objective: ClassVar[Mapping[str, Any]] = {}
@@ -177,7 +177,7 @@ class _LGBMBase(BaseEstimator):
     def raw_score(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """The booster's raw score: log-odds (classifier) or log of the expected value (Tweedie)."""
         matrix = self._matrix(X)  # raises first when not fitted
-        return self._plus_base(self.booster_.predict(matrix, raw_score=True), matrix)
+        return self._plus_base(_dense(self.booster_.predict(matrix, raw_score=True)), matrix)
 
     # -- NumPy fast path: the same numbers as the frame methods, without building frames.
     # Single-threaded: online requests score a few rows, where OpenMP's start-up and spinning
@@ -190,17 +190,19 @@ class _LGBMBase(BaseEstimator):
 
     def matrix_of(self, X: pd.DataFrame) -> NDArray[np.floating]:
         """X's training columns as the matrix the `*_matrix` methods take."""
-        return self._matrix(X).to_numpy(dtype=self.matrix_dtype)
+        matrix: NDArray[np.floating] = self._matrix(X).to_numpy(dtype=self.matrix_dtype)
+        return matrix
 
     def raw_score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`raw_score` of a matrix of the features in training order (one row per customer)."""
         array = self._checked(matrix)
-        return self._plus_base(self.booster_.predict(array, raw_score=True, num_threads=1), array)
+        raw = _dense(self.booster_.predict(array, raw_score=True, num_threads=1))
+        return self._plus_base(raw, array)
 
     def contributions_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`feature_contributions` as an array: one column per feature, then the bias."""
         array = self._checked(matrix)
-        contributions = self.booster_.predict(array, pred_contrib=True, num_threads=1)
+        contributions = _dense(self.booster_.predict(array, pred_contrib=True, num_threads=1))
         return self._with_base_terms(contributions, array)
 
     def _linear_base(self) -> LinearBase | None:
@@ -237,7 +239,7 @@ class _LGBMBase(BaseEstimator):
         return array
 
 
-class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
+class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Binary LightGBM classifier whose probabilities are Platt-calibrated out of fold.
 
     Platt scaling (a logistic regression on the raw log-odds) is strictly monotone, so it fixes
@@ -275,7 +277,7 @@ class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
         y: ArrayLike,
         groups: ArrayLike | None = None,
         times: ArrayLike | None = None,
-    ):
+    ) -> CalibratedLGBMClassifier:
         """Fit on X (feature columns only) and 0/1 labels `y`; `groups` are the rows' customers
         and `times` their snapshot times."""
         target = np.asarray(y)
@@ -312,10 +314,11 @@ class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
     def score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`predict_proba(X)[:, 1]` of the same rows given as a matrix (see `matrix_of`)."""
         slope, intercept = self.calibration_
-        return expit(slope * self.raw_score_matrix(matrix) + intercept)
+        positive: NDArray[np.float64] = expit(slope * self.raw_score_matrix(matrix) + intercept)
+        return positive
 
 
-class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
+class LGBMSpendRegressor(RegressorMixin, _LGBMBase):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """LightGBM regressor for non-negative, zero-inflated, skewed targets (Tweedie, log link)."""
 
     _default_objective: ClassVar[Mapping[str, Any]] = {
@@ -329,7 +332,7 @@ class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
         y: ArrayLike,
         groups: ArrayLike | None = None,
         times: ArrayLike | None = None,
-    ):
+    ) -> LGBMSpendRegressor:
         """Fit on X and non-negative targets `y`; `groups` are the rows' customers and `times`
         their snapshot times."""
         target = np.asarray(y, dtype=float)
@@ -341,14 +344,14 @@ class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
     def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """Expected value of the target for each row."""
         matrix = self._matrix(X)
-        return self.booster_.predict(matrix)
+        return _dense(self.booster_.predict(matrix))
 
     def score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`predict(X)` of the same rows given as a matrix (see `matrix_of`)."""
-        return self.booster_.predict(self._checked(matrix), num_threads=1)
+        return _dense(self.booster_.predict(self._checked(matrix), num_threads=1))
 
 
-class BestSendHour(BaseEstimator):
+class BestSendHour(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Each customer's best local send hour: the hour they opened most, else the population's.
 
     A preference resting on fewer than `min_opens` opens is not trusted; those customers get the
@@ -384,9 +387,10 @@ class BestSendHour(BaseEstimator):
         return np.where(trusted, own, self.population_hour_).astype(np.int64)
 
     def _trusted(self, X: pd.DataFrame) -> NDArray[np.bool_]:
-        hour = X["preferred_send_hour"].to_numpy(dtype=np.int64)
-        opens = X["preferred_send_hour_opens"].to_numpy(dtype=np.int64)
-        return (hour != UNKNOWN_HOUR) & (opens >= self.min_opens)
+        hour: NDArray[np.int64] = X["preferred_send_hour"].to_numpy(dtype=np.int64)
+        opens: NDArray[np.int64] = X["preferred_send_hour_opens"].to_numpy(dtype=np.int64)
+        known: NDArray[np.bool_] = hour != UNKNOWN_HOUR  # numpy types == and != as Any
+        return known & (opens >= self.min_opens)
 
 
 def feature_contributions(
@@ -401,18 +405,20 @@ def feature_contributions(
     Raw score units: log-odds for the classifiers, log of expected spend for the LTV model.
     """
     if isinstance(model, lgb.Booster):
-        names = feature_names or model.feature_name()
-        contributions = model.predict(X[names], pred_contrib=True)
+        # mypy keeps the estimators in this branch too (their scikit-learn bases are Any).
+        booster: lgb.Booster = model
+        names = feature_names or booster.feature_name()
+        contributions = _dense(booster.predict(X[names], pred_contrib=True))
     else:
         matrix = model._matrix(X)
         names = list(matrix.columns)
         contributions = model._with_base_terms(
-            model.booster_.predict(matrix, pred_contrib=True), matrix
+            _dense(model.booster_.predict(matrix, pred_contrib=True)), matrix
         )
     return pd.DataFrame(contributions, columns=[*names, "bias"], index=X.index)
 
 
-class LinearBase(BaseEstimator):
+class LinearBase(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Logistic regression on standardised log1p of a few non-negative features (a missing value
     counts as 0 and gets an indicator term): the starting log-odds of a boosted classifier.
 
@@ -436,11 +442,11 @@ class LinearBase(BaseEstimator):
         values = X[names].to_numpy(dtype=np.float64)
         self.indicated_ = np.isnan(values).any(axis=0)
         design = self._design(values)
-        self.mean_ = design.mean(axis=0)
-        self.scale_ = np.where(design.std(axis=0) > 0, design.std(axis=0), 1.0)
+        self.mean_: NDArray[np.float64] = design.mean(axis=0)
+        self.scale_: NDArray[np.float64] = np.where(design.std(axis=0) > 0, design.std(axis=0), 1.0)
         logistic = LogisticRegression(C=self.C, max_iter=1_000)
         logistic.fit((design - self.mean_) / self.scale_, np.asarray(y).astype(int))
-        self.coef_ = logistic.coef_[0]
+        self.coef_: NDArray[np.float64] = logistic.coef_[0]
         self.intercept_ = float(logistic.intercept_[0])  # the log-odds of the average row
         return self
 
@@ -455,11 +461,13 @@ class LinearBase(BaseEstimator):
 
     def margin(self, X: pd.DataFrame | NDArray[np.floating]) -> NDArray[np.float64]:
         """The log-odds of each row."""
-        return self.terms(X).sum(axis=1) + self.intercept_
+        log_odds: NDArray[np.float64] = self.terms(X).sum(axis=1) + self.intercept_
+        return log_odds
 
     def _values(self, X: pd.DataFrame | NDArray[np.floating]) -> NDArray[np.float64]:
         if isinstance(X, pd.DataFrame):
-            return X[list(self.columns)].to_numpy(dtype=np.float64)
+            values: NDArray[np.float64] = X[list(self.columns)].to_numpy(dtype=np.float64)
+            return values
         return np.asarray(X, dtype=np.float64)[:, self.index_]
 
     def _design(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -488,6 +496,12 @@ def top_reason_indices(
         [(int(j), float(contributions[i, j])) for j in row if contributions[i, j] > 0]
         for i, row in enumerate(order)
     ]
+
+
+def _dense(prediction: object) -> NDArray[np.float64]:
+    """`Booster.predict` of a dense matrix or frame: typed as maybe sparse, always an array."""
+    assert isinstance(prediction, np.ndarray)
+    return prediction
 
 
 def _margin(base: LinearBase | None, X: pd.DataFrame) -> NDArray[np.float64] | None:

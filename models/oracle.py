@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 __all__ = ["bayes_churn_probability", "latent_churn_probability"]
 
 
 def latent_churn_probability(
     truth: pd.DataFrame, snapshot: pd.Timestamp, horizon_days: float, customers: pd.Series
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """P(no purchase in (t, t + H]) given the planted rate and the (hidden) dropout state at t."""
     rows = _truth_rows(truth, customers)
     dropped = pd.to_datetime(rows["dropout_at"], utc=True)
@@ -38,7 +39,7 @@ def bayes_churn_probability(
     snapshot: pd.Timestamp,
     horizon_days: float,
     customers: pd.Series,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """P(no purchase in (t, t + H]) given the planted λ and p and the purchases up to t.
 
     `purchases` holds customer_id and timestamp of purchase events (any range; later ones are
@@ -52,13 +53,14 @@ def bayes_churn_probability(
     silent_days = (
         (snapshot - pd.to_datetime(history["max"], utc=True)).dt.total_seconds() / 86_400
     ).to_numpy()
-    rate = rows["purchase_rate_per_day"].to_numpy(dtype=float)
-    p = rows["dropout_prob"].to_numpy(dtype=float)
+    rate: NDArray[np.float64] = rows["purchase_rate_per_day"].to_numpy(dtype=float)
+    p: NDArray[np.float64] = rows["dropout_prob"].to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
         dead = p / (p + (1 - p) * np.exp(-rate * np.nan_to_num(silent_days)))
     # Before the first purchase nobody has dropped out: dropout follows a purchase.
     dead = np.where(count > 0, dead, 0.0)
-    return dead + (1 - dead) * np.exp(-rate * horizon_days)
+    churn: NDArray[np.float64] = dead + (1 - dead) * np.exp(-rate * horizon_days)
+    return churn
 
 
 def _truth_rows(truth: pd.DataFrame, customers: pd.Series) -> pd.DataFrame:

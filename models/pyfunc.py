@@ -12,9 +12,9 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel  # mlflow.pyfunc imports it without re-exporting it
 from numpy.typing import NDArray
 
 from models.lgbm import (
@@ -32,7 +32,7 @@ SCORE_COLUMN = "score"
 _REQUIREMENTS = ("lightgbm", "numpy", "pandas", "scikit-learn", "scipy", "cloudpickle")
 
 
-class ScoringModel(mlflow.pyfunc.PythonModel):
+class ScoringModel(PythonModel):
     """A fitted estimator (plus the best-send-hour rule for engagement) behind pyfunc."""
 
     def __init__(

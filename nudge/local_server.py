@@ -14,11 +14,16 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def wait_until_ready(
-    url: str, process: subprocess.Popen, timeout: float, what: str, poll: float = 0.5
+    url: str,
+    process: subprocess.Popen[bytes] | subprocess.Popen[str],
+    timeout: float,
+    what: str,
+    poll: float = 0.5,
 ) -> None:
     """Return once `url` answers 200; RuntimeError naming `what` when `process` exits first
     or `timeout` seconds pass."""

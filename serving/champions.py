@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -33,11 +33,15 @@ from features.schema import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from models.pyfunc import ScoringModel
     from serving.settings import ServingSettings
 
 __all__ = ["Champion", "Champions", "LoadError", "ModelState"]
 
 log = logging.getLogger("serving.models")
+
+# What `/v1/models` reports for a model (`serving.schemas.ModelInfo.status`).
+ModelStatus: TypeAlias = Literal["serving", "serving_previous", "not_loaded"]
 
 # Rows of the latest feature snapshot scored to estimate a model's population prior.
 PRIOR_SAMPLE = 5_000
@@ -57,7 +61,7 @@ class Champion:
     trained_at: datetime | None
     loaded_at: datetime
     holdout_metrics: dict[str, float]
-    model: Any  # models.pyfunc.ScoringModel, unwrapped from its pyfunc
+    model: ScoringModel  # unwrapped from its pyfunc
     features: dict[str, Dtype]
     prior: float
     prior_send_hour: int | None
@@ -70,13 +74,13 @@ class Champion:
         return self.model.predict(None, frame[list(self.features)])
 
     def score(
-        self, matrix: NDArray[np.float64]
+        self, matrix: NDArray[np.floating]
     ) -> tuple[NDArray[np.float64], NDArray[np.int64] | None]:
         """`predict`'s ``score`` and ``best_send_hour`` (None unless engagement) of the rows of a
         matrix of the features in training order: the per-request path, no DataFrame."""
         return self.model.score_matrix(matrix)
 
-    def contributions(self, matrix: NDArray[np.float64]) -> NDArray[np.float64]:
+    def contributions(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """LightGBM per-feature contributions (pred_contrib) to the raw score, then the bias."""
         return self.model.contributions_matrix(matrix)
 
@@ -94,7 +98,7 @@ class ModelState:
     _failed_clock: float = field(default=0.0, repr=False)
 
     @property
-    def status(self) -> str:
+    def status(self) -> ModelStatus:
         if self.champion is None:
             return "not_loaded"
         if self.alias_version is not None and self.alias_version != self.champion.version:

@@ -60,6 +60,6 @@ class OnlineFeatures:
         online = getattr(self.store, "_provider", None)
         store = getattr(online, "_online_store", None)
         conn = getattr(store, "_conn", None)
-        if conn is not None:  # SQLite; Redis pools close with the process
+        if store is not None and conn is not None:  # SQLite; Redis pools close with the process
             conn.close()
             store._conn = None

@@ -43,7 +43,9 @@ def score_batch(
     ``known: false``; the customer is `known` only when every requested model found features.
     """
     ids = list(dict.fromkeys(customer_ids))
-    results = {cid: {"customer_id": cid, "known": True, "scores": {}} for cid in ids}
+    results: dict[str, dict[str, Any]] = {
+        cid: {"customer_id": cid, "known": True, "scores": {}} for cid in ids
+    }
     for model, rows in features.items():
         champion = champions[model]
         scored = _score_known(champion, rows, bands[model], stale_after, now, explain_top)
@@ -71,10 +73,10 @@ def _score_known(
     values, hours = champion.score(rows.matrix)
     snapshots = rows.snapshots.tolist()
     # Few distinct snapshots per batch: format and age each once.
-    meta = {}
+    meta: dict[int, tuple[str, bool]] = {}
     for stamp in set(snapshots):
-        at = datetime.fromtimestamp(stamp, UTC)
-        meta[stamp] = (at.isoformat(), now - at > stale_after)
+        taken = datetime.fromtimestamp(stamp, UTC)
+        meta[stamp] = (taken.isoformat(), now - taken > stale_after)
     reasons = _reasons(champion, rows, explain_top) if explain_top is not None else None
     hour_list = hours.tolist() if hours is not None else None
     scored = {}

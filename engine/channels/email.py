@@ -52,7 +52,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
     "EmailSettings",
@@ -238,11 +239,12 @@ class SmtpSender:
         if not settings.smtp_host:
             raise ValueError("SmtpSender needs smtp_host")
         self.settings = settings
+        self.host: str = settings.smtp_host
 
     def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
         raw = email.to_bytes(self.settings.sender, linesep="\r\n")  # before connecting: may fail
         with smtplib.SMTP(
-            self.settings.smtp_host, self.settings.smtp_port, timeout=self.settings.smtp_timeout
+            self.host, self.settings.smtp_port, timeout=self.settings.smtp_timeout
         ) as smtp:
             smtp.ehlo_or_helo_if_needed()
             code, reply = smtp.mail(_address(self.settings.sender))

@@ -14,7 +14,7 @@ import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from engine.decisions.state import CustomerState, StateLimits
 from engine.decisions.suppression import SuppressionPolicy, check_suppression
@@ -163,6 +163,17 @@ def explain_event(
     return report
 
 
+class _Common(TypedDict):
+    """The `Decision` fields every verdict of one trigger on one event shares."""
+
+    event_id: str
+    customer_id: str
+    trigger_id: str
+    trigger_version: str
+    scores: Mapping[str, Any]
+    decided_at: float
+
+
 def _decide_one(
     trigger: Trigger,
     event: EventView,
@@ -172,7 +183,7 @@ def _decide_one(
     outcome: Outcome,
 ) -> Decision:
     used = _scores_used(trigger, ctx)
-    common = dict(
+    common = _Common(
         event_id=event.event_id, customer_id=event.customer_id, trigger_id=trigger.id,
         trigger_version=trigger.version, scores=used, decided_at=_time.time(),
     )  # fmt: skip
@@ -230,11 +241,10 @@ def _decide_one(
     for action in actions:
         if action.channel:
             ctx.state.record_send(action.channel, action.due_at, limits)
-    reason = "deferred past quiet hours" if shift > 0 else None
     return Decision(
         **common,
         outcome=DecisionOutcome.FIRED,
-        reason=reason,
+        reason="deferred past quiet hours" if shift > 0 else None,
         trace=trace,
         variant=variant,
         actions=tuple(actions),

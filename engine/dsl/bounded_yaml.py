@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.constructor import SafeConstructor
@@ -103,12 +103,15 @@ class TooDeep(yaml.composer.ComposerError):
     """Nesting beyond MAX_DEPTH: valid YAML, refused."""
 
 
-try:
-    from yaml.cyaml import CParser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    CParser = None
+if TYPE_CHECKING:
+    from yaml._yaml import CParser  # what yaml.cyaml re-exports (its stub does not export it)
+else:
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        CParser = None
 
-if CParser is not None:
+if TYPE_CHECKING or CParser is not None:
 
     class SafeLoader(yaml.composer.Composer, CParser, SafeConstructor, Resolver):
         """libyaml's parser (events, ~5x faster) under PyYAML's own composer and safe constructor.
@@ -123,7 +126,7 @@ if CParser is not None:
             Resolver.__init__(self)
 
 else:  # pragma: no cover - PyYAML built without libyaml
-    SafeLoader = yaml.SafeLoader  # type: ignore[misc]
+    SafeLoader = yaml.SafeLoader
 
 
 class BoundedLoader(SafeLoader):
@@ -136,10 +139,13 @@ class BoundedLoader(SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self._depth >= MAX_DEPTH:
-            mark = self.peek_event().start_mark
-            raise TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            event = self.peek_event()  # the node's start event: composing one means it is there
+            mark = event.start_mark if event is not None else None
+            # types-PyYAML types the error's mark as yaml.error.Mark only, but libyaml's events
+            # carry yaml._yaml.Mark (same line/column fields), which PyYAML passes to errors too.
+            raise TooDeep(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)  # type: ignore[arg-type]
         self._depth += 1
         try:
             return super().compose_node(parent, index)

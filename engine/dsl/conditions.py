@@ -228,7 +228,7 @@ class FieldTests(Condition):
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         data = self._data(ctx)
-        leaves = []
+        leaves: list[dict[str, Any]] = []
         if self.event_type is not None:
             leaves.append(
                 {"field": "event_type", "expected": self.event_type, "actual": ctx.event_type,

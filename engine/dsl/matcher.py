@@ -11,7 +11,7 @@ exactly what `Condition.check` gives — `tests/engine/dsl/test_matcher.py` chec
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine.dsl.conditions import (
@@ -96,11 +96,9 @@ class _Writer:
     def expression(self, condition: Condition) -> str | None:
         """An inline expression, or None when the condition needs the interpreted path."""
         if isinstance(condition, AnyOf):
-            parts = [self.expression(c) for c in condition.children]
-            return None if None in parts else "(" + " or ".join(parts) + ")"  # type: ignore[arg-type]
+            return self._joined(condition.children, " or ")
         if isinstance(condition, AllOf):
-            parts = [self.expression(c) for c in condition.children]
-            return None if None in parts else "(" + " and ".join(parts) + ")"  # type: ignore[arg-type]
+            return self._joined(condition.children, " and ")
         if isinstance(condition, Not):
             inner = self.expression(condition.child)
             return None if inner is None else f"(not {inner})"
@@ -136,6 +134,12 @@ class _Writer:
                 )
             return "(" + " and ".join(parts) + ")" if parts else "True"
         return None
+
+    def _joined(self, children: Iterable[Condition], operator: str) -> str | None:
+        """The children's expressions joined by `operator`, or None when one of them is None."""
+        parts = [self.expression(c) for c in children]
+        inline = [p for p in parts if p is not None]
+        return "(" + operator.join(inline) + ")" if len(inline) == len(parts) else None
 
     def _access(self, source: str, path: tuple[str, ...]) -> str:
         if source == "event" and len(path) == 2 and path[0] == "properties":

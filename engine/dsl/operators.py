@@ -107,7 +107,7 @@ class Predicate:
 
 
 _PYTHON_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "equals": "=="}
-_FAST_NUMERIC = {
+_FAST_NUMERIC: dict[str, Callable[[float], Callable[[float], bool]]] = {
     "gt": lambda e: lambda a: a > e,
     "gte": lambda e: lambda a: a >= e,
     "lt": lambda e: lambda a: a < e,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Final
+from typing import Final, TypeAlias
 
 import duckdb
 import pandas as pd
@@ -39,7 +39,7 @@ __all__ = [
     "open_workspace",
 ]
 
-EventsInput = pa.Table | pd.DataFrame | duckdb.DuckDBPyRelation
+EventsInput: TypeAlias = pa.Table | pd.DataFrame | duckdb.DuckDBPyRelation
 SnapshotsInput = Iterable[datetime | date | str | pd.Timestamp]
 
 # The lake columns feature computation reads; a pipeline can read only these from the lake.

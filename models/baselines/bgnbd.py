@@ -119,7 +119,8 @@ class BetaGeoModel:
         x, t_x, t_obs = _check_rft(frequency, recency, T)
 
         def log_likelihood(theta: NDArray[np.float64]) -> float:
-            return float(np.sum(_bgnbd_log_likelihood(*np.exp(theta), x, t_x, t_obs)))
+            r, alpha, a, b = np.exp(theta)
+            return float(np.sum(_bgnbd_log_likelihood(r, alpha, a, b, x, t_x, t_obs)))
 
         # Start at r = a = b = 1 and α = mean T: gaps of about the observation length.
         start = np.log([1.0, max(float(np.mean(t_obs)), 1e-3), 1.0, 1.0])
@@ -148,8 +149,10 @@ class BetaGeoModel:
         t = np.asarray(t, dtype=float)
         z = t / (alpha + t_obs + t)
         one_minus_z = (alpha + t_obs) / (alpha + t_obs + t)
-        hypergeometric = hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-        if_alive = (a + b + x - 1) / (a - 1) * (1 - one_minus_z ** (a - 1) * hypergeometric)
+        hypergeometric: NDArray[np.float64] = hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        if_alive: NDArray[np.float64] = (
+            (a + b + x - 1) / (a - 1) * (1 - one_minus_z ** (a - 1) * hypergeometric)
+        )
         return if_alive * self.probability_alive(x, t_x, t_obs)
 
     def probability_alive(
@@ -168,7 +171,8 @@ class BetaGeoModel:
                 - np.log(b + x - 1)
                 + (r + x) * (np.log(alpha + t_obs) - np.log(alpha + t_x))
             )
-        return np.where(x > 0, expit(-log_odds_dead), 1.0)
+        alive_if_repeat: NDArray[np.float64] = expit(-log_odds_dead)
+        return np.where(x > 0, alive_if_repeat, 1.0)
 
     def _params(self) -> tuple[float, float, float, float]:
         if not hasattr(self, "params_"):
@@ -197,7 +201,8 @@ class GammaGammaModel:
             raise ValueError("Gamma-Gamma needs at least one customer with a repeat purchase")
 
         def log_likelihood(theta: NDArray[np.float64]) -> float:
-            return float(np.sum(_gamma_gamma_log_likelihood(*np.exp(theta), x, value)))
+            p, q, gamma = np.exp(theta)
+            return float(np.sum(_gamma_gamma_log_likelihood(p, q, gamma, x, value)))
 
         # Start at p = q = 1 and γ = mean spend, the scale of the data.
         start = np.log([1.0, 1.0, float(np.mean(value))])
@@ -227,7 +232,8 @@ class GammaGammaModel:
             np.asarray(frequency, dtype=float), np.asarray(monetary_value, dtype=float)
         )
         value = np.where(x > 0, value, 0.0)
-        return p * (gamma + x * value) / (p * x + q - 1)
+        expected: NDArray[np.float64] = p * (gamma + x * value) / (p * x + q - 1)
+        return expected
 
     def _params(self) -> tuple[float, float, float]:
         if not hasattr(self, "params_"):
@@ -263,7 +269,9 @@ def _bgnbd_log_likelihood(
     t_x: NDArray[np.float64],
     T: NDArray[np.float64],
 ) -> NDArray[np.float64]:
-    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+    common: NDArray[np.float64] = (
+        gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+    )
     alive = -(r + x) * np.log(alpha + T)
     repeat = x > 0
     # Dropped out right after the last purchase at t_x; impossible (log 0) without a repeat.
@@ -277,7 +285,7 @@ def _gamma_gamma_log_likelihood(
     p: float, q: float, gamma: float, x: NDArray[np.float64], value: NDArray[np.float64]
 ) -> NDArray[np.float64]:
     px = p * x
-    return (
+    log_likelihood: NDArray[np.float64] = (
         gammaln(px + q)
         - gammaln(px)
         - gammaln(q)
@@ -286,6 +294,7 @@ def _gamma_gamma_log_likelihood(
         + px * np.log(x)
         - (px + q) * np.log(gamma + x * value)
     )
+    return log_likelihood
 
 
 def _maximize(

@@ -51,7 +51,7 @@ BASELINE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 _WEEK = 7.0
 
 
-class RFMChurn(ClassifierMixin, BaseEstimator):
+class RFMChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """RFM logistic regression: recency (days since the last purchase, else since the first
     event), frequency (purchases to date), monetary (average order value, 0 without one)."""
 
@@ -66,7 +66,7 @@ class RFMChurn(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDChurn(ClassifierMixin, BaseEstimator):
+class BGNBDChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """P(no purchase in the next `horizon_days`) under BG/NBD: dead, or alive and silent.
 
     1 − P(alive) · (1 − ((α+T)/(α+T+h))^(r+x)); the second factor is the chance an alive customer
@@ -94,7 +94,7 @@ class BGNBDChurn(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDSpend(RegressorMixin, BaseEstimator):
+class BGNBDSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """BG/NBD expected purchases × Gamma-Gamma expected value per purchase, over `horizon_days`."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -119,7 +119,7 @@ class BGNBDSpend(RegressorMixin, BaseEstimator):
         return np.nan_to_num(spend, nan=0.0, posinf=0.0)
 
 
-class HistoricalSpend(RegressorMixin, BaseEstimator):
+class HistoricalSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Spend to date / tenure × `horizon_days` (HistoricalAverageLTV on the feature columns)."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -136,7 +136,7 @@ class HistoricalSpend(RegressorMixin, BaseEstimator):
         return self.model_.predict(X)
 
 
-class DecayedOpenRate(ClassifierMixin, BaseEstimator):
+class DecayedOpenRate(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Recency-weighted open rate shrunk to the population's (the `RecencyWeightedOpenRate`
     formula on the feature tables' decayed send and open counts), Platt-scaled to the label.
 
@@ -157,8 +157,8 @@ class DecayedOpenRate(ClassifierMixin, BaseEstimator):
 
     def open_rate(self, X: pd.DataFrame) -> NDArray[np.float64]:
         """The shrunk decayed open rate per row."""
-        sent = X["emails_sent_decayed"].to_numpy(dtype=float)
-        opened = X["emails_opened_decayed"].to_numpy(dtype=float)
+        sent: NDArray[np.float64] = X["emails_sent_decayed"].to_numpy(dtype=float)
+        opened: NDArray[np.float64] = X["emails_opened_decayed"].to_numpy(dtype=float)
         k = self.prior_strength
         return (opened + k * self.prior_rate_) / (sent + k)
 
@@ -168,7 +168,8 @@ class DecayedOpenRate(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - positive, positive])
 
     def _logit(self, X: pd.DataFrame) -> NDArray[np.float64]:
-        return logit(np.clip(self.open_rate(X), 1e-6, 1 - 1e-6))
+        logits: NDArray[np.float64] = logit(np.clip(self.open_rate(X), 1e-6, 1 - 1e-6))
+        return logits
 
 
 def make_baselines(model: str, horizon_days: float) -> dict[str, BaseEstimator]:

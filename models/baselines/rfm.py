@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 __all__ = ["HistoricalAverageLTV", "RFMLogisticRegression", "RecencyWeightedOpenRate"]
 
 
-class RFMLogisticRegression(ClassifierMixin, BaseEstimator):
+class RFMLogisticRegression(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Logistic regression on standardised log1p(recency, frequency, monetary) — the churn baseline.
 
     `feature_columns` name the columns of X in that order. Recency here is the RFM one, *time since
@@ -51,10 +51,11 @@ class RFMLogisticRegression(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "pipeline_"):
             raise NotFittedError("RFMLogisticRegression is not fitted yet; call fit(X, y)")
         # Column 1 is class 1: classes_ is [0, 1], as LogisticRegression refuses a single class.
-        return self.pipeline_.predict_proba(self._features(X))[:, 1]
+        positive: NDArray[np.float64] = self.pipeline_.predict_proba(self._features(X))[:, 1]
+        return positive
 
     def _features(self, X: pd.DataFrame) -> NDArray[np.float64]:
-        features = X.loc[:, list(self.feature_columns)].to_numpy(dtype=float)
+        features: NDArray[np.float64] = X.loc[:, list(self.feature_columns)].to_numpy(dtype=float)
         if not np.all(np.isfinite(features)) or np.any(features < 0):
             raise ValueError(
                 f"{list(self.feature_columns)} must be finite and non-negative (log1p)"
@@ -62,7 +63,7 @@ class RFMLogisticRegression(ClassifierMixin, BaseEstimator):
         return features
 
 
-class HistoricalAverageLTV(RegressorMixin, BaseEstimator):
+class HistoricalAverageLTV(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Spend in the next `horizon` = the customer's historical spend rate × `horizon` — LTV baseline.
 
     The rate is ``X[spend_col] / X[tenure_col]`` (tenure floored at `min_tenure` so a customer who
@@ -108,7 +109,7 @@ class HistoricalAverageLTV(RegressorMixin, BaseEstimator):
         return np.where(unseen, np.nan, rates)
 
 
-class RecencyWeightedOpenRate(BaseEstimator):
+class RecencyWeightedOpenRate(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
     """Exponentially decayed open rate with a prior — the engagement baseline.
 
     rate = (Σ w·opened + k·prior) / (Σ w + k), with w = 2^(-age / `half_life_days`) for each send

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import NDArray
 
 from engine.events import EventType
 from engine.lake import LAKE_SCHEMA
@@ -192,8 +193,10 @@ def _draw_customers(
         "consent_email": rng.random(n) < planted.consent_email_rate,
         "device": rng.choice(len(DEVICES), size=n, p=[0.55, 0.35, 0.10]),
         "channel": rng.choice(len(CHANNELS), size=n, p=CHANNEL_WEIGHTS),
-        "first_name": np.where(
-            rng.random(n) < 0.06, None, FIRST_NAMES[rng.integers(0, len(FIRST_NAMES), size=n)]
+        "first_name": np.where(  # None as a 0-d object array: numpy's ArrayLike leaves None out
+            rng.random(n) < 0.06,
+            np.array(None, dtype=object),
+            FIRST_NAMES[rng.integers(0, len(FIRST_NAMES), size=n)],
         ),
         "sessions_per_purchase": per_segment("sessions_per_purchase"),
         "cart_add_rate": per_segment("cart_add_rate"),
@@ -604,7 +607,7 @@ def _to_daytime(
 ) -> np.ndarray:
     """Move each time to a diurnally drawn hour of the same local day, kept within [lo, hi)."""
     day = np.clip(np.floor(t).astype(int) + 1, 0, offsets.shape[1] - 1)
-    offset = offsets[zone, day]
+    offset: NDArray[np.float64] = offsets[zone, day]
     hour = rng.choice(24, size=len(t), p=DIURNAL) + rng.random(len(t))
     moved = np.floor(t + offset) + hour * HOUR - offset
     return np.clip(moved, lo + MINUTE, hi - MINUTE)
