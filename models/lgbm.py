@@ -59,7 +59,7 @@ DEFAULT_PARAMS: Final[dict[str, Any]] = {
 }
 
 
-class _LGBMBase(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class _LGBMBase(BaseEstimator):
     """Shared fitting: grouped out-of-fold rounds, then one booster on every row."""
 
     _default_objective: ClassVar[Mapping[str, Any]] = {}
@@ -239,7 +239,7 @@ class _LGBMBase(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped
         return array
 
 
-class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
     """Binary LightGBM classifier whose probabilities are Platt-calibrated out of fold.
 
     Platt scaling (a logistic regression on the raw log-odds) is strictly monotone, so it fixes
@@ -318,7 +318,7 @@ class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):  # type: ignore[misc
         return positive
 
 
-class LGBMSpendRegressor(RegressorMixin, _LGBMBase):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
     """LightGBM regressor for non-negative, zero-inflated, skewed targets (Tweedie, log link)."""
 
     _default_objective: ClassVar[Mapping[str, Any]] = {
@@ -351,7 +351,7 @@ class LGBMSpendRegressor(RegressorMixin, _LGBMBase):  # type: ignore[misc]  # sc
         return _dense(self.booster_.predict(self._checked(matrix), num_threads=1))
 
 
-class BestSendHour(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class BestSendHour(BaseEstimator):
     """Each customer's best local send hour: the hour they opened most, else the population's.
 
     A preference resting on fewer than `min_opens` opens is not trusted; those customers get the
@@ -418,7 +418,7 @@ def feature_contributions(
     return pd.DataFrame(contributions, columns=[*names, "bias"], index=X.index)
 
 
-class LinearBase(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class LinearBase(BaseEstimator):
     """Logistic regression on standardised log1p of a few non-negative features (a missing value
     counts as 0 and gets an indicator term): the starting log-odds of a boosted classifier.
 

@@ -51,7 +51,7 @@ BASELINE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 _WEEK = 7.0
 
 
-class RFMChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class RFMChurn(ClassifierMixin, BaseEstimator):
     """RFM logistic regression: recency (days since the last purchase, else since the first
     event), frequency (purchases to date), monetary (average order value, 0 without one)."""
 
@@ -66,7 +66,7 @@ class RFMChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class BGNBDChurn(ClassifierMixin, BaseEstimator):
     """P(no purchase in the next `horizon_days`) under BG/NBD: dead, or alive and silent.
 
     1 − P(alive) · (1 − ((α+T)/(α+T+h))^(r+x)); the second factor is the chance an alive customer
@@ -94,7 +94,7 @@ class BGNBDChurn(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # sciki
         return np.column_stack([1 - positive, positive])
 
 
-class BGNBDSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class BGNBDSpend(RegressorMixin, BaseEstimator):
     """BG/NBD expected purchases × Gamma-Gamma expected value per purchase, over `horizon_days`."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -119,7 +119,7 @@ class BGNBDSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit
         return np.nan_to_num(spend, nan=0.0, posinf=0.0)
 
 
-class HistoricalSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class HistoricalSpend(RegressorMixin, BaseEstimator):
     """Spend to date / tenure × `horizon_days` (HistoricalAverageLTV on the feature columns)."""
 
     def __init__(self, horizon_days: float = 90.0) -> None:
@@ -136,7 +136,7 @@ class HistoricalSpend(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # s
         return self.model_.predict(X)
 
 
-class DecayedOpenRate(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class DecayedOpenRate(ClassifierMixin, BaseEstimator):
     """Recency-weighted open rate shrunk to the population's (the `RecencyWeightedOpenRate`
     formula on the feature tables' decayed send and open counts), Platt-scaled to the label.
 

@@ -17,7 +17,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 __all__ = ["HistoricalAverageLTV", "RFMLogisticRegression", "RecencyWeightedOpenRate"]
 
 
-class RFMLogisticRegression(ClassifierMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class RFMLogisticRegression(ClassifierMixin, BaseEstimator):
     """Logistic regression on standardised log1p(recency, frequency, monetary) — the churn baseline.
 
     `feature_columns` name the columns of X in that order. Recency here is the RFM one, *time since
@@ -63,7 +63,7 @@ class RFMLogisticRegression(ClassifierMixin, BaseEstimator):  # type: ignore[mis
         return features
 
 
-class HistoricalAverageLTV(RegressorMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class HistoricalAverageLTV(RegressorMixin, BaseEstimator):
     """Spend in the next `horizon` = the customer's historical spend rate × `horizon` — LTV baseline.
 
     The rate is ``X[spend_col] / X[tenure_col]`` (tenure floored at `min_tenure` so a customer who
@@ -109,7 +109,7 @@ class HistoricalAverageLTV(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return np.where(unseen, np.nan, rates)
 
 
-class RecencyWeightedOpenRate(BaseEstimator):  # type: ignore[misc]  # scikit-learn is untyped: an Any base
+class RecencyWeightedOpenRate(BaseEstimator):
     """Exponentially decayed open rate with a prior — the engagement baseline.
 
     rate = (Σ w·opened + k·prior) / (Σ w + k), with w = 2^(-age / `half_life_days`) for each send
