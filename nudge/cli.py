@@ -6,18 +6,17 @@ inside the commands, so that `nudge --help` answers at once.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nudge.console import StepPrinter, console, fail
 from nudge.engine_cli import engine_app, triggers_app
+from nudge.errors import Commands, UserError
 from nudge.experiment_cli import experiment_app
 from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
 from nudge.serve_cli import serve
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from nudge.settings import Settings
 
 app = typer.Typer(
+    cls=Commands,  # every command's UserError: one line, exit 2 (nudge.errors)
     name="nudge",
     help="Predictive trigger platform for lifecycle marketing.\n\n"
     "State lives under $NUDGE_HOME (default ./.nudge): the event lake, simulations, rejects.",
@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-lake_app = typer.Typer(help="Inspect the event lake.", no_args_is_help=True)
+lake_app = typer.Typer(cls=Commands, help="Inspect the event lake.", no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(engine_app, name="engine")
@@ -43,37 +43,13 @@ app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")
 app.command()(serve)
 
-F = TypeVar("F", bound=Callable[..., Any])
 DEMO_REPLAY_DAYS = 14  # simulated after the training data: what the engine replays
-
-
-def user_errors(command: F) -> F:
-    """Show mistakes in the input as one clear line and exit 2 — never a stack trace."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pydantic import ValidationError
-
-        from engine.lake import LakeError
-        from pipelines.ingest import IngestError
-
-        try:
-            return command(*args, **kwargs)
-        except ValidationError as exc:
-            from engine.events import describe_validation_error
-
-            fail("invalid input:\n  " + "\n  ".join(describe_validation_error(exc)))
-        except (IngestError, LakeError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
-
-    return wrapper  # type: ignore[return-value]
 
 
 # -- simulate --------------------------------------------------------------------------------------
 
 
 @app.command()
-@user_errors
 def simulate(
     customers: Annotated[int, typer.Option(min=1, help="How many customers to draw.")] = 20_000,
     days: Annotated[int, typer.Option(min=1, help="How many days of history.")] = 365,
@@ -103,6 +79,7 @@ def simulate(
     dropout; the email effect table) to --out, and loads events and profiles into the lake.
     """
     settings = _settings()
+    _check_simulation_input(start, planted)  # before anything is drawn or written
     run = _simulate(
         settings,
         customers=customers,
@@ -116,6 +93,31 @@ def simulate(
     from nudge.console import print_simulation
 
     print_simulation(run)
+
+
+def _check_simulation_input(start: str | None, planted: Path | None) -> None:
+    """A --start the simulator cannot read, or a planted file it refuses, as a UserError.
+
+    `pipelines.simulator` reports both as plain ValueErrors (the planted file's name included);
+    only these two calls are translated, so that a ValueError of the simulation itself stays a bug.
+    """
+    import pandas as pd
+
+    from pipelines.simulator import load_planted
+
+    if start is not None:
+        try:
+            valid = pd.Timestamp(start) is not pd.NaT
+        except ValueError:
+            valid = False
+        if not valid:
+            raise UserError(f"--start: expected a date such as 2025-01-01 (got {start!r})")
+    try:
+        load_planted(planted)
+    except UserError:
+        raise
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start: str | None,
@@ -143,7 +145,6 @@ def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start
 
 
 @app.command("import")
-@user_errors
 def import_(
     file: Annotated[
         Path | None, typer.Argument(help="The file to import (or use --events).")
@@ -220,7 +221,6 @@ def import_(
 
 
 @lake_app.command("info")
-@user_errors
 def lake_info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -251,7 +251,6 @@ def lake_info(
 
 
 @app.command()
-@user_errors
 def demo(
     customers: Annotated[
         int, typer.Option(min=100, help="How many customers to simulate.")
@@ -328,9 +327,10 @@ app.command("backtest")(backtest)
 
 
 def _settings() -> Settings:
-    from nudge.settings import Settings
+    """The settings, or one line per invalid NUDGE_* variable and exit 2."""
+    from nudge.engine_cli import settings
 
-    return Settings()
+    return settings()
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nudge.console import console, fail
+from nudge.errors import Commands, UserError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     from engine.store import EngineStore
     from nudge.settings import Settings
 
-triggers_app = typer.Typer(help="Check trigger definitions.", no_args_is_help=True)
+triggers_app = typer.Typer(cls=Commands, help="Check trigger definitions.", no_args_is_help=True)
 engine_app = typer.Typer(
+    cls=Commands,
     help="Run the trigger engine: replay events, inspect decisions and dead letters.",
     no_args_is_help=True,
 )
@@ -122,12 +124,24 @@ def parse_clock(text: str) -> Callable[[], float]:
     try:
         fixed = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--clock: expected wall, events or an ISO timestamp (got {text!r})")
+        raise UserError(
+            f"--clock: expected wall, events or an ISO timestamp (got {text!r})"
+        ) from None
     if fixed.tzinfo is None:
         fixed = fixed.replace(tzinfo=UTC)
     if fixed.timestamp() < 0:
-        fail(f"--clock: expected a time after 1970-01-01 (got {text!r})")
+        raise UserError(f"--clock: expected a time after 1970-01-01 (got {text!r})")
     return lambda: fixed.timestamp()
+
+
+def parse_worker(text: str) -> tuple[int, int]:
+    """`I/N` with 0 <= I < N: this worker owns the customer buckets I mod N."""
+    first, slash, second = text.partition("/")
+    if slash and first.strip().isdigit() and second.strip().isdigit():
+        index, count = int(first), int(second)
+        if index < count:
+            return index, count
+    raise UserError(f"--worker: expected I/N with 0 <= I < N (got {text!r})")
 
 
 def acceptance_time(clock: Callable[[], float]) -> float | None:
@@ -151,11 +165,13 @@ def check_zone(name: str, option: str) -> None:
 
 
 def parse_day(text: str, option: str) -> datetime:
-    """An ISO date or time (UTC unless it says otherwise), or exit with one line."""
+    """An ISO date or time (UTC unless it says otherwise); a UserError naming `option` if not."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"{option}: expected an ISO date such as 2026-01-31 (got {text!r})")
+        raise UserError(
+            f"{option}: expected an ISO date such as 2026-01-31 (got {text!r})"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -232,8 +248,10 @@ def replay(
     Events are accepted (idempotently by event_id; invalid ones go to the dead letters with the
     reason), then processed in order. Replaying the same events again changes nothing.
     """
+    from engine.lake import EventLake
     from engine.runtime.inbox import accept_stream
     from engine.runtime.replay import EventFileError, lake_events, read_event_file
+    from engine.runtime.warmup import load_lake_profiles
 
     s = settings()
     if (file is None) == (from_lake is None):
@@ -249,23 +267,27 @@ def replay(
     if file is not None:
         if not file.is_file():
             fail(f"{file}: no such file")
-        try:
-            items, source = read_event_file(file), f"file:{file.name}"
-        except EventFileError as exc:
-            fail(str(exc))
+        items, source = read_event_file(file), f"file:{file.name}"  # EventFileError: a UserError
     index = load_index(triggers or s.trigger_folder)
     store = open_store(s)
     dispatcher = build_dispatcher(s, store, index) if dispatch else None
     if from_lake is not None:
-        _load_lake_profiles(s, store)
+        load = load_lake_profiles(store, EventLake(s.lake_dir))
+        if load.kept_newer or load.invalid:
+            console.print(
+                f"lake profiles: {load.loaded:,} loaded, {load.kept_newer:,} kept as the engine has "
+                f"them (changed since), {load.invalid:,} invalid (dead-lettered)"
+            )
         items, source = lake_events(s.lake_dir, start, end), "lake"
     started = time.perf_counter()
     try:
         with console.status("accepting events …"):
             counts = accept_stream(store, items, source=source, naive_timezone=tz,
                                    now=acceptance_time(engine_clock), max_future=s.max_future)  # fmt: skip
-    except EventFileError as exc:
-        fail(f"{exc} (events read before it were accepted; replaying again is idempotent)")
+    except EventFileError as exc:  # a file that breaks off midway: say what was kept
+        raise EventFileError(
+            f"{exc} (events read before it were accepted; replaying again is idempotent)"
+        ) from None
     console.print(
         f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
     )
@@ -358,56 +380,23 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print the traces as JSON.")] = False,
 ) -> None:
     """Dry-run one event for a customer: the decision trace of every trigger; nothing is stored."""
-    from pydantic import ValidationError
-
-    from engine.decisions.decide import EventView, explain_event
-    from engine.decisions.state import CustomerState
-    from engine.events import (
-        describe_validation_error,
-        event_amount,
-        profile_changes,
-        validate_event,
-    )
+    from engine.runtime.explain import explain as explain_one
+    from engine.runtime.explain import read_event_json
 
     s = settings()
     index = load_index(triggers or s.trigger_folder)
     store = open_store(s)
-    try:
-        raw = json.loads(event.read_bytes())
-        parsed = validate_event({**raw, "customer_id": customer} if isinstance(raw, dict) else raw)
-        changes = profile_changes(customer, parsed.event_type, parsed.properties)
-    except (ValueError, RecursionError) as exc:
-        lines = (
-            describe_validation_error(exc)
-            if isinstance(exc, ValidationError)
-            else ["JSON nested too deep to read"]
-            if isinstance(exc, RecursionError)
-            else [str(exc)]
-        )
-        fail(f"{event}: not a valid event:\n  " + "\n  ".join(lines))
+    raw = read_event_json(event)  # an invalid event is a UserError naming the file
     processor = build_processor(s, store, index)
-    state = CustomerState.from_json(customer, store.load_states([customer]).get(customer))
-    profile = {
-        **store.load_profiles([customer]).get(customer, {"customer_id": customer}),
-        **changes,
-    }
-    models = {m for t in index.for_event(parsed.event_type) for m in t.score_models()}
-    scores = (
-        processor.scores.fetch([customer], models).get(customer, {})
-        if processor.scores and models
-        else {}
-    )
-    view = EventView(parsed.event_id, customer, parsed.event_type, parsed.timestamp.timestamp(),
-                     event_amount(parsed.properties), parsed.model_dump(mode="json"))  # fmt: skip
-    report = explain_event(
-        view, profile, state, index, scores, processor.policy, processor.limits, s.default_timezone
-    )
+    result = explain_one(store, index, customer, raw, scores=processor.scores,
+                         policy=processor.policy, limits=processor.limits,
+                         zone=s.default_timezone, source=str(event))  # fmt: skip
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(result.traces, indent=2, default=str) + "\n")
         return
-    if not report:
-        console.print(f"no trigger listens to {parsed.event_type!r}")
-    for item in report:
+    if not result.traces:
+        console.print(f"no trigger listens to {result.event.event_type!r}")
+    for item in result.traces:
         colour = {"fired": "green", "not_matched": "dim"}.get(item["verdict"], "yellow")
         console.print(
             f"[bold]{item['trigger']}[/] v{item['version']}: [{colour}]{item['verdict']}[/] {item['reason'] or ''}"
@@ -439,11 +428,7 @@ def run(
 
     if role not in {"all", "processor", "dispatcher"}:
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")
-    try:
-        index_, count = (int(x) for x in worker.split("/"))
-        assert 0 <= index_ < count
-    except (ValueError, AssertionError):
-        fail(f"--worker: expected I/N with 0 <= I < N (got {worker!r})")
+    index_, count = parse_worker(worker)
     s = server_settings()
     index = load_index(s.trigger_folder)
     store = open_store(s)
@@ -506,6 +491,7 @@ def serve(
 
     from engine.runtime.api import create_app
     from engine.runtime.loop import EngineLoop
+    from engine.runtime.supervisor import start_supervised
 
     s = server_settings()
     if not s.api_key:
@@ -519,22 +505,11 @@ def serve(
     )
     stop = threading.Event()
 
-    def work_forever() -> None:
-        # One bad action or event cannot get here (each ends itself); what does is the database
-        # or the host failing: keep serving and back off, doubling up to a minute.
-        pause = poll * 4
-        while not stop.is_set():
-            try:
-                loop.run(stop)
-            except Exception as exc:  # keep serving; pending work stays pending and is retried
-                console.print(
-                    f"[red]engine error:[/] {type(exc).__name__}: {exc} (retry in {pause:.0f} s)"
-                )
-                stop.wait(pause)
-                pause = min(pause * 2, 60.0)
+    def report(exc: Exception, pause: float) -> None:
+        console.print(f"[red]engine error:[/] {type(exc).__name__}: {exc} (retry in {pause:.0f} s)")
 
-    worker = threading.Thread(target=work_forever, name="engine", daemon=True)
-    worker.start()
+    # The database or the host failing does not stop the API: the loop backs off and runs again.
+    worker = start_supervised(loop, stop, on_error=report)
     key = s.api_key.get_secret_value() if s.api_key else None
     console.print(
         f"engine on http://{host}:{port} ({len(index)} triggers, store {s.engine_url.split('://')[0]})"
@@ -582,18 +557,6 @@ def _print_trace(label: str, node: dict[str, Any], depth: int) -> None:
         )
     for child in node.get("children", []):
         _print_trace("·", child, depth + 1)
-
-
-def _load_lake_profiles(s: Settings, store: EngineStore) -> None:
-    from engine.lake import EventLake
-    from engine.runtime.warmup import load_lake_profiles
-
-    load = load_lake_profiles(store, EventLake(s.lake_dir))
-    if load.kept_newer or load.invalid:
-        console.print(
-            f"lake profiles: {load.loaded:,} loaded, {load.kept_newer:,} kept as the engine has "
-            f"them (changed since), {load.invalid:,} invalid (dead-lettered)"
-        )
 
 
 def _payload(text: str) -> Any:

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from nudge.console import console, fail
+from nudge.errors import Commands, UserError
 
 __all__ = ["SRM_THRESHOLD", "experiment_app"]
 
@@ -26,6 +27,7 @@ SRM_THRESHOLD: Final = 0.001
 CORRECTIONS: Final = ("holm", "bh", "none")
 
 experiment_app = typer.Typer(
+    cls=Commands,
     help="Analyse experiments: lifts with CIs, corrected p-values, sequential CIs, SRM.",
     no_args_is_help=True,
 )
@@ -60,19 +62,14 @@ def analyze(
 
     Per arm: rate or mean, lifts with CIs, p and corrected p, chance to beat, sequential CI.
     """
-    from engine.optimizer.arms import ArmInputError, analyze_arms, read_arms_csv
+    from engine.optimizer.arms import analyze_arms, read_arms_csv
 
     if not 0 < alpha < 1:
         fail(f"--alpha must lie strictly between 0 and 1 (got {alpha:g})")
     if correction not in CORRECTIONS:
         fail(f"--correction: unknown {correction!r}; expected one of {', '.join(CORRECTIONS)}")
-    try:
+    try:  # a malformed CSV is an ArmInputError naming the file and line (a UserError)
         table = read_arms_csv(input_path)
-        names = [arm.name for arm in table.arms]
-        intended = (
-            None if weights is None else dict(zip(names, _weights(weights, names), strict=True))
-        )
-        result = analyze_arms(table, alpha=alpha, correction=correction, weights=intended)  # type: ignore[arg-type]
     except FileNotFoundError:
         fail(f"{input_path}: no such file")
     except IsADirectoryError:
@@ -81,9 +78,9 @@ def analyze(
         fail(f"{input_path}: cannot read it ({error.strerror or error})")
     except UnicodeDecodeError:
         fail(f"{input_path}: not a UTF-8 text file; expected a CSV")
-    except (ArmInputError, ValueError) as error:
-        message = str(error)
-        fail(message if str(input_path) in message else f"{input_path}: {message}")
+    names = [arm.name for arm in table.arms]
+    intended = None if weights is None else dict(zip(names, _weights(weights, names), strict=True))
+    result = analyze_arms(table, alpha=alpha, correction=correction, weights=intended)  # type: ignore[arg-type]
 
     if as_json:
         # Exactly the documented object: the settings used are the caller's own options.
@@ -110,9 +107,10 @@ def report(
     ] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """The experiment of a trigger from the execution log: funnel, timing, recommendation per segment."""
+    """The experiment of a trigger from the execution log: funnel, timing, segmentation, holdout
+    incrementality and a recommendation per segment (the analysis the optimize flow logs)."""
     from engine.dsl.durations import parse_duration
-    from engine.optimizer.analyses import funnel, recommend, timing
+    from engine.optimizer.experiment import analyse_experiment
     from engine.optimizer.exposures import load_exposures
     from engine.store import EngineStore
     from nudge.settings import Settings
@@ -125,27 +123,38 @@ def report(
     exposures = load_exposures(store, trigger, attribution_window=seconds, segment_by=segment_by)
     if exposures.empty:
         fail(f"no experiment decisions of trigger {trigger!r} in the execution log")
-    stages, times = funnel(exposures), timing(exposures)
-    recommendations = recommend(exposures, min_users_per_arm=min_users)
+    result = analyse_experiment(exposures, min_users_per_arm=min_users)
     if as_json:
+        tables = {
+            "funnel": result.funnel,
+            "timing": result.timing,
+            "segments": result.segmentation.table,
+            "heterogeneity": result.segmentation.heterogeneity,
+            "holdout": result.holdout,
+        }
         payload = {
             "trigger": trigger,
-            "exposures": len(exposures),
-            "funnel": json.loads(stages.to_json(orient="records")),
-            "timing": json.loads(times.to_json(orient="records")),
+            "exposures": result.exposures,
+            **{
+                name: None if table is None else json.loads(table.to_json(orient="records"))
+                for name, table in tables.items()
+            },
             "recommendations": [
                 {"segment": r.segment, "variant": r.variant, "reason": r.reason, "detail": r.detail}
-                for r in recommendations
+                for r in result.recommendations
             ],
         }
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     console.print(
-        f"[bold]{trigger}[/]: {len(exposures):,} customers assigned; conversions within {window}"
+        f"[bold]{trigger}[/]: {result.exposures:,} customers assigned; conversions within {window}"
     )
-    console.print(stages.to_string(index=False))
-    console.print(times.to_string(index=False))
-    for r in recommendations:
+    console.print(result.funnel.to_string(index=False))
+    console.print(result.timing.to_string(index=False))
+    if result.holdout is not None:
+        console.print("holdout incrementality:")
+        console.print(result.holdout.to_string(index=False))
+    for r in result.recommendations:
         verdict = (
             f"[green]use {r.variant}[/]"
             if r.variant
@@ -163,9 +172,7 @@ def apply(
     ] = False,
 ) -> None:
     """End a trigger's experiment with one variant: writes a new trigger version (after --yes)."""
-    import yaml
-
-    from engine.dsl.triggers import apply_experiment_variant, load_trigger_dir, load_trigger_text
+    from engine.dsl.triggers import load_trigger_dir, variant_version, write_variant_version
     from nudge.settings import Settings
 
     folder = Settings().trigger_folder
@@ -173,30 +180,15 @@ def apply(
     found = next((t for t in loaded.triggers if t.id == trigger), None)
     if found is None:
         fail(f"no trigger {trigger!r} in {folder}")
-    path = Path(found.source)
-    documents = list(yaml.safe_load_all(path.read_text()))
-    if len(documents) != 1 or not isinstance(documents[0], dict):
-        fail(f"{path}: apply works on files that hold one trigger")
-    try:
-        updated = apply_experiment_variant(documents[0], variant)
-    except ValueError as exc:
-        fail(str(exc))
-    text = yaml.safe_dump(updated, sort_keys=False, allow_unicode=True)
-    check = load_trigger_text(text, str(path))
-    if check.issues:
-        fail("the new version would not load: " + "; ".join(str(i) for i in check.issues))
-    new = check.triggers[0]
-    console.print(f"{trigger}: version {found.version} → {new.version} ({path})")
-    for before, after in zip(documents[0].get("actions", []), updated["actions"], strict=True):
-        if before != after:
-            console.print(f"  action {before} → {after}", soft_wrap=True)
+    version = variant_version(found, variant)
+    console.print(f"{trigger}: version {found.version} → {version.new.version} ({version.path})")
+    for before, after in version.changed_actions:
+        console.print(f"  action {before} → {after}", soft_wrap=True)
     console.print("  experiment removed: every customer gets the variant")
     if not yes:
         console.print("[yellow]preview only[/]: run again with --yes to write it")
         return
-    backup = path.with_name(f"{path.name}.{found.version}.bak")
-    backup.write_text(path.read_text())
-    path.write_text(text)
+    backup = write_variant_version(version)
     console.print(f"[green]written[/]; the previous version is kept in {backup.name}")
 
 
@@ -205,14 +197,14 @@ def _weights(text: str, names: list[str]) -> list[float]:
     try:
         values = [float(part) for part in parts]
     except ValueError:
-        raise ValueError(f"--weights must be numbers separated by commas, got {text!r}") from None
+        raise UserError(f"--weights must be numbers separated by commas, got {text!r}") from None
     if len(values) != len(names):
-        raise ValueError(
+        raise UserError(
             f"--weights has {len(values)} value(s) for {len(names)} arms ({', '.join(names)}); "
             "give one per arm in file order"
         )
     if not all(math.isfinite(value) and value > 0 for value in values):
-        raise ValueError(f"--weights must be positive numbers, got {text!r}")
+        raise UserError(f"--weights must be positive numbers, got {text!r}")
     return values
 
 

@@ -164,3 +164,49 @@ def test_replay_that_mails_real_people_needs_a_real_secret(nudge_home, tmp_path,
     assert inbox_size(nudge_home) == 0
     monkeypatch.delenv("NUDGE_SMTP_HOST")
     assert invoke("engine", "replay", str(events)).exit_code == 0, "the file outbox is local"
+
+
+def test_a_bug_is_not_disguised_as_a_user_error(nudge_home, monkeypatch):
+    import pipelines.simulate
+
+    def broken(**_: object) -> None:
+        raise ValueError("a bug in the simulator, not the user's input")
+
+    monkeypatch.setattr(pipelines.simulate, "run_simulation", broken)
+    result = invoke("simulate", "--customers", "10", "--days", "5")
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.output
+
+
+def test_every_app_turns_a_user_error_into_one_line(monkeypatch):
+    import typer
+
+    from engine.errors import UserError
+    from nudge.errors import Commands
+
+    sub = typer.Typer(cls=Commands)
+
+    @sub.command()
+    def mistake() -> None:
+        raise UserError("--thing: expected a number (got 'x')")
+
+    @sub.command()
+    def bug() -> None:
+        raise KeyError("oops")
+
+    assert_user_error(runner.invoke(sub, ["mistake"]), "error:", "--thing: expected a number")
+    assert isinstance(runner.invoke(sub, ["bug"]).exception, KeyError)
+    top = typer.Typer(cls=Commands)
+    top.add_typer(sub, name="sub")
+    assert_user_error(runner.invoke(top, ["sub", "mistake"]), "--thing")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("engine", "run", "--worker", "2/2"), ["--worker", "0 <= I < N", "'2/2'"]),
+        (("simulate", "--customers", "10", "--days", "5", "--start", "2025-13-01"), ["--start"]),
+    ],
+)
+def test_option_mistakes_are_one_line(nudge_home, args, words):
+    assert_user_error(invoke(*args), *words)
