@@ -23,14 +23,9 @@ __all__ = ["analyse_experiment", "log_experiment", "optimize"]
 @task(cache_policy=NO_CACHE)
 def analyse_experiment(engine_url: str, trigger_id: str, window_seconds: float, segment_by: str | None,
                        min_users: int) -> dict[str, Any]:  # fmt: skip
-    """Every analysis of one trigger's experiment, as plain tables and recommendations."""
-    from engine.optimizer.analyses import (
-        funnel,
-        holdout_incrementality,
-        recommend,
-        segmentation,
-        timing,
-    )
+    """Every analysis of one trigger's experiment, as plain tables and recommendations: the one
+    ``engine.optimizer.experiment.analyse_experiment`` that ``nudge experiment report`` runs too."""
+    from engine.optimizer.experiment import analyse_experiment as analyse
     from engine.optimizer.exposures import load_exposures
     from engine.store import EngineStore
 
@@ -42,16 +37,14 @@ def analyse_experiment(engine_url: str, trigger_id: str, window_seconds: float, 
     result: dict[str, Any] = {"trigger_id": trigger_id, "exposures": len(exposures)}
     if exposures.empty:
         return result
-    by_segment = segmentation(exposures)
+    analysis = analyse(exposures, min_users_per_arm=min_users)
     result.update(
-        funnel=funnel(exposures),
-        timing=timing(exposures),
-        segments=by_segment.table,
-        heterogeneity=by_segment.heterogeneity,
-        holdout=holdout_incrementality(exposures)
-        if (exposures["variant"] == "holdout").any()
-        else None,
-        recommendations=recommend(exposures, min_users_per_arm=min_users),
+        funnel=analysis.funnel,
+        timing=analysis.timing,
+        segments=analysis.segmentation.table,
+        heterogeneity=analysis.segmentation.heterogeneity,
+        holdout=analysis.holdout,
+        recommendations=analysis.recommendations,
     )
     return result
 
@@ -131,6 +124,8 @@ def _figures(analysis: dict[str, Any]) -> dict[str, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from engine.optimizer.labels import ALL, HOLDOUT
+
     figures = {}
     timing_table = analysis["timing"]
     lifts = timing_table[
@@ -149,7 +144,7 @@ def _figures(analysis: dict[str, Any]) -> dict[str, Any]:
         fig.tight_layout()
         figures["ci_forest"] = fig
     stages = analysis["funnel"]
-    pooled = stages[stages["variant"] == "(all)"]
+    pooled = stages[stages["variant"] == ALL]
     if len(pooled):
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.bar(pooled["stage"].astype(str), pooled["users"])
@@ -158,7 +153,7 @@ def _figures(analysis: dict[str, Any]) -> dict[str, Any]:
         fig.tight_layout()
         figures["funnel"] = fig
     segments = analysis["segments"]
-    rates = segments[(segments["outcome"] == "conversion") & (segments["variant"] != "holdout")]
+    rates = segments[(segments["outcome"] == "conversion") & (segments["variant"] != HOLDOUT)]
     if len(rates):
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for segment, rows in rates.groupby("segment"):
