@@ -3,7 +3,8 @@
 For every event it walks every trigger, and for each condition it reads what it needs from the
 database (a COUNT query per behavior condition, a profile lookup per attribute condition), as the
 sketch's asyncpg/redis-per-condition code does. Events are stored as they arrive. It exists so that
-bench/engine.py can quote nudge's engine as a ratio against it, measured in the same run.
+bench/engine_throughput.py can quote nudge's engine as a ratio against it, measured in the same
+run.
 """
 
 from __future__ import annotations

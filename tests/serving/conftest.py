@@ -27,7 +27,7 @@ API_KEY = "test-key-0123456789"
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
     """1,000 simulated customers; the 2025-08-01 snapshot online; champions registered."""
-    from bench.scoring import prepare_home
+    from pipelines.sample_home import prepare_home
 
     with pytest.MonkeyPatch.context() as patch:
         # The service must read the registry its settings name, not one from the environment.

@@ -54,7 +54,7 @@ def test_the_numpy_path_scores_as_the_pyfunc_model_does(service, frames):
 
 
 def test_the_churn_champion_has_the_linear_base_the_pipeline_gives_it(service):
-    """The benchmark's champions are trained as models.evaluate trains them, so the fast path
+    """The sample home's champions are trained as models.evaluate trains them, so the fast path
     above is checked on the linear base's terms too."""
     estimator = service.champions.served()["churn"].model.estimator
     assert getattr(estimator, "linear_base_", None) is not None

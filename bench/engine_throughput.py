@@ -5,7 +5,7 @@ triggers). End to end: accept into the SQLite inbox and process with the durable
 (target ≥ 5,000 events/s). Baseline, same run: bench/baselines/engine_naive.py — the design
 sketch's loop (every trigger on every event, state read from the database per condition).
 
-    uv run python bench/engine.py [--customers 100000] [--events 200000] [--e2e-events 50000]
+    uv run python bench/engine_throughput.py [--customers 100000] [--events 200000] [--e2e-events 50000]
 """
 
 from __future__ import annotations
