@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 from typer.core import TyperGroup
 
 from engine.errors import UserError
 from nudge.console import fail
+
+if TYPE_CHECKING:
+    from typer._click import Context  # the click that typer carries (TyperGroup.invoke's)
 
 __all__ = ["Commands", "UserError", "user_errors"]
 
@@ -34,6 +36,6 @@ def user_errors() -> Iterator[None]:
 class Commands(TyperGroup):
     """A command group whose commands' user errors go through ``user_errors``."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         with user_errors():
             return super().invoke(ctx)

@@ -91,8 +91,9 @@ def _train_and_register(
     try:
         return _register(events, joined, home, uri, max_rounds)
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        # None puts MLflow back on its default (and unsets the variable); its stubs say str only.
+        mlflow.set_tracking_uri(previous[0])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(previous[1])  # type: ignore[arg-type]
         for name, value in zip(
             ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), previous, strict=True
         ):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.dsl.conditions import AllOf, Behavior, FieldTests, Not, lookup
@@ -45,7 +45,7 @@ class NaiveEngine:
         event_type: str,
         at: float,
         amount: float | None,
-        fields: dict[str, Any],
+        fields: Mapping[str, Any],
     ) -> None:
         self.db.execute(
             "INSERT INTO events VALUES (?, ?, ?, ?)", (customer_id, event_type, at, amount)

@@ -24,8 +24,10 @@ from engine.optimizer.labels import ALL_SENDS, HOLDOUT
 from engine.optimizer.stats import (
     ArmSummary,
     MeanSummary,
+    ProportionTest,
     PValueCorrection,
     RateSummary,
+    WelchTest,
     adjust_p_values,
     beta_binomial_comparison,
     cuped_adjust,
@@ -149,6 +151,7 @@ def group_comparisons(
 
 def _compare(control: ArmSummary, treatment: ArmSummary, alpha: float) -> dict[str, float]:
     """Lifts, test, Bayesian comparison and mSPRT interval of treatment against control."""
+    test: ProportionTest | WelchTest
     if isinstance(control, RateSummary) and isinstance(treatment, RateSummary):
         test = two_proportion_ztest(control, treatment, alpha)
         bayes = beta_binomial_comparison(control, treatment)
