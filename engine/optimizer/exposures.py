@@ -6,6 +6,8 @@ went out; `delivered`, `opened`, `clicked` from email events that carry the acti
 key as their `message_id`; `converted` and `revenue` from the customer's purchases within the
 attribution window after the triggering event — whether or not an email was sent, so that a
 holdout is judged the same way as a variant.
+
+Pure: the frames come from the store (`engine.store.exposures.load_exposures` selects them).
 """
 
 from __future__ import annotations
@@ -15,9 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from engine.store import EngineStore
-
-__all__ = ["EXPOSURE_COLUMNS", "experiment_triggers", "exposures_from_log", "load_exposures"]
+__all__ = ["EMAIL_STAGES", "EXPOSURE_COLUMNS", "exposures_from_log"]
 
 # The exposure contract of engine.optimizer.analyses, in order.
 EXPOSURE_COLUMNS = ("customer_id", "trigger_id", "variant", "segment", "sent", "delivered", "opened",
@@ -61,50 +61,6 @@ def exposures_from_log(
     return frame[columns].reset_index(drop=True)
 
 
-def load_exposures(store: EngineStore, trigger_id: str, *, attribution_window: float,
-                   segment_by: str | None = None) -> pd.DataFrame:  # fmt: skip
-    """The exposures of one trigger's experiment, read from the engine's store (empty if none)."""
-    decisions = pd.DataFrame(store.decisions(trigger_id=trigger_id))
-    if decisions.empty or decisions["variant"].isna().all():
-        return pd.DataFrame()
-    decisions["occurred_at"] = decisions["event_id"].map(store.event_times(decisions["event_id"]))
-    actions = pd.DataFrame([a for a in store.planned_actions() if a["trigger_id"] == trigger_id])
-    if actions.empty:
-        actions = pd.DataFrame(
-            columns=["event_id", "trigger_id", "idempotency_key", "kind", "status"]
-        )
-    customers = set(decisions["customer_id"])
-    rows = store.events_of_customers(customers, [*EMAIL_STAGES, "purchase_completed"])
-    events = pd.DataFrame(
-        [{"customer_id": r["customer_id"], "event_type": r["event_type"], "occurred_at": r["occurred_at"],
-          "message_id": (r["payload"].get("properties") or {}).get("message_id"),
-          "amount": _amount(r["payload"].get("properties") or {})} for r in rows],
-        columns=["customer_id", "event_type", "occurred_at", "message_id", "amount"],
-    )  # fmt: skip
-    segments = None
-    if segment_by:
-        profiles = store.load_profiles(customers)
-        segments = {
-            c: str(p.get(segment_by)) for c, p in profiles.items() if p.get(segment_by) is not None
-        }
-    return exposures_from_log(
-        decisions, actions, events, attribution_window=attribution_window, segments=segments
-    )
-
-
-def experiment_triggers(store: EngineStore) -> list[str]:
-    """Triggers that have experiment decisions in the log."""
-    return sorted({d["trigger_id"] for d in store.decisions() if d["variant"] is not None})
-
-
-def _amount(properties: dict[str, object]) -> float:
-    for key in ("total", "amount"):
-        value = properties.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return 0.0
-
-
 def _conversions(
     frame: pd.DataFrame, events: pd.DataFrame, window: float
 ) -> tuple[pd.Series, pd.Series]:
@@ -129,3 +85,12 @@ def _conversions(
     converted = pd.Series(False, index=frame.index)
     converted.loc[revenue.index] = True
     return converted, revenue.reindex(frame.index).fillna(0.0).astype(np.float64)
+
+
+def __getattr__(name: str) -> object:
+    # Moved to engine.store.exposures (functions over a connection); while callers move.
+    if name in {"load_exposures", "experiment_triggers"}:
+        from engine.store import legacy
+
+        return getattr(legacy, name)
+    raise AttributeError(name)

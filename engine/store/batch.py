@@ -1,0 +1,43 @@
+"""One processed batch, committed as a whole: the unit of exactly-once processing.
+
+Decisions, planned actions, customer state and profiles, dead letters and the events' status go
+into the caller's transaction together — a crash before its commit leaves the events pending (they
+are processed again, to the same outcome), a crash after it leaves them done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from engine.store import customers, dead_letters, execution_log, inbox, outbox
+
+__all__ = ["commit_batch"]
+
+
+def commit_batch(
+    conn: Connection,
+    *,
+    processed: Sequence[str],
+    dead: Sequence[Mapping[str, Any]],
+    decision_rows: Sequence[Mapping[str, Any]],
+    action_rows: Sequence[Mapping[str, Any]],
+    states: Mapping[str, Mapping[str, Any]],
+    profile_updates: Mapping[str, Mapping[str, Any]],
+    now: float,
+) -> None:
+    """Record what processing a batch of inbox events gave, in `conn`'s transaction.
+
+    `dead` are dead-letter rows of events that could not be processed (event_id, payload, reason,
+    source); `processed` the ids of the others.
+    """
+    execution_log.record_decisions(conn, decision_rows)
+    outbox.plan_actions(conn, action_rows)
+    customers.save_states(conn, states, now)
+    customers.upsert_profiles(conn, profile_updates, now)
+    if dead:
+        dead_letters.add_dead_letters(conn, dead, now)
+        inbox.mark_dead(conn, [d["event_id"] for d in dead], now)
+    inbox.mark_processed(conn, processed, now)

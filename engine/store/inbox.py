@@ -1,0 +1,154 @@
+"""The inbox: accepted events, idempotent by `event_id`, pending until a processor has done them.
+
+Functions over a `Connection`: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from engine.store.schema import inbox
+from engine.store.sql import chunks, columns, insert_ignore, typed
+
+__all__ = [
+    "BUCKETS",
+    "CustomerEvent",
+    "InboxEvent",
+    "add_events",
+    "customer_events",
+    "event_payloads",
+    "event_times",
+    "mark_dead",
+    "mark_processed",
+    "pending_count",
+    "pending_events",
+]
+
+BUCKETS = 1024  # a customer's stable hash bucket; N processors each own the buckets i mod N
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """A pending event as the processor reads it (`payload` is the event's JSON text)."""
+
+    seq: int
+    event_id: str
+    customer_id: str
+    event_type: str
+    occurred_at: float
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerEvent:
+    """One of a customer's events (`payload` is the event's JSON text)."""
+
+    event_type: str
+    occurred_at: float
+    payload: str
+
+
+def add_events(conn: Connection, rows: Sequence[Mapping[str, Any]], now: float) -> set[str]:
+    """Insert events not seen before; returns the ids that were new."""
+    if not rows:
+        return set()
+    seen = _existing_ids(conn, [r["event_id"] for r in rows])
+    fresh = []
+    for row in rows:
+        if row["event_id"] not in seen:
+            seen.add(row["event_id"])
+            bucket = zlib.crc32(row["customer_id"].encode()) % BUCKETS
+            fresh.append({**row, "received_at": now, "status": "pending", "bucket": bucket})
+    if fresh:
+        conn.execute(insert_ignore(conn, inbox, ["event_id"]), fresh)
+    return {r["event_id"] for r in fresh}
+
+
+def pending_events(
+    conn: Connection, limit: int, worker: tuple[int, int] = (0, 1)
+) -> list[InboxEvent]:
+    """The oldest pending events (arrival order) of the buckets `worker` = (index, count) owns."""
+    index, count = worker
+    query = (
+        sa.select(*columns(InboxEvent, inbox))
+        .where(inbox.c.status == "pending")
+        .order_by(inbox.c.seq)
+        .limit(limit)
+    )
+    if count > 1:
+        query = query.where(inbox.c.bucket % count == index)
+    return typed(InboxEvent, conn.execute(query))
+
+
+def pending_count(conn: Connection) -> int:
+    count: int = conn.execute(
+        sa.select(sa.func.count()).where(inbox.c.status == "pending")
+    ).scalar_one()
+    return count
+
+
+def mark_processed(conn: Connection, event_ids: Sequence[str], now: float) -> None:
+    _mark(conn, event_ids, "processed", now)
+
+
+def mark_dead(conn: Connection, event_ids: Sequence[str], now: float) -> None:
+    """Events that could not be processed (their dead letters hold the reason)."""
+    _mark(conn, event_ids, "dead", now)
+
+
+def customer_events(
+    conn: Connection, customer_id: str, after: float, until: float
+) -> list[CustomerEvent]:
+    """The customer's events with ``after < occurred_at <= until``, oldest first."""
+    query = (
+        sa.select(*columns(CustomerEvent, inbox))
+        .where(
+            inbox.c.customer_id == customer_id,
+            inbox.c.occurred_at > after,
+            inbox.c.occurred_at <= until,
+        )
+        .order_by(inbox.c.occurred_at)
+    )
+    return typed(CustomerEvent, conn.execute(query))
+
+
+def event_times(conn: Connection, event_ids: Iterable[str]) -> dict[str, float]:
+    """When each event occurred (epoch seconds), for ids in the inbox."""
+    out: dict[str, float] = {}
+    for chunk in chunks(list(set(event_ids))):
+        query = sa.select(inbox.c.event_id, inbox.c.occurred_at).where(inbox.c.event_id.in_(chunk))
+        out.update((e, at) for e, at in conn.execute(query))
+    return out
+
+
+def event_payloads(conn: Connection, event_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The parsed payloads of events in the inbox, by id."""
+    out: dict[str, dict[str, Any]] = {}
+    for chunk in chunks(list(set(event_ids))):
+        query = sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk))
+        out.update((e, json.loads(p)) for e, p in conn.execute(query))
+    return out
+
+
+def _mark(conn: Connection, event_ids: Sequence[str], status: str, now: float) -> None:
+    for chunk in chunks(event_ids):
+        conn.execute(
+            inbox.update()
+            .where(inbox.c.event_id.in_(chunk))
+            .values(status=status, processed_at=now)
+        )
+
+
+def _existing_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in chunks(ids):
+        query = sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(chunk))
+        found.update(conn.execute(query).scalars())
+    return found

@@ -1,0 +1,142 @@
+"""The engine's tables, in SQLAlchemy Core: one `metadata` for SQLite (WAL) and PostgreSQL.
+
+The inbox of accepted events, the execution log of decisions, the planned actions (the outbox),
+the tasks and segments that actions create, the dead letters, and per-customer state and profiles.
+Times are epoch seconds (double precision) so that both databases compare them the same way.
+
+A change here needs a migration (``engine/store/migrations/versions``): the engine refuses a
+database whose revision is not the head (``nudge db upgrade``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "actions",
+    "customer_state",
+    "dead_letters",
+    "decisions",
+    "inbox",
+    "metadata",
+    "profiles",
+    "segments",
+    "tasks",
+]
+
+metadata = sa.MetaData()
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("occurred_at", sa.Double, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Double, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("processed_at", sa.Double),
+    # A stable hash bucket of the customer: N processor workers each own the buckets i mod N,
+    # so one customer's events are always handled by one worker, in order.
+    sa.Column("bucket", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("inbox_pending", "status", "seq"),
+    sa.Index("inbox_by_customer", "customer_id", "occurred_at"),
+)
+
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("trigger_version", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("trace", sa.Text),
+    sa.Column("scores", sa.Text),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("decided_at", sa.Double, nullable=False),
+    sa.UniqueConstraint("event_id", "trigger_id", name="decisions_once_per_event"),
+    sa.Index("decisions_by_trigger", "trigger_id", "outcome"),
+    sa.Index("decisions_by_customer", "customer_id"),
+)
+
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("action_index", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("channel", sa.String(32)),
+    sa.Column("due_at", sa.Double, nullable=False),
+    sa.Column("cancel_if", sa.Text),
+    sa.Column("variant", sa.String(64)),
+    sa.Column("trigger_at", sa.Double, nullable=False, server_default="0"),
+    # pending → claimed → (sending →) sent | cancelled | failed; sending = in doubt after a crash
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Double, nullable=False, server_default="0"),
+    sa.Column("claimed_by", sa.String(64)),
+    sa.Column("claimed_at", sa.Double),
+    sa.Column("finished_at", sa.Double),
+    sa.Column("result", sa.Text),
+    sa.Index("actions_due", "status", "due_at"),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("segment", sa.String(128), primary_key=True),
+    sa.Column("added_at", sa.Double, nullable=False),
+    sa.Column("source_action", sa.String(300)),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(300), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(128)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("redriven_at", sa.Double),
+)
+
+customer_state = sa.Table(
+    "customer_state",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+profiles = sa.Table(
+    "profiles",
+    metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
