@@ -3,17 +3,18 @@
 Feast expands ``${VAR}`` in ``feature_store*.yaml`` and needs absolute paths (the DuckDB offline
 store resolves relative ones against the current directory, and `feast apply` changes into the
 repo folder first), so everything here is resolved to an absolute path before Feast sees it.
-Import-light: the standard library only.
+The settings (NUDGE_HOME, NUDGE_FEAST_CONFIG, NUDGE_FEAST_REGISTRY_URL, NUDGE_REDIS_URL) are read
+by their one definition in `nudge.settings`. Import-light: the standard library and that leaf.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from nudge.settings import SharedSettings, home_dir
+
 __all__ = [
-    "CONFIG_ENV",
     "DEFAULT_REDIS",
     "REPO_DIR",
     "feast_dir",
@@ -27,15 +28,12 @@ __all__ = [
 ]
 
 REPO_DIR = Path(__file__).resolve().parent
-# `NUDGE_FEAST_CONFIG=production` selects feature_store.production.yaml; anything else embedded.
-CONFIG_ENV = "NUDGE_FEAST_CONFIG"
 DEFAULT_REDIS = "127.0.0.1:6379"
 
 
 def nudge_home(home: Path | str | None = None) -> Path:
     """The absolute $NUDGE_HOME: `home` if given, else the environment, else ./.nudge."""
-    chosen = home if home is not None else os.environ.get("NUDGE_HOME", ".nudge")
-    return Path(chosen).expanduser().resolve()
+    return home_dir(home)
 
 
 def feature_tables_dir(home: Path | str | None = None) -> Path:
@@ -57,7 +55,7 @@ def production_selected(production: bool | None = None) -> bool:
     """`production` if given, else whether ``NUDGE_FEAST_CONFIG=production``."""
     if production is not None:
         return production
-    return os.environ.get(CONFIG_ENV, "").strip().lower() == "production"
+    return SharedSettings().feast_production_selected
 
 
 def feature_store_yaml(production: bool | None = None) -> Path:
@@ -76,14 +74,15 @@ def feast_environment(
     """
     env = {"NUDGE_HOME": str(nudge_home(home)), "NUDGE_FEAST_DIR": str(feast_dir(home))}
     if production_selected(production):
-        registry = os.environ.get("NUDGE_FEAST_REGISTRY_URL", "").strip()
+        settings = SharedSettings()
+        registry = (settings.feast_registry_url or "").strip()
         if not registry:
             raise RuntimeError(
                 "the production Feast config needs NUDGE_FEAST_REGISTRY_URL, e.g. "
                 "postgresql+psycopg://postgres@127.0.0.1:5432/nudge"
             )
         env["NUDGE_FEAST_REGISTRY_URL"] = registry
-        env["NUDGE_REDIS_URL"] = redis_connection_string(os.environ.get("NUDGE_REDIS_URL"))
+        env["NUDGE_REDIS_URL"] = redis_connection_string(settings.redis_url)
     return env
 
 

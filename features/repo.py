@@ -8,16 +8,15 @@ folder before importing. ``eval "$(python -m features.paths)"`` exports what the
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from features.definitions import build_definitions
 from features.paths import feature_tables_dir
+from nudge.settings import SharedSettings
 
-_home = os.environ.get("NUDGE_HOME", "")
-if not Path(_home).is_absolute():
+# Read from the environment (the `feast` CLI runs in a process of its own), by the one rule.
+_home = SharedSettings().home
+if not _home.is_absolute():
     raise RuntimeError(
-        f"NUDGE_HOME must be an absolute path when Feast reads this repo (got {_home!r}); "
+        f"NUDGE_HOME must be an absolute path when Feast reads this repo (got {str(_home)!r}); "
         'run `eval "$(python -m features.paths)"` first'
     )
 _definitions = build_definitions(feature_tables_dir(_home))

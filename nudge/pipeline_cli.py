@@ -208,7 +208,11 @@ def deploy(
     )
     home = str(settings.home.resolve())
     feature_params = {"step_days": settings.snapshot_step_days, "count": settings.snapshot_count}
-    train_params = {"n_train": settings.train_snapshots, "tracking_uri": settings.tracking_uri}
+    train_params = {
+        "n_train": settings.train_snapshots,
+        "tracking_uri": settings.tracking_uri,
+        "dask_address": settings.dask_address,
+    }
     try:
         registered = register(home, schedules, feature_params, train_params)
     except Exception as exc:  # the server is the user's to start: say so in one line

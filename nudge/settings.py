@@ -1,45 +1,192 @@
-"""Settings: every knob comes from the environment (prefix ``NUDGE_``) or its default."""
+"""Every ``NUDGE_*`` environment variable, defined once, with its default and its description.
+
+**Rule: `nudge.settings` and `nudge.security` are leaves any package may import** (the engine's
+CLI composition, features, pipelines, serving, bench). They import pydantic / pydantic-settings
+(`nudge.security`: FastAPI) and the standard library only, never a module of the project, so they
+cost next to nothing to import and cannot create a cycle. The rest of ``nudge/`` is the
+composition root (the CLI) and no package imports it.
+
+The variables, in three groups (each field ``x`` is read from ``NUDGE_X``):
+
+- `SharedSettings`: what every part reads — the home of all local state (``NUDGE_HOME``), the API
+  key, the MLflow store, the Feast store's selection (``NUDGE_FEAST_CONFIG``,
+  ``NUDGE_FEAST_REGISTRY_URL``, ``NUDGE_REDIS_URL``).
+- `Settings` (shared + the CLI, the engine and the pipelines): engine database, triggers, email,
+  secrets, event acceptance, simulation, Dask, deployment schedules, snapshots.
+- `ServingSettings` (shared + the scoring service): models, alias, polling, bands, limits, bind
+  address. `serving.settings` re-exports it.
+
+The rules that were written in several places are here once: the default home (`DEFAULT_HOME`)
+and its absolute form (`home_dir`), and where MLflow's store is (`SharedSettings.tracking_uri`:
+``MLFLOW_TRACKING_URI`` wins, else ``NUDGE_MLFLOW_TRACKING_URI``, else SQLite under the home).
+Code that has no settings object at hand (Feast's repo file in a `feast` process, a flow called
+without a path) calls `home_dir()` / `tracking_uri()`: the same rules, read from the environment.
+Prefect flows take their paths and URIs as parameters; the CLI passes these settings' values.
+
+Derived, never read: ``NUDGE_FEAST_DIR`` (``$NUDGE_HOME/feast``), which `features.paths` exports,
+beside ``NUDGE_HOME`` and the production store's two URLs, for the Feast YAML to expand.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_BANDS",
+    "DEFAULT_HOME",
+    "DEV_SIGNING_SECRET",
+    "ENV_PREFIX",
+    "MAX_BATCH_LIMIT",
+    "MIN_SECRET_BYTES",
+    "Bands",
+    "ServingSettings",
+    "Settings",
+    "SharedSettings",
+    "home_dir",
+    "tracking_uri",
+]
+
+ENV_PREFIX = "NUDGE_"
+# The one default of NUDGE_HOME: relative, so it follows the working directory.
+DEFAULT_HOME = Path(".nudge")
 
 # Public, so that anyone could forge tokens made with it: only for NUDGE_ENV=dev.
 DEV_SIGNING_SECRET = "change-me"
 MIN_SECRET_BYTES = 32
 
+# The hard ceiling of a scoring batch: the API contract says 1–1000 customers per request.
+MAX_BATCH_LIMIT = 1_000
+
+# (low/medium boundary, medium/high boundary) per model, in the model's own units: churn and
+# engagement are probabilities, ltv is expected spend over its horizon.
+Bands = tuple[float, float]
+DEFAULT_BANDS: dict[str, Bands] = {
+    "churn": (0.3, 0.6),
+    "ltv": (50.0, 200.0),
+    "engagement": (0.1, 0.3),
+}
+
+# The forms of engine.dsl.durations (trigger files), for values read from the environment; this
+# leaf cannot import the engine, and tests/nudge/test_settings.py keeps the two in step.
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
 
 def _duration(value: Any) -> timedelta:
-    # Environment values are text: "3600" is seconds, "6h" / "1d" a duration.
-    from engine.dsl.durations import parse_duration
+    """Seconds (``3600``, ``"1.5"``) or a duration such as ``6h`` / ``1d``."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"duration must not be negative (got {value})")
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration such as 30s, 15m, 2h, 7d or 2w (got {value!r})")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
-    if isinstance(value, str) and value.strip().replace(".", "", 1).isdigit():
-        value = float(value)
-    return parse_duration(value)
+
+def _absolute(path: Path | str) -> Path:
+    return Path(path).expanduser().resolve()
 
 
-class Settings(BaseSettings):
-    """Runtime configuration; `Settings()` reads ``NUDGE_*`` environment variables."""
+class SharedSettings(BaseSettings):
+    """What every part of nudge reads: home, API key, MLflow store, Feast store selection."""
 
-    model_config = SettingsConfigDict(env_prefix="NUDGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     home: Path = Field(
-        default=Path(".nudge"),
-        description="Root of all local state: event lake, stores, simulations.",
-    )
-    engine_db: str | None = Field(
-        default=None,
-        description="SQLAlchemy URL of the engine's state; default sqlite under NUDGE_HOME.",
+        default=DEFAULT_HOME,
+        description="Root of all local state (default ./.nudge): event lake, engine database, "
+        "Feast store, MLflow's SQLite store and artifacts, Prefect's home, simulations.",
     )
     api_key: SecretStr | None = Field(
-        default=None, description="Key that write endpoints require in the X-API-Key header."
+        default=None,
+        description="Key the HTTP APIs require: the engine's /v1 routes (X-API-Key header; "
+        "unset: they answer 503) and every /v1 route of the scoring service (its header: "
+        "NUDGE_API_KEY_HEADER; unset: the service refuses to start).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking + registry URI of training, backtests, experiments and "
+        "serving; MLFLOW_TRACKING_URI wins, default sqlite under NUDGE_HOME (mlflow.db).",
+    )
+    feast_config: str = Field(
+        default="",
+        description="`production` selects the production Feast store (Redis online store, SQL "
+        "registry: NUDGE_REDIS_URL, NUDGE_FEAST_REGISTRY_URL); anything else the embedded one "
+        "under NUDGE_HOME (SQLite online store, file registry).",
+    )
+    feast_registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the production Feast registry, e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/nudge (required by "
+        "NUDGE_FEAST_CONFIG=production).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis of the production Feast online store: redis://[:password@]host:port/db "
+        "or Feast's host:port[,db=N][,password=...]; default 127.0.0.1:6379.",
+    )
+
+    @classmethod
+    def for_home(cls, home: Path | str | None = None, **values: Any) -> Self:
+        """The settings from the environment, with `home` instead of NUDGE_HOME when given."""
+        if home is not None:
+            values["home"] = home
+        return cls(**values)
+
+    @property
+    def home_dir(self) -> Path:
+        """NUDGE_HOME as an absolute path."""
+        return _absolute(self.home)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's store: MLFLOW_TRACKING_URI, else NUDGE_MLFLOW_TRACKING_URI, else
+        ``sqlite:////<absolute NUDGE_HOME>/mlflow.db``."""
+        explicit = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        if explicit:
+            return explicit
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        # Four slashes: sqlite:/// + an absolute path.
+        return f"sqlite:///{(self.home_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def feast_production_selected(self) -> bool:
+        """Whether NUDGE_FEAST_CONFIG selects the production Feast store."""
+        return self.feast_config.strip().lower() == "production"
+
+
+def home_dir(home: Path | str | None = None) -> Path:
+    """The absolute NUDGE_HOME: `home` if given, else the environment's, else ./.nudge."""
+    if home is not None:
+        return _absolute(home)
+    return SharedSettings().home_dir
+
+
+def tracking_uri(home: Path | str | None = None) -> str:
+    """MLflow's store by the one rule (`SharedSettings.tracking_uri`), `home` replacing
+    NUDGE_HOME when given."""
+    return SharedSettings.for_home(home).tracking_uri
+
+
+class Settings(SharedSettings):
+    """The CLI's, the engine's and the pipelines' configuration; `Settings()` reads the env."""
+
+    engine_db: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the engine's state (SQLite or PostgreSQL); default "
+        "sqlite under NUDGE_HOME (engine.db).",
     )
     scoring_url: str | None = Field(
         default=None, description="Base URL of the scoring service; unset: score conditions miss."
@@ -86,12 +233,6 @@ class Settings(BaseSettings):
         default="2025-01-01",
         description="First day of simulated data when `nudge simulate --start` is not given.",
     )
-
-    mlflow_tracking_uri: str | None = Field(
-        default=None,
-        description="MLflow tracking + registry URI; MLFLOW_TRACKING_URI wins, default sqlite "
-        "under NUDGE_HOME.",
-    )
     dask_address: str | None = Field(
         default=None,
         description="Dask scheduler (tcp://host:8786): `train` fits its models there when set.",
@@ -102,7 +243,9 @@ class Settings(BaseSettings):
     train_cron: str = Field(
         default="0 3 * * 1", description="Schedule of the train deployment (weekly, Mondays)."
     )
-    schedule_timezone: str = Field(default="UTC", description="Time zone of the schedules.")
+    schedule_timezone: str = Field(
+        default="UTC", description="Time zone of the deployments' schedules."
+    )
     snapshot_step_days: int = Field(
         default=30, ge=1, description="Days between feature snapshots (training dates)."
     )
@@ -132,33 +275,22 @@ class Settings(BaseSettings):
     @cached_property
     def lake_dir(self) -> Path:
         """The event lake (Parquet, partitioned by UTC date)."""
-        return self.home.resolve() / "lake"
+        return self.home_dir / "lake"
 
     @cached_property
     def simulation_dir(self) -> Path:
         """Where `nudge simulate` writes its data set and planted truth by default."""
-        return self.home.resolve() / "simulation"
+        return self.home_dir / "simulation"
 
     @cached_property
     def rejects_dir(self) -> Path:
         """Where `nudge import` writes rows it could not accept, with the reason."""
-        return self.home.resolve() / "rejects"
+        return self.home_dir / "rejects"
 
     @property
     def engine_url(self) -> str:
         """The engine database URL (SQLite under NUDGE_HOME unless NUDGE_ENGINE_DB is set)."""
-        return self.engine_db or f"sqlite:///{self.home.resolve() / 'engine.db'}"
-
-    @property
-    def tracking_uri(self) -> str:
-        """MLflow's store: MLFLOW_TRACKING_URI, else NUDGE_MLFLOW_TRACKING_URI, else
-        ``sqlite:////<abs NUDGE_HOME>/mlflow.db``."""
-        explicit = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-        if explicit:
-            return explicit
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
-        return f"sqlite:///{(self.home.resolve() / 'mlflow.db').as_posix()}"
+        return self.engine_db or f"sqlite:///{self.home_dir / 'engine.db'}"
 
     @property
     def trigger_folder(self) -> Path:
@@ -173,4 +305,79 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         """Where emails go when no SMTP relay is configured."""
-        return self.home.resolve() / "outbox"
+        return self.home_dir / "outbox"
+
+
+class ServingSettings(SharedSettings):
+    """What `nudge serve` and `serving.app.create_app` need; `ServingSettings()` reads the env.
+
+    Which model names exist is the feature schema's to say, not this leaf's: `create_app`
+    refuses unknown ones.
+    """
+
+    api_key_header: str = Field(
+        default="X-API-Key", description="Header carrying the scoring service's API key."
+    )
+    model_alias: str = Field(default="champion", description="Registry alias the service serves.")
+    models: tuple[str, ...] = Field(
+        default=("churn", "ltv", "engagement"),
+        min_length=1,
+        description="Registered models to serve (JSON list); a subset of churn, ltv, engagement.",
+    )
+    model_poll_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=30.0, description="How often the registry is asked whether an alias moved."
+    )
+    model_retry_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=300.0,
+        description="How long before a version that failed to load is tried again.",
+    )
+    feast_production: bool | None = Field(
+        default=None,
+        description="Use the production Feast config (Redis); default: whether "
+        "NUDGE_FEAST_CONFIG=production.",
+    )
+    feast_project: str | None = Field(
+        default=None, description="Override the Feast project name of the selected config."
+    )
+    score_bands: dict[str, Bands] = Field(
+        default_factory=lambda: dict(DEFAULT_BANDS),
+        description='Band thresholds per model as JSON, e.g. {"churn": [0.3, 0.6]}: below the '
+        "first is low, from the second on is high.",
+    )
+    stale_after: timedelta = Field(
+        default=timedelta(days=2),
+        description="Features older than this are flagged stale (seconds or ISO 8601, P2D).",
+    )
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH_LIMIT)] = Field(
+        default=MAX_BATCH_LIMIT, description="Most customers one request may ask for."
+    )
+    max_body_bytes: Annotated[int, Field(ge=1_024)] = Field(
+        default=256 * 1_024, description="Largest request body accepted (413 above)."
+    )
+    explain_top: Annotated[int, Field(ge=1, le=20)] = Field(
+        default=3, description="Reason codes returned per score with explain."
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Address `nudge serve` binds.")
+    serve_port: Annotated[int, Field(ge=0, le=65_535)] = Field(
+        default=8000, description="Port `nudge serve` binds."
+    )
+
+    @field_validator("score_bands")
+    @classmethod
+    def _ordered_bands(cls, bands: dict[str, Bands]) -> dict[str, Bands]:
+        for model, (low, high) in bands.items():
+            if low > high:
+                raise ValueError(f"{model}: the low/medium boundary {low} exceeds {high}")
+        # A partial override keeps the defaults of the models it does not name.
+        return {**DEFAULT_BANDS, **bands}
+
+    @model_validator(mode="after")
+    def _feast_selection(self) -> ServingSettings:
+        # Decided here, once, so that the service never reads the environment for it again.
+        if self.feast_production is None:
+            self.feast_production = self.feast_production_selected
+        return self
+
+    def bands_for(self, model: str) -> Bands:
+        """The (low/medium, medium/high) boundaries of a model's scores."""
+        return self.score_bands.get(model, DEFAULT_BANDS[model])

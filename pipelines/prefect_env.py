@@ -4,7 +4,7 @@ timeout the ephemeral API server can meet on a small machine, no analytics.
 Values already in the environment win, so an operator's PREFECT_API_URL (a real server) or
 PREFECT_HOME stays in force. Also installs the FastAPI compatibility hook Prefect 3.8's server
 needs here (`pipelines.prefect_compat`), in this process and in the server subprocesses Prefect
-starts. Import-light: the standard library only.
+starts. Import-light: the standard library and the settings leaf (`nudge.settings`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from features.paths import nudge_home
+from nudge.settings import home_dir
 from pipelines import prefect_compat
 
 __all__ = ["configure_prefect"]
@@ -21,7 +21,7 @@ __all__ = ["configure_prefect"]
 def configure_prefect(home: Path | str | None = None) -> dict[str, str]:
     """Set the Prefect defaults nudge needs (if unset); returns what is now in force."""
     defaults = {
-        "PREFECT_HOME": str(nudge_home(home) / "prefect"),
+        "PREFECT_HOME": str(home_dir(home) / "prefect"),
         # The ephemeral server needs ~15–20 s on a fresh PREFECT_HOME here; the default is 20 s.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         # Analytics write to the same SQLite file and log "database is locked" otherwise.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import tempfile
 import warnings
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.paths import nudge_home
+from nudge.settings import home_dir, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -61,12 +60,9 @@ class Registration:
 
 
 def default_tracking_uri(home: Path | str | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the SQLite store ``$NUDGE_HOME/mlflow.db``."""
-    explicit = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if explicit:
-        return explicit
-    # Four slashes: sqlite:/// + an absolute path.
-    return f"sqlite:///{(nudge_home(home) / 'mlflow.db').as_posix()}"
+    """The settings' one rule (`nudge.settings.tracking_uri`): ``MLFLOW_TRACKING_URI``, else
+    ``NUDGE_MLFLOW_TRACKING_URI``, else the SQLite store ``<home>/mlflow.db``."""
+    return tracking_uri(home)
 
 
 def use_tracking(uri: str) -> None:
@@ -87,7 +83,7 @@ def ensure_experiment(name: str, home: Path | str | None = None) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    artifacts = nudge_home(home) / "mlartifacts"
+    artifacts = home_dir(home) / "mlartifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
 

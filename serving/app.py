@@ -1,8 +1,9 @@
 """The FastAPI application: `create_app(settings)` builds it, `main()` serves it with uvicorn.
 
-Layout in the style of FastAPI's full-stack template: settings (`serving.settings`), dependencies
-(`serving.deps`), routers (`serving.routers`), and the long-lived state (`serving.service`) that
-the lifespan starts once and stops at shutdown.
+Layout in the style of FastAPI's full-stack template: settings (`serving.settings`, defined in
+`nudge.settings` with every other NUDGE_* variable), dependencies (`serving.deps`), routers
+(`serving.routers`), and the long-lived state (`serving.service`) that the lifespan starts once
+and stops at shutdown.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from features.schema import MODEL_NAMES
 from serving.metrics import MetricsMiddleware
 from serving.routers import health, models, scores
 from serving.security import ApiKeyMiddleware, BodyLimitMiddleware
@@ -44,6 +46,13 @@ def create_app(
     # Checked before anything heavy is built: a service without a key must not start at all.
     if settings.api_key is None or not settings.api_key.get_secret_value():
         raise ConfigurationError("set NUDGE_API_KEY: every /v1 route requires an API key")
+    # The settings leaf (nudge.settings) cannot know the feature schema: the names are checked here.
+    unknown = [m for m in settings.models if m not in MODEL_NAMES]
+    if unknown:
+        raise ConfigurationError(
+            f"NUDGE_MODELS: unknown model(s) {unknown}; models must be a non-empty subset of "
+            f"{list(MODEL_NAMES)}"
+        )
     if service is None:
         service = ScoringService(settings)
 

@@ -18,8 +18,8 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features.paths import nudge_home
 from models.evaluate import ModelResult
+from nudge.settings import home_dir
 from pipelines.datasets import WARMUP, DataRange, PipelineError
 
 __all__ = ["BACKTEST_METRICS", "backtest", "backtest_payload", "parse_cutoff", "plan_backtest"]
@@ -136,7 +136,7 @@ def backtest(
         use_tracking,
     )
 
-    root = str(nudge_home(home))
+    root = str(home_dir(home))
     at = parse_cutoff(cutoff)
     results, customers = run_backtest(root, at, horizon_days, step_days, n_train)
     payload = backtest_payload(results, customers)

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features.paths import nudge_home
+from nudge.settings import home_dir
 from pipelines.datasets import covered_range, feature_snapshots
 
 __all__ = ["apply_feature_store", "build_features", "compute_feature_tables", "materialize"]
@@ -62,7 +62,7 @@ def build_features(
     home: str | None = None, step_days: int = 30, count: int = 12, online: bool = True
 ) -> dict[str, Any]:
     """compute → write sources → apply → materialize the latest snapshot (when `online`)."""
-    root = str(nudge_home(home))
+    root = str(home_dir(home))
     built = compute_feature_tables(root, step_days, count)
     built["views"] = apply_feature_store(root)
     built["materialized"] = materialize(root, built["snapshots"][-1:]) if online else 0

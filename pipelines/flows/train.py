@@ -3,8 +3,9 @@ models and their baselines fitted, everything logged to MLflow and registered.
 
 The holdout of each model is its latest snapshot with a complete label window. Fitting runs in
 the `fit-models` subflow, one task per model: on a DaskTaskRunner when a Dask scheduler address
-is given (or NUDGE_DASK_ADDRESS is set), else one after the other in this process. Logging and
-registration stay in the flow's process (one writer to the tracking store).
+is given (the CLI passes NUDGE_DASK_ADDRESS), else one after the other in this process. Logging
+and registration stay in the flow's process (one writer to the tracking store). Paths and URIs
+are parameters; a flow called without them uses the settings' rules (`nudge.settings`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from features.paths import nudge_home
 from features.schema import MODEL_NAMES, TIMESTAMP_COLUMN
 from models.evaluate import ModelResult
+from nudge.settings import home_dir
 from pipelines.datasets import DataRange, PipelineError, ProblemSet
 
 __all__ = ["fit_model", "fit_models", "load_training_sets", "log_result", "train"]
@@ -106,10 +107,10 @@ def train(
     """Build the training sets, fit every model (on Dask when an address is set), log, register."""
     from pipelines.tracking import default_tracking_uri, git_commit
 
-    root = str(nudge_home(home))
+    root = str(home_dir(home))
     chosen = list(models or MODEL_NAMES)
     problems, data = load_training_sets(root, chosen, n_train)
-    address = dask_address or os.environ.get("NUDGE_DASK_ADDRESS") or None
+    address = dask_address or None
     runner = fit_models
     if address:
         from prefect_dask import DaskTaskRunner
