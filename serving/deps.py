@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import APIKeyHeader
+from fastapi import Depends, Request
 
-from serving.security import key_matches
+from nudge.security import api_key_dependency
 from serving.service import ScoringService
 from serving.settings import ServingSettings
 
@@ -30,29 +29,19 @@ async def get_settings(request: Request) -> ServingSettings:
 Service = Annotated[ScoringService, Depends(get_service)]
 Settings = Annotated[ServingSettings, Depends(get_settings)]
 
-# The header name is fixed in the OpenAPI document at import time; the middleware enforces the
-# configured one (the same unless NUDGE_API_KEY_HEADER changes it).
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service key.")
+# One key check for both apps (`nudge.security`), reading this app's settings per request. The
+# header name in the OpenAPI document is the default; the configured one is enforced (the same
+# unless NUDGE_API_KEY_HEADER changes it). `serving.security.ApiKeyMiddleware` has already refused
+# bad keys before the body was read; this dependency documents the requirement in OpenAPI and
+# guards any route mounted without the middleware.
+require_api_key = api_key_dependency(
+    lambda request: _secret(request.app.state.service.settings),
+    header=lambda request: request.app.state.service.settings.api_key_header,
+)
 
 
-async def require_api_key(
-    request: Request, presented: Annotated[str | None, Depends(_api_key_header)]
-) -> None:
-    """401 unless the configured header carries the configured key (constant-time compare).
-
-    `serving.security.ApiKeyMiddleware` has already refused bad keys before the body was read;
-    this dependency documents the requirement in OpenAPI and guards any route mounted without
-    the middleware.
-    """
-    settings: ServingSettings = request.app.state.service.settings
-    header = request.headers.get(settings.api_key_header, presented)
-    expected = settings.api_key.get_secret_value() if settings.api_key else None
-    if expected is None or not key_matches(header, expected):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid API key",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
+def _secret(settings: ServingSettings) -> str | None:
+    return settings.api_key.get_secret_value() if settings.api_key else None
 
 
 ApiKey = Depends(require_api_key)

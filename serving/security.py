@@ -3,27 +3,22 @@
 Both run as pure ASGI middleware, before FastAPI reads the body, so that a request without the
 key gets 401 whatever its body (never a 422 that would reveal the schema), and an oversized body
 is refused before it is buffered. The key is also declared as a FastAPI security dependency
-(`serving.deps.require_api_key`) so that the OpenAPI document says which routes need it.
+(`serving.deps.require_api_key`, built by `nudge.security`, the key check both FastAPI apps share)
+so that the OpenAPI document says which routes need it; the comparison is `nudge.security`'s.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["API_PREFIX", "ApiKeyMiddleware", "BodyLimitMiddleware", "key_matches"]
+from nudge.security import INVALID_KEY, key_matches
+
+__all__ = ["API_PREFIX", "ApiKeyMiddleware", "BodyLimitMiddleware"]
 
 API_PREFIX = "/v1"
-
-
-def key_matches(presented: str | None, expected: str) -> bool:
-    """Constant-time comparison: the time taken does not depend on how much of the key matched."""
-    if presented is None:
-        return False
-    return secrets.compare_digest(presented.encode(), expected.encode())
 
 
 class ApiKeyMiddleware:
@@ -41,7 +36,7 @@ class ApiKeyMiddleware:
             )
             text = presented.decode("latin-1") if presented is not None else None
             if not key_matches(text, self.key):
-                await _reject(send, 401, "missing or invalid API key", authenticate=True)
+                await _reject(send, 401, INVALID_KEY, authenticate=True)
                 return
         await self.app(scope, receive, send)
 

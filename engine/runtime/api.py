@@ -10,14 +10,13 @@ cannot be read as events at all (not JSON, not UTF-8, too large, not an event or
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, ValidationError
 from pydantic_core import PydanticCustomError
@@ -27,6 +26,7 @@ from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
 from engine.runtime.inbox import accept_events
 from engine.store import EngineStore
+from nudge.security import api_key_dependency
 
 __all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "create_app"]
 
@@ -63,13 +63,8 @@ def create_app(
     """
     app = FastAPI(title="nudge engine", version="1", docs_url="/docs")
 
-    def require_key(x_api_key: str | None = Header(default=None)) -> None:
-        if not api_key:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, "no API key is configured (set NUDGE_API_KEY)"
-            )
-        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), api_key.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong X-API-Key header")
+    # The scoring service's check too (nudge.security): 503 without a key, 401 on a wrong one.
+    require_key = api_key_dependency(api_key, invalid="missing or wrong X-API-Key header")
 
     def refuse(error: BadBody) -> HTTPException:
         """Keep a refused body in the dead letters (so nothing is lost), then answer 4xx."""
