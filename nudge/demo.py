@@ -126,8 +126,8 @@ def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> No
     from pipelines.flows.optimize import optimize
 
     with console.status("optimizer: analysing experiments, logging to MLflow …"):
-        summaries = optimize(home=str(settings.home.resolve()), engine_url=f"sqlite:///{database}",
-                             segment_by="sim_segment", min_users=300)  # fmt: skip
+        summaries = optimize(home=str(settings.home_dir), engine_url=f"sqlite:///{database}",
+                             tracking_uri=settings.tracking_uri, segment_by="sim_segment", min_users=300)  # fmt: skip
     for summary in summaries:
         table = Table(title=f"Experiment {summary['trigger_id']} ({summary['exposures']:,} customers assigned)",
                       title_justify="left", show_edge=False)  # fmt: skip
@@ -144,9 +144,7 @@ def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> No
                 rec["reason"],
             )
         console.print(table)
-    console.print(
-        f"MLflow: [bold]nudge mlflow ui[/] (store {settings.home.resolve() / 'mlflow.db'})"
-    )
+    console.print(f"MLflow: [bold]nudge mlflow ui[/] (store {settings.tracking_uri})")
 
 
 def _epoch(value: Any) -> float:

@@ -15,7 +15,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from features.paths import nudge_home
+from nudge.settings import Settings
 
 __all__ = ["analyse_experiment", "log_experiment", "optimize"]
 
@@ -50,15 +50,16 @@ def analyse_experiment(engine_url: str, trigger_id: str, window_seconds: float, 
 
 
 @task(cache_policy=NO_CACHE)
-def log_experiment(analysis: dict[str, Any], home: str) -> str | None:
-    """One MLflow run in ``experiments/<trigger_id>`` with metrics, tables and plots."""
+def log_experiment(analysis: dict[str, Any], home: str, tracking_uri: str) -> str | None:
+    """One MLflow run in ``experiments/<trigger_id>`` of the store `tracking_uri` with metrics,
+    tables and plots (artifacts under `home`)."""
     import mlflow
 
-    from pipelines.tracking import default_tracking_uri, ensure_experiment, use_tracking
+    from pipelines.tracking import ensure_experiment, use_tracking
 
     if not analysis.get("exposures"):
         return None
-    use_tracking(default_tracking_uri(home))
+    use_tracking(tracking_uri)
     experiment_id = ensure_experiment(f"experiments/{analysis['trigger_id']}", home)
     with mlflow.start_run(experiment_id=experiment_id, run_name="optimize") as run:
         mlflow.log_metric("exposures", analysis["exposures"])
@@ -83,13 +84,21 @@ def log_experiment(analysis: dict[str, Any], home: str) -> str | None:
 
 @flow(name="optimize")
 def optimize(home: str | None = None, engine_url: str | None = None, triggers: list[str] | None = None,
-             window_hours: float = 72.0, segment_by: str | None = None, min_users: int = 1000) -> list[dict[str, Any]]:  # fmt: skip
-    """Analyse and log every running experiment; returns each trigger's recommendations."""
+             window_hours: float = 72.0, segment_by: str | None = None, min_users: int = 1000,
+             tracking_uri: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Analyse and log every running experiment; returns each trigger's recommendations.
+
+    The engine log (`engine_url`) and the MLflow store (`tracking_uri`) are those of the engine
+    and of training unless given: the settings' rules (NUDGE_ENGINE_DB, else engine.db under the
+    home; MLFLOW_TRACKING_URI, else NUDGE_MLFLOW_TRACKING_URI, else mlflow.db under the home).
+    """
     from engine.optimizer.exposures import experiment_triggers
     from engine.store import EngineStore
 
-    root = nudge_home(home)
-    url = engine_url or f"sqlite:///{root / 'engine.db'}"
+    settings = Settings.for_home(home)
+    root = settings.home_dir
+    url = engine_url or settings.engine_url
+    uri = tracking_uri or settings.tracking_uri
     if triggers is None:
         store = EngineStore.connect(url)
         triggers = experiment_triggers(store)
@@ -97,7 +106,7 @@ def optimize(home: str | None = None, engine_url: str | None = None, triggers: l
     summaries = []
     for trigger_id in triggers:
         analysis = analyse_experiment(url, trigger_id, window_hours * 3600, segment_by, min_users)
-        run_id = log_experiment(analysis, str(root))
+        run_id = log_experiment(analysis, str(root), uri)
         summaries.append(
             {
                 "trigger_id": trigger_id,

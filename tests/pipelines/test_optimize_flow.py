@@ -102,3 +102,37 @@ def test_the_experiment_review_notebook_shows_funnel_timing_and_segments(
     assert "cart_recovery" in text and "triggered" in text and "d24h" in text
     assert any(segment in text for segment in ("bargain_hunter", "loyal", "browser", "at_risk"))
     assert len([o for o in outputs if "image/png" in o.get("data", {})]) >= 2
+
+
+@pytest.mark.slow
+def test_optimize_uses_the_engine_log_and_mlflow_store_of_the_settings(
+    tmp_path: Path, monkeypatch, prefect_harness
+):
+    """Called without paths, the flow reads NUDGE_ENGINE_DB and logs to NUDGE_MLFLOW_TRACKING_URI
+    (the stores of the engine and of training), not to files of its own under NUDGE_HOME."""
+    from mlflow import MlflowClient
+
+    from pipelines.flows.optimize import optimize
+
+    home = tmp_path / "home"
+    models_store = f"sqlite:///{tmp_path / 'models' / 'mlflow.db'}"
+    monkeypatch.setenv("NUDGE_HOME", str(home))
+    monkeypatch.setenv("NUDGE_ENGINE_DB", f"sqlite:///{tmp_path / 'engine.db'}")
+    monkeypatch.setenv("NUDGE_MLFLOW_TRACKING_URI", models_store)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sim = simulate(600, 67, seed=9)
+    sim.customers = sim.customers.assign(segment=sim.truth["segment"].to_numpy())
+    index = TriggerIndex(load_trigger_dir(ROOT / "engine" / "examples").triggers)
+    store, processor, dispatcher = engine_parts(tmp_path, sim, index)  # writes tmp_path/engine.db
+    run_closed_loop(
+        store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
+    )
+
+    [summary] = optimize(segment_by="segment", min_users=50)
+    assert summary["trigger_id"] == "cart_recovery" and summary["exposures"] > 0
+
+    client = MlflowClient(models_store, registry_uri=models_store)
+    run = client.get_run(summary["run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "experiments/cart_recovery"
+    assert not (home / "mlflow.db").exists() and not (home / "engine.db").exists()
