@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nudge.console import StepPrinter, console, fail
+from nudge.db_cli import db_app
 from nudge.engine_cli import engine_app, triggers_app
 from nudge.errors import Commands, UserError
 from nudge.experiment_cli import experiment_app
@@ -38,6 +39,7 @@ lake_app = typer.Typer(cls=Commands, help="Inspect the event lake.", no_args_is_
 app.add_typer(lake_app, name="lake")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(engine_app, name="engine")
+app.add_typer(db_app, name="db")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
     from engine.runtime.processor import Processor
-    from engine.store import EngineStore
+    from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, EngineStore, TaskRow
     from nudge.settings import Settings
 
 triggers_app = typer.Typer(cls=Commands, help="Check trigger definitions.", no_args_is_help=True)
@@ -313,15 +313,31 @@ def decisions(
     trigger: Annotated[str | None, typer.Option(help="Only this trigger.")] = None,
     customer: Annotated[str | None, typer.Option(help="Only this customer.")] = None,
     last: Annotated[int, typer.Option(min=1, help="How many recent decisions to list.")] = 10,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"decisions": [{decision_id, trigger_id, trigger_version, customer_id, '
+            "event_id, outcome, reason, decided_at (ISO 8601, UTC), variant, scores}]}, oldest "
+            "first, instead of the tables.",
+        ),
+    ] = False,
 ) -> None:
     """Counts of decisions per trigger and outcome, and the latest decisions with their reasons."""
+    from engine.store import execution_log
+
     store = open_store(settings())
+    # Only the rows shown are read: filtered, ordered and limited in SQL, not sliced off the log.
+    rows = store.read(
+        execution_log.list_decisions, trigger_id=trigger, customer_id=customer, last=last
+    )
+    if as_json:
+        print_json({"decisions": [decision_json(row) for row in rows]})
+        return
     print_outcomes(store)
-    # Only the rows shown are read: ordered and limited in SQL, not sliced off the whole log.
-    rows = store.decisions(trigger_id=trigger, customer_id=customer, last=last)
     for row in rows:
         console.print(
-            f"  {row['event_id']:<28} {row['customer_id']:<12} {row['trigger_id']:<28} {row['outcome']:<10} {row['variant'] or '':<8} {row['reason'] or ''}"
+            f"  {row.event_id:<28} {row.customer_id:<12} {row.trigger_id:<28} {row.outcome:<10} {row.variant or '':<8} {row.reason or ''}"
         )
 
 
@@ -331,33 +347,55 @@ def dead_letters(
         bool,
         typer.Option("--redrive", help="Submit the dead letters again (fixed input is accepted)."),
     ] = False,
-    limit: Annotated[int, typer.Option(help="How many to list.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many to list, oldest first.")] = 50,
+    last: Annotated[
+        int | None, typer.Option(min=1, help="List the latest N instead (still oldest first).")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"dead_letters": [{dead_letter_id, event_id, source, reason, created_at, '
+            "redriven_at (ISO 8601, UTC, or null), payload (the input as received, text)}]} "
+            "instead of the list.",
+        ),
+    ] = False,
 ) -> None:
     """List events that could not be accepted or processed, with the reason; optionally re-drive them."""
     from engine.runtime.inbox import accept_events
+    from engine.store import dead_letters as letters_of
 
+    if redrive and (as_json or last is not None):
+        fail("--redrive re-drives every dead letter: it takes no --json or --last")
     s = settings()
     store = open_store(s)
-    letters = store.list_dead_letters(limit=limit if not redrive else 100_000)
+    letters = (
+        store.read(letters_of.list_dead_letters, limit=100_000)
+        if redrive
+        else store.read(letters_of.list_dead_letters, limit=None if last else limit, last=last)
+    )
+    if as_json:
+        print_json({"dead_letters": [dead_letter_json(letter) for letter in letters]})
+        return
     if not letters:
         console.print("no dead letters")
         return
     if not redrive:
         for letter in letters:
             console.print(
-                f"  #{letter['id']:<6} {letter['source']:<12} {letter['event_id'] or '-':<24} {letter['reason']}",
+                f"  #{letter.id:<6} {letter.source:<12} {letter.event_id or '-':<24} {letter.reason}",
                 soft_wrap=True,
             )
         console.print(
             f"{len(letters)} shown; re-drive with [bold]nudge engine dead-letters --redrive[/]"
         )
         return
-    payloads = [_payload(letter["payload"]) for letter in letters]
+    payloads = [_payload(letter.payload) for letter in letters]
     results = accept_events(
         store, payloads, source="redrive", naive_timezone=None, max_future=s.max_future
     )
     now = time.time()
-    store.mark_redriven([letter["id"] for letter in letters], now)
+    store.write(letters_of.mark_redriven, [letter.id for letter in letters], now)
     ok = sum(r.status != "invalid" for r in results)
     console.print(
         f"re-drove {len(letters)}: {ok} accepted or already there, {len(letters) - ok} still invalid (dead-lettered again)"
@@ -455,27 +493,78 @@ def run(
 @engine_app.command("tasks")
 def tasks(
     status: Annotated[str, typer.Option(help="open, done or all.")] = "open",
-    limit: Annotated[int, typer.Option(help="How many to list.")] = 50,
+    limit: Annotated[int, typer.Option(help="How many to list, oldest first.")] = 50,
+    last: Annotated[
+        int | None, typer.Option(min=1, help="List the latest N instead (still oldest first).")
+    ] = None,
+    trigger: Annotated[str | None, typer.Option(help="Only this trigger's tasks.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's tasks.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"tasks": [{task_id, trigger_id, customer_id, title, details (object), '
+            "status, created_at (ISO 8601, UTC)}]} instead of the list.",
+        ),
+    ] = False,
 ) -> None:
     """Tasks that triggers created for people (create_task actions)."""
-    rows = open_store(settings()).list_tasks(None if status == "all" else status, limit)
+    from engine.store import outbox
+
+    rows = open_store(settings()).read(
+        outbox.list_tasks, None if status == "all" else status, None if last else limit,
+        trigger_id=trigger, customer_id=customer, last=last,
+    )  # fmt: skip
+    if as_json:
+        print_json({"tasks": [task_json(row) for row in rows]})
+        return
     if not rows:
         console.print(f"no {status} tasks")
     for row in rows:
-        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row["created_at"]))
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(row.created_at))
         console.print(
-            f"  #{row['id']:<5} {created}  {row['customer_id']:<14} {row['trigger_id']:<24} {row['title']}  {row['details']}"
+            f"  #{row.id:<5} {created}  {row.customer_id:<14} {row.trigger_id:<24} {row.title}  {row.details}"
         )
 
 
 @engine_app.command("actions")
-def actions_summary() -> None:
+def actions_summary(
+    trigger: Annotated[str | None, typer.Option(help="Only this trigger's actions.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer's actions.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="With --json: only actions of this status (pending, sent, failed, …)."),
+    ] = None,
+    last: Annotated[
+        int, typer.Option(min=1, help="With --json: how many of the latest actions to list.")
+    ] = 50,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print the latest actions, {"actions": [{action_id, idempotency_key, trigger_id, '
+            "customer_id, event_id, kind, channel, params (object), variant, status, due_at, "
+            "attempts, finished_at (times ISO 8601, UTC, or null), result}]}, oldest first, "
+            "instead of the counts.",
+        ),
+    ] = False,
+) -> None:
     """Planned actions by kind and status (pending, sent, cancelled, failed, unconfirmed)."""
-    counts = open_store(settings()).action_counts()
+    from engine.store import outbox
+
+    store = open_store(settings())
+    if as_json:
+        rows = store.read(outbox.list_actions, trigger_id=trigger, customer_id=customer,
+                          status=status, last=last)  # fmt: skip
+        print_json({"actions": [action_json(row) for row in rows]})
+        return
+    counts = store.read(outbox.action_counts, trigger_id=trigger, customer_id=customer)
+    if status is not None:
+        counts = {key: n for key, n in counts.items() if key[1] == status}
     if not counts:
         console.print("no actions planned")
-    for (kind, status), n in sorted(counts.items()):
-        console.print(f"  {kind:<20} {status:<12} {n:>8,}")
+    for (kind, state), n in sorted(counts.items()):
+        console.print(f"  {kind:<20} {state:<12} {n:>8,}")
 
 
 @engine_app.command("serve")
@@ -525,10 +614,12 @@ def serve(
 # -- output --------------------------------------------------------------------------------------
 
 
-def print_outcomes(store: EngineStore) -> None:
+def print_outcomes(store: EngineDB) -> None:
     from rich.table import Table
 
-    counts = store.outcome_counts()
+    from engine.store import execution_log
+
+    counts = store.read(execution_log.outcome_counts)
     if not counts:
         console.print("no decisions recorded")
         return
@@ -540,6 +631,48 @@ def print_outcomes(store: EngineStore) -> None:
     for trigger in sorted({t for t, _ in counts}):
         table.add_row(trigger, *(f"{counts.get((trigger, o), 0):,}" for o in outcomes))
     console.print(table)
+
+
+def print_json(payload: dict[str, Any]) -> None:
+    """One JSON object on stdout (not through rich: no wrapping, no markup)."""
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (None stays None)."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def decision_json(row: DecisionRow) -> dict[str, Any]:
+    return {"decision_id": row.id, "trigger_id": row.trigger_id, "trigger_version": row.trigger_version,
+            "customer_id": row.customer_id, "event_id": row.event_id, "outcome": row.outcome,
+            "reason": row.reason, "decided_at": iso_time(row.decided_at), "variant": row.variant,
+            "scores": _json_object(row.scores)}  # fmt: skip
+
+
+def action_json(row: ActionRow) -> dict[str, Any]:
+    return {"action_id": row.id, "idempotency_key": row.idempotency_key, "trigger_id": row.trigger_id,
+            "customer_id": row.customer_id, "event_id": row.event_id, "kind": row.kind,
+            "channel": row.channel, "params": _json_object(row.params), "variant": row.variant,
+            "status": row.status, "due_at": iso_time(row.due_at), "attempts": row.attempts,
+            "finished_at": iso_time(row.finished_at), "result": row.result}  # fmt: skip
+
+
+def task_json(row: TaskRow) -> dict[str, Any]:
+    return {"task_id": row.id, "trigger_id": row.trigger_id, "customer_id": row.customer_id,
+            "title": row.title, "details": _json_object(row.details), "status": row.status,
+            "created_at": iso_time(row.created_at)}  # fmt: skip
+
+
+def dead_letter_json(row: DeadLetter) -> dict[str, Any]:
+    return {"dead_letter_id": row.id, "event_id": row.event_id, "source": row.source,
+            "reason": row.reason, "created_at": iso_time(row.created_at),
+            "redriven_at": iso_time(row.redriven_at), "payload": row.payload}  # fmt: skip
+
+
+def _json_object(text: str | None) -> Any:
+    """A stored JSON column parsed (an empty object when there is none)."""
+    return json.loads(text) if text else {}
 
 
 def _print_trace(label: str, node: dict[str, Any], depth: int) -> None:

@@ -102,7 +102,7 @@ class Revision:
             return f"made before migrations (no alembic_version table): {UPGRADE_HINT} to adopt it"
         missing = ", ".join(t for t in BASELINE_TABLES if t not in self.tables)
         return (
-            f"has some of the engine's tables but not all (missing {missing}) and no "
+            f"some of the engine's tables but not all (missing {missing}) and no "
             "alembic_version table: not an engine database nudge can adopt"
         )
 
@@ -135,7 +135,7 @@ def ensure_current(engine: Engine, schema: str | None = None) -> Revision:
                 return read_revision(conn, schema)
         if revision.state == "head":
             return revision
-    raise DatabaseOutOfDate(f"the engine database ({_where(engine)}) is {revision.describe()}")
+    raise DatabaseOutOfDate(f"engine database {_where(engine)}: {revision.describe()}")
 
 
 def upgrade(
@@ -154,7 +154,7 @@ def upgrade(
         if before.state == "partial" or (
             before.state == "behind" and before.current not in _known_revisions()
         ):
-            raise DatabaseOutOfDate(f"the engine database ({_where(engine)}) {before.describe()}")
+            raise DatabaseOutOfDate(f"engine database {_where(engine)}: {before.describe()}")
         config = alembic_config(conn, schema)
         if before.state == "unversioned":
             command.stamp(config, BASELINE)

@@ -109,3 +109,108 @@ def test_replay_from_the_lake(nudge_home):
 def test_replay_needs_exactly_one_source(nudge_home):
     result = runner.invoke(app, ["engine", "replay"])
     assert result.exit_code == 2 and "give a FILE or --from-lake" in result.output
+
+
+# -- inspection as JSON --------------------------------------------------------------------------
+
+DECISION_KEYS = {"decision_id", "trigger_id", "trigger_version", "customer_id", "event_id",
+                 "outcome", "reason", "decided_at", "variant", "scores"}  # fmt: skip
+
+
+def listed(*args: str) -> dict:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_decisions_json_is_the_documented_object(nudge_home, events_file):
+    from datetime import UTC, datetime
+
+    invoke("engine", "replay", str(events_file))
+    body = listed("engine", "decisions")
+    assert list(body) == ["decisions"] and body["decisions"]
+    for row in body["decisions"]:
+        assert set(row) == DECISION_KEYS
+        assert datetime.fromisoformat(row["decided_at"]).utcoffset() == UTC.utcoffset(None)
+        assert isinstance(row["scores"], dict) and isinstance(row["decision_id"], int)
+    assert {r["trigger_id"] for r in body["decisions"]} >= {"welcome_series"}
+
+
+@pytest.fixture
+def seeded(nudge_home):
+    """A log of 12 decisions and actions (triggers t0/t1, customers c0-c2), 5 tasks, 4 dead letters."""
+    from engine.store import EngineDB, batch, dead_letters, outbox
+
+    db = EngineDB.open(f"sqlite:///{nudge_home / 'engine.db'}")
+    decisions = [{"event_id": f"e{i}", "customer_id": f"c{i % 3}", "trigger_id": f"t{i % 2}",
+                  "trigger_version": "v1", "outcome": "fired", "reason": None, "trace": None,
+                  "scores": json.dumps({"churn": i / 100}), "variant": None, "decided_at": 1.7e9 + i}
+                 for i in range(12)]  # fmt: skip
+    actions = [{"idempotency_key": f"t{i % 2}:c{i % 3}:e{i}:0", "event_id": f"e{i}", "customer_id": f"c{i % 3}",
+                "trigger_id": f"t{i % 2}", "action_index": 0, "kind": "send_email",
+                "params": json.dumps({"template": "welcome"}), "channel": "email", "due_at": 1.7e9 + i,
+                "cancel_if": None, "variant": None, "trigger_at": 1.7e9 + i} for i in range(12)]  # fmt: skip
+    with db.begin() as conn:
+        batch.commit_batch(conn, processed=[], dead=[], decision_rows=decisions, action_rows=actions,
+                           states={}, profile_updates={}, now=1.7e9)  # fmt: skip
+        for i in range(5):
+            outbox.add_task(conn, {"idempotency_key": f"k{i}", "customer_id": f"c{i % 3}", "trigger_id": f"t{i % 2}",
+                                   "title": f"call {i}", "details": json.dumps({"queue": "billing"})}, 1.7e9 + i)  # fmt: skip
+        dead_letters.add_dead_letters(conn, [{"event_id": f"d{i}", "payload": "{not json", "reason": f"bad {i}",
+                                              "source": "api"} for i in range(4)], 1.7e9)  # fmt: skip
+    db.dispose()
+    return nudge_home
+
+
+def test_decisions_json_filters_and_last_in_the_log(seeded):
+    filters = ("--trigger", "t1", "--customer", "c2", "--last", "2")
+    rows = listed("engine", "decisions", *filters)["decisions"]
+    assert [r["event_id"] for r in rows] == ["e5", "e11"]  # the latest two of t1/c2, oldest first
+    assert rows[0]["scores"] == {"churn": 0.05}
+    assert rows[0]["decided_at"] == "2023-11-14T22:13:25+00:00"
+    assert len(listed("engine", "decisions", "--last", "100")["decisions"]) == 12
+
+
+def test_actions_json_lists_the_latest_with_filters(seeded):
+    body = listed("engine", "actions", "--last", "3")
+    assert list(body) == ["actions"]
+    assert [a["event_id"] for a in body["actions"]] == ["e9", "e10", "e11"]
+    first = body["actions"][0]
+    assert set(first) == {"action_id", "idempotency_key", "trigger_id", "customer_id", "event_id", "kind",
+                          "channel", "params", "variant", "status", "due_at", "attempts", "finished_at",
+                          "result"}  # fmt: skip
+    assert first["params"] == {"template": "welcome"} and first["finished_at"] is None
+    mine = listed("engine", "actions", "--customer", "c0", "--trigger", "t0")["actions"]
+    assert [a["event_id"] for a in mine] == ["e0", "e6"]
+    assert listed("engine", "actions", "--status", "sent")["actions"] == []
+    counts = invoke("engine", "actions", "--trigger", "t0")
+    assert counts.exit_code == 0 and "send_email" in counts.output and " 6" in counts.output
+
+
+def test_tasks_and_dead_letters_json(seeded):
+    tasks = listed("engine", "tasks")["tasks"]
+    assert [t["title"] for t in tasks] == [f"call {i}" for i in range(5)]
+    assert set(tasks[0]) == {"task_id", "trigger_id", "customer_id", "title", "details", "status",
+                             "created_at"}  # fmt: skip
+    assert tasks[0]["details"] == {"queue": "billing"} and tasks[0]["status"] == "open"
+
+    def titles(*options: str) -> list[str]:
+        return [t["title"] for t in listed("engine", "tasks", *options)["tasks"]]
+
+    assert titles("--last", "2") == ["call 3", "call 4"]
+    assert titles("--customer", "c1") == ["call 1", "call 4"]
+    assert titles("--trigger", "t1", "--limit", "1") == ["call 1"]
+    letters = listed("engine", "dead-letters", "--last", "2")["dead_letters"]
+    assert [d["event_id"] for d in letters] == ["d2", "d3"]
+    assert set(letters[0]) == {"dead_letter_id", "event_id", "source", "reason", "created_at",
+                               "redriven_at", "payload"}  # fmt: skip
+    assert letters[0]["payload"] == "{not json" and letters[0]["redriven_at"] is None
+    refused = runner.invoke(app, ["engine", "dead-letters", "--redrive", "--json"])
+    assert refused.exit_code == 2 and "--redrive" in refused.output
+
+
+def test_json_of_an_empty_log_is_empty_lists(nudge_home):
+    assert listed("engine", "decisions") == {"decisions": []}
+    assert listed("engine", "actions") == {"actions": []}
+    assert listed("engine", "tasks") == {"tasks": []}
+    assert listed("engine", "dead-letters") == {"dead_letters": []}
