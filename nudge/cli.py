@@ -98,11 +98,9 @@ def simulate(
 
 
 def _check_simulation_input(start: str | None, planted: Path | None) -> None:
-    """A --start the simulator cannot read, or a planted file it refuses, as a UserError.
-
-    `pipelines.simulator` reports both as plain ValueErrors (the planted file's name included);
-    only these two calls are translated, so that a ValueError of the simulation itself stays a bug.
-    """
+    """A --start the simulator cannot read, or a planted file it refuses, as a UserError, before
+    anything is drawn or written (pandas reports a bad date as a plain ValueError: only that call is
+    translated, so that a ValueError of the simulation itself stays a bug)."""
     import pandas as pd
 
     from pipelines.simulator import load_planted
@@ -114,12 +112,7 @@ def _check_simulation_input(start: str | None, planted: Path | None) -> None:
             valid = False
         if not valid:
             raise UserError(f"--start: expected a date such as 2025-01-01 (got {start!r})")
-    try:
-        load_planted(planted)
-    except UserError:
-        raise
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    load_planted(planted)  # a bad file raises a UserError naming it
 
 
 def _simulate(settings: Settings, *, customers: int, days: int, seed: int, start: str | None,

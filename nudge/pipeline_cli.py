@@ -36,15 +36,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def pipeline_errors(command: F) -> F:
-    """Mistakes in the input (empty lake, cutoff outside the data, ...): one line, exit 2."""
+    """A file the pipeline needs is missing: one line, exit 2. (Its other mistakes, such as an empty
+    lake or a cutoff outside the data, are PipelineError, a UserError: the one handler prints them.)"""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from pipelines.datasets import PipelineError
-
         try:
             return command(*args, **kwargs)
-        except (PipelineError, FileNotFoundError) as exc:
+        except FileNotFoundError as exc:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]

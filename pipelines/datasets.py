@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from engine.errors import UserError
 from features.compute import (
     CHURN_HORIZON,
     ENGAGEMENT_HORIZON,
@@ -55,7 +56,7 @@ KEYS = [ENTITY_KEY, TIMESTAMP_COLUMN]
 WARMUP = timedelta(days=28)
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError):
     """A mistake in the input the user can fix (empty lake, cutoff outside the data, ...)."""
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.dsl.bounded_yaml import load_yaml_file
 from engine.dsl.durations import format_duration, parse_duration
+from engine.errors import UserError
 
 __all__ = ["PlantedConfig", "SegmentSpec", "load_planted"]
 
@@ -219,10 +220,14 @@ def load_planted(path: Path | None) -> PlantedConfig:
         return PlantedConfig()
     data = load_yaml_file(Path(path)) or {}  # bounded: size, nesting, alias expansion
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise PlantedFileError(f"{path}: expected a mapping at the top level")
     try:
         return PlantedConfig.model_validate(data)
     except ValidationError as exc:
         from engine.events import describe_validation_error
 
-        raise ValueError(f"{path}: " + "; ".join(describe_validation_error(exc))) from None
+        raise PlantedFileError(f"{path}: " + "; ".join(describe_validation_error(exc))) from None
+
+
+class PlantedFileError(UserError):
+    """A planted-truth file the simulator refuses; the message names the file and the field."""
