@@ -7,6 +7,10 @@ the condition says to skip). `all` fails on any failure, else is missing on any 
 Each condition has two evaluators: `check` (fast, used for every event) and `explain` (builds the
 trace of every leaf with the values it saw — used for decisions that are logged, and for
 `nudge engine explain`). Both are pure: they read an `EvaluationContext` and change nothing.
+
+One module (~700 lines) on purpose: every condition kind is a compile function and a node class
+with its two evaluators, and they share the compile-time error reporting; split, each piece would
+import all the others.
 """
 
 from __future__ import annotations

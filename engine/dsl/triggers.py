@@ -24,6 +24,10 @@ overrides) exists in the templates folder and compiles.
 
 Ending an experiment with one variant makes a new version of the trigger's file
 (`variant_version` builds it, `write_variant_version` writes it and keeps the old text beside it).
+
+One module (~700 lines) on purpose: the pydantic models of a trigger, the loader that maps their
+errors back to YAML lines, and the index the engine queries share the node positions and the
+version; the generic bounded parsing lives apart in `engine.dsl.bounded_yaml`.
 """
 
 from __future__ import annotations

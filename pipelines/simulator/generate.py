@@ -8,6 +8,9 @@ engagement, fatigue and the local hour. Everything is drawn with numpy from one 
 so a seed gives the same data set every time.
 
 Times are carried as float days since `start` (UTC midnight) and become timestamps at the end.
+
+One module (~700 lines) on purpose: the draws share one random generator in a fixed order, which is
+what makes a seed reproduce a data set; spreading them over modules would hide that order.
 """
 
 from __future__ import annotations
