@@ -170,7 +170,8 @@ class Action(BaseModel):
 
     @property
     def params(self) -> dict[str, Any]:
-        return getattr(self, self.kind)
+        params: dict[str, Any] = getattr(self, self.kind)
+        return params
 
     @property
     def channel(self) -> str | None:
@@ -544,8 +545,10 @@ def _template_refs(spec: TriggerSpec, node: yaml.Node) -> tuple[TemplateRef, ...
     if spec.experiment is not None:
         for name, override in spec.experiment.variants.items():
             if "template" in override:
-                loc = ("experiment", "variants", name, "template")
-                refs.append(TemplateRef(override["template"], _dotted(loc), _line_of(node, loc)))
+                where: tuple[str | int, ...] = ("experiment", "variants", name, "template")
+                refs.append(
+                    TemplateRef(override["template"], _dotted(where), _line_of(node, where))
+                )
     return tuple(refs)
 
 
@@ -577,7 +580,8 @@ def _load_one(
         spec = None
     errors: list[ConditionError] = []
     where = None
-    when = raw.get("when") if isinstance(raw.get("when"), Mapping) else {}
+    when_raw = raw.get("when")
+    when: Mapping[str, Any] = when_raw if isinstance(when_raw, Mapping) else {}
     if when.get("where") is not None:
         where = compile_field_tests("event", when["where"], ("when", "where"), errors)
     condition = compile_condition(raw["if"], ("if",), errors) if raw.get("if") is not None else None

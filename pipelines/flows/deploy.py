@@ -35,15 +35,16 @@ def deployments(
     home: str, schedules: Schedules, feature_params: dict[str, Any], train_params: dict[str, Any]
 ) -> list[RunnerDeployment]:
     """The two deployments, with their parameters (the NUDGE_HOME they work on, ...)."""
+    # `to_deployment` is typed sync-or-async; called outside an event loop it returns the object.
     return [
-        build_features.to_deployment(
+        build_features.to_deployment(  # type: ignore[list-item]
             name=FEATURES_DEPLOYMENT,
             schedules=[CronSchedule(cron=schedules.features_cron, timezone=schedules.timezone)],
             parameters={"home": home, **feature_params},
             description="Compute feature tables, feast apply, materialize the latest snapshot.",
             tags=["nudge"],
         ),
-        train.to_deployment(
+        train.to_deployment(  # type: ignore[list-item]
             name=TRAIN_DEPLOYMENT,
             schedules=[CronSchedule(cron=schedules.train_cron, timezone=schedules.timezone)],
             parameters={"home": home, **train_params},

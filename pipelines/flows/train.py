@@ -64,7 +64,7 @@ def fit_model(problem: ProblemSet, max_rounds: int = 1_000) -> ModelResult:
     return result
 
 
-@flow(name="fit-models", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="fit-models", task_runner=ThreadPoolTaskRunner(max_workers=1))  # type: ignore[arg-type]  # Prefect's generic runner types do not unify
 def fit_models(problems: dict[str, ProblemSet], max_rounds: int = 1_000) -> dict[str, ModelResult]:
     """One `fit_model` task per model on this flow's task runner."""
     futures = {name: fit_model.submit(problem, max_rounds) for name, problem in problems.items()}
@@ -115,7 +115,7 @@ def train(
     if address:
         from prefect_dask import DaskTaskRunner
 
-        runner = fit_models.with_options(task_runner=DaskTaskRunner(address=address))
+        runner = fit_models.with_options(task_runner=DaskTaskRunner(address=address))  # type: ignore[arg-type]  # as above
     results = runner(problems, max_rounds)
     context = {
         "data_range": data.describe(),

@@ -80,7 +80,7 @@ def patch_scheduler() -> None:
         columns = set(table.columns.keys())
         # The same ON CONFLICT DO NOTHING insert, on the table instead of the ORM entity.
         await session.execute(
-            db.queries.insert(table).on_conflict_do_nothing(
+            db.queries.insert(table).on_conflict_do_nothing(  # type: ignore[arg-type]  # a Table works at run time
                 index_elements=db.orm.flow_run_unique_upsert_columns
             ),
             [{k: v for k, v in run.items() if k in columns} for run in runs],
