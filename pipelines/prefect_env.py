@@ -2,9 +2,8 @@
 timeout the ephemeral API server can meet on a small machine, no analytics.
 
 Values already in the environment win, so an operator's PREFECT_API_URL (a real server) or
-PREFECT_HOME stays in force. Also installs the FastAPI compatibility hook Prefect 3.8's server
-needs here (`pipelines.prefect_compat`), in this process and in the server subprocesses Prefect
-starts. Import-light: the standard library and the settings leaf (`nudge.settings`).
+PREFECT_HOME stays in force. Import-light: the standard library and the settings leaf
+(`nudge.settings`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import os
 from pathlib import Path
 
 from nudge.settings import home_dir
-from pipelines import prefect_compat
 
 __all__ = ["configure_prefect"]
 
@@ -30,7 +28,4 @@ def configure_prefect(home: Path | str | None = None) -> dict[str, str]:
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-    prefect_compat.install()
-    # The ephemeral API server is a subprocess: it inherits the hook through PYTHONPATH.
-    os.environ["PYTHONPATH"] = prefect_compat.subprocess_environment()["PYTHONPATH"]
     return {name: os.environ[name] for name in defaults}

@@ -138,17 +138,13 @@ def test_backtest_on_cdnow_prints_models_and_baselines_as_json(cdnow_home):
 
 @pytest.mark.slow
 def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
-    from pipelines.prefect_compat import subprocess_environment
-
     port = free_port()
-    server_env = subprocess_environment(
-        {
-            **os.environ,
-            "PREFECT_HOME": str(tmp_path / "server_home"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-        }
-    )
+    server_env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "server_home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)],
