@@ -37,7 +37,7 @@ def clean_env(monkeypatch):
 
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print(','.join(sorted(sys.modules)))"
-    # Without PYTHONPATH: Prefect's set-up puts a sitecustomize hook there for its subprocesses.
+    # Without PYTHONPATH: a test run's own additions there would load project modules.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env
