@@ -29,7 +29,8 @@ from engine.events import EventType
 from engine.runtime.inbox import accept_stream
 from engine.runtime.processor import Processor
 from engine.runtime.replay import events_from_rows
-from engine.store import EngineStore
+from engine.store import EngineDB
+from engine.store.customers import upsert_profiles
 from pipelines.simulator import simulate
 
 # A property per event type that rule filters can test, with a plausible range.
@@ -99,13 +100,13 @@ def in_process(index: TriggerIndex, views: list[EventView], profiles: dict) -> t
 
 def end_to_end(index: TriggerIndex, items: list[dict], profiles: dict) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        store = EngineStore.connect(f"sqlite:///{tmp}/engine.db")
-        store.upsert_profiles(profiles, 0.0)
+        store = EngineDB.open(f"sqlite:///{tmp}/engine.db")
+        store.write(upsert_profiles, profiles, 0.0)
         started = time.perf_counter()
         accept_stream(store, items, source="bench", batch_size=2000)
         Processor(store, index, batch_size=2000).run_until_empty()
         rate = len(items) / (time.perf_counter() - started)
-        store.engine.dispose()
+        store.dispose()
     return rate
 
 

@@ -107,21 +107,23 @@ def engine_stage(
 
 def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> None:
     """Run the optimize flow on the demo's engine log; recommendations beside the planted truth."""
-    from engine.store import EngineStore
+    from engine.store import EngineDB
+    from engine.store.customers import load_profiles, upsert_profiles
     from pipelines.prefect_env import configure_prefect
 
     database = settings.home.resolve() / "demo-engine.db"
-    store = EngineStore.connect(f"sqlite:///{database}")
+    store = EngineDB.open(f"sqlite:///{database}")
     # The simulation's latent segment, as a profile attribute, so the analysis can split by it.
-    profiles = store.load_profiles(truth["customer_id"])
-    store.upsert_profiles(
+    profiles = store.read(load_profiles, truth["customer_id"])
+    store.write(
+        upsert_profiles,
         {
             c: {**profiles.get(c, {"customer_id": c}), "sim_segment": s}
             for c, s in zip(truth["customer_id"], truth["segment"], strict=True)
         },
         time.time(),
     )
-    store.engine.dispose()
+    store.dispose()
     configure_prefect(settings.home)
     from pipelines.flows.optimize import optimize
 

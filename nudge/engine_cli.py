@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
     from engine.runtime.processor import Processor
-    from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, EngineStore, TaskRow
+    from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, TaskRow
     from nudge.settings import Settings
 
 triggers_app = typer.Typer(cls=Commands, help="Check trigger definitions.", no_args_is_help=True)
@@ -72,14 +72,16 @@ def load_index(folder: Path) -> TriggerIndex:
     return TriggerIndex(result.triggers)
 
 
-def open_store(s: Settings) -> EngineStore:
-    from engine.store import EngineStore
+def open_store(s: Settings) -> EngineDB:
+    """The engine database of the settings; one that is not at this release's revision is a
+    DatabaseOutOfDate (a UserError: one line, exit 2) that says to run ``nudge db upgrade``."""
+    from engine.store import EngineDB
 
-    return EngineStore.connect(s.engine_url)
+    return EngineDB.open(s.engine_url)
 
 
 def build_processor(
-    s: Settings, store: EngineStore, index: TriggerIndex, *, worker: tuple[int, int] = (0, 1)
+    s: Settings, store: EngineDB, index: TriggerIndex, *, worker: tuple[int, int] = (0, 1)
 ) -> Processor:
     from engine.runtime.processor import Processor
 
@@ -93,7 +95,7 @@ def build_processor(
 
 
 def build_dispatcher(
-    s: Settings, store: EngineStore, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
+    s: Settings, store: EngineDB, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
 ) -> Dispatcher:
     from engine.channels.email import EmailSettings
     from engine.channels.webhooks import WebhookSender
@@ -292,6 +294,8 @@ def replay(
         f"accepted {counts['accepted']:,}, duplicate {counts['duplicate']:,}, invalid {counts['invalid']:,} (dead-lettered)"
     )
     from engine.runtime.loop import EngineLoop
+    from engine.store import schema
+    from engine.store.sql import count_rows
 
     loop = EngineLoop(build_processor(s, store, index), dispatcher, clock=engine_clock)
     with console.status("processing …") as status:
@@ -300,8 +304,9 @@ def replay(
         )
     seconds = time.perf_counter() - started
     rate = stats.events / seconds if seconds else 0.0
+    dead = store.read(count_rows, schema.dead_letters)
     console.print(
-        f"processed {stats.events:,} events in {seconds:.1f} s ({rate:,.0f} events/s); dead letters {store.count('dead_letters'):,}"
+        f"processed {stats.events:,} events in {seconds:.1f} s ({rate:,.0f} events/s); dead letters {dead:,}"
     )
     if dispatcher is not None:
         console.print(f"actions run: {dict(stats.actions) or 'none due yet'}")

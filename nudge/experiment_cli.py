@@ -111,16 +111,19 @@ def report(
     incrementality and a recommendation per segment (the analysis the optimize flow logs)."""
     from engine.dsl.durations import parse_duration
     from engine.optimizer.experiment import analyse_experiment
-    from engine.optimizer.exposures import load_exposures
-    from engine.store import EngineStore
+    from engine.store import EngineDB
+    from engine.store.exposures import load_exposures
     from nudge.settings import Settings
 
     try:
         seconds = parse_duration(window).total_seconds()
     except ValueError as exc:
         fail(f"--window: {exc}")
-    store = EngineStore.connect(Settings().engine_url)
-    exposures = load_exposures(store, trigger, attribution_window=seconds, segment_by=segment_by)
+    store = EngineDB.open(Settings().engine_url)
+    exposures = store.read(
+        load_exposures, trigger, attribution_window=seconds, segment_by=segment_by
+    )
+    store.dispose()
     if exposures.empty:
         fail(f"no experiment decisions of trigger {trigger!r} in the execution log")
     result = analyse_experiment(exposures, min_users_per_arm=min_users)

@@ -25,7 +25,8 @@ from engine.optimizer.exposures import EXPOSURE_COLUMNS
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
-from engine.store import EngineStore
+from engine.store import ActionRow, DecisionRow, EngineDB, execution_log, outbox
+from engine.store.inbox import event_times
 from pipelines.simulator.responder import EmailResponse, Responder
 
 __all__ = ["ClosedLoopReport", "run_closed_loop", "run_period"]
@@ -47,7 +48,7 @@ class ClosedLoopReport:
 
 
 def run_closed_loop(
-    store: EngineStore,
+    store: EngineDB,
     processor: Processor,
     dispatcher: Dispatcher,
     responder: Responder,
@@ -64,7 +65,7 @@ def run_closed_loop(
     if not queue:
         return ClosedLoopReport()
     report = ClosedLoopReport()
-    responses: dict[int, tuple[dict[str, Any], EmailResponse]] = {}
+    responses: dict[int, tuple[ActionRow, EmailResponse]] = {}
     window_end = queue[0][0]
     last_original = max(t for t, _, e in queue if not e.get("_feedback"))
     horizon = last_original + responder.planted.attribution_window.total_seconds()
@@ -82,14 +83,17 @@ def run_closed_loop(
             pass
         run_at = min(window_end, horizon)
         dispatcher.run_due(run_at)  # marks what it finishes with this time
-        for action in store.actions_finished_since(run_at, kind="send_email", status="sent"):
+        finished = store.read(
+            outbox.list_actions, kind="send_email", status="sent", finished_since=run_at
+        )
+        for action in finished:
             answer = responder.respond(
-                action["customer_id"],
-                datetime.fromtimestamp(action["due_at"], UTC),
-                json.loads(action["params"]).get("template", ""),
-                timedelta(seconds=action["due_at"] - action["trigger_at"]),
+                action.customer_id,
+                datetime.fromtimestamp(action.due_at, UTC),
+                json.loads(action.params).get("template", ""),
+                timedelta(seconds=action.due_at - action.trigger_at),
             )
-            responses[action["id"]] = (action, answer)
+            responses[action.id] = (action, answer)
             for feedback in _feedback_events(action, answer):
                 heapq.heappush(
                     queue,
@@ -102,12 +106,12 @@ def run_closed_loop(
     return report
 
 
-def _feedback_events(action: dict[str, Any], answer: EmailResponse) -> list[dict[str, Any]]:
+def _feedback_events(action: ActionRow, answer: EmailResponse) -> list[dict[str, Any]]:
     """The customer's reaction as events: delivered, opened, clicked, and the purchase."""
-    key = action["idempotency_key"]
-    base = {"customer_id": action["customer_id"], "source": "closed-loop"}
-    props = {"message_id": key, "trigger": action["trigger_id"]}
-    sent_at = datetime.fromtimestamp(action["due_at"], UTC)
+    key = action.idempotency_key
+    base = {"customer_id": action.customer_id, "source": "closed-loop"}
+    props = {"message_id": key, "trigger": action.trigger_id}
+    sent_at = datetime.fromtimestamp(action.due_at, UTC)
     out = []
     if answer.delivered:
         out.append({**base, "event_id": f"{key}:delivered", "event_type": "email_delivered",
@@ -142,14 +146,14 @@ def _feedback_events(action: dict[str, Any], answer: EmailResponse) -> list[dict
 
 
 def _summarise(
-    store: EngineStore, report: ClosedLoopReport, responses: dict[int, Any], responder: Responder
+    store: EngineDB, report: ClosedLoopReport, responses: dict[int, Any], responder: Responder
 ) -> None:
-    decisions = store.decisions()
-    report.decisions = Counter(d["outcome"] for d in decisions)
+    decisions = store.read(execution_log.list_decisions)
+    report.decisions = Counter(d.outcome for d in decisions)
     report.suppressed_by_reason = Counter(
-        (d["reason"] or "").split(":")[0] for d in decisions if d["outcome"] == "suppressed"
+        (d.reason or "").split(":")[0] for d in decisions if d.outcome == "suppressed"
     )
-    report.actions = Counter((a["kind"], a["status"]) for a in store.planned_actions())
+    report.actions = Counter((a.kind, a.status) for a in store.read(outbox.list_actions))
     answers = [answer for _, answer in responses.values()]
     report.funnel = {
         "triggered": sum(n for (kind, _), n in report.actions.items() if kind == "send_email"),
@@ -163,32 +167,30 @@ def _summarise(
 
 
 def _exposures(
-    decisions: list[dict[str, Any]],
+    decisions: list[DecisionRow],
     responses: dict[int, Any],
     responder: Responder,
-    store: EngineStore,
+    store: EngineDB,
 ) -> pd.DataFrame:
     """One row per (trigger, customer) first assigned in an experiment, judged by assignment."""
-    by_decision = {
-        (a["event_id"], a["trigger_id"]): (a, answer) for a, answer in responses.values()
-    }
-    occurred = store.event_times(d["event_id"] for d in decisions if d["variant"] is not None)
+    by_decision = {(a.event_id, a.trigger_id): (a, answer) for a, answer in responses.values()}
+    occurred = store.read(event_times, (d.event_id for d in decisions if d.variant is not None))
     rows, seen = [], set()
     for d in decisions:
-        if d["variant"] is None or (d["trigger_id"], d["customer_id"]) in seen:
+        if d.variant is None or (d.trigger_id, d.customer_id) in seen:
             continue
-        seen.add((d["trigger_id"], d["customer_id"]))
-        sent = by_decision.get((d["event_id"], d["trigger_id"]))
+        seen.add((d.trigger_id, d.customer_id))
+        sent = by_decision.get((d.event_id, d.trigger_id))
         if sent is not None:
             answer = sent[1]
         else:
-            at = datetime.fromtimestamp(occurred[d["event_id"]], UTC)
-            answer = responder.respond_without_email(d["customer_id"], at)
+            at = datetime.fromtimestamp(occurred[d.event_id], UTC)
+            answer = responder.respond_without_email(d.customer_id, at)
         rows.append(
             {
-                "customer_id": d["customer_id"],
-                "trigger_id": d["trigger_id"],
-                "variant": d["variant"],
+                "customer_id": d.customer_id,
+                "trigger_id": d.trigger_id,
+                "variant": d.variant,
                 "segment": answer.segment,
                 "sent": sent is not None,
                 "delivered": sent is not None and answer.delivered,
@@ -240,7 +242,7 @@ def run_period(
     if loaded.issues:
         raise ValueError("; ".join(str(i) for i in loaded.issues[:3]))
     index = TriggerIndex(loaded.triggers)
-    store = EngineStore.connect(engine_url)
+    store = EngineDB.open(engine_url)
     lake = EventLake(lake_root)
     load_lake_profiles(store, lake)
     scores = ScoreClient(scoring_url, api_key=api_key) if scoring_url else None

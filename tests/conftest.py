@@ -68,13 +68,14 @@ def postgres_available() -> tuple[bool, str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def engine_store(request, tmp_path):
-    """The engine store on SQLite (a temp file) and on the real PostgreSQL (a temp schema)."""
-    from engine.store import EngineStore
+    """The engine database (an `engine.store.EngineDB`, created at head) on SQLite (a temp file)
+    and on the real PostgreSQL (a temp schema)."""
+    from engine.store import EngineDB
 
     if request.param == "sqlite":
-        store = EngineStore.connect(f"sqlite:///{tmp_path / 'engine.db'}")
-        yield store
-        store.engine.dispose()
+        db = EngineDB.open(f"sqlite:///{tmp_path / 'engine.db'}")
+        yield db
+        db.dispose()
         return
     ok, why = postgres_available()
     require_service("PostgreSQL at 127.0.0.1:5432", ok, why)
@@ -83,9 +84,9 @@ def engine_store(request, tmp_path):
     import sqlalchemy as sa
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    store = EngineStore.connect(POSTGRES_URL, schema=schema)
-    yield store
-    store.engine.dispose()
+    db = EngineDB.open(POSTGRES_URL, schema=schema)
+    yield db
+    db.dispose()
     cleanup = sa.create_engine(POSTGRES_URL)
     with cleanup.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

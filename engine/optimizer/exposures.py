@@ -86,11 +86,3 @@ def _conversions(
     converted.loc[revenue.index] = True
     return converted, revenue.reindex(frame.index).fillna(0.0).astype(np.float64)
 
-
-def __getattr__(name: str) -> object:
-    # Moved to engine.store.exposures (functions over a connection); while callers move.
-    if name in {"load_exposures", "experiment_triggers"}:
-        from engine.store import legacy
-
-        return getattr(legacy, name)
-    raise AttributeError(name)

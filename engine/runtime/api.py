@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -25,7 +26,9 @@ from starlette.requests import ClientDisconnect
 from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
 from engine.runtime.inbox import accept_events
-from engine.store import EngineStore
+from engine.store import EngineDB, execution_log
+from engine.store.customers import upsert_profiles
+from engine.store.dead_letters import add_dead_letters
 from nudge.security import api_key_dependency
 
 __all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "create_app"]
@@ -49,7 +52,7 @@ class BadBody(Exception):
 
 
 def create_app(
-    store: EngineStore,
+    store: EngineDB,
     api_key: str | None,
     *,
     naive_timezone: str | None = None,
@@ -71,7 +74,7 @@ def create_app(
         text = error.raw[: MAX_STORED_TEXT + 4].decode("utf-8", "replace")
         letter = {"event_id": None, "payload": storable_text(text), "source": "api",
                   "reason": storable_text(error.reason, max_chars=2000)}  # fmt: skip
-        store.add_dead_letters([letter], time.time())
+        store.write(add_dead_letters, [letter], time.time())
         return error.http()
 
     @app.get("/healthz")
@@ -141,7 +144,7 @@ def create_app(
             lines = [storable_text(line, max_chars=2000) for line in describe_validation_error(exc)]
             raise HTTPException(422, lines) from None
         data = profile.model_dump(mode="json", exclude_none=True)
-        store.upsert_profiles({customer_id: data}, time.time())
+        store.write(upsert_profiles, {customer_id: data}, time.time())
         return {"customer_id": customer_id, "profile": data}
 
     @app.get("/v1/decisions", dependencies=[Depends(require_key)])
@@ -151,8 +154,10 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=1000, description="How many, latest last.")] = 100,
     ) -> dict[str, Any]:
         """The latest decisions of the execution log (optionally of one trigger or customer)."""
-        rows = store.decisions(trigger_id=trigger_id, customer_id=customer_id, last=limit)
-        return {"decisions": rows}
+        rows = store.read(
+            execution_log.list_decisions, trigger_id=trigger_id, customer_id=customer_id, last=limit
+        )
+        return {"decisions": [asdict(row) for row in rows]}
 
     return app
 

@@ -35,7 +35,11 @@ from engine.channels.webhooks import BlockedTarget, WebhookError, WebhookSender
 from engine.decisions.state import CustomerState
 from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
 from engine.dsl.triggers import TriggerIndex
-from engine.store import EngineStore
+from engine.store import ActionRow, EngineDB
+from engine.store.customers import load_profiles
+from engine.store.execution_log import scores_of
+from engine.store.inbox import customer_events, event_payloads
+from engine.store.outbox import claim_due, mark_action, release_claims, retry_action, settle_sending
 
 __all__ = ["DispatchStats", "Dispatcher"]
 
@@ -64,7 +68,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: EngineStore,
+        store: EngineDB,
         index: TriggerIndex,
         *,
         email: EmailSettings,
@@ -97,19 +101,11 @@ class Dispatcher:
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
         now = self.clock()
-        released = self.store.release_stale_claims(now - self.lease)
-        with self.store.engine.begin() as conn:
-            from engine.store import actions
-
-            released += conn.execute(
-                actions.update()
-                .where(actions.c.status == "claimed", actions.c.claimed_by == self.worker_id)
-                .values(status="pending", claimed_by=None)
-            ).rowcount
-            in_doubt = "unconfirmed" if isinstance(self.mailer, SmtpSender) else "pending"
-            conn.execute(
-                actions.update().where(actions.c.status == "sending").values(status=in_doubt)
-            )
+        in_doubt = "unconfirmed" if isinstance(self.mailer, SmtpSender) else "pending"
+        with self.store.begin() as conn:
+            released = release_claims(conn, older_than=now - self.lease)
+            released += release_claims(conn, worker_id=self.worker_id)
+            settle_sending(conn, in_doubt)
         return released
 
     def run_due(self, now: float | None = None) -> DispatchStats:
@@ -121,7 +117,7 @@ class Dispatcher:
         now = self.clock() if now is None else now
         stats = DispatchStats()
         while True:
-            batch = self.store.claim_due_actions(now, self.batch_size, self.worker_id)
+            batch = self.store.write(claim_due, now, self.batch_size, self.worker_id)
             if not batch:
                 return stats
             try:
@@ -133,53 +129,53 @@ class Dispatcher:
                 stats.outcomes[self._run_guarded(action, now)] += 1
             self._cache = {}
 
-    def _prefetch(self, batch: list[dict[str, Any]]) -> None:
+    def _prefetch(self, batch: list[ActionRow]) -> None:
         """Load what the batch's emails and webhooks need in three queries, not three per action."""
-        needs_context = [a for a in batch if a["kind"] in {"send_email", "webhook"}]
+        needs_context = [a for a in batch if a.kind in {"send_email", "webhook"}]
         self._cache = {
-            "profiles": self.store.load_profiles({a["customer_id"] for a in needs_context}),
-            "events": self.store.event_payloads({a["event_id"] for a in needs_context}),
-            "scores": self.store.decision_scores_of(
-                {(a["event_id"], a["trigger_id"]) for a in needs_context}
+            "profiles": self.store.read(load_profiles, {a.customer_id for a in needs_context}),
+            "events": self.store.read(event_payloads, {a.event_id for a in needs_context}),
+            "scores": self.store.read(
+                scores_of, {(a.event_id, a.trigger_id) for a in needs_context}
             ),
         }
 
     # -- one action --------------------------------------------------------------------------
 
-    def _run_guarded(self, action: dict[str, Any], now: float) -> str:
+    def _run_guarded(self, action: ActionRow, now: float) -> str:
         """`_run`, and if even recording its outcome fails, put the action back for later."""
         try:
             return self._run(action, now)
         except Exception as exc:  # the store itself failed while recording the outcome
-            log.exception("action %s: could not record its outcome", action["id"])
+            log.exception("action %s: could not record its outcome", action.id)
             try:
                 self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
             except Exception:
-                log.exception("action %s: left claimed; recover() releases it", action["id"])
+                log.exception("action %s: left claimed; recover() releases it", action.id)
             return "error"
 
-    def _run(self, action: dict[str, Any], now: float) -> str:
-        key, kind = action["idempotency_key"], action["kind"]
+    def _run(self, action: ActionRow, now: float) -> str:
+        key, kind = action.idempotency_key, action.kind
         try:
-            params = json.loads(action["params"])
+            params = json.loads(action.params)
             if not isinstance(params, dict):
                 raise _Fail(f"params: expected a JSON object (got {type(params).__name__})")
             cancelled_by = self._cancelled_by(action, now)
             if cancelled_by:
-                self.store.mark_action(action["id"], "cancelled", now, result=cancelled_by)
+                self.store.write(mark_action, action.id, "cancelled", now, result=cancelled_by)
                 return "cancelled"
             if kind == "send_email":
                 return self._send_email(action, params, now)
             if kind == "webhook":
                 payload = self._webhook_payload(action, params)
                 result = self.webhooks.send(params["url"], payload, key)
-                self.store.mark_action(action["id"], "sent", now, result=result)
+                self.store.write(mark_action, action.id, "sent", now, result=result)
                 return "sent"
             effects = self._database_effects(action, params)
-            self.store.mark_action(action["id"], "sent", now, result=kind, **effects)
+            self.store.write(mark_action, action.id, "sent", now, result=kind, **effects)
             return "sent"
         except (_Fail, TemplateError, BlockedTarget) as exc:
-            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
+            self.store.write(mark_action, action.id, "failed", now, result=_reason(exc))
             return "failed"
         except WebhookError as exc:
             return self._retry_or_fail(action, now, str(exc), exc.retryable)
@@ -188,32 +184,32 @@ class Dispatcher:
         except (ValueError, TypeError, KeyError, LookupError, AttributeError) as exc:
             # Bad data in the action or its context (a malformed parameter, a value a filter
             # cannot take): the same input fails the same way, so retrying cannot help.
-            self.store.mark_action(action["id"], "failed", now, result=_reason(exc))
+            self.store.write(mark_action, action.id, "failed", now, result=_reason(exc))
             return "failed"
         except Exception as exc:  # anything else may be passing trouble: retry, then fail
-            log.exception("action %s (%s) raised", action["id"], kind)
+            log.exception("action %s (%s) raised", action.id, kind)
             return self._retry_or_fail(action, now, _reason(exc), True)
 
-    def _send_email(self, action: dict[str, Any], params: dict[str, Any], now: float) -> str:
-        customer = action["customer_id"]
+    def _send_email(self, action: ActionRow, params: dict[str, Any], now: float) -> str:
+        customer = action.customer_id
         profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
-        marketing = self._is_marketing(action["trigger_id"])
+        marketing = self._is_marketing(action.trigger_id)
         if marketing and profile.get("consent_email") is not True:
-            self.store.mark_action(
-                action["id"], "cancelled", now, result="consent withdrawn before sending"
+            self.store.write(
+                mark_action, action.id, "cancelled", now, result="consent withdrawn before sending"
             )
             return "cancelled"
         email = render_email(
-            self.email_settings, params["template"], idempotency_key=action["idempotency_key"], profile=profile,
-            event=self._cache.get("events", {}).get(action["event_id"], {}),
-            scores=self._cache.get("scores", {}).get((action["event_id"], action["trigger_id"]), {}),
-            trigger_id=action["trigger_id"], marketing=marketing,
+            self.email_settings, params["template"], idempotency_key=action.idempotency_key, profile=profile,
+            event=self._cache.get("events", {}).get(action.event_id, {}),
+            scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
+            trigger_id=action.trigger_id, marketing=marketing,
         )  # fmt: skip
         committed = False
 
         def mark_sending() -> None:
             nonlocal committed
-            self.store.mark_action(action["id"], "sending", now, result=email.message_id)
+            self.store.write(mark_action, action.id, "sending", now, result=email.message_id)
             committed = True
 
         try:
@@ -222,20 +218,20 @@ class Dispatcher:
             raise  # the server refused the message: nothing was delivered, retry
         except Exception as exc:
             if committed:  # after the point of no return: never send again, report it
-                self.store.mark_action(
-                    action["id"], "unconfirmed", now,
+                self.store.write(
+                    mark_action, action.id, "unconfirmed", now,
                     result=f"connection lost after the end of data ({_reason(exc)})",
                 )  # fmt: skip
                 return "unconfirmed"
             raise
         try:
-            self.store.mark_action(action["id"], "sent", now, result=result)
+            self.store.write(mark_action, action.id, "sent", now, result=result)
         except Exception:  # delivered: never retried; recover() settles it as `unconfirmed`
-            log.exception("action %s: sent, but its status could not be recorded", action["id"])
+            log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
 
-    def _database_effects(self, action: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        customer, kind, key = action["customer_id"], action["kind"], action["idempotency_key"]
+    def _database_effects(self, action: ActionRow, params: dict[str, Any]) -> dict[str, Any]:
+        customer, kind, key = action.customer_id, action.kind, action.idempotency_key
         if kind == "add_to_segment":
             return {"segment": (customer, params["segment"], key)}
         if kind == "remove_from_segment":
@@ -247,43 +243,43 @@ class Dispatcher:
             return {"profile": (customer, changes)}
         if kind == "create_task":
             details = {k: v for k, v in params.items() if k != "title"}
-            task = {"idempotency_key": key, "customer_id": customer, "trigger_id": action["trigger_id"],
+            task = {"idempotency_key": key, "customer_id": customer, "trigger_id": action.trigger_id,
                     "title": str(params["title"]), "details": json.dumps(details, default=str)}  # fmt: skip
             return {"task": task}
         raise _Fail(f"unknown action kind {kind!r}")
 
-    def _webhook_payload(self, action: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def _webhook_payload(self, action: ActionRow, params: dict[str, Any]) -> dict[str, Any]:
         return {
-            "idempotency_key": action["idempotency_key"],
-            "trigger_id": action["trigger_id"],
-            "customer_id": action["customer_id"],
-            "event": self._cache.get("events", {}).get(action["event_id"]),
-            "variant": action["variant"],
+            "idempotency_key": action.idempotency_key,
+            "trigger_id": action.trigger_id,
+            "customer_id": action.customer_id,
+            "event": self._cache.get("events", {}).get(action.event_id),
+            "variant": action.variant,
             "data": params.get("data", {}),
         }
 
-    def _cancelled_by(self, action: dict[str, Any], now: float) -> str | None:
+    def _cancelled_by(self, action: ActionRow, now: float) -> str | None:
         """The later event of the customer that satisfies `cancel_if`, if any."""
-        if not action["cancel_if"]:
+        if not action.cancel_if:
             return None
-        condition = self._cancel_condition(action["cancel_if"])
-        customer = action["customer_id"]
+        condition = self._cancel_condition(action.cancel_if)
+        customer = action.customer_id
         # What happened up to the moment the action fell due decides, however late it runs.
-        until = min(now, action["due_at"])
-        for event in self.store.customer_events(customer, action["trigger_at"], until):
-            fields = json.loads(event["payload"])
+        until = min(now, action.due_at)
+        for event in self.store.read(customer_events, customer, action.trigger_at, until):
+            fields = json.loads(event.payload)
             ctx = EvaluationContext(
-                event["event_type"],
+                event.event_type,
                 fields,
                 {},
                 CustomerState(customer),
                 {},
-                event["occurred_at"],
+                event.occurred_at,
                 ZoneInfo("UTC"),
             )
             if condition.check(ctx) is Outcome.PASSED:
-                at = datetime.fromtimestamp(event["occurred_at"], UTC).isoformat()
-                return f"cancelled by {event['event_type']} at {at}"
+                at = datetime.fromtimestamp(event.occurred_at, UTC).isoformat()
+                return f"cancelled by {event.event_type} at {at}"
         return None
 
     def _cancel_condition(self, text: str) -> Any:
@@ -300,17 +296,19 @@ class Dispatcher:
         trigger = self.index.by_id.get(trigger_id)
         return trigger is None or not trigger.transactional
 
-    def _retry_or_fail(
-        self, action: dict[str, Any], now: float, error: str, retryable: bool
-    ) -> str:
-        attempts = action["attempts"] + 1
+    def _retry_or_fail(self, action: ActionRow, now: float, error: str, retryable: bool) -> str:
+        attempts = action.attempts + 1
         if not retryable or attempts >= self.max_attempts:
-            self.store.mark_action(
-                action["id"], "failed", now, result=_clip(f"{error} (after {attempts} attempt(s))")
+            self.store.write(
+                mark_action,
+                action.id,
+                "failed",
+                now,
+                result=_clip(f"{error} (after {attempts} attempt(s))"),
             )
             return "failed"
         delay = self.retry_base * 2 ** (attempts - 1) * (0.5 + random.random())
-        self.store.retry_action(action["id"], attempts, now + delay, _clip(error))
+        self.store.write(retry_action, action.id, attempts, now + delay, _clip(error))
         return "retried"
 
 

@@ -28,11 +28,12 @@ from engine.events import (
     profile_changes,
     validate_event,
 )
+from engine.store.customers import load_profiles, load_states
 
 if TYPE_CHECKING:
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.processor import ScoreSource
-    from engine.store import EngineStore
+    from engine.store import EngineDB
 
 __all__ = ["Explanation", "InvalidEvent", "explain", "read_event_json"]
 
@@ -64,7 +65,7 @@ def read_event_json(path: Path) -> Any:
 
 
 def explain(
-    store: EngineStore,
+    store: EngineDB,
     index: TriggerIndex,
     customer_id: str,
     raw_event: Any,
@@ -91,8 +92,10 @@ def explain(
         raise InvalidEvent(source, exc.lines) from None
     except RecursionError:
         raise InvalidEvent(source, ["JSON nested too deep to read"]) from None
-    state = CustomerState.from_json(customer_id, store.load_states([customer_id]).get(customer_id))
-    stored = store.load_profiles([customer_id]).get(customer_id, {"customer_id": customer_id})
+    state = CustomerState.from_json(
+        customer_id, store.read(load_states, [customer_id]).get(customer_id)
+    )
+    stored = store.read(load_profiles, [customer_id]).get(customer_id, {"customer_id": customer_id})
     profile = {**stored, **changes}
     models = {m for t in index.for_event(event.event_type) for m in t.score_models()}
     fetched = scores.fetch([customer_id], models).get(customer_id, {}) if scores and models else {}

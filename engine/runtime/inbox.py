@@ -26,7 +26,9 @@ from engine.events import (
     validate_event,
 )
 from engine.limits import storable_text, text_problem
-from engine.store import EngineStore
+from engine.store import EngineDB
+from engine.store.dead_letters import add_dead_letters
+from engine.store.inbox import add_events
 
 __all__ = ["MAX_DEAD_PAYLOAD", "ItemResult", "accept_events", "accept_stream", "event_row"]
 
@@ -56,7 +58,7 @@ def event_row(event: Event) -> dict[str, Any]:
 
 
 def accept_events(
-    store: EngineStore,
+    store: EngineDB,
     items: Sequence[Any],
     *,
     source: str,
@@ -88,8 +90,8 @@ def accept_events(
              "source": source}
         )  # fmt: skip
     received = time.time()
-    store.add_dead_letters(dead, received)
-    fresh = store.add_events([row for _, _, row in valid], received)
+    store.write(add_dead_letters, dead, received)
+    fresh = store.write(add_events, [row for _, _, row in valid], received)
     claimed: set[str] = set()
     for i, event, _ in valid:
         is_new = event.event_id in fresh and event.event_id not in claimed
@@ -99,7 +101,7 @@ def accept_events(
 
 
 def accept_stream(
-    store: EngineStore,
+    store: EngineDB,
     items: Iterable[Any],
     *,
     source: str,

@@ -24,7 +24,10 @@ from engine.dsl.conditions import ScoreValue
 from engine.dsl.triggers import TriggerIndex
 from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
-from engine.store import EngineStore, InboxEvent
+from engine.store import EngineDB, InboxEvent
+from engine.store.batch import commit_batch
+from engine.store.customers import load_profiles, load_states
+from engine.store.inbox import pending_events
 
 __all__ = ["ProcessStats", "Processor", "profile_changes"]
 
@@ -59,7 +62,7 @@ class Processor:
 
     def __init__(
         self,
-        store: EngineStore,
+        store: EngineDB,
         index: TriggerIndex,
         *,
         policy: SuppressionPolicy | None = None,
@@ -98,13 +101,13 @@ class Processor:
     def run_once(self) -> ProcessStats:
         """Process one batch of pending events."""
         started = time.perf_counter()
-        batch = self.store.claim_pending(self.batch_size, self.worker)
+        batch = self.store.read(pending_events, self.batch_size, self.worker)
         stats = ProcessStats()
         if not batch:
             return stats
         customers = {e.customer_id for e in batch}
         states = self._load_states(customers)
-        profiles = self.store.load_profiles(customers)
+        profiles = self.store.read(load_profiles, customers)
         scores = self._fetch_scores(batch)
         decision_rows, action_rows, dead, processed = [], [], [], []
         changed_profiles: dict[str, dict[str, Any]] = {}
@@ -139,7 +142,8 @@ class Processor:
                 profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
-        self.store.commit_batch(
+        self.store.write(
+            commit_batch,
             processed=processed,
             dead=dead,
             decision_rows=decision_rows,
@@ -155,7 +159,7 @@ class Processor:
 
     def _load_states(self, customers: set[str]) -> dict[str, CustomerState]:
         missing = [c for c in customers if c not in self._states]
-        stored = self.store.load_states(missing) if missing else {}
+        stored = self.store.read(load_states, missing) if missing else {}
         for customer in missing:
             self._states[customer] = CustomerState.from_json(customer, stored.get(customer))
         out = {}

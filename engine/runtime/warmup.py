@@ -20,13 +20,15 @@ from engine.decisions.state import CustomerState, History, StateLimits
 from engine.dsl.triggers import TriggerIndex
 from engine.events import CustomerProfile, describe_validation_error
 from engine.lake import EventLake
-from engine.store import EngineStore
+from engine.store import EngineDB
+from engine.store.customers import merge_profiles, save_states
+from engine.store.dead_letters import add_dead_letters
 
 __all__ = ["ProfileLoad", "load_lake_profiles", "warm_states"]
 
 
 def warm_states(
-    store: EngineStore, lake: EventLake, index: TriggerIndex, until: datetime, limits: StateLimits
+    store: EngineDB, lake: EventLake, index: TriggerIndex, until: datetime, limits: StateLimits
 ) -> int:
     """Build and store the state of every customer with tracked events in [until - retention, until)."""
     start = datetime.fromtimestamp(until.timestamp() - limits.retention, until.tzinfo)
@@ -54,7 +56,7 @@ def warm_states(
         history = History(times, values)  # the lake returns events in time order
         history.trim(limits)
         state.events[event_type] = history
-    store.save_states({c: s.to_json() for c, s in states.items()}, time.time())
+    store.write(save_states, {c: s.to_json() for c, s in states.items()}, time.time())
     return len(states)
 
 
@@ -67,7 +69,7 @@ class ProfileLoad:
     invalid: int
 
 
-def load_lake_profiles(store: EngineStore, lake: EventLake) -> ProfileLoad:
+def load_lake_profiles(store: EngineDB, lake: EventLake) -> ProfileLoad:
     """Merge the lake's customer profiles into the engine's, the newer one winning.
 
     The lake's table is as of its `updated_at` column where it has one, else as of the time the
@@ -79,7 +81,7 @@ def load_lake_profiles(store: EngineStore, lake: EventLake) -> ProfileLoad:
         return ProfileLoad(0, 0, 0)
     written_at = lake.customers_path.stat().st_mtime
     records = json.loads(frame.to_json(orient="records", date_format="iso"))
-    rows: dict[str, tuple[dict, float]] = {}
+    rows: dict[str, tuple[dict[str, object], float]] = {}
     dead = []
     for record in records:
         as_of = record.pop("updated_at", None)
@@ -93,8 +95,8 @@ def load_lake_profiles(store: EngineStore, lake: EventLake) -> ProfileLoad:
             continue
         at = _epoch(as_of) if as_of is not None else written_at
         rows[profile.customer_id] = (profile.model_dump(mode="json", exclude_unset=True), at)
-    store.add_dead_letters(dead, time.time())
-    kept = store.merge_profiles(rows)
+    store.write(add_dead_letters, dead, time.time())
+    kept = store.write(merge_profiles, rows)
     return ProfileLoad(len(rows), kept, len(dead))
 
 

@@ -14,10 +14,9 @@ from engine.store.db import EngineDB
 from engine.store.dead_letters import DeadLetter
 from engine.store.execution_log import DecisionRow
 from engine.store.inbox import CustomerEvent, InboxEvent
-from engine.store.legacy import EngineStore
 from engine.store.migrate import DatabaseOutOfDate
 from engine.store.outbox import ActionRow, TaskRow
-from engine.store.schema import actions, metadata
+from engine.store.schema import metadata
 
 __all__ = [
     "ActionRow",
@@ -26,9 +25,7 @@ __all__ = [
     "DeadLetter",
     "DecisionRow",
     "EngineDB",
-    "EngineStore",
     "InboxEvent",
     "TaskRow",
-    "actions",
     "metadata",
 ]

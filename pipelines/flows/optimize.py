@@ -26,14 +26,14 @@ def analyse_experiment(engine_url: str, trigger_id: str, window_seconds: float, 
     """Every analysis of one trigger's experiment, as plain tables and recommendations: the one
     ``engine.optimizer.experiment.analyse_experiment`` that ``nudge experiment report`` runs too."""
     from engine.optimizer.experiment import analyse_experiment as analyse
-    from engine.optimizer.exposures import load_exposures
-    from engine.store import EngineStore
+    from engine.store import EngineDB
+    from engine.store.exposures import load_exposures
 
-    store = EngineStore.connect(engine_url)
-    exposures = load_exposures(
-        store, trigger_id, attribution_window=window_seconds, segment_by=segment_by
+    store = EngineDB.open(engine_url)
+    exposures = store.read(
+        load_exposures, trigger_id, attribution_window=window_seconds, segment_by=segment_by
     )
-    store.engine.dispose()
+    store.dispose()
     result: dict[str, Any] = {"trigger_id": trigger_id, "exposures": len(exposures)}
     if exposures.empty:
         return result
@@ -92,17 +92,17 @@ def optimize(home: str | None = None, engine_url: str | None = None, triggers: l
     and of training unless given: the settings' rules (NUDGE_ENGINE_DB, else engine.db under the
     home; MLFLOW_TRACKING_URI, else NUDGE_MLFLOW_TRACKING_URI, else mlflow.db under the home).
     """
-    from engine.optimizer.exposures import experiment_triggers
-    from engine.store import EngineStore
+    from engine.store import EngineDB
+    from engine.store.exposures import experiment_triggers
 
     settings = Settings.for_home(home)
     root = settings.home_dir
     url = engine_url or settings.engine_url
     uri = tracking_uri or settings.tracking_uri
     if triggers is None:
-        store = EngineStore.connect(url)
-        triggers = experiment_triggers(store)
-        store.engine.dispose()
+        store = EngineDB.open(url)
+        triggers = store.read(experiment_triggers)
+        store.dispose()
     summaries = []
     for trigger_id in triggers:
         analysis = analyse_experiment(url, trigger_id, window_hours * 3600, segment_by, min_users)

@@ -18,6 +18,10 @@ from engine.runtime.api import create_app
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
 from engine.runtime.warmup import load_lake_profiles
+from engine.store.customers import load_profiles, upsert_profiles
+from engine.store.dead_letters import list_dead_letters
+from engine.store.inbox import add_events
+from engine.store.outbox import list_actions
 
 WELCOME = """
 - id: welcome
@@ -83,7 +87,7 @@ def test_put_customers_refuses_header_injection(engine_store):
         "/v1/customers/c1", json={"consent_email": "false"}, headers={"X-API-Key": "k"}
     )
     assert answer.status_code == 200 and answer.json()["profile"]["consent_email"] is False
-    assert engine_store.load_profiles(["c1"])["c1"]["consent_email"] is False
+    assert engine_store.read(load_profiles, ["c1"])["c1"]["consent_email"] is False
 
 
 def test_signup_properties_are_validated_like_put():
@@ -107,15 +111,15 @@ def test_a_signup_with_its_own_email_and_consent_gets_its_welcome(engine_store):
     )
     stats = Processor(engine_store, index).run_until_empty()
     assert dict(stats.outcomes) == {"fired": 1}
-    profile = engine_store.load_profiles(["c1"])["c1"]
+    profile = engine_store.read(load_profiles, ["c1"])["c1"]
     assert profile["email"] == "new@example.com" and profile["consent_email"] is True
-    [action] = engine_store.planned_actions()
-    assert action["kind"] == "send_email"
+    [action] = engine_store.read(list_actions)
+    assert action.kind == "send_email"
 
 
 def test_the_string_false_withdraws_consent_and_a_bad_flag_is_dead_lettered(engine_store):
     index = TriggerIndex(load_trigger_text(WELCOME).triggers)
-    engine_store.upsert_profiles({"c1": {"customer_id": "c1", "consent_email": True}}, 0.0)
+    engine_store.write(upsert_profiles, {"c1": {"customer_id": "c1", "consent_email": True}}, 0.0)
     results = accept_events(
         engine_store,
         [
@@ -132,21 +136,22 @@ def test_the_string_false_withdraws_consent_and_a_bad_flag_is_dead_lettered(engi
     assert results[2].errors[0].startswith("properties.first_name")
     # An event stored before this check existed is dead-lettered by the processor instead.
     legacy = signup("s4", "c4", consent_email="maybe")
-    engine_store.add_events(
+    engine_store.write(
+        add_events,
         [{"event_id": "s4", "customer_id": "c4", "event_type": "signup",
           "occurred_at": datetime(2026, 1, 5, tzinfo=UTC).timestamp(), "payload": json.dumps(legacy)}],
         0.0,
     )  # fmt: skip
     stats = Processor(engine_store, index).run_until_empty()
     assert stats.events == 1 and stats.dead == 1
-    assert engine_store.load_profiles(["c1"])["c1"]["consent_email"] is False
-    letters = {d["event_id"]: d["reason"] for d in engine_store.list_dead_letters()}
+    assert engine_store.read(load_profiles, ["c1"])["c1"]["consent_email"] is False
+    letters = {d.event_id: d.reason for d in engine_store.read(list_dead_letters)}
     assert set(letters) == {"u2", "s3", "s4"}
     assert "properties.consent_email" in letters["s4"] and letters["s4"].startswith(
         "invalid profile"
     )
-    assert engine_store.load_profiles(["c2", "c3", "c4"]) == {}
-    assert engine_store.planned_actions() == []
+    assert engine_store.read(load_profiles, ["c2", "c3", "c4"]) == {}
+    assert engine_store.read(list_actions) == []
 
 
 def write_lake_profiles(lake: EventLake, rows: list[dict], written_at: float) -> None:
@@ -164,13 +169,17 @@ def test_the_lake_never_overwrites_a_newer_consent(engine_store, tmp_path):
         time.time() - 3 * day,
     )  # fmt: skip
     # The engine learnt since that c1 unsubscribed; c2's stored profile predates the lake's.
-    engine_store.upsert_profiles({"c1": {"customer_id": "c1", "consent_email": False}}, time.time())
-    engine_store.upsert_profiles(
-        {"c2": {"customer_id": "c2", "consent_email": False, "plan": "gold"}}, time.time() - 9 * day
+    engine_store.write(
+        upsert_profiles, {"c1": {"customer_id": "c1", "consent_email": False}}, time.time()
+    )
+    engine_store.write(
+        upsert_profiles,
+        {"c2": {"customer_id": "c2", "consent_email": False, "plan": "gold"}},
+        time.time() - 9 * day,
     )
     load = load_lake_profiles(engine_store, lake)
     assert (load.loaded, load.kept_newer, load.invalid) == (2, 1, 0)
-    stored = engine_store.load_profiles(["c1", "c2"])
+    stored = engine_store.read(load_profiles, ["c1", "c2"])
     assert stored["c1"] == {"customer_id": "c1", "consent_email": False, "email": "c1@example.com"}
     assert stored["c2"]["consent_email"] is True and stored["c2"]["plan"] == "gold"
 
@@ -185,9 +194,9 @@ def test_invalid_lake_profiles_are_dead_lettered_not_loaded(engine_store, tmp_pa
     )  # fmt: skip
     load = load_lake_profiles(engine_store, lake)
     assert (load.loaded, load.invalid) == (1, 1)
-    assert set(engine_store.load_profiles(["ok", "bad"])) == {"ok"}
-    [letter] = engine_store.list_dead_letters()
-    assert letter["source"] == "lake:customers" and "first_name" in letter["reason"]
+    assert set(engine_store.read(load_profiles, ["ok", "bad"])) == {"ok"}
+    [letter] = engine_store.read(list_dead_letters)
+    assert letter.source == "lake:customers" and "first_name" in letter.reason
 
 
 def test_the_api_refuses_a_signup_whose_profile_fields_are_invalid(engine_store):
@@ -203,5 +212,5 @@ def test_the_api_refuses_a_signup_whose_profile_fields_are_invalid(engine_store)
         "properties.consent_email"
     )
     assert second["status"] == "accepted"
-    [letter] = engine_store.list_dead_letters()
-    assert letter["event_id"] == "s1" and "properties.consent_email" in letter["reason"]
+    [letter] = engine_store.read(list_dead_letters)
+    assert letter.event_id == "s1" and "properties.consent_email" in letter.reason

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from engine.store import schema
+from engine.store.sql import count_rows
 from nudge.cli import app
 
 runner = CliRunner()
@@ -28,14 +30,14 @@ def assert_user_error(result, *words: str) -> None:
 
 
 def inbox_size(home: Path) -> int:
-    from engine.store import EngineStore
+    from engine.store import EngineDB
 
     db = home / "engine.db"
     if not db.exists():
         return 0
-    store = EngineStore.connect(f"sqlite:///{db}")
+    store = EngineDB.open(f"sqlite:///{db}")
     try:
-        return store.count("inbox")
+        return store.read(count_rows, schema.inbox)
     finally:
         store.engine.dispose()
 

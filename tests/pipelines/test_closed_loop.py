@@ -18,7 +18,9 @@ from engine.optimizer.stats import two_proportion_power
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.processor import Processor
 from engine.runtime.replay import events_from_rows
-from engine.store import EngineStore
+from engine.store import EngineDB
+from engine.store.customers import upsert_profiles
+from engine.store.inbox import pending_count
 from pipelines.closed_loop import run_closed_loop
 from pipelines.simulator import PlantedConfig, simulate
 from pipelines.simulator.responder import Responder
@@ -37,9 +39,9 @@ def window_events(sim, start_day: int, types: list[str] | None = None) -> list[d
 
 
 def engine_parts(tmp_path, sim, index, policy=None):
-    store = EngineStore.connect(f"sqlite:///{tmp_path / 'engine.db'}")
+    store = EngineDB.open(f"sqlite:///{tmp_path / 'engine.db'}")
     profiles = json.loads(sim.customers.to_json(orient="records", date_format="iso"))
-    store.upsert_profiles({p["customer_id"]: p for p in profiles}, 0.0)
+    store.write(upsert_profiles, {p["customer_id"]: p for p in profiles}, 0.0)
     email = EmailSettings(
         templates_dir=ROOT / "engine" / "templates", outbox_dir=tmp_path / "outbox"
     )
@@ -66,7 +68,7 @@ def test_example_triggers_in_the_loop(tmp_path):
     assert report.feedback_events >= funnel["sent"], (
         "each send is answered (delivered or bounced, and more)"
     )
-    assert store.pending_count() == 0, "the answers were processed too"
+    assert store.read(pending_count) == 0, "the answers were processed too"
     assert report.actions[("send_email", "sent")] == funnel["sent"]
     assert set(report.suppressed_by_reason) <= {
         "no_consent",

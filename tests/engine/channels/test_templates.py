@@ -15,6 +15,8 @@ from engine.channels.email import (
     number_filter,
     render_email,
 )
+from engine.store.customers import upsert_profiles
+from engine.store.outbox import list_actions
 
 SHIPPED = Path(__file__).resolve().parents[3] / "engine" / "templates"
 PROFILE = {"customer_id": "c1", "email": "ada@example.com", "first_name": "Ada"}
@@ -130,7 +132,7 @@ def test_a_broken_template_fails_the_action_at_once(engine_store, tmp_path):
             "actions: [{send_email: {template: broken}}]\n"
         ).triggers
     )
-    engine_store.upsert_profiles({"c1": {**PROFILE, "consent_email": True}}, 0.0)
+    engine_store.write(upsert_profiles, {"c1": {**PROFILE, "consent_email": True}}, 0.0)
     event = {"event_id": "e1", "customer_id": "c1", "event_type": "signup",
              "timestamp": "2026-03-04T10:00:00+00:00", "properties": {}}  # fmt: skip
     accept_events(engine_store, [event], source="t")
@@ -138,8 +140,8 @@ def test_a_broken_template_fails_the_action_at_once(engine_store, tmp_path):
     email = EmailSettings(templates_dir=templates, outbox_dir=tmp_path / "outbox")
     dispatcher = Dispatcher(engine_store, index, email=email, webhooks=WebhookSender("s"))
     assert dispatcher.run_due(2e9).outcomes == {"failed": 1}
-    [action] = engine_store.planned_actions()
-    assert action["attempts"] == 0 and action["result"].startswith("template 'broken', line 3:")
+    [action] = engine_store.read(list_actions)
+    assert action.attempts == 0 and action.result.startswith("template 'broken', line 3:")
 
 
 # -- 3. number and money filters -----------------------------------------------------------------

@@ -8,6 +8,8 @@ from engine.decisions.state import CustomerState, History, StateLimits
 from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.runtime.inbox import event_row
 from engine.runtime.processor import Processor
+from engine.store.customers import load_states
+from engine.store.inbox import add_events
 
 D = 86400.0
 NOW = datetime(2026, 3, 4, 10, 0, tzinfo=UTC).timestamp()
@@ -100,7 +102,7 @@ def test_the_processor_keeps_the_history_when_a_bad_event_bypassed_validation(en
         for i in range(10)
     ]  # fmt: skip
     far = {**rows[0], "event_id": "far", "occurred_at": NOW + TEN_YEARS}  # straight into the inbox
-    engine_store.add_events([*rows, far], NOW)
+    engine_store.write(add_events, [*rows, far], NOW)
     Processor(engine_store, index).run_until_empty()
-    state = CustomerState.from_json("c1", engine_store.load_states(["c1"])["c1"])
+    state = CustomerState.from_json("c1", engine_store.read(load_states, ["c1"])["c1"])
     assert len(state.events["page_view"]) == 11

@@ -8,6 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from engine.runtime.api import create_app
+from engine.store import schema
+from engine.store.batch import commit_batch
+from engine.store.customers import load_profiles
+from engine.store.dead_letters import list_dead_letters
+from engine.store.execution_log import list_decisions
+from engine.store.inbox import pending_count
+from engine.store.sql import count_rows
 
 KEY = {"X-API-Key": "s3cret"}
 EVENT = {
@@ -28,7 +35,7 @@ def test_write_routes_need_the_key(client, engine_store):
     assert client.post("/v1/events", json=EVENT, headers={"X-API-Key": "guess"}).status_code == 401
     assert client.put("/v1/customers/c1", json={}).status_code == 401
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert engine_store.count("inbox") == 0
+    assert engine_store.read(count_rows, schema.inbox) == 0
 
 
 def test_without_a_configured_key_writes_are_refused(engine_store):
@@ -41,7 +48,7 @@ def test_without_a_configured_key_writes_are_refused(engine_store):
 def test_one_event_is_stored_before_202_and_a_repeat_is_a_duplicate(client, engine_store):
     first = client.post("/v1/events", json=EVENT, headers=KEY)
     assert (first.status_code, first.json()) == (202, {"event_id": "e1", "status": "accepted"})
-    assert engine_store.pending_count() == 1
+    assert engine_store.read(pending_count) == 1
     assert client.post("/v1/events", json=EVENT, headers=KEY).json()["status"] == "duplicate"
 
 
@@ -55,7 +62,7 @@ def test_an_invalid_event_gets_field_errors_and_a_dead_letter(client, engine_sto
     detail = response.json()["detail"]
     assert any(d.startswith("timestamp: has no time zone") for d in detail)
     assert any(d.startswith("colour: is not a field") for d in detail)
-    assert len(engine_store.list_dead_letters()) == 1
+    assert len(engine_store.read(list_dead_letters)) == 1
 
 
 def test_a_batch_accepts_the_valid_items_and_reports_each(client):
@@ -100,7 +107,7 @@ def test_profiles_are_validated_and_stored(client, engine_store):
     )
     assert (
         ok.status_code == 200
-        and engine_store.load_profiles(["c9"])["c9"]["timezone"] == "Europe/Berlin"
+        and engine_store.read(load_profiles, ["c9"])["c9"]["timezone"] == "Europe/Berlin"
     )
     bad = client.put("/v1/customers/c9", json={"timezone": "Moon/Base"}, headers=KEY)
     assert bad.status_code == 422 and bad.json()["detail"][0].startswith("timezone:")
@@ -137,9 +144,9 @@ def test_a_batch_with_one_deep_event_stores_the_five_valid_and_reports_each(clie
     bad = body["results"][3]
     assert (bad["status"], bad["event_id"]) == ("invalid", "deep")
     assert bad["errors"] == [f"properties.a{'.0' * 31}: nested deeper than 32 levels"]
-    assert engine_store.pending_count() == 5
-    [letter] = engine_store.list_dead_letters()
-    assert letter["event_id"] == "deep" and "nested deeper than 32 levels" in letter["reason"]
+    assert engine_store.read(pending_count) == 5
+    [letter] = engine_store.read(list_dead_letters)
+    assert letter.event_id == "deep" and "nested deeper than 32 levels" in letter.reason
 
 
 @pytest.mark.parametrize("bad", ["\ud800", "\udfff", "a\x00b"])
@@ -157,11 +164,11 @@ def test_a_surrogate_or_nul_anywhere_is_an_item_error_never_a_500(client, engine
     batch = post(client, raw({"events": items}))
     assert batch.status_code == 202, batch.text
     assert [r["status"] for r in batch.json()["results"]] == ["invalid"] * 5 + ["accepted"]
-    assert len(engine_store.list_dead_letters()) == 6  # the single one and the five
+    assert len(engine_store.read(list_dead_letters)) == 6  # the single one and the five
 
 
-def letters(store) -> list[dict]:
-    return store.list_dead_letters(limit=1000)
+def letters(store) -> list:
+    return store.read(list_dead_letters, limit=1000)
 
 
 @pytest.mark.parametrize(
@@ -188,11 +195,11 @@ def test_bad_bodies_get_a_clear_4xx_and_a_dead_letter(
     detail = response.json()["detail"]
     assert reason in (detail if isinstance(detail, str) else detail[0])
     [letter] = letters(engine_store)
-    assert reason in letter["reason"] and letter["source"] == "api"
-    assert len(letter["payload"]) <= 64 * 1024 + 1
+    assert reason in letter.reason and letter.source == "api"
+    assert len(letter.payload) <= 64 * 1024 + 1
     shown = body[: 64 * 1024].decode("utf-8", "replace")
-    assert letter["payload"].startswith(shown[:1000])
-    assert engine_store.count("inbox") == 0
+    assert letter.payload.startswith(shown[:1000])
+    assert engine_store.read(count_rows, schema.inbox) == 0
 
 
 def test_a_batch_over_the_limit_is_refused_and_kept(client, engine_store):
@@ -200,8 +207,8 @@ def test_a_batch_over_the_limit_is_refused_and_kept(client, engine_store):
     response = post(client, raw(too_many))
     assert response.status_code == 422 and "1 to 1000" in response.json()["detail"][0]
     [letter] = letters(engine_store)
-    assert letter["payload"].startswith('{"events": [{"event_id": "e0"')
-    assert len(letter["payload"]) <= 64 * 1024 + 1
+    assert letter.payload.startswith('{"events": [{"event_id": "e0"')
+    assert len(letter.payload) <= 64 * 1024 + 1
 
 
 def test_a_streamed_body_without_content_length_is_cut_at_the_limit(client, engine_store):
@@ -211,7 +218,7 @@ def test_a_streamed_body_without_content_length_is_cut_at_the_limit(client, engi
 
     response = client.post("/v1/events", content=chunks(), headers=KEY)
     assert response.status_code == 413
-    assert "larger than 5 MiB" in letters(engine_store)[0]["reason"]
+    assert "larger than 5 MiB" in letters(engine_store)[0].reason
 
 
 def test_a_far_future_event_is_dead_lettered_against_the_apps_clock(engine_store):
@@ -224,7 +231,7 @@ def test_a_far_future_event_is_dead_lettered_against_the_apps_clock(engine_store
     response = client.post("/v1/events", json={"events": [soon, later, absurd]}, headers=KEY)
     assert [r["status"] for r in response.json()["results"]] == ["accepted", "invalid", "invalid"]
     assert "more than 6h ahead" in response.json()["results"][1]["errors"][0]
-    assert {d["event_id"] for d in engine_store.list_dead_letters()} == {"later", "absurd"}
+    assert {d.event_id for d in engine_store.read(list_dead_letters)} == {"later", "absurd"}
 
 
 def test_profiles_refuse_deep_json_and_surrogates_with_422(client, engine_store):
@@ -239,7 +246,7 @@ def test_profiles_refuse_deep_json_and_surrogates_with_422(client, engine_store)
         assert response.status_code == 422, (body, response.text)
     bad = client.put("/v1/customers/c1", content=b"\xff{", headers=KEY)
     assert bad.status_code == 422 and "not UTF-8" in bad.json()["detail"][0]
-    assert engine_store.load_profiles(["c1"]) == {}
+    assert engine_store.read(load_profiles, ["c1"]) == {}
 
 
 HOSTILE = [
@@ -296,8 +303,8 @@ def test_fuzz_hostile_bodies_never_get_a_5xx(client, engine_store):
         response = client.put(f"/v1/customers/{path}", json={}, headers=KEY)
         assert response.status_code < 500, (path, response.text[:300])
     for letter in letters(engine_store):
-        letter["payload"].encode("utf-8")
-        letter["reason"].encode("utf-8")
+        letter.payload.encode("utf-8")
+        letter.reason.encode("utf-8")
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "1001", "abc"])
@@ -335,8 +342,8 @@ def decision(i: int, trigger: str, customer: str) -> dict:
 @pytest.fixture
 def logged(engine_store):
     rows = [decision(i, ("t1", "t2")[i % 2], ("c1", "c2", "c3")[i % 3]) for i in range(30)]
-    engine_store.commit_batch(processed=[], dead=[], decision_rows=rows, action_rows=[], states={},
-                              profile_updates={}, now=0.0)  # fmt: skip
+    engine_store.write(commit_batch, processed=[], dead=[], decision_rows=rows, action_rows=[],
+                       states={}, profile_updates={}, now=0.0)  # fmt: skip
     return engine_store
 
 
@@ -355,24 +362,24 @@ def captured(store) -> tuple[list[str], object]:
 def test_the_latest_decisions_are_ordered_and_limited_in_sql(logged):
     statements, stop = captured(logged)
     try:
-        rows = logged.decisions(last=4)
+        rows = logged.read(list_decisions, last=4)
     finally:
         stop()
-    assert [r["event_id"] for r in rows] == ["e26", "e27", "e28", "e29"]
+    assert [r.event_id for r in rows] == ["e26", "e27", "e28", "e29"]
     [sql] = [s for s in statements if "decisions" in s]
     assert re.search(r"ORDER BY (\w+\.)?decisions\.id DESC\s+LIMIT", sql), sql
-    t1 = logged.decisions(trigger_id="t1", last=3)
-    assert [r["event_id"] for r in t1] == ["e24", "e26", "e28"]
-    mine = logged.decisions(customer_id="c2", last=2)
-    assert [r["event_id"] for r in mine] == ["e25", "e28"]
-    both = logged.decisions(trigger_id="t2", customer_id="c1", last=10)
-    assert [r["event_id"] for r in both] == ["e3", "e9", "e15", "e21", "e27"]
+    t1 = logged.read(list_decisions, trigger_id="t1", last=3)
+    assert [r.event_id for r in t1] == ["e24", "e26", "e28"]
+    mine = logged.read(list_decisions, customer_id="c2", last=2)
+    assert [r.event_id for r in mine] == ["e25", "e28"]
+    both = logged.read(list_decisions, trigger_id="t2", customer_id="c1", last=10)
+    assert [r.event_id for r in both] == ["e3", "e9", "e15", "e21", "e27"]
 
 
 def test_existing_callers_keep_the_whole_log_or_the_first_rows(logged):
-    assert [r["event_id"] for r in logged.decisions()] == [f"e{i}" for i in range(30)]
-    assert [r["event_id"] for r in logged.decisions(limit=2)] == ["e0", "e1"]
-    assert len(logged.decisions(trigger_id="t1")) == 15
+    assert [r.event_id for r in logged.read(list_decisions)] == [f"e{i}" for i in range(30)]
+    assert [r.event_id for r in logged.read(list_decisions, limit=2)] == ["e0", "e1"]
+    assert len(logged.read(list_decisions, trigger_id="t1")) == 15
 
 
 def test_the_decisions_route_returns_the_latest_in_order(logged):
@@ -387,13 +394,13 @@ def test_the_decisions_route_returns_the_latest_in_order(logged):
 def test_the_decisions_command_lists_the_latest_of_a_customer(nudge_home):
     from typer.testing import CliRunner
 
-    from engine.store import EngineStore
+    from engine.store import EngineDB
     from nudge.cli import app
 
-    store = EngineStore.connect(f"sqlite:///{nudge_home / 'engine.db'}")
+    store = EngineDB.open(f"sqlite:///{nudge_home / 'engine.db'}")
     rows = [decision(i, ("t1", "t2")[i % 2], ("c1", "c2", "c3")[i % 3]) for i in range(30)]
-    store.commit_batch(processed=[], dead=[], decision_rows=rows, action_rows=[], states={},
-                       profile_updates={}, now=0.0)  # fmt: skip
+    store.write(commit_batch, processed=[], dead=[], decision_rows=rows, action_rows=[], states={},
+                profile_updates={}, now=0.0)  # fmt: skip
     store.engine.dispose()
     result = CliRunner().invoke(app, ["engine", "decisions", "--customer", "c2", "--last", "2"])
     assert result.exit_code == 0, result.output
@@ -432,8 +439,8 @@ def test_pathological_items_are_dead_lettered_never_raised(engine_store):
     ]
     results = accept_events(engine_store, items, source="t")
     assert [r.status for r in results] == ["invalid"] * 5 + ["accepted"]
-    letters = engine_store.list_dead_letters()
+    letters = engine_store.read(list_dead_letters)
     assert len(letters) == 5
-    assert letters[2]["event_id"] == "\\ud800\\x00"
+    assert letters[2].event_id == "\\ud800\\x00"
     for letter in letters:
-        json.dumps([letter["payload"], letter["reason"]], ensure_ascii=False).encode("utf-8")
+        json.dumps([letter.payload, letter.reason], ensure_ascii=False).encode("utf-8")

@@ -13,6 +13,8 @@ from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
+from engine.store.customers import load_profiles, segment_members, upsert_profiles
+from engine.store.outbox import list_actions, list_tasks
 from tests.support import LocalServer, SmtpSink
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "engine" / "templates"
@@ -75,7 +77,7 @@ def setup(store, url="http://127.0.0.1:1/hook", profile_extra=None):
         "consent_email": True,
         "timezone": "Europe/Berlin",
     }
-    store.upsert_profiles({"c1": {**profile, **(profile_extra or {})}}, 0.0)
+    store.write(upsert_profiles, {"c1": {**profile, **(profile_extra or {})}}, 0.0)
     return index
 
 
@@ -112,8 +114,8 @@ def test_delayed_email_is_personalised_sent_once_over_smtp(engine_store):
     assert message["List-Unsubscribe"].strip().startswith("<https://") and "Unsubscribe:" in text(
         message
     )
-    [action] = engine_store.planned_actions()
-    assert action["status"] == "sent" and message["Message-ID"] in action["result"]
+    [action] = engine_store.read(list_actions)
+    assert action.status == "sent" and message["Message-ID"] in action.result
 
 
 def test_a_purchase_cancels_the_reminder(engine_store):
@@ -132,7 +134,7 @@ def test_a_purchase_cancels_the_reminder(engine_store):
             "cancelled": 1
         }
         assert smtp.messages == []
-    assert engine_store.planned_actions()[0]["result"].startswith("cancelled by purchase_completed")
+    assert engine_store.read(list_actions)[0].result.startswith("cancelled by purchase_completed")
 
 
 def test_first_name_falls_back_and_withdrawn_consent_cancels(engine_store, tmp_path):
@@ -148,8 +150,10 @@ def test_first_name_falls_back_and_withdrawn_consent_cancels(engine_store, tmp_p
         engine_store, [ev("e3", "c1", "cart_abandoned", 24 * 60 * 5, cart_value=10)], source="t"
     )
     Processor(engine_store, index).run_until_empty()
-    engine_store.upsert_profiles(
-        {"c1": {"customer_id": "c1", "email": "ada@example.com", "consent_email": False}}, 0.0
+    engine_store.write(
+        upsert_profiles,
+        {"c1": {"customer_id": "c1", "email": "ada@example.com", "consent_email": False}},
+        0.0,
     )
     assert dispatcher(engine_store, index, outbox=outbox).run_due(at(24 * 60 * 6)).outcomes == {
         "cancelled": 1
@@ -163,13 +167,9 @@ def test_smtp_down_is_retried_later_and_nothing_is_lost(engine_store):
     sink = SmtpSink()
     d = dispatcher(engine_store, index, smtp_port=sink.port, retry_base=600)
     assert d.run_due(at(61)).outcomes == {"retried": 1}
-    [action] = engine_store.planned_actions()
-    assert (
-        action["status"] == "pending"
-        and action["attempts"] == 1
-        and "Connection" in action["result"]
-    )
-    assert at(61) + 300 <= action["next_attempt_at"] <= at(61) + 900, "backoff with jitter"
+    [action] = engine_store.read(list_actions)
+    assert action.status == "pending" and action.attempts == 1 and "Connection" in action.result
+    assert at(61) + 300 <= action.next_attempt_at <= at(61) + 900, "backoff with jitter"
     with sink:
         assert d.run_due(at(62)).handled == 0, "still backing off"
         assert d.run_due(at(61 + 20)).outcomes == {"sent": 1}
@@ -197,12 +197,10 @@ def test_transactional_actions_run_once_with_signed_webhooks_tasks_segments_prof
         delivery["body"]["data"] == {"reason": "card_declined"}
         and delivery["body"]["event"]["event_id"] == "p1"
     )
-    [task] = engine_store.list_tasks()
-    assert task["title"] == "Call the customer" and json.loads(task["details"]) == {
-        "queue": "billing"
-    }
-    assert engine_store.segment_members("payment_issues") == ["c1"]
-    assert engine_store.load_profiles(["c1"])["c1"]["payment_issue"] is True
+    [task] = engine_store.read(list_tasks)
+    assert task.title == "Call the customer" and json.loads(task.details) == {"queue": "billing"}
+    assert engine_store.read(segment_members, "payment_issues") == ["c1"]
+    assert engine_store.read(load_profiles, ["c1"])["c1"]["payment_issue"] is True
 
 
 def test_webhook_5xx_is_retried_then_failed_with_the_reason(engine_store):
@@ -221,8 +219,8 @@ def test_webhook_5xx_is_retried_then_failed_with_the_reason(engine_store):
         )
         for minute in range(1, 6):
             d.run_due(at(minute))
-    webhook = next(a for a in engine_store.planned_actions() if a["kind"] == "webhook")
-    assert webhook["status"] == "failed" and webhook["result"] == "HTTP 503 (after 3 attempt(s))"
+    webhook = next(a for a in engine_store.read(list_actions) if a.kind == "webhook")
+    assert webhook.status == "failed" and webhook.result == "HTTP 503 (after 3 attempt(s))"
     assert len(seen) == 3 and len({s["key"] for s in seen}) == 1, "every retry carries the same key"
 
 
@@ -232,8 +230,8 @@ def test_private_targets_are_refused_unless_allow_listed(engine_store):
     Processor(engine_store, index).run_until_empty()
     with SmtpSink() as smtp:
         dispatcher(engine_store, index, smtp_port=smtp.port).run_due(at(1))
-    webhook = next(a for a in engine_store.planned_actions() if a["kind"] == "webhook")
-    assert webhook["status"] == "failed" and "private address" in webhook["result"]
+    webhook = next(a for a in engine_store.read(list_actions) if a.kind == "webhook")
+    assert webhook.status == "failed" and "private address" in webhook.result
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from engine.errors import UserError
 from engine.runtime.explain import InvalidEvent, explain, read_event_json
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
+from engine.store import metadata
+from engine.store.sql import count_rows
 
 T0 = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 TRIGGERS = """
@@ -39,7 +41,10 @@ def purchase(event_id: str, minutes: float, total: float) -> dict:
 def test_explain_uses_the_customers_state_and_stores_nothing(engine_store, index):
     accept_events(engine_store, [{**purchase("p1", 0, 80), "customer_id": "c1"}], source="t")
     Processor(engine_store, index).run_until_empty()
-    before = {table: engine_store.count(table) for table in ("decisions", "inbox")}
+    before = {
+        table: engine_store.read(count_rows, metadata.tables[table])
+        for table in ("decisions", "inbox")
+    }
 
     result = explain(engine_store, index, "c1", purchase("p2", 10, 30))
     [trace] = result.traces
@@ -48,7 +53,9 @@ def test_explain_uses_the_customers_state_and_stores_nothing(engine_store, index
     assert explain(engine_store, index, "c2", purchase("p3", 10, 30)).traces[0]["verdict"] != (
         "fired"
     )
-    assert {table: engine_store.count(table) for table in before} == before
+    assert {
+        table: engine_store.read(count_rows, metadata.tables[table]) for table in before
+    } == before
 
 
 def test_the_events_own_profile_changes_apply_first(engine_store, index):

@@ -30,7 +30,11 @@ from engine.runtime.inbox import accept_stream
 from engine.runtime.loop import EngineLoop, EventClock
 from engine.runtime.processor import Processor
 from engine.runtime.replay import events_from_rows
-from engine.store import EngineStore
+from engine.store import EngineDB
+from engine.store.customers import upsert_profiles
+from engine.store.execution_log import list_decisions
+from engine.store.inbox import pending_count
+from engine.store.outbox import list_actions
 from tests.support import LocalServer, SmtpSink
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "engine" / "templates"
@@ -89,14 +93,14 @@ def write_triggers(folder: Path, url: str) -> TriggerIndex:
     return TriggerIndex(result.triggers)
 
 
-def load(store: EngineStore, events: list, profiles: dict) -> None:
-    store.upsert_profiles(profiles, 0.0)
+def load(store: EngineDB, events: list, profiles: dict) -> None:
+    store.write(upsert_profiles, profiles, 0.0)
     counts = accept_stream(store, events, source="replay", batch_size=2000)
     assert counts["accepted"] == len(events)
 
 
-def reference_run(tmp: Path, events: list, profiles: dict, url: str, smtp_port: int) -> EngineStore:
-    store = EngineStore.connect(f"sqlite:///{tmp / 'reference.db'}")
+def reference_run(tmp: Path, events: list, profiles: dict, url: str, smtp_port: int) -> EngineDB:
+    store = EngineDB.open(f"sqlite:///{tmp / 'reference.db'}")
     load(store, events, profiles)
     index = write_triggers(tmp / "reference-triggers", url)
     email = EmailSettings(templates_dir=TEMPLATES, smtp_host="127.0.0.1", smtp_port=smtp_port)
@@ -108,9 +112,9 @@ def reference_run(tmp: Path, events: list, profiles: dict, url: str, smtp_port: 
     return store
 
 
-def outcome_of(store: EngineStore) -> tuple[set, Counter]:
-    decisions = {(d["event_id"], d["trigger_id"], d["outcome"]) for d in store.decisions()}
-    actions = Counter((a["kind"], a["status"]) for a in store.planned_actions())
+def outcome_of(store: EngineDB) -> tuple[set, Counter]:
+    decisions = {(d.event_id, d.trigger_id, d.outcome) for d in store.read(list_decisions)}
+    actions = Counter((a.kind, a.status) for a in store.read(list_actions))
     return decisions, actions
 
 
@@ -129,7 +133,7 @@ def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, re
 
         home = tmp_path / "home"
         db = f"sqlite:///{tmp_path / 'engine.db'}"
-        store = EngineStore.connect(db)
+        store = EngineDB.open(db)
         load(store, events, profiles)
         write_triggers(tmp_path / "triggers", url)
         env = {**os.environ, "NUDGE_HOME": str(home), "NUDGE_ENGINE_DB": db, "NUDGE_TRIGGERS_DIR": str(tmp_path / "triggers"),
@@ -165,7 +169,7 @@ def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, re
         time.sleep(0.2)
 
         decisions, actions = outcome_of(store)
-        assert store.pending_count() == 0, "every event processed"
+        assert store.read(pending_count) == 0, "every event processed"
         assert decisions == ref_decisions, (
             "each event decided exactly as an uninterrupted run decides it"
         )
@@ -176,9 +180,9 @@ def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, re
             "no email lost (in-doubt ones are flagged)"
         )
         assert set(keys) == {
-            a["idempotency_key"]
-            for a in reference.planned_actions()
-            if a["kind"] == "webhook" and a["status"] == "sent"
+            a.idempotency_key
+            for a in reference.read(list_actions)
+            if a.kind == "webhook" and a.status == "sent"
         }
         assert actions[("webhook", "sent")] == ref_actions[("webhook", "sent")]
         assert actions[("add_to_segment", "sent")] == ref_actions[("add_to_segment", "sent")]
@@ -210,7 +214,7 @@ def test_two_workers_on_postgres_share_the_load_without_double_delivery(tmp_path
         ref_decisions, _ = outcome_of(reference)
         smtp.messages.clear()
         keys.clear()
-        store = EngineStore.connect(POSTGRES_URL, schema=schema)
+        store = EngineDB.open(POSTGRES_URL, schema=schema)
         try:
             load(store, events, profiles)
             index = write_triggers(tmp_path / "triggers", url)
@@ -245,14 +249,14 @@ def test_two_workers_on_postgres_share_the_load_without_double_delivery(tmp_path
             for t in threads:
                 t.join(timeout=600)
             decisions, _ = outcome_of(store)
-            assert store.pending_count() == 0
+            assert store.read(pending_count) == 0
             assert decisions == ref_decisions, (
                 "per-customer order kept: same decisions as one worker"
             )
             message_ids = Counter(m["Message-ID"] for m in smtp.messages)
             assert message_ids and max(message_ids.values()) == 1, "no double delivery"
             assert Counter(keys) and max(Counter(keys).values()) == 1, "no webhook twice"
-            claimed_by = {a["claimed_by"] for a in store.planned_actions()}
+            claimed_by = {a.claimed_by for a in store.read(list_actions)}
             assert len(claimed_by - {None}) >= 2, "both workers delivered"
         finally:
             store.engine.dispose()

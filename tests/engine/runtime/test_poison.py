@@ -5,6 +5,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import engine.runtime.dispatcher as dispatcher_module
 from engine.channels.email import EmailSettings
 from engine.channels.webhooks import WebhookSender
 from engine.dsl.triggers import TriggerIndex, load_trigger_text
@@ -12,6 +13,10 @@ from engine.runtime.dispatcher import Dispatcher
 from engine.runtime.inbox import accept_events
 from engine.runtime.loop import EngineLoop
 from engine.runtime.processor import Processor
+from engine.store.customers import upsert_profiles
+from engine.store.dead_letters import list_dead_letters
+from engine.store.inbox import pending_count
+from engine.store.outbox import list_actions
 
 T0 = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 SHIPPED_TEMPLATES = Path(__file__).resolve().parents[3] / "engine" / "templates"
@@ -46,7 +51,8 @@ def templates_with(tmp_path: Path, name: str, text: str) -> Path:
 
 def engine_for(store, templates: Path, template: str = "cross_sell", outbox: Path | None = None):
     index = TriggerIndex(load_trigger_text(TRIGGERS.replace("TEMPLATE", template)).triggers)
-    store.upsert_profiles(
+    store.write(
+        upsert_profiles,
         {c: {"customer_id": c, "email": f"{c}@example.com", "first_name": "Ada",
              "consent_email": True} for c in ("c1", "c2")},
         0.0,
@@ -57,8 +63,8 @@ def engine_for(store, templates: Path, template: str = "cross_sell", outbox: Pat
 
 
 def statuses(store) -> dict[str, str]:
-    return {f"{a['trigger_id']}:{a['customer_id']}:{a['kind']}": a["status"]
-            for a in store.planned_actions()}  # fmt: skip
+    return {f"{a.trigger_id}:{a.customer_id}:{a.kind}": a.status
+            for a in store.read(list_actions)}  # fmt: skip
 
 
 def run_all(store, index, dispatcher) -> None:
@@ -87,8 +93,8 @@ def test_a_template_that_crashes_on_a_numeric_string_fails_alone(engine_store, t
         "payment_failure:c2:send_email": "sent",
         "payment_failure:c2:add_to_segment": "sent",
     }
-    [failed] = [a for a in engine_store.planned_actions() if a["status"] == "failed"]
-    assert "strict" in failed["result"] and failed["attempts"] == 0
+    [failed] = [a for a in engine_store.read(list_actions) if a.status == "failed"]
+    assert "strict" in failed.result and failed.attempts == 0
     assert dispatcher.recover() == 0, "nothing is left claimed for the next start"
 
 
@@ -113,7 +119,8 @@ def test_a_header_with_a_line_break_fails_that_action_only(engine_store, tmp_pat
     templates = templates_with(tmp_path, "hello", "subject: Hi {{ customer.name }}\n---\nbody\n")
     index, dispatcher = engine_for(engine_store, templates, "hello")
     # A profile written before validation existed (or by a buggy writer) with header injection.
-    engine_store.upsert_profiles(
+    engine_store.write(
+        upsert_profiles,
         {"c1": {"customer_id": "c1", "email": "c1@example.com", "consent_email": True,
                 "first_name": "Eve\r\nBcc: victim@example.com"}},
         0.0,
@@ -138,16 +145,16 @@ def test_an_unexpected_error_is_retried_with_backoff_then_failed(engine_store, t
 
     dispatcher.mailer.send = flaky
     run_all(engine_store, index, dispatcher)
-    [action] = [a for a in engine_store.planned_actions() if a["customer_id"] == "c1"]
-    assert action["status"] == "pending" and action["attempts"] == 1
-    assert "RuntimeError: provider library bug" in action["result"]
-    assert action["next_attempt_at"] > (T0 + timedelta(hours=1)).timestamp() + 29
+    [action] = [a for a in engine_store.read(list_actions) if a.customer_id == "c1"]
+    assert action.status == "pending" and action.attempts == 1
+    assert "RuntimeError: provider library bug" in action.result
+    assert action.next_attempt_at > (T0 + timedelta(hours=1)).timestamp() + 29
     later = (T0 + timedelta(days=1)).timestamp()
     dispatcher.run_due(later)
     dispatcher.run_due(later + 1)  # not due again yet? then the next day
     dispatcher.run_due(later + 86400)
-    [action] = [a for a in engine_store.planned_actions() if a["customer_id"] == "c1"]
-    assert action["status"] == "failed" and "after 3 attempt(s)" in action["result"]
+    [action] = [a for a in engine_store.read(list_actions) if a.customer_id == "c1"]
+    assert action.status == "failed" and "after 3 attempt(s)" in action.result
     assert statuses(engine_store)["payment_failure:c2:send_email"] == "sent"
 
 
@@ -172,21 +179,20 @@ def test_an_error_after_the_final_dot_is_unconfirmed_never_resent(engine_store, 
 
 def test_when_recording_the_outcome_fails_the_action_is_given_back(engine_store, tmp_path):
     index, dispatcher = engine_for(engine_store, SHIPPED_TEMPLATES, outbox=tmp_path / "outbox")
-    store = dispatcher.store
-    real_mark = store.mark_action
+    real_mark = dispatcher_module.mark_action
     calls = {"n": 0}
 
-    def mark_once_broken(action_id, status, now, result=None, **effects):
+    def mark_once_broken(conn, /, action_id, status, now, result=None, **effects):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("database hiccup")
-        return real_mark(action_id, status, now, result, **effects)
+        return real_mark(conn, action_id, status, now, result, **effects)
 
-    store.mark_action = mark_once_broken
+    dispatcher_module.mark_action = mark_once_broken
     try:
         run_all(engine_store, index, dispatcher)
     finally:
-        store.mark_action = real_mark
+        dispatcher_module.mark_action = real_mark
     assert "claimed" not in statuses(engine_store).values()
 
 
@@ -194,9 +200,9 @@ def test_unreadable_action_parameters_fail_that_action(engine_store, tmp_path):
     index, dispatcher = engine_for(engine_store, SHIPPED_TEMPLATES, outbox=tmp_path / "outbox")
     accept_events(engine_store, [ev("f1", "c2", "payment_failed")], source="t")
     Processor(engine_store, index).run_until_empty()
-    from engine.store import actions
+    from engine.store.schema import actions
 
-    with engine_store.engine.begin() as conn:
+    with engine_store.begin() as conn:
         conn.execute(
             actions.update().where(actions.c.kind == "add_to_segment").values(params="[1, 2")
         )
@@ -225,7 +231,7 @@ def test_an_event_whose_decision_raises_is_dead_lettered_and_the_batch_goes_on(
     )
     stats = Processor(engine_store, index).run_until_empty()
     assert stats.events == 1 and stats.dead == 1
-    [letter] = engine_store.list_dead_letters()
-    assert letter["event_id"] == "p1" and "a bug in a condition" in letter["reason"]
-    assert json.loads(letter["payload"])["event_id"] == "p1"
-    assert engine_store.pending_count() == 0
+    [letter] = engine_store.read(list_dead_letters)
+    assert letter.event_id == "p1" and "a bug in a condition" in letter.reason
+    assert json.loads(letter.payload)["event_id"] == "p1"
+    assert engine_store.read(pending_count) == 0

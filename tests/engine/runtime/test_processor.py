@@ -5,9 +5,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import engine.runtime.processor as processor_module
 from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
+from engine.store import schema
+from engine.store.customers import load_profiles, upsert_profiles
+from engine.store.dead_letters import list_dead_letters
+from engine.store.execution_log import list_decisions
+from engine.store.inbox import pending_count
+from engine.store.outbox import list_actions
+from engine.store.sql import count_rows
 
 T0 = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 
@@ -43,7 +51,8 @@ def index() -> TriggerIndex:
 
 
 def profile_everyone(store, *customers):
-    store.upsert_profiles(
+    store.write(
+        upsert_profiles,
         {
             c: {"customer_id": c, "consent_email": True, "timezone": "Europe/Berlin"}
             for c in customers
@@ -65,10 +74,10 @@ def test_accepting_is_idempotent_and_invalid_items_are_dead_lettered(engine_stor
         engine_store, [ev(1, "a", "cart_abandoned", 0, cart_value=30)], source="test"
     )
     assert again[0].status == "duplicate"
-    assert engine_store.count("inbox") == 1
-    [dead] = engine_store.list_dead_letters()
-    assert dead["event_id"] == "bad" and "timestamp: is required" in dead["reason"]
-    assert json.loads(dead["payload"]) == {"event_id": "bad", "customer_id": "a"}
+    assert engine_store.read(count_rows, schema.inbox) == 1
+    [dead] = engine_store.read(list_dead_letters)
+    assert dead.event_id == "bad" and "timestamp: is required" in dead.reason
+    assert json.loads(dead.payload) == {"event_id": "bad", "customer_id": "a"}
 
 
 def test_processing_records_decisions_and_actions_exactly_once(engine_store, index):
@@ -81,22 +90,23 @@ def test_processing_records_decisions_and_actions_exactly_once(engine_store, ind
         ev(5, "a", "cart_abandoned", 30, cart_value=10),  # below the filter
     ], source="test")  # fmt: skip
     stats = Processor(engine_store, index).run_until_empty()
-    assert stats.events == 5 and engine_store.pending_count() == 0
-    log = {(d["event_id"], d["trigger_id"]): d for d in engine_store.decisions()}
+    assert stats.events == 5 and engine_store.read(pending_count) == 0
+    log = {(d.event_id, d.trigger_id): d for d in engine_store.read(list_decisions)}
     assert set(log) == {("e1", "cart_recovery"), ("e4", "big_spender")}
-    assert log[("e1", "cart_recovery")]["outcome"] == "fired"
-    assert log[("e1", "cart_recovery")]["trigger_version"] == index.by_id["cart_recovery"].version
-    [email, segment] = engine_store.planned_actions()
-    assert (email["kind"], email["due_at"]) == ("send_email", (T0 + timedelta(hours=1)).timestamp())
-    assert (
-        email["idempotency_key"] == "cart_recovery:a:e1:0" and segment["kind"] == "add_to_segment"
-    )
+    assert log[("e1", "cart_recovery")].outcome == "fired"
+    assert log[("e1", "cart_recovery")].trigger_version == index.by_id["cart_recovery"].version
+    [email, segment] = engine_store.read(list_actions)
+    assert (email.kind, email.due_at) == ("send_email", (T0 + timedelta(hours=1)).timestamp())
+    assert email.idempotency_key == "cart_recovery:a:e1:0" and segment.kind == "add_to_segment"
 
     # Nothing is processed twice, even by a fresh processor with an empty cache.
     assert Processor(engine_store, index).run_until_empty().events == 0
     accept_events(engine_store, [ev(1, "a", "cart_abandoned", 0, cart_value=30)], source="test")
     Processor(engine_store, index).run_until_empty()
-    assert engine_store.count("decisions") == 2 and engine_store.count("actions") == 2
+    assert (
+        engine_store.read(count_rows, schema.decisions) == 2
+        and engine_store.read(count_rows, schema.actions) == 2
+    )
 
 
 def test_amounts_are_read_as_the_lake_reads_them(engine_store, index):
@@ -110,7 +120,7 @@ def test_amounts_are_read_as_the_lake_reads_them(engine_store, index):
     accept_events(engine_store, events, source="test")
     Processor(engine_store, index).run_until_empty()
     fired = [
-        (d["event_id"], d["outcome"]) for d in engine_store.decisions(trigger_id="big_spender")
+        (d.event_id, d.outcome) for d in engine_store.read(list_decisions, trigger_id="big_spender")
     ]
     assert ("e2", "fired") in fired, fired  # 60 + 45 ≥ 100 within 30 days
     assert ("e3", "fired") not in fired
@@ -126,24 +136,24 @@ def test_a_crash_before_commit_leaves_events_pending_and_reprocessing_is_exact(
         source="test",
     )
     crashing = Processor(engine_store, index, batch_size=2)
-    original = engine_store.commit_batch
+    original = processor_module.commit_batch
     calls = {"n": 0}
 
-    def commit_then_crash(**kwargs):
+    def commit_then_crash(conn, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise ConnectionError("killed mid-batch")
-        original(**kwargs)
+        original(conn, **kwargs)
 
-    monkeypatch.setattr(engine_store, "commit_batch", commit_then_crash)
+    monkeypatch.setattr(processor_module, "commit_batch", commit_then_crash)
     with pytest.raises(ConnectionError):
         crashing.run_until_empty()
-    monkeypatch.setattr(engine_store, "commit_batch", original)
-    assert engine_store.pending_count() == 3
+    monkeypatch.setattr(processor_module, "commit_batch", original)
+    assert engine_store.read(pending_count) == 3
     Processor(engine_store, index).run_until_empty()  # a restarted process: state from the database
     outcomes = [
-        (d["event_id"], d["outcome"], (d["reason"] or "").split(":")[0])
-        for d in engine_store.decisions()
+        (d.event_id, d.outcome, (d.reason or "").split(":")[0])
+        for d in engine_store.read(list_decisions)
     ]
     assert outcomes == [
         ("e3", "fired", ""),  # the third purchase crosses 100, once
@@ -159,9 +169,9 @@ def test_unsubscribing_updates_consent_and_later_marketing_is_suppressed(engine_
         ev(2, "a", "cart_abandoned", 60, cart_value=80),
     ], source="test")  # fmt: skip
     Processor(engine_store, index).run_until_empty()
-    [d] = engine_store.decisions()
-    assert d["outcome"] == "suppressed" and d["reason"].startswith("no_consent")
-    assert engine_store.load_profiles(["a"])["a"]["consent_email"] is False
+    [d] = engine_store.read(list_decisions)
+    assert d.outcome == "suppressed" and d.reason.startswith("no_consent")
+    assert engine_store.read(load_profiles, ["a"])["a"]["consent_email"] is False
 
 
 def test_per_customer_order_is_arrival_order(engine_store, index):
@@ -170,4 +180,4 @@ def test_per_customer_order_is_arrival_order(engine_store, index):
     for item in purchases:
         accept_events(engine_store, [item], source="test")
     Processor(engine_store, index, batch_size=1).run_until_empty()
-    assert [(d["event_id"], d["outcome"]) for d in engine_store.decisions()] == [("e4", "fired")]
+    assert [(d.event_id, d.outcome) for d in engine_store.read(list_decisions)] == [("e4", "fired")]

@@ -8,6 +8,8 @@ from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
 from engine.runtime.scoring import BreakerState, CircuitBreaker, ScoreClient
+from engine.store.execution_log import list_decisions
+from engine.store.inbox import pending_count
 from tests.support import LocalServer
 
 
@@ -106,6 +108,6 @@ def test_while_scoring_is_down_decisions_skip_and_resume_after(engine_store):
     with LocalServer(scoring_app({"a": 0.9}, calls), port=port):
         accept_events(engine_store, [session(2)], source="test")
         processor.run_until_empty()
-    outcomes = [(d["event_id"], d["outcome"], d["reason"]) for d in engine_store.decisions()]
+    outcomes = [(d.event_id, d.outcome, d.reason) for d in engine_store.read(list_decisions)]
     assert outcomes == [("s1", "skipped", "missing: churn"), ("s2", "fired", None)]
-    assert engine_store.pending_count() == 0, "no event lost while scoring was down"
+    assert engine_store.read(pending_count) == 0, "no event lost while scoring was down"

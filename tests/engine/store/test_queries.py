@@ -1,0 +1,114 @@
+"""The store's modules on SQLite and PostgreSQL: typed rows, filters and latest-N in SQL, and
+the caller's transaction as the unit of work."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from engine.store import ActionRow, DeadLetter, TaskRow, batch, dead_letters, inbox, outbox
+from engine.store.schema import decisions
+from engine.store.sql import count_rows
+
+T0 = 1_767_000_000.0
+
+
+def action(i: int) -> dict:
+    return {"idempotency_key": f"t{i % 2}:c{i % 3}:e{i}:0", "event_id": f"e{i}", "customer_id": f"c{i % 3}",
+            "trigger_id": f"t{i % 2}", "action_index": 0, "kind": ("send_email", "webhook")[i % 2],
+            "params": json.dumps({"i": i}), "channel": None, "due_at": T0 + i, "cancel_if": None,
+            "variant": None, "trigger_at": T0}  # fmt: skip
+
+
+@pytest.fixture
+def planned(engine_store):
+    with engine_store.begin() as conn:
+        outbox.plan_actions(conn, [action(i) for i in range(10)])
+        for i in range(6):
+            outbox.add_task(conn, {"idempotency_key": f"k{i}", "customer_id": f"c{i % 3}", "trigger_id": f"t{i % 2}",
+                                   "title": f"task {i}", "details": "{}"}, T0 + i)  # fmt: skip
+        dead_letters.add_dead_letters(conn, [{"event_id": f"d{i}", "payload": "x", "reason": "r",
+                                              "source": "t"} for i in range(5)], T0)  # fmt: skip
+    return engine_store
+
+
+def sql_of(db, query, *args, **kwargs) -> tuple[object, list[str]]:
+    statements: list[str] = []
+
+    def keep(conn, cursor, statement, *rest):
+        statements.append(" ".join(statement.split()))
+
+    engine = db.engine.engine
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        return db.read(query, *args, **kwargs), statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+
+
+def test_rows_are_typed(planned):
+    [first, *_] = planned.read(outbox.list_actions)
+    assert isinstance(first, ActionRow) and first.status == "pending" and first.attempts == 0
+    assert isinstance(planned.read(outbox.list_tasks)[0], TaskRow)
+    assert isinstance(planned.read(dead_letters.list_dead_letters)[0], DeadLetter)
+    with pytest.raises(AttributeError):
+        first.status = "sent"  # frozen
+
+
+def test_the_latest_actions_tasks_and_dead_letters_are_limited_in_sql(planned):
+    rows, statements = sql_of(planned, outbox.list_actions, trigger_id="t1", last=2)
+    assert [r.event_id for r in rows] == ["e7", "e9"]
+    assert re.search(
+        r"WHERE .*actions\.trigger_id = .* ORDER BY (\S+\.)?actions\.id DESC LIMIT", statements[-1]
+    )
+    assert [
+        r.event_id for r in planned.read(outbox.list_actions, customer_id="c0", kind="webhook")
+    ] == ["e3", "e9"]
+    tasks, statements = sql_of(planned, outbox.list_tasks, None, None, last=2)
+    assert [t.title for t in tasks] == ["task 4", "task 5"] and "DESC LIMIT" in statements[-1]
+    assert [t.title for t in planned.read(outbox.list_tasks, "open", 2)] == ["task 0", "task 1"]
+    assert [t.title for t in planned.read(outbox.list_tasks, customer_id="c1")] == [
+        "task 1",
+        "task 4",
+    ]
+    letters, statements = sql_of(planned, dead_letters.list_dead_letters, limit=None, last=2)
+    assert [d.event_id for d in letters] == ["d3", "d4"] and "DESC LIMIT" in statements[-1]
+    with pytest.raises(ValueError, match="not both"):
+        planned.read(outbox.list_tasks, "open", 5, last=2)
+    assert planned.read(outbox.action_counts, trigger_id="t0") == {("send_email", "pending"): 5}
+
+
+def test_claims_effects_and_release(planned):
+    claimed = planned.write(outbox.claim_due, T0 + 3, 10, "w1")
+    assert [a.event_id for a in claimed] == ["e0", "e1", "e2", "e3"]
+    assert planned.write(outbox.claim_due, T0 + 3, 10, "w2") == [], "claimed once"
+    planned.write(outbox.mark_action, claimed[0].id, "sent", T0, "ok",
+                  segment=("c0", "vip", claimed[0].idempotency_key))  # fmt: skip
+    assert planned.write(outbox.release_claims, worker_id="w1") == 3
+    assert planned.write(outbox.release_claims, older_than=T0 + 100) == 0
+    assert {a.status for a in planned.read(outbox.list_actions, last=10)} == {"pending", "sent"}
+    with pytest.raises(TypeError, match="unknown effects"):
+        planned.write(outbox.mark_action, claimed[0].id, "sent", T0, segmnet=("c0", "x", "k"))
+
+
+def test_a_batch_commits_whole_or_not_at_all(engine_store):
+    engine_store.write(inbox.add_events, [{"event_id": "e1", "customer_id": "c1", "event_type": "x",
+                                          "occurred_at": T0, "payload": "{}"}], T0)  # fmt: skip
+    row = {"event_id": "e1", "customer_id": "c1", "trigger_id": "t", "trigger_version": "v",
+           "outcome": "fired", "reason": None, "trace": None, "scores": "{}", "variant": None,
+           "decided_at": T0}  # fmt: skip
+    with pytest.raises(RuntimeError), engine_store.begin() as conn:
+        batch.commit_batch(conn, processed=["e1"], dead=[], decision_rows=[row], action_rows=[action(1)],
+                           states={"c1": {"n": 1}}, profile_updates={}, now=T0)  # fmt: skip
+        raise RuntimeError("crash before the commit")
+    assert engine_store.read(count_rows, decisions) == 0
+    assert engine_store.read(inbox.pending_count) == 1
+    engine_store.write(batch.commit_batch, processed=["e1"], dead=[], decision_rows=[row, row],
+                       action_rows=[action(1)], states={"c1": {"n": 1}}, profile_updates={}, now=T0)  # fmt: skip
+    assert (
+        engine_store.read(count_rows, decisions) == 1
+        and engine_store.read(inbox.pending_count) == 0
+    )
