@@ -17,6 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from engine.optimizer.labels import ALL
+
 __all__ = ["EMAIL_STAGES", "EXPOSURE_COLUMNS", "exposures_from_log"]
 
 # The exposure contract of engine.optimizer.analyses, in order.
@@ -56,7 +58,7 @@ def exposures_from_log(
         )
         frame[stage] = frame["sent"] & frame["idempotency_key"].isin(keys)
     frame["converted"], frame["revenue"] = _conversions(frame, events, attribution_window)
-    frame["segment"] = frame["customer_id"].map(segments or {}).fillna("all") if segments else "all"
+    frame["segment"] = frame["customer_id"].map(segments).fillna(ALL) if segments else ALL
     columns = list(EXPOSURE_COLUMNS)
     return frame[columns].reset_index(drop=True)
 
@@ -85,4 +87,3 @@ def _conversions(
     converted = pd.Series(False, index=frame.index)
     converted.loc[revenue.index] = True
     return converted, revenue.reindex(frame.index).fillna(0.0).astype(np.float64)
-

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.optimizer.exposures import EMAIL_STAGES, exposures_from_log
+from engine.optimizer.labels import ALL
 from engine.store import batch, customers, inbox
 from engine.store.exposures import experiment_triggers, load_exposures
 from engine.store.schema import actions, decisions, profiles
@@ -76,7 +77,7 @@ def test_exposures_of_one_trigger_by_assignment(engine_store):
     assert rows["c1"] == {"trigger_id": "cart", "variant": "d1h", "segment": "gold", "sent": True,
                           "delivered": False, "opened": True, "clicked": False, "converted": True,
                           "revenue": 30.0}  # fmt: skip
-    assert rows["c2"]["variant"] == "holdout" and rows["c2"]["segment"] == "all"
+    assert rows["c2"]["variant"] == "holdout" and rows["c2"]["segment"] == ALL
     assert not rows["c2"]["sent"] and rows["c2"]["converted"]
     assert rows["c2"]["revenue"] == 12.5, "the amount as engine.events.event_amount reads it"
     assert engine_store.read(experiment_triggers) == ["cart", "other"]
