@@ -12,10 +12,10 @@ import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from engine.decisions.decide import Decision, EventView, decide, scores_needed
 from engine.decisions.state import CustomerState, StateLimits
@@ -34,11 +34,12 @@ __all__ = ["ProcessStats", "Processor", "profile_changes"]
 log = logging.getLogger(__name__)
 
 
-class ScoreSource:
+class ScoreSource(Protocol):
     """What the processor needs of a scoring client (see engine.runtime.scoring.ScoreClient)."""
 
-    def fetch(self, customer_ids: Any, models: Any) -> dict[str, dict[str, ScoreValue | None]]:
-        raise NotImplementedError
+    def fetch(
+        self, customer_ids: Iterable[str], models: Iterable[str]
+    ) -> dict[str, dict[str, ScoreValue | None]]: ...
 
 
 @dataclass
