@@ -1,4 +1,9 @@
-"""`nudge triggers …` and `nudge engine …`: composition of the engine from settings, and output."""
+"""`nudge triggers …` and `nudge engine …`: composition of the engine from settings, and output.
+
+One module (~700 lines) because it is one sub-app: its ten commands share the composition helpers
+(settings, index, store, processor, dispatcher, clock parsing) and the output tables; each command
+only parses, calls the engine and prints.
+"""
 
 from __future__ import annotations
 
