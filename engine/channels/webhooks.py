@@ -50,8 +50,11 @@ from typing import Any
 
 import httpx
 
+from engine.channels.base import Delivery, DeliveryError
+
 __all__ = [
     "BlockedTarget",
+    "WebhookChannel",
     "WebhookError",
     "WebhookSender",
     "idempotency_header",
@@ -70,12 +73,42 @@ class BlockedTarget(ValueError):
     """The URL is not http(s) to a public address, and not allow-listed."""
 
 
-class WebhookError(RuntimeError):
+class WebhookError(DeliveryError):
     """A delivery attempt failed; `retryable` says whether trying again may help."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
+
+
+class WebhookChannel:
+    """The `webhook` action: a signed POST of the action, its trigger and event to `params.url`.
+
+    Webhooks carry the idempotency key (header and body), so a crash after the POST repeats it
+    with the same key, which the receiver deduplicates: an action caught `sending` goes back to
+    `pending`.
+    """
+
+    name = "webhook"
+    consent_field: str | None = None  # a webhook reaches a system, not the customer
+    settle_in_doubt = "pending"
+
+    def __init__(self, sender: WebhookSender) -> None:
+        self.sender = sender
+
+    def send(self, delivery: Delivery) -> str:
+        """POST the payload; WebhookError / BlockedTarget as `WebhookSender.send`."""
+        payload = {
+            "idempotency_key": delivery.idempotency_key,
+            "trigger_id": delivery.trigger_id,
+            "customer_id": delivery.customer_id,
+            "event": dict(delivery.event) or None,
+            "variant": delivery.variant,
+            "data": delivery.params.get("data", {}),
+        }
+        return self.sender.send(str(delivery.params["url"]), payload, delivery.idempotency_key)
+
+    def close(self) -> None:
+        """Nothing is kept open between batches."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:

@@ -5,9 +5,13 @@ the work), its `cancel_if` is re-checked against the customer's events since the
 it runs:
 
 - database effects (segments, profile updates, tasks) commit together with the action's status;
-- email is marked *sending* before the SMTP transaction is finalised, so it is never sent twice;
-  an email caught in that instant by a crash is reported as `unconfirmed`, not resent;
+- deliveries go through a channel (`engine.channels.base.Channel`: email, webhook, and whatever
+  else is registered), after the channel's consent flag is checked again at the due time; the
+  channel marks the action *sending* at its point of no return, so a crash never sends twice —
+  an email caught in that instant is reported as `unconfirmed`, not resent;
 - webhooks carry the idempotency key; a crash after the POST repeats it with the same key.
+
+Channels are closed after each batch: a transport may keep one connection for a whole batch.
 
 Failures that may pass (SMTP down, HTTP 5xx) are retried with exponential backoff and jitter, up to
 `max_attempts`, then marked failed with the reason; failures that will not pass (a missing
@@ -22,7 +26,7 @@ import random
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +34,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from engine.channels.email import EmailSettings, FileOutbox, SmtpSender, TemplateError, render_email
-from engine.channels.webhooks import BlockedTarget, WebhookError, WebhookSender
+from engine.channels.base import Channel, Delivery, DeliveryError
+from engine.channels.email import EmailSettings, TemplateError
+from engine.channels.email_channel import EmailChannel
+from engine.channels.webhooks import BlockedTarget, WebhookChannel, WebhookSender
 from engine.decisions.state import CustomerState
 from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
 from engine.dsl.triggers import TriggerIndex
@@ -73,6 +79,7 @@ class Dispatcher:
         *,
         email: EmailSettings,
         webhooks: WebhookSender,
+        channels: Mapping[str, Channel] | None = None,
         worker_id: str = "dispatcher-0",
         batch_size: int = 200,
         max_attempts: int = 5,
@@ -82,13 +89,12 @@ class Dispatcher:
     ) -> None:
         self.store = store
         self.index = index
-        self.email_settings = email
-        self.mailer = (
-            SmtpSender(email)
-            if email.smtp_host
-            else FileOutbox(email.outbox_dir or email.templates_dir / "outbox", email.sender)
-        )
-        self.webhooks = webhooks
+        # Action kind → the channel that delivers it; `channels` adds to or replaces the defaults.
+        self.channels: dict[str, Channel] = {
+            "send_email": EmailChannel(email),
+            "webhook": WebhookChannel(webhooks),
+            **(channels or {}),
+        }
         self.worker_id = worker_id
         self.batch_size = batch_size
         self.max_attempts = max_attempts
@@ -101,11 +107,11 @@ class Dispatcher:
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
         now = self.clock()
-        in_doubt = "unconfirmed" if isinstance(self.mailer, SmtpSender) else "pending"
         with self.store.begin() as conn:
             released = release_claims(conn, older_than=now - self.lease)
             released += release_claims(conn, worker_id=self.worker_id)
-            settle_sending(conn, in_doubt)
+            for kind, channel in self.channels.items():
+                settle_sending(conn, channel.settle_in_doubt, kinds=(kind,))
         return released
 
     def run_due(self, now: float | None = None) -> DispatchStats:
@@ -125,13 +131,23 @@ class Dispatcher:
             except Exception:  # the actions then load what they need one by one
                 log.exception("prefetch of %d actions failed", len(batch))
                 self._cache = {}
-            for action in batch:
-                stats.outcomes[self._run_guarded(action, now)] += 1
-            self._cache = {}
+            try:
+                for action in batch:
+                    stats.outcomes[self._run_guarded(action, now)] += 1
+            finally:
+                self._cache = {}
+                self._close_channels()
+
+    def _close_channels(self) -> None:
+        for channel in self.channels.values():
+            try:
+                channel.close()
+            except Exception:  # a connection that will not close cleanly is dropped anyway
+                log.warning("closing the %s channel failed", channel.name, exc_info=True)
 
     def _prefetch(self, batch: list[ActionRow]) -> None:
-        """Load what the batch's emails and webhooks need in three queries, not three per action."""
-        needs_context = [a for a in batch if a.kind in {"send_email", "webhook"}]
+        """Load what the batch's deliveries need in three queries, not three per action."""
+        needs_context = [a for a in batch if a.kind in self.channels]
         self._cache = {
             "profiles": self.store.read(load_profiles, {a.customer_id for a in needs_context}),
             "events": self.store.read(event_payloads, {a.event_id for a in needs_context}),
@@ -155,7 +171,7 @@ class Dispatcher:
             return "error"
 
     def _run(self, action: ActionRow, now: float) -> str:
-        key, kind = action.idempotency_key, action.kind
+        kind = action.kind
         try:
             params = json.loads(action.params)
             if not isinstance(params, dict):
@@ -164,21 +180,17 @@ class Dispatcher:
             if cancelled_by:
                 self.store.write(mark_action, action.id, "cancelled", now, result=cancelled_by)
                 return "cancelled"
-            if kind == "send_email":
-                return self._send_email(action, params, now)
-            if kind == "webhook":
-                payload = self._webhook_payload(action, params)
-                result = self.webhooks.send(params["url"], payload, key)
-                self.store.write(mark_action, action.id, "sent", now, result=result)
-                return "sent"
+            channel = self.channels.get(kind)
+            if channel is not None:
+                return self._deliver(action, params, channel, now)
             effects = self._database_effects(action, params)
             self.store.write(mark_action, action.id, "sent", now, result=kind, **effects)
             return "sent"
         except (_Fail, TemplateError, BlockedTarget) as exc:
             self.store.write(mark_action, action.id, "failed", now, result=_reason(exc))
             return "failed"
-        except WebhookError as exc:
-            return self._retry_or_fail(action, now, str(exc), exc.retryable)
+        except DeliveryError as exc:
+            return self._retry_or_fail(action, now, _reason(exc), exc.retryable, exc.retry_after)
         except (_Retry, OSError, smtplib.SMTPException, sa.exc.OperationalError) as exc:
             return self._retry_or_fail(action, now, _reason(exc), True)
         except (ValueError, TypeError, KeyError, LookupError, AttributeError) as exc:
@@ -190,43 +202,49 @@ class Dispatcher:
             log.exception("action %s (%s) raised", action.id, kind)
             return self._retry_or_fail(action, now, _reason(exc), True)
 
-    def _send_email(self, action: ActionRow, params: dict[str, Any], now: float) -> str:
+    def _deliver(
+        self, action: ActionRow, params: dict[str, Any], channel: Channel, now: float
+    ) -> str:
+        """One delivery through `channel`, with the exactly-once bookkeeping around it."""
         customer = action.customer_id
         profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
         marketing = self._is_marketing(action.trigger_id)
-        if marketing and profile.get("consent_email") is not True:
+        consent = channel.consent_field
+        if marketing and consent and profile.get(consent) is not True:
             self.store.write(
                 mark_action, action.id, "cancelled", now, result="consent withdrawn before sending"
             )
             return "cancelled"
-        email = render_email(
-            self.email_settings, params["template"], idempotency_key=action.idempotency_key, profile=profile,
-            event=self._cache.get("events", {}).get(action.event_id, {}),
-            scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
-            trigger_id=action.trigger_id, marketing=marketing,
-        )  # fmt: skip
         committed = False
 
-        def mark_sending() -> None:
+        def mark_sending(reference: str | None) -> None:
             nonlocal committed
-            self.store.write(mark_action, action.id, "sending", now, result=email.message_id)
+            self.store.write(mark_action, action.id, "sending", now, result=reference)
             committed = True
 
+        delivery = Delivery(
+            action_id=action.id, idempotency_key=action.idempotency_key, customer_id=customer,
+            trigger_id=action.trigger_id, event_id=action.event_id, variant=action.variant,
+            params=params, profile=profile,
+            event=self._cache.get("events", {}).get(action.event_id) or {},
+            scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
+            marketing=marketing, before_commit=mark_sending,
+        )  # fmt: skip
         try:
-            result = self.mailer.send(email, mark_sending)
-        except smtplib.SMTPDataError:
-            raise  # the server refused the message: nothing was delivered, retry
+            result = channel.send(delivery)
+        except (DeliveryError, smtplib.SMTPDataError):
+            raise  # the provider refused it: nothing was delivered, retried or failed as it says
         except Exception as exc:
             if committed:  # after the point of no return: never send again, report it
                 self.store.write(
                     mark_action, action.id, "unconfirmed", now,
-                    result=f"connection lost after the end of data ({_reason(exc)})",
+                    result=_clip(f"connection lost after the end of data ({_reason(exc)})"),
                 )  # fmt: skip
                 return "unconfirmed"
             raise
         try:
             self.store.write(mark_action, action.id, "sent", now, result=result)
-        except Exception:  # delivered: never retried; recover() settles it as `unconfirmed`
+        except Exception:  # delivered: never retried; recover() settles it as in doubt
             log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
 
@@ -247,16 +265,6 @@ class Dispatcher:
                     "title": str(params["title"]), "details": json.dumps(details, default=str)}  # fmt: skip
             return {"task": task}
         raise _Fail(f"unknown action kind {kind!r}")
-
-    def _webhook_payload(self, action: ActionRow, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "idempotency_key": action.idempotency_key,
-            "trigger_id": action.trigger_id,
-            "customer_id": action.customer_id,
-            "event": self._cache.get("events", {}).get(action.event_id),
-            "variant": action.variant,
-            "data": params.get("data", {}),
-        }
 
     def _cancelled_by(self, action: ActionRow, now: float) -> str | None:
         """The later event of the customer that satisfies `cancel_if`, if any."""
@@ -296,7 +304,16 @@ class Dispatcher:
         trigger = self.index.by_id.get(trigger_id)
         return trigger is None or not trigger.transactional
 
-    def _retry_or_fail(self, action: ActionRow, now: float, error: str, retryable: bool) -> str:
+    def _retry_or_fail(
+        self,
+        action: ActionRow,
+        now: float,
+        error: str,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> str:
+        """Fail the action, or schedule its next attempt: when the provider said (`retry_after`
+        seconds), else with exponential backoff and jitter."""
         attempts = action.attempts + 1
         if not retryable or attempts >= self.max_attempts:
             self.store.write(
@@ -308,6 +325,8 @@ class Dispatcher:
             )
             return "failed"
         delay = self.retry_base * 2 ** (attempts - 1) * (0.5 + random.random())
+        if retry_after is not None and retry_after >= 0:
+            delay = retry_after
         self.store.write(retry_action, action.id, attempts, now + delay, _clip(error))
         return "retried"
 
@@ -316,7 +335,7 @@ def _reason(exc: BaseException) -> str:
     """A failure's reason as stored: the exception's type and message, bounded and storable."""
     text = (
         str(exc)
-        if isinstance(exc, _Fail | TemplateError | BlockedTarget)
+        if isinstance(exc, _Fail | TemplateError | BlockedTarget | DeliveryError)
         else f"{type(exc).__name__}: {exc}"
     )
     return _clip(text)

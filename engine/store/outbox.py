@@ -7,7 +7,7 @@ profile, task) with its status, in the caller's transaction. Functions over a `C
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,12 +127,13 @@ def release_claims(
     return result.rowcount
 
 
-def settle_sending(conn: Connection, status: str) -> int:
-    """Emails caught mid-send by a crash get `status` (unconfirmed, or pending to send again)."""
-    result = conn.execute(
-        actions.update().where(actions.c.status == "sending").values(status=status)
-    )
-    return result.rowcount
+def settle_sending(conn: Connection, status: str, kinds: Collection[str] | None = None) -> int:
+    """Actions caught mid-send by a crash get `status` (unconfirmed, or pending to send again);
+    only those of `kinds` when given."""
+    query = actions.update().where(actions.c.status == "sending")
+    if kinds is not None:
+        query = query.where(actions.c.kind.in_(list(kinds)))
+    return conn.execute(query.values(status=status)).rowcount
 
 
 def mark_action(

@@ -136,14 +136,14 @@ def test_an_unexpected_error_is_retried_with_backoff_then_failed(engine_store, t
         engine_store, templates_with(tmp_path, "x", "subject: x\n---\nhi\n"), "x"
     )
     dispatcher.max_attempts, dispatcher.retry_base = 3, 60.0
-    real_send = dispatcher.mailer.send
+    real_send = dispatcher.channels["send_email"].mailer.send
 
     def flaky(email, before_commit):
         if email.to == "c1@example.com":
             raise RuntimeError("provider library bug")
         return real_send(email, before_commit)
 
-    dispatcher.mailer.send = flaky
+    dispatcher.channels["send_email"].mailer.send = flaky
     run_all(engine_store, index, dispatcher)
     [action] = [a for a in engine_store.read(list_actions) if a.customer_id == "c1"]
     assert action.status == "pending" and action.attempts == 1
@@ -160,7 +160,7 @@ def test_an_unexpected_error_is_retried_with_backoff_then_failed(engine_store, t
 
 def test_an_error_after_the_final_dot_is_unconfirmed_never_resent(engine_store, tmp_path):
     index, dispatcher = engine_for(engine_store, SHIPPED_TEMPLATES, outbox=tmp_path / "outbox")
-    real_send = dispatcher.mailer.send
+    real_send = dispatcher.channels["send_email"].mailer.send
     sent = []
 
     def breaks_after_commit(email, before_commit):
@@ -168,9 +168,9 @@ def test_an_error_after_the_final_dot_is_unconfirmed_never_resent(engine_store, 
         sent.append(email.to)
         raise RuntimeError("reply lost")
 
-    dispatcher.mailer.send = breaks_after_commit
+    dispatcher.channels["send_email"].mailer.send = breaks_after_commit
     run_all(engine_store, index, dispatcher)
-    dispatcher.mailer.send = real_send
+    dispatcher.channels["send_email"].mailer.send = real_send
     dispatcher.recover()
     dispatcher.run_due((T0 + timedelta(days=2)).timestamp())
     email_statuses = {k: v for k, v in statuses(engine_store).items() if "send_email" in k}
