@@ -21,6 +21,7 @@ __all__ = [
     "metadata",
     "profiles",
     "segments",
+    "send_rates",
     "tasks",
 ]
 
@@ -138,5 +139,18 @@ profiles = sa.Table(
     metadata,
     sa.Column("customer_id", sa.String(128), primary_key=True),
     sa.Column("data", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# -- Send rates (issue 13, item 6): one shared limiter row per channel -------------------------
+
+# The GCRA state of a channel's send rate, shared by every dispatcher worker of the database:
+# `tat` is the theoretical arrival time (epoch seconds) of the next send at the configured rate;
+# engine.store.send_rates moves it forward with one conditional UPDATE per granted send.
+send_rates = sa.Table(
+    "send_rates",
+    metadata,
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("tat", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
 )

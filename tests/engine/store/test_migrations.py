@@ -74,6 +74,14 @@ def _is_version_table(diff) -> bool:
     return isinstance(diff, tuple) and getattr(diff[1], "name", None) == "alembic_version"
 
 
+def _added_after_baseline(diff) -> bool:
+    """A table (or its index) that a revision after the baseline added: not in the legacy copy."""
+    if not (isinstance(diff, tuple) and diff[0] in ("remove_table", "remove_index")):
+        return False
+    table = diff[1] if diff[0] == "remove_table" else diff[1].table
+    return table.name not in legacy_schema.metadata.tables
+
+
 def version_tables(place) -> list[tuple[str, str]]:
     """Where alembic_version tables are: (schema, table) on PostgreSQL, ('main', …) on SQLite."""
     engine = sa.create_engine(place.url)
@@ -140,7 +148,9 @@ def test_an_empty_database_is_created_at_head_as_the_migrations_would_make_it(pl
     with db.connect() as conn:
         assert migrate.read_revision(conn, place.schema).current == migrate.HEAD
     assert differences(db.engine, place.schema, metadata) == []
-    assert differences(db.engine, place.schema, legacy_schema.metadata) == [], "baseline = legacy"
+    baseline = [d for d in differences(db.engine, place.schema, legacy_schema.metadata)
+                if not _added_after_baseline(d)]  # fmt: skip
+    assert baseline == [], "baseline = legacy"
     assert len(version_tables(place)) == 1
     db.dispose()
 
