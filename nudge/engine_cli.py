@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
+    from engine.runtime.metrics import EngineMetrics
     from engine.runtime.processor import Processor
     from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, TaskRow
     from nudge.settings import Settings
@@ -118,6 +119,14 @@ def build_dispatcher(
     return Dispatcher(
         store, index, email=email, webhooks=WebhookSender(secret, allow=allow), worker_id=worker_id
     )
+
+
+def watch_scores(metrics: EngineMetrics, processor: Processor | None) -> None:
+    """Time the processor's scoring client (if it has one) in `metrics`."""
+    from engine.runtime.scoring import ScoreClient
+
+    if processor is not None and isinstance(processor.scores, ScoreClient):
+        metrics.watch_scores(processor.scores)
 
 
 def parse_clock(text: str) -> Callable[[], float]:
@@ -468,11 +477,21 @@ def run(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop when nothing is pending or due.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Serve Prometheus /metrics on this port (0: any free)."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface of the metrics server.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the engine's workers without the API: process events and/or deliver due actions."""
     import threading
 
     from engine.runtime.loop import EngineLoop
+    from engine.runtime.metrics import EngineMetrics, MetricsServer
 
     if role not in {"all", "processor", "dispatcher"}:
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")
@@ -488,13 +507,25 @@ def run(
         if role != "processor"
         else None
     )
-    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock))
+    metrics = EngineMetrics(store)
+    watch_scores(metrics, processor)
+    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics)
     stop = threading.Event()
+    server = None
+    if metrics_port is not None:
+        try:
+            server = MetricsServer(metrics, metrics_port, metrics_host)
+        except OSError as exc:
+            fail(f"--metrics-port: cannot listen on {metrics_host}:{metrics_port} ({exc.strerror})")
+        console.print(f"metrics on http://{metrics_host}:{server.port}/metrics")
     try:
         stats = loop.run(stop, until_idle=until_idle)
     except KeyboardInterrupt:
         stop.set()
         return
+    finally:
+        if server is not None:
+            server.close()
     console.print(
         f"processed {stats.events:,} events; decisions {dict(stats.decisions)}; actions {dict(stats.actions)}"
     )
@@ -590,6 +621,7 @@ def serve(
 
     from engine.runtime.api import create_app
     from engine.runtime.loop import EngineLoop
+    from engine.runtime.metrics import EngineMetrics
     from engine.runtime.supervisor import start_supervised
 
     s = server_settings()
@@ -599,9 +631,10 @@ def serve(
         )
     index = load_index(s.trigger_folder)
     store = open_store(s)
-    loop = EngineLoop(
-        build_processor(s, store, index), build_dispatcher(s, store, index), poll=poll
-    )
+    metrics = EngineMetrics(store)
+    processor = build_processor(s, store, index)
+    watch_scores(metrics, processor)
+    loop = EngineLoop(processor, build_dispatcher(s, store, index), poll=poll, observer=metrics)
     stop = threading.Event()
 
     def report(exc: Exception, pause: float) -> None:
@@ -614,7 +647,7 @@ def serve(
         f"engine on http://{host}:{port} ({len(index)} triggers, store {s.engine_url.split('://')[0]})"
     )
     try:
-        app = create_app(store, key, max_future=s.max_future)
+        app = create_app(store, key, max_future=s.max_future, metrics=metrics)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         stop.set()

@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
 from engine.runtime.inbox import accept_events
+from engine.runtime.metrics import EngineMetrics, metrics_router
 from engine.store import EngineDB, execution_log
 from engine.store.customers import upsert_profiles
 from engine.store.dead_letters import add_dead_letters
@@ -58,13 +59,16 @@ def create_app(
     naive_timezone: str | None = None,
     max_future: timedelta | float | str | None = None,
     clock: Callable[[], float] = time.time,
+    metrics: EngineMetrics | None = None,
 ) -> FastAPI:
     """The ingestion app over `store`; with no `api_key` configured, writes are refused (503).
 
     Event timestamps may be at most `max_future` (default 1 day) ahead of `clock()`, the
-    engine's time when the request arrives.
+    engine's time when the request arrives. With `metrics`, ``GET /metrics`` serves them.
     """
     app = FastAPI(title="nudge engine", version="1", docs_url="/docs")
+    if metrics is not None:
+        app.include_router(metrics_router(metrics))
 
     # The scoring service's check too (nudge.security): 503 without a key, 401 on a wrong one.
     require_key = api_key_dependency(api_key, invalid="missing or wrong X-API-Key header")

@@ -12,11 +12,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
 
-from engine.runtime.dispatcher import Dispatcher
-from engine.runtime.processor import Processor
+from engine.runtime.dispatcher import Dispatcher, DispatchStats
+from engine.runtime.processor import Processor, ProcessStats
 
-__all__ = ["EngineLoop", "EventClock", "LoopStats"]
+__all__ = ["EngineLoop", "EventClock", "LoopObserver", "LoopStats"]
+
+T = TypeVar("T")
+
+
+class LoopObserver(Protocol):
+    """Told of each step of the loop (``engine.runtime.metrics.EngineMetrics`` is one)."""
+
+    def processed(self, stats: ProcessStats, seconds: float) -> None: ...
+
+    def dispatched(self, stats: DispatchStats, seconds: float) -> None: ...
+
+    def failed(self, step: str, error: Exception) -> None: ...
 
 
 @dataclass
@@ -49,11 +63,13 @@ class EngineLoop:
         *,
         clock: Callable[[], float] = time.time,
         poll: float = 0.5,
+        observer: LoopObserver | None = None,
     ) -> None:
         self.processor = processor
         self.dispatcher = dispatcher
         self.clock = clock
         self.poll = poll
+        self.observer = observer
 
     def run(
         self,
@@ -70,14 +86,16 @@ class EngineLoop:
         while not stop.is_set():
             worked = 0
             if self.processor is not None:
-                batch = self.processor.run_once()
+                batch = self._step("processor", self.processor.run_once)
                 stats.events += batch.events
                 stats.decisions.update(batch.outcomes)
                 if isinstance(self.clock, EventClock) and batch.latest_event_at:
                     self.clock.advance(batch.latest_event_at)
                 worked += batch.events + batch.dead
             if self.dispatcher is not None:
-                dispatched = self.dispatcher.run_due(self.clock())
+                dispatched = self._step(
+                    "dispatcher", partial(self.dispatcher.run_due, self.clock())
+                )
                 stats.actions.update(dispatched.outcomes)
                 worked += dispatched.handled
             if progress and worked:
@@ -87,3 +105,20 @@ class EngineLoop:
                     return stats
                 stop.wait(self.poll)
         return stats
+
+    def _step(self, name: str, run: Callable[[], T]) -> T:
+        """One step, timed and told to the observer (an error too, then raised again)."""
+        started = time.perf_counter()
+        try:
+            result = run()
+        except Exception as exc:
+            if self.observer is not None:
+                self.observer.failed(name, exc)
+            raise
+        if self.observer is not None:
+            seconds = time.perf_counter() - started
+            if isinstance(result, ProcessStats):
+                self.observer.processed(result, seconds)
+            elif isinstance(result, DispatchStats):
+                self.observer.dispatched(result, seconds)
+        return result

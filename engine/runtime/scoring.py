@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -85,6 +85,9 @@ class ScoreClient:
         self._cache: dict[tuple[str, str], tuple[float, ScoreValue]] = {}
         self.last_error: str | None = None
         self.calls = 0
+        # Told of every HTTP attempt: (seconds, "ok" | "error"), and (0.0, "circuit_open") when
+        # the breaker refuses to ask (engine.runtime.metrics counts and times them).
+        self.on_request: Callable[[float, str], None] | None = None
 
     def fetch(
         self, customer_ids: Iterable[str], models: Iterable[str]
@@ -115,8 +118,10 @@ class ScoreClient:
     def _ask(self, customers: list[str], models: list[str]) -> dict[tuple[str, str], ScoreValue]:
         if not self.breaker.allow(time.time()):
             self.last_error = "circuit open: scoring service unavailable"
+            self._observe(0.0, "circuit_open")
             return {}
         for attempt in range(self.retries + 1):
+            started = time.perf_counter()
             try:
                 self.calls += 1
                 response = self._http.post(
@@ -129,10 +134,13 @@ class ScoreClient:
                         response=response,
                     )
                 response.raise_for_status()
+                parsed = _parse(response.json(), time.time())
                 self.breaker.record_success()
                 self.last_error = None
-                return _parse(response.json(), time.time())
+                self._observe(time.perf_counter() - started, "ok")
+                return parsed
             except (httpx.HTTPError, ValueError) as exc:
+                self._observe(time.perf_counter() - started, "error")
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
                     break  # our request is wrong; retrying will not help
@@ -140,6 +148,10 @@ class ScoreClient:
                     time.sleep(self.backoff * (2**attempt) * (0.5 + random.random()))
         self.breaker.record_failure(time.time())
         return {}
+
+    def _observe(self, seconds: float, result: str) -> None:
+        if self.on_request is not None:
+            self.on_request(seconds, result)
 
 
 def _parse(body: dict[str, Any], received: float) -> dict[tuple[str, str], ScoreValue]:

@@ -1,0 +1,304 @@
+"""Reading what the engine is doing out of its database: queues and lags for the metrics and
+`nudge status`, per-trigger activity for `nudge triggers report`.
+
+Every count is a GROUP BY in SQL, so a scrape reads a few rows whatever the size of the log
+(the inbox's ``inbox_pending`` and the outbox's ``actions_due`` indexes serve the queue
+queries). Functions over a `Connection`; the pure computation of the report is
+`engine.optimizer.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from engine.events import event_amount
+from engine.optimizer.report import TriggerPerformance, incrementality, trigger_performance
+from engine.store.exposures import experiment_triggers, load_exposures
+from engine.store.schema import actions, dead_letters, decisions, inbox, metadata
+
+__all__ = [
+    "DELIVERABILITY_EVENTS",
+    "PURCHASE",
+    "QueueStatus",
+    "action_statuses",
+    "dead_letter_counts",
+    "decision_outcomes",
+    "deliverability_events",
+    "fired_decisions",
+    "lake_watermarks",
+    "purchases",
+    "queue_status",
+    "sends_since",
+    "sent_messages",
+    "suppression_reasons",
+    "trigger_report",
+]
+
+PURCHASE = "purchase_completed"
+DELIVERABILITY_EVENTS = (
+    "email_delivered",
+    "email_bounced",
+    "email_complained",
+    "email_opened",
+    "email_clicked",
+    "unsubscribed",
+)
+"""The inbox events that say what became of a message, by its ``properties.message_id`` (the
+action's idempotency key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """The engine's queues at one instant (times epoch seconds, None when the queue is empty).
+
+    ``inbox``: events per status (pending, processed, dead); ``oldest_pending``: when the
+    oldest pending event was received; ``actions``: (channel or kind, status) → count;
+    ``due``: pending actions due by now (the dispatcher's queue), ``oldest_due``: the earliest
+    due time among them; ``timers``: pending actions due later (delays, quiet hours).
+    """
+
+    inbox: dict[str, int]
+    oldest_pending: float | None
+    actions: dict[tuple[str, str], int]
+    due: int
+    oldest_due: float | None
+    timers: int
+
+
+def queue_status(conn: Connection, now: float) -> QueueStatus:
+    """The inbox and outbox queues at `now`."""
+    by_status = {
+        status: n
+        for status, n in conn.execute(
+            sa.select(inbox.c.status, sa.func.count()).group_by(inbox.c.status)
+        )
+    }
+    oldest = conn.execute(
+        sa.select(sa.func.min(inbox.c.received_at)).where(inbox.c.status == "pending")
+    ).scalar_one()
+    channel = sa.func.coalesce(actions.c.channel, actions.c.kind)
+    action_counts = {
+        (c, s): n
+        for c, s, n in conn.execute(
+            sa.select(channel, actions.c.status, sa.func.count()).group_by(
+                channel, actions.c.status
+            )
+        )
+    }
+    pending = actions.c.status == "pending"
+    due_now = sa.and_(pending, actions.c.due_at <= now, actions.c.next_attempt_at <= now)
+    due, oldest_due = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(actions.c.due_at)).where(due_now)
+    ).one()
+    timers = conn.execute(sa.select(sa.func.count()).where(pending, sa.not_(due_now))).scalar_one()
+    return QueueStatus(
+        inbox=by_status,
+        oldest_pending=None if oldest is None else float(oldest),
+        actions=action_counts,
+        due=int(due),
+        oldest_due=None if oldest_due is None else float(oldest_due),
+        timers=int(timers),
+    )
+
+
+def dead_letter_counts(conn: Connection) -> dict[tuple[str, bool], int]:
+    """Dead letters per (source, re-driven yet)."""
+    redriven = dead_letters.c.redriven_at.is_not(None)
+    query = sa.select(dead_letters.c.source, redriven, sa.func.count()).group_by(
+        dead_letters.c.source, redriven
+    )
+    return {(source, bool(done)): n for source, done, n in conn.execute(query)}
+
+
+def sends_since(conn: Connection, since: float) -> dict[str, int]:
+    """Actions sent per channel (or kind) that finished at or after `since`."""
+    channel = sa.func.coalesce(actions.c.channel, actions.c.kind)
+    query = (
+        sa.select(channel, sa.func.count())
+        .where(actions.c.status == "sent", actions.c.finished_at >= since)
+        .group_by(channel)
+    )
+    return {c: n for c, n in conn.execute(query)}
+
+
+def lake_watermarks(conn: Connection) -> dict[str, tuple[float, float]]:
+    """The engine → lake sync per stream: (position, updated_at); empty where no sync has run
+    (or the database predates the table)."""
+    table = metadata.tables.get("lake_watermarks")
+    if table is None or not sa.inspect(conn).has_table("lake_watermarks"):
+        return {}
+    query = sa.select(table.c.stream, table.c.position, table.c.updated_at)
+    return {s: (float(p), float(u)) for s, p, u in conn.execute(query)}
+
+
+# -- per-trigger activity (nudge triggers report) ------------------------------------------------
+
+
+def _event_time() -> sa.ColumnElement[Any]:
+    """When the decision's event occurred (its decision time if the event is gone)."""
+    return sa.func.coalesce(inbox.c.occurred_at, decisions.c.decided_at)
+
+
+def _decisions_where(since: float | None, trigger_id: str | None) -> list[sa.ColumnElement[bool]]:
+    where: list[sa.ColumnElement[bool]] = []
+    if since is not None:
+        where.append(_event_time() >= since)
+    if trigger_id is not None:
+        where.append(decisions.c.trigger_id == trigger_id)
+    return where
+
+
+_DECISIONS_WITH_EVENTS = decisions.outerjoin(inbox, inbox.c.event_id == decisions.c.event_id)
+
+
+def decision_outcomes(
+    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+) -> dict[tuple[str, str], int]:
+    """Decisions per (trigger, outcome) whose event occurred at or after `since`."""
+    query = (
+        sa.select(decisions.c.trigger_id, decisions.c.outcome, sa.func.count())
+        .select_from(_DECISIONS_WITH_EVENTS)
+        .where(*_decisions_where(since, trigger_id))
+        .group_by(decisions.c.trigger_id, decisions.c.outcome)
+    )
+    return {(t, o): n for t, o, n in conn.execute(query)}
+
+
+def suppression_reasons(
+    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+) -> dict[tuple[str, str], int]:
+    """Suppressed decisions per (trigger, reason), the reason's kind being the text before its
+    first ``:`` (``frequency_cap: 2 in 7 days`` → ``frequency_cap``)."""
+    query = (
+        sa.select(decisions.c.trigger_id, decisions.c.reason, sa.func.count())
+        .select_from(_DECISIONS_WITH_EVENTS)
+        .where(decisions.c.outcome == "suppressed", *_decisions_where(since, trigger_id))
+        .group_by(decisions.c.trigger_id, decisions.c.reason)
+    )
+    out: dict[tuple[str, str], int] = {}
+    for trigger, reason, n in conn.execute(query):
+        kind = (reason or "unknown").split(":", 1)[0].strip() or "unknown"
+        out[(trigger, kind)] = out.get((trigger, kind), 0) + n
+    return out
+
+
+def action_statuses(
+    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+) -> dict[tuple[str, str, str | None, str], int]:
+    """Planned actions per (trigger, kind, channel, status) whose triggering event occurred at
+    or after `since`; the channel is None for effects that reach no customer (segments, tasks)."""
+    cols = (actions.c.trigger_id, actions.c.kind, actions.c.channel, actions.c.status)
+    query = sa.select(*cols, sa.func.count()).group_by(*cols)
+    if since is not None:
+        query = query.where(actions.c.trigger_at >= since)
+    if trigger_id is not None:
+        query = query.where(actions.c.trigger_id == trigger_id)
+    return {(t, k, c, s): n for t, k, c, s, n in conn.execute(query)}
+
+
+def sent_messages(
+    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+) -> dict[str, str]:
+    """The idempotency key (the message id) of every sent action → its trigger."""
+    query = sa.select(actions.c.idempotency_key, actions.c.trigger_id).where(
+        actions.c.status == "sent"
+    )
+    if since is not None:
+        query = query.where(actions.c.trigger_at >= since)
+    if trigger_id is not None:
+        query = query.where(actions.c.trigger_id == trigger_id)
+    return {key: trigger for key, trigger in conn.execute(query)}
+
+
+def deliverability_events(
+    conn: Connection, *, since: float | None = None, types: Iterable[str] = DELIVERABILITY_EVENTS
+) -> pd.DataFrame:
+    """Feedback events: event_type, message_id (None when it names none), machine (the event
+    says a machine did it: ``properties.machine`` true, e.g. a mail scanner's open or click)."""
+    query = sa.select(inbox.c.event_type, inbox.c.payload).where(
+        inbox.c.event_type.in_(list(types))
+    )
+    if since is not None:
+        query = query.where(inbox.c.occurred_at >= since)
+    rows = []
+    for event_type, payload in conn.execute(query.order_by(inbox.c.seq)):
+        properties = json.loads(payload).get("properties") or {}
+        message = properties.get("message_id")
+        rows.append((event_type, None if message is None else str(message),
+                     properties.get("machine") is True))  # fmt: skip
+    return pd.DataFrame(rows, columns=["event_type", "message_id", "machine"])
+
+
+def fired_decisions(
+    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+) -> pd.DataFrame:
+    """Fired decisions: trigger_id, customer_id, occurred_at (of the triggering event)."""
+    query = (
+        sa.select(decisions.c.trigger_id, decisions.c.customer_id, _event_time())
+        .select_from(_DECISIONS_WITH_EVENTS)
+        .where(decisions.c.outcome == "fired", *_decisions_where(since, trigger_id))
+        .order_by(decisions.c.id)
+    )
+    frame = pd.DataFrame(
+        conn.execute(query).all(), columns=["trigger_id", "customer_id", "occurred_at"]
+    )
+    return frame.astype({"occurred_at": "float64"})
+
+
+def purchases(conn: Connection, *, since: float | None = None) -> pd.DataFrame:
+    """Purchases of customers that some trigger fired for: customer_id, occurred_at, amount."""
+    fired = sa.select(decisions.c.customer_id).where(decisions.c.outcome == "fired")
+    query = sa.select(inbox.c.customer_id, inbox.c.occurred_at, inbox.c.payload).where(
+        inbox.c.event_type == PURCHASE, inbox.c.customer_id.in_(fired)
+    )
+    if since is not None:
+        query = query.where(inbox.c.occurred_at >= since)
+    rows = [
+        (customer, float(at), event_amount(json.loads(payload).get("properties") or {}) or 0.0)
+        for customer, at, payload in conn.execute(query.order_by(inbox.c.seq))
+    ]
+    return pd.DataFrame(rows, columns=["customer_id", "occurred_at", "amount"]).astype(
+        {"occurred_at": "float64", "amount": "float64"}
+    )
+
+
+def trigger_report(
+    conn: Connection,
+    *,
+    window: float,
+    since: float | None = None,
+    trigger_id: str | None = None,
+    triggers: tuple[str, ...] = (),
+    alpha: float = 0.05,
+) -> list[TriggerPerformance]:
+    """Every trigger's performance (`engine.optimizer.report.trigger_performance`) from the log:
+    events that occurred at or after `since`, conversions within `window` seconds; with
+    `trigger_id` only that trigger. `triggers`: ids to list even without decisions (the loaded
+    definitions). A holdout's incrementality covers the experiment's whole log."""
+    holdouts = {}
+    for experiment in experiment_triggers(conn):
+        if trigger_id is None or experiment == trigger_id:
+            exposures = load_exposures(conn, experiment, attribution_window=window)
+            found = incrementality(exposures, alpha=alpha)
+            if found:
+                holdouts[experiment] = found
+    wanted = tuple(t for t in triggers if trigger_id is None or t == trigger_id)
+    return trigger_performance(
+        decisions=decision_outcomes(conn, since=since, trigger_id=trigger_id),
+        suppressions=suppression_reasons(conn, since=since, trigger_id=trigger_id),
+        actions=action_statuses(conn, since=since, trigger_id=trigger_id),
+        messages=sent_messages(conn, since=since, trigger_id=trigger_id),
+        feedback=deliverability_events(conn, since=since),
+        fires=fired_decisions(conn, since=since, trigger_id=trigger_id),
+        purchases=purchases(conn, since=since),
+        window=window,
+        holdouts=holdouts,
+        triggers=wanted,
+    )
