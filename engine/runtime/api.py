@@ -163,6 +163,9 @@ def create_app(
         )
         return {"decisions": [asdict(row) for row in rows]}
 
+    from engine.runtime.segment_api import segment_router  # imports this module: here, not on top
+
+    app.include_router(segment_router(store, api_key, max_future=max_future, clock=clock))
     return app
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -24,9 +24,11 @@ from engine.dsl.conditions import ScoreValue
 from engine.dsl.triggers import TriggerIndex
 from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
+from engine.runtime.identity import LINK_EVENT_TYPES, MERGE_KEY, merge_states
 from engine.store import EngineDB, InboxEvent
 from engine.store.batch import commit_batch
 from engine.store.customers import load_profiles, load_states
+from engine.store.identity import find_links
 from engine.store.inbox import pending_events
 
 __all__ = ["ProcessStats", "Processor", "profile_changes"]
@@ -106,13 +108,26 @@ class Processor:
         stats = ProcessStats()
         if not batch:
             return stats
-        customers = {e.customer_id for e in batch}
+        merging = self._verified_merges(batch)
+        customers = {e.customer_id for e in batch} | set(merging.values())
         states = self._load_states(customers)
         profiles = self.store.read(load_profiles, customers)
         scores = self._fetch_scores(batch)
         decision_rows, action_rows, dead, processed = [], [], [], []
         changed_profiles: dict[str, dict[str, Any]] = {}
+        merges: list[tuple[str, str]] = []
+        renamed: dict[str, str] = {}  # merged away in this batch → the customer it is now
         for item in batch:
+            if item.customer_id in renamed:
+                item = replace(item, customer_id=renamed[item.customer_id])
+            source = merging.get(item.event_id)
+            if source is not None and source != item.customer_id:
+                self._merge(source, item.customer_id, states, profiles)
+                merges.append((source, item.customer_id))
+                renamed[source] = item.customer_id
+                renamed.update({s: item.customer_id for s, t in renamed.items() if t == source})
+                customers.discard(source)
+                changed_profiles.pop(source, None)
             try:
                 fields = json.loads(item.payload)
                 view = _view(item, fields)
@@ -152,11 +167,51 @@ class Processor:
             states={c: states[c].to_json() for c in customers},
             profile_updates=changed_profiles,
             now=time.time(),
+            merges=merges,
         )
         stats.events, stats.dead = len(processed), len(dead)
         stats.latest_event_at = max(e.occurred_at for e in batch)
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def _verified_merges(self, batch: list[InboxEvent]) -> dict[str, str]:
+        """Linking events of the batch whose link the identity table holds: event id → source.
+
+        Only a link made by that very message counts (engine.runtime.identity), so an event that
+        merely carries the property merges nothing.
+        """
+        claims: dict[str, str] = {}
+        for item in batch:
+            if item.event_type in LINK_EVENT_TYPES and MERGE_KEY in item.payload:
+                try:
+                    source = (json.loads(item.payload).get("properties") or {}).get(MERGE_KEY)
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(source, str):
+                    claims[item.event_id] = source
+        if not claims:
+            return {}
+        links = self.store.read(find_links, claims.values())
+        return {
+            event_id: source
+            for event_id, source in claims.items()
+            if source in links and links[source].message_id == event_id
+        }
+
+    def _merge(
+        self,
+        source: str,
+        target: str,
+        states: dict[str, CustomerState],
+        profiles: dict[str, dict[str, Any]],
+    ) -> None:
+        """Merge `source`'s state into `target`'s in memory (the rows move at the commit)."""
+        merged = merge_states(states[target], states.pop(source), self.limits)
+        states[target] = self._states[target] = merged
+        self._states.pop(source, None)
+        mine = profiles.get(target) or {"customer_id": target}
+        theirs = profiles.pop(source, None) or {}
+        profiles[target] = {**theirs, **mine, "customer_id": target}
 
     def _load_states(self, customers: set[str]) -> dict[str, CustomerState]:
         missing = [c for c in customers if c not in self._states]

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from engine.store import customers, dead_letters, execution_log, inbox, outbox
+from engine.store import customers, dead_letters, execution_log, identity, inbox, outbox
 
 __all__ = ["commit_batch"]
 
@@ -27,14 +27,19 @@ def commit_batch(
     states: Mapping[str, Mapping[str, Any]],
     profile_updates: Mapping[str, Mapping[str, Any]],
     now: float,
+    merges: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Record what processing a batch of inbox events gave, in `conn`'s transaction.
 
     `dead` are dead-letter rows of events that could not be processed (event_id, payload, reason,
-    source); `processed` the ids of the others.
+    source); `processed` the ids of the others. `merges` are (source, target) customers merged
+    by identify / alias in this batch, in order: the source's rows become the target's
+    (engine.store.identity.merge_customer) before the states are saved.
     """
     execution_log.record_decisions(conn, decision_rows)
     outbox.plan_actions(conn, action_rows)
+    for source, target in merges:
+        identity.merge_customer(conn, source, target, merged_state=None, now=now)
     customers.save_states(conn, states, now)
     customers.upsert_profiles(conn, profile_updates, now)
     if dead:

@@ -17,11 +17,15 @@ __all__ = [
     "customer_state",
     "dead_letters",
     "decisions",
+    "erasures",
+    "identities",
     "inbox",
+    "lake_watermarks",
     "metadata",
     "profiles",
     "segments",
     "send_rates",
+    "suppressed_addresses",
     "tasks",
 ]
 
@@ -153,4 +157,50 @@ send_rates = sa.Table(
     sa.Column("channel", sa.String(32), primary_key=True),
     sa.Column("tat", sa.Double, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# -- Live data in and out (issue 15): identity links, the lake-sync watermarks, erasure --------
+
+# An anonymousId (or an alias's previousId) linked to the customer it belongs to: events sent
+# under it are the customer's (engine.store.identity says the conflict rules).
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("anonymous_id", sa.String(128), primary_key=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("linked_at", sa.Double, nullable=False),
+    sa.Column("via", sa.String(16), nullable=False),  # identify | alias
+    sa.Column("message_id", sa.String(128)),
+    sa.Index("identities_by_customer", "customer_id"),
+)
+
+# How far the engine → lake sync has gone, per stream (events: inbox seq; profiles: updated_at).
+lake_watermarks = sa.Table(
+    "lake_watermarks",
+    metadata,
+    sa.Column("stream", sa.String(32), primary_key=True),
+    sa.Column("position", sa.Double, nullable=False),
+    sa.Column("synced", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+# Addresses of erased customers, as salted hashes: a re-import does not mail them again.
+suppressed_addresses = sa.Table(
+    "suppressed_addresses",
+    metadata,
+    sa.Column("address_hash", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # email | phone
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("added_at", sa.Double, nullable=False),
+)
+
+# One row per erasure (GDPR Art. 17): when, whose (salted hash), and what was removed.
+erasures = sa.Table(
+    "erasures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_hash", sa.String(64), nullable=False),
+    sa.Column("requested_by", sa.String(64), nullable=False),
+    sa.Column("erased_at", sa.Double, nullable=False),
+    sa.Column("removed", sa.Text, nullable=False),  # JSON: what was removed, counted
 )
