@@ -6,6 +6,7 @@ directory, not the repo. The tables are written by `features.compute.write_featu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from feast import FileSource
@@ -16,9 +17,9 @@ from features.schema import TIMESTAMP_COLUMN, VIEW_NAMES
 __all__ = ["feature_source", "feature_sources"]
 
 
-def feature_sources(tables_dir: Path) -> dict[str, FileSource]:
+def feature_sources(tables_dir: Path, views: Iterable[str] = VIEW_NAMES) -> dict[str, FileSource]:
     """Each view's source, by view name, reading ``<tables_dir>/<view>.parquet``."""
-    return {view: feature_source(view, tables_dir) for view in VIEW_NAMES}
+    return {view: feature_source(view, tables_dir) for view in views}
 
 
 def feature_source(view: str, tables_dir: Path) -> FileSource:

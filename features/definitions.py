@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feast import Entity, FeatureService, FeatureView, FileSource
 
+from features.catalog import catalog
 from features.data_sources import feature_sources
 from features.entities import customer
 from features.feature_services import feature_services
 from features.feature_views import feature_views
+
+if TYPE_CHECKING:
+    from models.definitions import Definitions as ModelDefinitions
 
 __all__ = ["Definitions", "build_definitions"]
 
@@ -36,9 +41,11 @@ class Definitions:
         return [self.entity, *self.sources.values(), *self.views, *self.services]
 
 
-def build_definitions(tables_dir: Path) -> Definitions:
-    """The entity, sources, views and services, the sources reading `tables_dir` (absolute)."""
+def build_definitions(tables_dir: Path, models: ModelDefinitions | None = None) -> Definitions:
+    """The entity, sources, views and services, the sources reading `tables_dir` (absolute),
+    for the model definitions `models` (default: NUDGE_MODELS_DIR's)."""
+    found = catalog(models)
     entity = customer()
-    sources = feature_sources(tables_dir)
-    views = feature_views(sources, entity)
-    return Definitions(entity, sources, views, feature_services(views))
+    sources = feature_sources(tables_dir, found.views)
+    views = feature_views(sources, entity, found.views)
+    return Definitions(entity, sources, views, feature_services(views, found))

@@ -1,6 +1,6 @@
-"""One feature service per model (churn, ltv, engagement): what each model reads.
+"""One feature service per model definition: what each model reads, named after the model.
 
-The composition lives in `features.schema.SERVICE_FEATURES`, plain Python, so that training and
+The composition lives in the catalog (`features.catalog`), plain Python, so that training and
 serving code can name a model's features without importing Feast.
 """
 
@@ -8,25 +8,19 @@ from __future__ import annotations
 
 from feast import FeatureService, FeatureView
 
-from features.schema import SERVICE_FEATURES
+from features.catalog import Catalog
 
 __all__ = ["feature_services"]
 
-_DESCRIPTIONS = {
-    "churn": "Churn risk: no purchase in the next 90 days.",
-    "ltv": "Predicted spend over the next 90 days.",
-    "engagement": "Email open or click in the next 14 days; preferred send hour.",
-}
 
-
-def feature_services(views: list[FeatureView]) -> list[FeatureService]:
-    """The churn, ltv and engagement services over the given views."""
+def feature_services(views: list[FeatureView], catalog: Catalog) -> list[FeatureService]:
+    """One service per model of the catalog, over the given views."""
     by_name = {view.name: view for view in views}
     return [
         FeatureService(
             name=model,
             features=[by_name[view][list(names)] for view, names in parts.items()],
-            description=_DESCRIPTIONS[model],
+            description=catalog.descriptions.get(model, model),
         )
-        for model, parts in SERVICE_FEATURES.items()
+        for model, parts in catalog.services.items()
     ]

@@ -1,6 +1,8 @@
-"""The feature views: one per feature table (churn, ltv, engagement), keyed by customer.
+"""The feature views: one per feature table (the standard churn, ltv and engagement views, and
+one per model definition with feature groups of its own), keyed by customer.
 
-Names and dtypes come from `features.schema`, the contract the compute code writes to. Every
+Names and dtypes come from the catalog (`features.catalog`), the contract the compute code
+writes to. Every
 feature is Float64 or Int64 so that offline and online reads agree on dtypes.
 """
 
@@ -12,7 +14,7 @@ from typing import Final
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, PrimitiveFeastType, String
 
-from features.schema import ENTITY_KEY, VIEW_FEATURES, Dtype
+from features.schema import ENTITY_KEY, Dtype
 
 __all__ = ["FEATURE_TTL", "feature_view", "feature_views"]
 
@@ -23,13 +25,17 @@ FEATURE_TTL: Final = timedelta(days=35)
 _FEAST_TYPES: dict[Dtype, PrimitiveFeastType] = {"float64": Float64, "int64": Int64}
 
 
-def feature_views(sources: dict[str, FileSource], customer: Entity) -> list[FeatureView]:
-    """Every view, each reading the source of the same name."""
-    return [feature_view(view, sources[view], customer) for view in VIEW_FEATURES]
+def feature_views(
+    sources: dict[str, FileSource], customer: Entity, views: dict[str, dict[str, Dtype]]
+) -> list[FeatureView]:
+    """Every view of `views` (name → columns), each reading the source of the same name."""
+    return [feature_view(view, sources[view], customer, views[view]) for view in views]
 
 
-def feature_view(view: str, source: FileSource, customer: Entity) -> FeatureView:
-    """One view over its source, with the schema of `features.schema.VIEW_FEATURES`."""
+def feature_view(
+    view: str, source: FileSource, customer: Entity, columns: dict[str, Dtype]
+) -> FeatureView:
+    """One view over its source, with the given columns and dtypes."""
     return FeatureView(
         name=view,
         entities=[customer],
@@ -38,7 +44,7 @@ def feature_view(view: str, source: FileSource, customer: Entity) -> FeatureView
             Field(name=ENTITY_KEY, dtype=String),
             *(
                 Field(name=name, dtype=_FEAST_TYPES[dtype])
-                for name, dtype in VIEW_FEATURES[view].items()
+                for name, dtype in columns.items()
             ),
         ],
         source=source,

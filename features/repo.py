@@ -21,9 +21,12 @@ if not _home.is_absolute():
     )
 _definitions = build_definitions(feature_tables_dir(_home))
 
+# Feast registers the objects it finds among this module's attributes: one per source, view and
+# service, whatever the model definitions (NUDGE_MODELS_DIR) declare.
 customer = _definitions.entity
-churn_features_source = _definitions.sources["churn_features"]
-ltv_features_source = _definitions.sources["ltv_features"]
-engagement_features_source = _definitions.sources["engagement_features"]
-churn_features, ltv_features, engagement_features = _definitions.views
-churn_service, ltv_service, engagement_service = _definitions.services
+for _name, _source in _definitions.sources.items():
+    globals()[f"{_name}_source"] = _source
+for _view in _definitions.views:
+    globals()[_view.name] = _view
+for _service in _definitions.services:
+    globals()[f"{_service.name}_service"] = _service

@@ -8,7 +8,10 @@ feature may be null (NaN) where it is undefined, an integer feature never is.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from models.definitions import Definitions
 
 __all__ = [
     "CHURN_FEATURES",
@@ -28,6 +31,7 @@ __all__ = [
     "feature_refs",
     "model_features",
     "table_columns",
+    "view_features",
 ]
 
 Dtype = Literal["float64", "int64"]
@@ -108,8 +112,9 @@ VIEW_FEATURES: Final[dict[str, dict[str, Dtype]]] = {
 }
 VIEW_NAMES: Final[tuple[str, ...]] = tuple(VIEW_FEATURES)
 
-# What each model reads, by view: one Feast feature service per model, named after it. A model
-# may borrow from another model's view (names are unique across views, so no prefixes): churn
+# What each built-in model reads, by view (the definitions in models/definitions say the same;
+# tests/features/test_catalog.py checks it): one Feast feature service per model. A model may
+# borrow from another model's view (names are unique across views, so no prefixes): churn
 # also reads email engagement, ltv the purchase recency and windows, engagement the browsing.
 SERVICE_FEATURES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
     "churn": {CHURN_VIEW: tuple(CHURN_FEATURES), ENGAGEMENT_VIEW: tuple(ENGAGEMENT_FEATURES)},
@@ -136,23 +141,36 @@ SERVICE_FEATURES: Final[dict[str, dict[str, tuple[str, ...]]]] = {
 MODEL_NAMES: Final[tuple[str, ...]] = tuple(SERVICE_FEATURES)
 
 
-def model_features(model: str) -> dict[str, Dtype]:
-    """A model's features and their dtypes, in the order training frames and online reads use."""
-    if model not in SERVICE_FEATURES:
-        raise ValueError(f"unknown model {model!r}; the feature services are {list(MODEL_NAMES)}")
-    return {
-        name: VIEW_FEATURES[view][name]
-        for view, names in SERVICE_FEATURES[model].items()
-        for name in names
-    }
+def model_features(model: str, definitions: Definitions | None = None) -> dict[str, Dtype]:
+    """A model's features and their dtypes, in the order training frames and online reads use.
+
+    Models come from the definitions (`models.definitions`, default NUDGE_MODELS_DIR); the
+    built-in three read `SERVICE_FEATURES`.
+    """
+    from features.catalog import catalog
+
+    return catalog(definitions).model_features(model)
 
 
-def feature_refs(model: str) -> list[str]:
+def feature_refs(model: str, definitions: Definitions | None = None) -> list[str]:
     """A model's features as Feast references, ``view:feature``."""
-    model_features(model)  # validates the name
-    return [f"{view}:{name}" for view, names in SERVICE_FEATURES[model].items() for name in names]
+    from features.catalog import catalog
+
+    return catalog(definitions).feature_refs(model)
 
 
-def table_columns(view: str) -> list[str]:
+def table_columns(view: str, definitions: Definitions | None = None) -> list[str]:
     """The columns of a view's feature table, in order: entity key, timestamp, features."""
-    return [ENTITY_KEY, TIMESTAMP_COLUMN, *VIEW_FEATURES[view]]
+    return [ENTITY_KEY, TIMESTAMP_COLUMN, *view_features(view, definitions)]
+
+
+def view_features(view: str, definitions: Definitions | None = None) -> dict[str, Dtype]:
+    """A view's features and dtypes: a standard view's, or a definition's own view's."""
+    if view in VIEW_FEATURES:
+        return VIEW_FEATURES[view]
+    from features.catalog import catalog
+
+    views = catalog(definitions).views
+    if view not in views:
+        raise ValueError(f"unknown feature view {view!r}; known: {list(views)}")
+    return views[view]

@@ -29,6 +29,7 @@ beside ``NUDGE_HOME`` and the production store's two URLs, for the Feast YAML to
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from datetime import timedelta
@@ -136,6 +137,13 @@ class SharedSettings(BaseSettings):
         description="Redis of the production Feast online store: redis://[:password@]host:port/db "
         "or Feast's host:port[,db=N][,password=...]; default 127.0.0.1:6379.",
     )
+    # -- model definitions (issue 17, models as configuration) --------------------------------
+    models_dir: Path | None = Field(
+        default=None,
+        description="Folder of model definitions, one YAML file per model (name, task, label, "
+        "features, baselines, retrain); default: the definitions shipped with nudge "
+        "(models/definitions: churn, ltv, engagement).",
+    )
 
     @classmethod
     def for_home(cls, home: Path | str | None = None, **values: Any) -> Self:
@@ -160,6 +168,13 @@ class SharedSettings(BaseSettings):
             return self.mlflow_tracking_uri
         # Four slashes: sqlite:/// + an absolute path.
         return f"sqlite:///{(self.home_dir / 'mlflow.db').as_posix()}"
+
+    @property
+    def model_definitions_dir(self) -> Path:
+        """NUDGE_MODELS_DIR as an absolute path, else the shipped definitions."""
+        if self.models_dir is not None:
+            return _absolute(self.models_dir)
+        return Path(__file__).resolve().parents[1] / "models" / "definitions"
 
     @property
     def feast_production_selected(self) -> bool:
@@ -255,6 +270,29 @@ class Settings(SharedSettings):
     train_snapshots: int = Field(
         default=6, ge=1, description="Training snapshots per model (the holdout comes on top)."
     )
+    # -- Live data in and out (issue 15): the engine → lake sync, erasure ------------------------
+    lake_sync_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between engine → lake syncs in `engine serve` "
+        "(0: no background sync; `nudge lake sync` runs one).",
+    )
+    lake_sync_batch: int = Field(
+        default=50_000, ge=1, description="Events per engine → lake sync batch (one lake file)."
+    )
+    erasure_salt: SecretStr | None = Field(
+        default=None,
+        description="Secret salt of erased customers' hashes (decisions, the "
+        "suppression list); default: derived from NUDGE_SIGNING_SECRET.",
+    )
+
+    def erasure_key(self) -> bytes:
+        """The salt of erasure hashes: NUDGE_ERASURE_SALT, else one derived from the signing
+        secret (so that hashes stay stable without a second secret to keep)."""
+        if self.erasure_salt is not None:
+            return self.erasure_salt.get_secret_value().encode()
+        secret = self.signing_secret.get_secret_value().encode()
+        return hashlib.sha256(b"nudge erasure salt:" + secret).digest()
 
     def secret_problem(self) -> str | None:
         """Why the signing secret is unfit for a server outside dev, or None."""

@@ -20,7 +20,9 @@ from features.compute.labels import (
 from features.compute.ltv import ltv_features
 from features.compute.tables import (
     build_feature_tables,
+    compute_definition_labels,
     compute_features,
+    lake_columns,
     read_feature_table,
     write_feature_tables,
 )
@@ -37,11 +39,13 @@ __all__ = [
     "churn_features",
     "churn_labels",
     "complete_label_snapshots",
+    "compute_definition_labels",
     "compute_features",
     "compute_labels",
     "engagement_features",
     "engagement_labels",
     "ltv_features",
+    "lake_columns",
     "ltv_labels",
     "read_feature_table",
     "write_feature_tables",

@@ -9,12 +9,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from features.catalog import catalog
 from features.compute.churn import churn_from
+from features.compute.custom import (
+    custom_view_table,
+    definition_event_types,
+    definition_labels,
+    needs_properties,
+)
 from features.compute.engagement import engagement_from
 from features.compute.ltv import ltv_from
 from features.compute.workspace import (
@@ -33,16 +41,19 @@ from features.schema import (
     ENGAGEMENT_VIEW,
     LTV_VIEW,
     TIMESTAMP_COLUMN,
-    VIEW_FEATURES,
     VIEW_NAMES,
+    view_features,
 )
 
 if TYPE_CHECKING:
     from engine.lake import EventLake
+    from models.definitions import Definitions
 
 __all__ = [
     "build_feature_tables",
+    "compute_definition_labels",
     "compute_features",
+    "lake_columns",
     "read_feature_table",
     "write_feature_tables",
 ]
@@ -59,16 +70,58 @@ def compute_features(
     snapshots: SnapshotsInput,
     customers: pd.DataFrame | None = None,
     *,
-    views: Iterable[str] = VIEW_NAMES,
+    views: Iterable[str] | None = None,
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
+    definitions: Definitions | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Each view's table at every snapshot, sharing one pass over the events."""
-    wanted = list(views)
-    unknown = [v for v in wanted if v not in _BUILDERS]
+    """Each view's table at every snapshot, sharing one pass over the events.
+
+    `views` defaults to every view of the definitions' catalog (the standard three and each
+    definition's own); `definitions` to NUDGE_MODELS_DIR's.
+    """
+    found = catalog(definitions) if views is None or set(views) - set(VIEW_NAMES) else None
+    wanted = list(views) if views is not None else list(found.views) if found else []
+    known = set(_BUILDERS) | (set(found.custom) if found else set())
+    unknown = [v for v in wanted if v not in known]
     if unknown:
-        raise ValueError(f"unknown feature view(s) {unknown}; known: {list(VIEW_NAMES)}")
+        raise ValueError(f"unknown feature view(s) {unknown}; known: {sorted(known)}")
     with open_workspace(events, snapshots, customers, half_life_days=half_life_days) as ws:
-        return {view: _BUILDERS[view](ws) for view in wanted}
+        return {
+            view: _BUILDERS[view](ws)
+            if view in _BUILDERS
+            else custom_view_table(ws, view, _definitions(definitions))
+            for view in wanted
+        }
+
+
+def compute_definition_labels(
+    events: EventsInput,
+    snapshots: SnapshotsInput,
+    definitions: Definitions,
+    *,
+    horizons: Mapping[str, timedelta] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Each definition's label rows (keys, its label column, ``label_events``) at `snapshots`,
+    its horizon replaced where `horizons` names the model; one workspace for all."""
+    types = definition_event_types(definitions)
+    with open_workspace(events, snapshots) as ws:
+        return {
+            d.name: definition_labels(ws, d, types, (horizons or {}).get(d.name))
+            for d in definitions
+        }
+
+
+def lake_columns(definitions: Definitions | None = None) -> list[str]:
+    """The lake columns features and labels read: `EVENT_COLUMNS`, and ``properties`` when a
+    definition reads event properties."""
+    extra = ["properties"] if needs_properties(_definitions(definitions)) else []
+    return [*EVENT_COLUMNS, *extra]
+
+
+def _definitions(definitions: Definitions | None) -> Definitions:
+    from models.definitions import load_definitions
+
+    return definitions if definitions is not None else load_definitions()
 
 
 def write_feature_tables(
@@ -76,6 +129,7 @@ def write_feature_tables(
     home: Path | str | None = None,
     *,
     merge: bool = False,
+    definitions: Definitions | None = None,
 ) -> dict[str, Path]:
     """Write each view's table to ``$NUDGE_HOME/features/<view>.parquet``; returns the paths.
 
@@ -84,14 +138,13 @@ def write_feature_tables(
     """
     written = {}
     for view, table in tables.items():
-        if view not in VIEW_FEATURES:
-            raise ValueError(f"unknown feature view {view!r}; known: {list(VIEW_NAMES)}")
-        table = conform(table, VIEW_FEATURES[view])
+        columns = view_features(view, definitions)
+        table = conform(table, columns)
         path = feature_table_path(view, home)
         if merge and path.exists():
-            kept = read_feature_table(view, home)
+            kept = read_feature_table(view, home, definitions)
             kept = kept[~kept[TIMESTAMP_COLUMN].isin(set(table[TIMESTAMP_COLUMN]))]
-            table = conform(pd.concat([kept, table], ignore_index=True), VIEW_FEATURES[view])
+            table = conform(pd.concat([kept, table], ignore_index=True), columns)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         table.to_parquet(staging, index=False)
@@ -100,9 +153,12 @@ def write_feature_tables(
     return written
 
 
-def read_feature_table(view: str, home: Path | str | None = None) -> pd.DataFrame:
+def read_feature_table(
+    view: str, home: Path | str | None = None, definitions: Definitions | None = None
+) -> pd.DataFrame:
     """A view's table as written by `write_feature_tables`."""
-    return conform(pd.read_parquet(feature_table_path(view, home)), VIEW_FEATURES[view])
+    columns = view_features(view, definitions)
+    return conform(pd.read_parquet(feature_table_path(view, home)), columns)
 
 
 def build_feature_tables(
@@ -111,11 +167,14 @@ def build_feature_tables(
     home: Path | str | None = None,
     *,
     merge: bool = False,
+    definitions: Definitions | None = None,
 ) -> dict[str, Path]:
-    """Read the lake (needed columns only), compute every view at `snapshots`, write them."""
+    """Read the lake (needed columns only), compute every view of the definitions' catalog at
+    `snapshots`, write them."""
     # Features never look past the last snapshot; the lake's `end` is exclusive.
     until = as_snapshots(snapshots)[-1] + pd.Timedelta(microseconds=1)
-    events = lake.read(end=until.to_pydatetime(), columns=list(EVENT_COLUMNS))
-    return write_feature_tables(
-        compute_features(events, snapshots, lake.read_customers()), home, merge=merge
+    events = lake.read(end=until.to_pydatetime(), columns=lake_columns(definitions))
+    tables = compute_features(
+        events, snapshots, lake.read_customers(), definitions=definitions
     )
+    return write_feature_tables(tables, home, merge=merge, definitions=definitions)

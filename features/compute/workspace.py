@@ -73,9 +73,13 @@ DEFAULT_HALF_LIFE_DAYS: Final = 30.0
 class Workspace:
     """A DuckDB connection with the tables described in the module docstring."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, half_life_days: float) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, half_life_days: float, has_properties: bool = False
+    ) -> None:
         self.con = con
         self.half_life_days = half_life_days
+        # Whether ``raw_events`` carries the lake's ``properties`` (JSON) column.
+        self.has_properties = has_properties
         self._built: set[str] = set()
 
     def df(self, sql: str) -> pd.DataFrame:
@@ -115,11 +119,12 @@ def open_workspace(
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register("raw_events", _as_arrow(events))
+        raw = _as_arrow(events)
+        con.register("raw_events", raw)
         con.register("snapshot_input", pd.DataFrame({"snapshot_ts": as_snapshots(snapshots)}))
         con.register("profile_input", _profiles(customers))
         con.execute(_SETUP_SQL)
-        yield Workspace(con, float(half_life_days))
+        yield Workspace(con, float(half_life_days), "properties" in raw.column_names)
     finally:
         con.close()
 
@@ -152,11 +157,13 @@ def _as_arrow(events: EventsInput) -> pa.Table:
     missing = [c for c in EVENT_COLUMNS if c not in names]
     if missing:
         raise ValueError(f"events lack column(s) {missing}; expected the lake's columns")
+    # The JSON properties come along when present: definitions' property features read them.
+    wanted = [*EVENT_COLUMNS, *(["properties"] if "properties" in names else [])]
     if isinstance(events, duckdb.DuckDBPyRelation):
-        return events.select(*EVENT_COLUMNS).to_arrow_table()
+        return events.select(*wanted).to_arrow_table()
     if isinstance(events, pd.DataFrame):
-        return pa.Table.from_pandas(events[list(EVENT_COLUMNS)], preserve_index=False)
-    return events.select(list(EVENT_COLUMNS))
+        return pa.Table.from_pandas(events[wanted], preserve_index=False)
+    return events.select(wanted)
 
 
 def _profiles(customers: pd.DataFrame | None) -> pd.DataFrame:
