@@ -7,6 +7,8 @@ in (``validate_event(data, naive_timezone="UTC")``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 import time
@@ -52,7 +54,9 @@ __all__ = [
     "event_amount",
     "event_context",
     "parse_bool",
+    "phone_problem",
     "profile_changes",
+    "push_subscriptions_problem",
     "validate_event",
 ]
 
@@ -261,6 +265,11 @@ class CustomerProfile(BaseModel):
     consent_email: StrictFlag = False
     consent_sms: StrictFlag = False
     consent_push: StrictFlag = False
+    # SMS and web push (issue 13): where those channels reach the customer.
+    phone: str | None = Field(default=None, description="E.164, e.g. +14155550100")
+    push_subscriptions: list[dict[str, Any]] | None = Field(
+        default=None, description="Push API subscriptions: [{endpoint, keys: {p256dh, auth}}]"
+    )
     signup_at: datetime | None = None
     acquisition_channel: PlainText | None = Field(default=None, max_length=64)
 
@@ -282,6 +291,22 @@ class CustomerProfile(BaseModel):
                 "'{value}' is not an IANA time zone name (e.g. Europe/Berlin, America/New_York)",
                 {"value": value[:60]},
             ) from None
+        return value
+
+    @field_validator("phone", mode="after")
+    @classmethod
+    def _e164(cls, value: str | None) -> str | None:
+        problem = None if value is None else phone_problem(value)
+        if problem:
+            raise PydanticCustomError("phone", problem)
+        return value
+
+    @field_validator("push_subscriptions", mode="after")
+    @classmethod
+    def _subscriptions(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        problem = None if value is None else push_subscriptions_problem(value)
+        if problem:
+            raise PydanticCustomError("push_subscriptions", problem)
         return value
 
     @field_validator("signup_at", mode="after")
@@ -306,6 +331,67 @@ class CustomerProfile(BaseModel):
                 "attribute", "extra attributes: {problems}", {"problems": "; ".join(problems)}
             )
         return self
+
+
+# -- where SMS and push reach a customer ---------------------------------------------------------
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ITU-T E.164: + country code, at most 15 digits
+MAX_PUSH_SUBSCRIPTIONS = 20
+
+
+def phone_problem(value: Any) -> str | None:
+    """Why `value` is not an E.164 phone number (``+`` and 7-15 digits), or None."""
+    if not isinstance(value, str) or not _E164.fullmatch(value):
+        shown = str(value)[:40].replace("{", "(").replace("}", ")")
+        return f"expected an E.164 phone number such as +14155550100 (got {shown!r})"
+    return None
+
+
+def push_subscriptions_problem(value: Any) -> str | None:
+    """Why `value` is not a list of push subscriptions ``{endpoint, keys: {p256dh, auth}}``
+    (what the browser's ``PushSubscription.toJSON()`` gives), or None."""
+    if not isinstance(value, list):
+        return "expected a list of {endpoint, keys: {p256dh, auth}}"
+    if len(value) > MAX_PUSH_SUBSCRIPTIONS:
+        return f"at most {MAX_PUSH_SUBSCRIPTIONS} subscriptions (got {len(value)})"
+    for i, item in enumerate(value):
+        problem = _subscription_problem(item)
+        if problem:
+            return f"[{i}] {problem}"
+    return None
+
+
+def _subscription_problem(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return "expected (endpoint, keys: (p256dh, auth))"
+    endpoint = item.get("endpoint")
+    if not isinstance(endpoint, str) or len(endpoint) > 2048 or _CONTROL.search(endpoint):
+        return "endpoint: expected an https URL of at most 2048 characters"
+    scheme, _, rest = endpoint.partition("://")
+    if scheme not in {"https", "http"} or not rest or rest.startswith("/"):
+        return "endpoint: expected an https URL"
+    keys = item.get("keys")
+    if not isinstance(keys, dict):
+        return "keys: expected (p256dh, auth)"
+    p256dh, auth = _base64url(keys.get("p256dh")), _base64url(keys.get("auth"))
+    if p256dh is None or len(p256dh) != 65 or p256dh[0] != 4:
+        return "keys.p256dh: expected a base64url uncompressed P-256 public key (65 bytes)"
+    if auth is None or len(auth) != 16:
+        return "keys.auth: expected a base64url 16-byte secret"
+    return None
+
+
+def _base64url(value: Any) -> bytes | None:
+    if (
+        not isinstance(value, str)
+        or len(value) > 200
+        or not re.fullmatch(r"[A-Za-z0-9_-]+=*", value)
+    ):
+        return None
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return None
 
 
 class InvalidProfileChange(UserError):

@@ -2,8 +2,8 @@
 
 A customer's browsers subscribe through the Push API; each subscription is stored on the profile
 as ``push_subscriptions``: a list of ``{endpoint, keys: {p256dh, auth}}`` (what
-``PushSubscription.toJSON()`` gives; `subscription_problem` checks the shape, `engine.events`
-validates it when a profile arrives). The action ``send_push: {template: NAME}`` renders
+``PushSubscription.toJSON()`` gives; `engine.events.push_subscriptions_problem` checks the
+shape when a profile arrives and again before sending). The action ``send_push: {template: NAME}`` renders
 ``<name>.push.j2`` (`engine.channels.channel_templates`: the email sandbox) — ``title:`` and an
 optional ``url:`` line, a line ``---``, then the body — into the JSON payload
 ``{"title", "body", "url"}`` a service worker shows. Building JSON from a parsed template rather
@@ -29,7 +29,6 @@ undelivered copy.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -49,6 +48,7 @@ from engine.channels.channel_templates import render_channel_template
 from engine.channels.email import TemplateError
 from engine.channels.provider_http import NotSent, request
 from engine.channels.webhooks import BlockedTarget, WebhookError, WebhookSender
+from engine.events import push_subscriptions_problem
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -57,14 +57,12 @@ __all__ = [
     "PushUnknownOutcome",
     "load_vapid_key",
     "render_push",
-    "subscription_problem",
     "subscriptions_without",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 3993  # 4096 bytes of a push message less aes128gcm's header and tag (RFC 8291)
-MAX_SUBSCRIPTIONS = 20
 _VAPID_LIFETIME = 12 * 3600
 
 
@@ -97,48 +95,6 @@ def load_vapid_key(text: str) -> Vapid02:
         raise ValueError(
             f"not a VAPID private key (PEM or base64url): {type(exc).__name__}"
         ) from None
-
-
-def subscription_problem(value: Any) -> str | None:
-    """Why `value` is not a list of push subscriptions ``{endpoint, keys: {p256dh, auth}}``."""
-    if not isinstance(value, list):
-        return "expected a list of {endpoint, keys: {p256dh, auth}}"
-    if len(value) > MAX_SUBSCRIPTIONS:
-        return f"at most {MAX_SUBSCRIPTIONS} subscriptions (got {len(value)})"
-    for i, item in enumerate(value):
-        problem = _one_subscription_problem(item)
-        if problem:
-            return f"[{i}]: {problem}"
-    return None
-
-
-def _one_subscription_problem(item: Any) -> str | None:
-    if not isinstance(item, Mapping):
-        return "expected {endpoint, keys: {p256dh, auth}}"
-    endpoint = item.get("endpoint")
-    if not isinstance(endpoint, str) or len(endpoint) > 2048:
-        return "endpoint: expected an https URL of at most 2048 characters"
-    parts = urlsplit(endpoint)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        return f"endpoint: expected an https URL (got {endpoint[:60]!r})"
-    keys = item.get("keys")
-    if not isinstance(keys, Mapping):
-        return "keys: expected {p256dh, auth}"
-    p256dh, auth = _b64url(keys.get("p256dh")), _b64url(keys.get("auth"))
-    if p256dh is None or len(p256dh) != 65 or p256dh[0] != 4:
-        return "keys.p256dh: expected a base64url uncompressed P-256 public key (65 bytes)"
-    if auth is None or len(auth) != 16:
-        return "keys.auth: expected a base64url 16-byte secret"
-    return None
-
-
-def _b64url(value: Any) -> bytes | None:
-    if not isinstance(value, str) or len(value) > 200:
-        return None
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        return None
 
 
 def render_push(templates_dir: Path, delivery: Delivery) -> dict[str, str]:
@@ -203,7 +159,7 @@ class PushChannel:
         subscriptions = delivery.profile.get("push_subscriptions")
         if not subscriptions:
             raise TemplateError("the customer has no push subscriptions in the profile")
-        problem = subscription_problem(subscriptions)
+        problem = push_subscriptions_problem(subscriptions)
         if problem:
             raise TemplateError(f"the customer's push_subscriptions: {problem}")
         payload = json.dumps(render_push(self.settings.templates_dir, delivery),

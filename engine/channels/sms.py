@@ -68,6 +68,7 @@ from engine.channels.channel_templates import render_channel_template
 from engine.channels.email import TemplateError
 from engine.channels.provider_http import json_object, request
 from engine.channels.webhooks import WebhookSender
+from engine.events import phone_problem
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -75,13 +76,11 @@ __all__ = [
     "SmsEncoding",
     "SmsUnknownOutcome",
     "TwilioSettings",
-    "e164_problem",
     "find_sent",
     "sms_encoding",
 ]
 
 MAX_BODY_CHARS = 1600  # Twilio's limit on Body
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ITU-T E.164: a country code, at most 15 digits
 _SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
 _REFERENCE = re.compile(r"twilio-posted at=(\d{1,12}) body=([0-9a-f]{16})")
 _LOOKBACK_SLACK = 300.0  # seconds before the reference's time the lookup also accepts
@@ -123,13 +122,6 @@ def _segments(sizes: list[int], *, single: int, part: int) -> int:
             count, used = count + 1, 0
         used += size
     return count
-
-
-def e164_problem(value: Any) -> str | None:
-    """Why `value` is not an E.164 phone number (``+`` and 7-15 digits), or None."""
-    if not isinstance(value, str) or not _E164.fullmatch(value):
-        return f"expected an E.164 phone number such as +14155550100 (got {str(value)[:40]!r})"
-    return None
 
 
 @dataclass(frozen=True)
@@ -187,7 +179,7 @@ class SmsChannel:
         phone = delivery.profile.get("phone")
         if phone is None or phone == "":
             raise TemplateError("the customer has no phone number in the profile")
-        problem = e164_problem(phone)
+        problem = phone_problem(phone)
         if problem:
             raise TemplateError(f"the customer's phone: {problem}")
         body = self.render(delivery)

@@ -44,8 +44,19 @@ class ChannelCap:
 class SuppressionPolicy:
     """The marketing rules every trigger shares."""
 
-    caps: Mapping[str, ChannelCap] = field(default_factory=lambda: {"email": ChannelCap()})
-    consent_fields: Mapping[str, str] = field(default_factory=lambda: {"email": "consent_email"})
+    # Each customer channel has its cap and its consent flag; SMS and push (issue 13) default to
+    # email's cap (1 per local day, 3 per rolling week) — texts and notifications interrupt more
+    # than an email does, so not more often. Webhooks reach systems: no cap, no consent.
+    caps: Mapping[str, ChannelCap] = field(
+        default_factory=lambda: {"email": ChannelCap(), "sms": ChannelCap(), "push": ChannelCap()}
+    )
+    consent_fields: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "email": "consent_email",
+            "sms": "consent_sms",
+            "push": "consent_push",
+        }
+    )
     quiet_start: time = time(21, 0)
     quiet_end: time = time(8, 0)
     engagement_model: str = "engagement"

@@ -45,6 +45,7 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.channels.channel_templates import load_channel_template
 from engine.channels.email import TemplateError, load_template, template_name_problem
 from engine.decisions.timezones import WEEKDAYS
 from engine.dsl.bounded_yaml import (
@@ -88,6 +89,8 @@ __all__ = [
 PRIORITIES = {"critical": 3, "high": 2, "normal": 1, "low": 0}
 ACTION_KINDS = (
     "send_email",
+    "send_sms",
+    "send_push",
     "webhook",
     "add_to_segment",
     "remove_from_segment",
@@ -96,7 +99,12 @@ ACTION_KINDS = (
 )
 # Event types the suppression rules read from state (engagement-based suppression).
 SUPPRESSION_EVENT_TYPES = frozenset({"email_sent", "email_opened", "email_clicked"})
-ACTION_CHANNELS = {"send_email": "email", "webhook": "webhook"}
+ACTION_CHANNELS = {
+    "send_email": "email",
+    "send_sms": "sms",
+    "send_push": "push",
+    "webhook": "webhook",
+}
 
 
 class Category(StrEnum):
@@ -114,6 +122,8 @@ class Action(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     send_email: dict[str, Any] | None = None
+    send_sms: dict[str, Any] | None = None
+    send_push: dict[str, Any] | None = None
     webhook: dict[str, Any] | None = None
     add_to_segment: dict[str, Any] | None = None
     remove_from_segment: dict[str, Any] | None = None
@@ -125,7 +135,7 @@ class Action(BaseModel):
 
     _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
 
-    @field_validator("send_email", mode="after")
+    @field_validator("send_email", "send_sms", "send_push", mode="after")
     @classmethod
     def _template_name(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         # A missing template is reported by _one_kind; a present one must be a plain name.
@@ -158,7 +168,8 @@ class Action(BaseModel):
                 f"an action needs exactly one of {', '.join(ACTION_KINDS)} (got {kinds or 'none'})"
             )
         params = getattr(self, kinds[0])
-        required = {"send_email": "template", "webhook": "url", "add_to_segment": "segment",
+        required = {"send_email": "template", "send_sms": "template", "send_push": "template",
+                    "webhook": "url", "add_to_segment": "segment",
                     "remove_from_segment": "segment", "create_task": "title"}.get(kinds[0])  # fmt: skip
         if required and required not in params:
             raise ValueError(f"{kinds[0]} needs '{required}'")
@@ -277,6 +288,7 @@ class TemplateRef(NamedTuple):
     name: str
     path: str  # e.g. actions[0].send_email.template
     line: int | None
+    channel: str = "email"  # sms / push templates are <name>.sms.j2 / <name>.push.j2
 
 
 @dataclass(frozen=True)
@@ -454,8 +466,8 @@ def load_trigger_dir(directory: Path, templates_dir: Path | None = None) -> Load
 
 
 def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[TriggerIssue]:
-    """Every template the triggers name — in send_email actions and in experiment variant
-    overrides — must be a plain name, exist in `templates_dir` and compile; one issue per problem,
+    """Every template the triggers name — in send_email, send_sms (`<name>.sms.j2`) and send_push
+    (`<name>.push.j2`) actions and in experiment variant overrides — must be a plain name, exist in `templates_dir` and compile; one issue per problem,
     at the trigger file's line that names the template."""
     if not templates_dir.is_dir():
         return [TriggerIssue(str(templates_dir), "", None, "no such folder of email templates")]
@@ -463,7 +475,10 @@ def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[Tr
     for trigger in triggers:
         for ref in trigger.templates:
             try:
-                load_template(templates_dir, ref.name)
+                if ref.channel == "email":
+                    load_template(templates_dir, ref.name)
+                else:
+                    load_channel_template(templates_dir, ref.name, ref.channel)
             except TemplateError as exc:
                 issues.append(TriggerIssue(trigger.source, ref.path, ref.line, str(exc)))
     return issues
@@ -542,6 +557,13 @@ def _template_refs(spec: TriggerSpec, node: yaml.Node) -> tuple[TemplateRef, ...
             refs.append(
                 TemplateRef(action.send_email["template"], _dotted(loc), _line_of(node, loc))
             )
+        for kind, channel in (("send_sms", "sms"), ("send_push", "push")):
+            params = getattr(action, kind)
+            if params is not None:
+                loc = ("actions", index, kind, "template")
+                refs.append(
+                    TemplateRef(params["template"], _dotted(loc), _line_of(node, loc), channel)
+                )
     if spec.experiment is not None:
         for name, override in spec.experiment.variants.items():
             if "template" in override:

@@ -29,9 +29,9 @@ from engine.channels.push import (
     PushSettings,
     PushUnknownOutcome,
     load_vapid_key,
-    subscription_problem,
 )
 from engine.channels.webhooks import BlockedTarget, WebhookSender
+from engine.events import push_subscriptions_problem as subscription_problem
 
 SUBJECT = "mailto:push@nudge.example"
 GUARD = WebhookSender("s" * 32, allow=("127.0.0.1",))

@@ -18,10 +18,10 @@ from engine.channels.sms import (
     SmsChannel,
     SmsUnknownOutcome,
     TwilioSettings,
-    e164_problem,
     sms_encoding,
 )
 from engine.channels.webhooks import BlockedTarget, WebhookSender
+from engine.events import phone_problem
 from tests.engine.channels.fake_twilio import FROM, SID, TOKEN, FakeTwilio, twilio_segments
 
 PHONE = "+14155550100"
@@ -123,7 +123,7 @@ def test_encoding_and_segments(text, encoding, units, segments):
 
 @pytest.mark.parametrize("phone", ["+14155550100", "+491761234567", "+4420794601234"])
 def test_e164_numbers_are_accepted(phone):
-    assert e164_problem(phone) is None
+    assert phone_problem(phone) is None
 
 
 @pytest.mark.parametrize("phone", ["0176 1234567", "+0123456789", "+1415555010012345", "14155550100",
