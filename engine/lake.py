@@ -207,6 +207,45 @@ class EventLake:
             os.replace(tmp, self.customers_path)
         return len(merged)
 
+    def remove_customers(self, customer_ids: Sequence[str]) -> tuple[int, int]:
+        """Erase customers: rewrite each partition file holding their events without them, and
+        drop their rows of the customer table. Returns (events removed, files rewritten).
+
+        Each file is replaced atomically (written aside, then renamed over it); a file left with
+        no rows is deleted.
+        """
+        wanted = pa.array(sorted(set(customer_ids)), pa.string())
+        removed = rewritten = 0
+        if not len(wanted):
+            return 0, 0
+        with self._lock():
+            files = (
+                sorted(self.events_dir.glob("date=*/*.parquet")) if self.events_dir.exists() else []
+            )
+            for path in files:
+                table = pq.ParquetFile(path).read()  # the file alone: no partition column
+                hit = pc.is_in(table["customer_id"], value_set=wanted)
+                count = pc.sum(hit).as_py() or 0
+                if not count:
+                    continue
+                kept = table.filter(pc.invert(hit))
+                if kept.num_rows:
+                    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                    pq.write_table(kept, tmp)
+                    os.replace(tmp, path)
+                else:
+                    path.unlink()
+                removed += count
+                rewritten += 1
+            if self.customers_path.exists():
+                current = self.read_customers()
+                gone = current["customer_id"].astype(str).isin(wanted.to_pylist())
+                if gone.any():
+                    tmp = self.customers_path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                    current[~gone].to_parquet(tmp, index=False)
+                    os.replace(tmp, self.customers_path)
+        return removed, rewritten
+
     # -- internals -------------------------------------------------------------------------------
 
     def _has_files(self) -> bool:

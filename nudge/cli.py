@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nudge.console import StepPrinter, console, fail
+from nudge.data_cli import customers_app, import_profiles, lake_sync
 from nudge.db_cli import db_app
 from nudge.engine_cli import engine_app, triggers_app
 from nudge.errors import Commands, UserError
@@ -44,6 +45,9 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")
 app.command()(serve)
+app.command("import-profiles")(import_profiles)
+app.add_typer(customers_app, name="customers")
+lake_app.command("sync")(lake_sync)
 
 DEMO_REPLAY_DAYS = 14  # simulated after the training data: what the engine replays
 

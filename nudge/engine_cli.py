@@ -642,12 +642,20 @@ def serve(
 
     # The database or the host failing does not stop the API: the loop backs off and runs again.
     worker = start_supervised(loop, stop, on_error=report)
+    if s.lake_sync_seconds > 0:  # the engine → lake sync (issue 15): exactly once, in batches
+        from engine.runtime.lake_sync import start_lake_sync
+
+        start_lake_sync(store, s.lake_dir, stop, every=s.lake_sync_seconds,
+                        batch=s.lake_sync_batch, on_error=lambda e: report(e, s.lake_sync_seconds))  # fmt: skip
     key = s.api_key.get_secret_value() if s.api_key else None
     console.print(
         f"engine on http://{host}:{port} ({len(index)} triggers, store {s.engine_url.split('://')[0]})"
     )
     try:
-        app = create_app(store, key, max_future=s.max_future, metrics=metrics)
+        from nudge.data_cli import build_eraser
+
+        app = create_app(store, key, max_future=s.max_future, metrics=metrics,
+                         erasure=build_eraser(s, store))  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         stop.set()

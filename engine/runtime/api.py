@@ -60,11 +60,14 @@ def create_app(
     max_future: timedelta | float | str | None = None,
     clock: Callable[[], float] = time.time,
     metrics: EngineMetrics | None = None,
+    erasure: Callable[[str], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The ingestion app over `store`; with no `api_key` configured, writes are refused (503).
 
     Event timestamps may be at most `max_future` (default 1 day) ahead of `clock()`, the
     engine's time when the request arrives. With `metrics`, ``GET /metrics`` serves them.
+    `erasure(customer_id)` erases a customer (engine.runtime.erasure.Eraser) for
+    ``DELETE /v1/customers/{id}``; without it that route answers 503.
     """
     app = FastAPI(title="nudge engine", version="1", docs_url="/docs")
     if metrics is not None:
@@ -163,9 +166,11 @@ def create_app(
         )
         return {"decisions": [asdict(row) for row in rows]}
 
+    from engine.runtime.customers_api import customers_router
     from engine.runtime.segment_api import segment_router  # imports this module: here, not on top
 
     app.include_router(segment_router(store, api_key, max_future=max_future, clock=clock))
+    app.include_router(customers_router(store, api_key, erase=erasure))
     return app
 
 

@@ -1,0 +1,150 @@
+"""Engine → lake: every accepted event and profile change reaches the lake exactly once.
+
+`sync_once` copies inbox events after the ``events`` watermark (inbox seq order) to the lake in
+batches, then the profiles changed after the ``profiles`` watermark to the lake's customer table,
+moving each watermark in the engine database after its batch is in the lake. Exactly once, by
+two halves: the watermark means nothing is copied twice in normal operation, and the lake's append
+is idempotent by event_id (a crash between the append and the watermark's move copies the batch
+again, and the lake skips it). Profiles are upserted by customer_id, so the same holds.
+
+A gap in seq is a transaction still in flight on PostgreSQL (seqs are given at insert, rows
+appear at commit): only events received more than `settle` seconds ago are copied, and the copy
+stops at the first younger one, so an event committed late is not skipped. SQLite commits one
+writer at a time, in seq order; `settle` is 0 there by default. `engine serve` runs the sync in a
+background thread (`start_lake_sync`, every NUDGE_LAKE_SYNC_SECONDS); ``nudge lake sync`` runs
+it now. Erased customers' events are removed from the inbox before the lake is rewritten
+(engine.runtime.erasure), so a sync cannot copy them back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.events import Event, event_context
+from engine.lake import EventLake, events_to_table
+from engine.store import EngineDB
+from engine.store.lake_sync import advance, events_after, profiles_after, read_watermark
+
+__all__ = ["SyncReport", "start_lake_sync", "sync_once"]
+
+log = logging.getLogger(__name__)
+
+_FAR = "36500d"  # accepted events were checked against the clock when they arrived
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync copied: events read, added to the lake, already there; profiles upserted."""
+
+    events: int
+    added: int
+    duplicates: int
+    profiles: int
+    seconds: float
+
+
+def sync_once(
+    store: EngineDB,
+    lake: EventLake,
+    *,
+    batch: int = 50_000,
+    settle: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> SyncReport:
+    """Copy what the lake lacks, batch by batch, until the inbox and profiles are caught up."""
+    started = time.perf_counter()
+    wait = (5.0 if store.dialect == "postgresql" else 0.0) if settle is None else settle
+    events = added = duplicates = 0
+    context = event_context(now=clock(), max_future=_FAR)
+    while True:
+        cutoff = clock() - wait
+        with store.connect() as conn:
+            mark = read_watermark(conn, "events")
+            rows = events_after(conn, mark.position, batch, cutoff)
+        if not rows:
+            break
+        parsed = [Event.model_validate_json(payload, context=context) for _, payload in rows]
+        result = lake.append(events_to_table(parsed))
+        store.write(advance, "events", float(rows[-1][0]), len(rows), clock())
+        events, added, duplicates = (
+            events + len(rows),
+            added + result.added,
+            duplicates + result.duplicates,
+        )
+        if len(rows) < batch:
+            break
+    profiles = _sync_profiles(store, lake, clock() - wait, clock)
+    return SyncReport(events, added, duplicates, profiles, time.perf_counter() - started)
+
+
+def _sync_profiles(
+    store: EngineDB, lake: EventLake, until: float, clock: Callable[[], float]
+) -> int:
+    mark = store.read(read_watermark, "profiles")
+    rows = store.read(profiles_after, mark.position, until)
+    if not rows:
+        return 0
+    lake.upsert_customers(_profile_frame([json.loads(data) for _, data, _ in rows]))
+    store.write(advance, "profiles", max(at for _, _, at in rows), len(rows), clock())
+    return len(rows)
+
+
+def _profile_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Profiles in the lake's customer-table types: flags as booleans, signup_at a UTC time,
+    nested attributes as JSON text, the rest as text."""
+    frame = pd.DataFrame.from_records(records)
+    for column in frame.columns:
+        values = frame[column]
+        if column.startswith("consent_"):
+            frame[column] = values.map(lambda v: bool(v) if v is not None and v == v else False)
+        elif column == "signup_at":
+            frame[column] = pd.to_datetime(values, utc=True, errors="coerce")
+        else:
+            frame[column] = values.map(_text)
+    return frame
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def start_lake_sync(
+    store: EngineDB,
+    lake_dir: Path,
+    stop: threading.Event,
+    *,
+    every: float = 60.0,
+    batch: int = 50_000,
+    on_error: Callable[[Exception], None] | None = None,
+) -> threading.Thread:
+    """Run `sync_once` every `every` seconds in a daemon thread until `stop` is set; a failure
+    is reported (`on_error`, else logged) and the next round tries again."""
+    lake = EventLake(lake_dir)
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                report = sync_once(store, lake, batch=batch)
+                if report.events or report.profiles:
+                    log.info("lake sync: %d events (%d new), %d profiles", report.events,
+                             report.added, report.profiles)  # fmt: skip
+            except Exception as exc:  # the API must keep running; the next round retries
+                (on_error or (lambda e: log.exception("lake sync failed: %s", e)))(exc)
+            stop.wait(every)
+
+    thread = threading.Thread(target=run, name="lake-sync", daemon=True)
+    thread.start()
+    return thread

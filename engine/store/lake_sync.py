@@ -1,0 +1,75 @@
+"""The engine → lake sync's side of the engine database: watermarks and what lies beyond them.
+
+A watermark per stream: ``events`` is the inbox ``seq`` up to which events are in the lake,
+``profiles`` the ``updated_at`` up to which profile changes are. Functions over a `Connection`:
+the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from engine.store.schema import inbox, lake_watermarks, profiles
+from engine.store.sql import upsert
+
+__all__ = ["Watermark", "advance", "events_after", "profiles_after", "read_watermark"]
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    stream: str
+    position: float
+    synced: int
+    updated_at: float | None
+
+
+def read_watermark(conn: Connection, stream: str) -> Watermark:
+    """Where the stream's sync stands (position 0 before the first sync)."""
+    row = conn.execute(
+        sa.select(
+            lake_watermarks.c.position, lake_watermarks.c.synced, lake_watermarks.c.updated_at
+        ).where(lake_watermarks.c.stream == stream)
+    ).first()
+    return Watermark(stream, 0.0, 0, None) if row is None else Watermark(stream, *row)
+
+
+def advance(conn: Connection, stream: str, position: float, synced: int, now: float) -> None:
+    """Move the stream's watermark to `position`, `synced` more items done."""
+    current = read_watermark(conn, stream)
+    upsert(conn, lake_watermarks, "stream", [{"stream": stream, "position": position,
+                                             "synced": current.synced + synced,
+                                             "updated_at": now}])  # fmt: skip
+
+
+def events_after(
+    conn: Connection, seq: float, limit: int, received_before: float
+) -> list[tuple[int, str]]:
+    """Up to `limit` inbox events (seq, payload) after `seq` in seq order, received before the
+    time given; stops before the first one received later (so no later seq is skipped over)."""
+    query = (
+        sa.select(inbox.c.seq, inbox.c.payload, inbox.c.received_at)
+        .where(inbox.c.seq > seq)
+        .order_by(inbox.c.seq)
+        .limit(limit)
+    )
+    out: list[tuple[int, str]] = []
+    for row_seq, payload, received_at in conn.execute(query):
+        if received_at > received_before:
+            break
+        out.append((row_seq, payload))
+    return out
+
+
+def profiles_after(
+    conn: Connection, updated_at: float, until: float
+) -> list[tuple[str, str, float]]:
+    """Profiles (customer_id, data, updated_at) changed after `updated_at`, up to `until`."""
+    query = (
+        sa.select(profiles.c.customer_id, profiles.c.data, profiles.c.updated_at)
+        .where(profiles.c.updated_at > updated_at, profiles.c.updated_at <= until)
+        .order_by(profiles.c.updated_at, profiles.c.customer_id)
+    )
+    return [(c, d, at) for c, d, at in conn.execute(query)]
