@@ -748,3 +748,9 @@ def _payload(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+# `nudge triggers report` (nudge/report_cli.py imports this module's helpers inside its commands).
+from nudge.report_cli import triggers_report  # noqa: E402
+
+triggers_app.command("report")(triggers_report)

@@ -152,11 +152,14 @@ def report(
     console.print(
         f"[bold]{trigger}[/]: {result.exposures:,} customers assigned; conversions within {window}"
     )
-    console.print(result.funnel.to_string(index=False))
-    console.print(result.timing.to_string(index=False))
+    console.print(_funnel_table(result.funnel))
+    for table in _comparison_tables("Variants against the control", result.timing):
+        console.print(table)
     if result.holdout is not None:
-        console.print("holdout incrementality:")
-        console.print(result.holdout.to_string(index=False))
+        for table in _comparison_tables(
+            "Incremental over the holdout", result.holdout, incremental=True
+        ):
+            console.print(table)
     for r in result.recommendations:
         verdict = (
             f"[green]use {r.variant}[/]"
@@ -193,6 +196,70 @@ def apply(
         return
     backup = write_variant_version(version)
     console.print(f"[green]written[/]; the previous version is kept in {backup.name}")
+
+
+def _funnel_table(funnel: Any) -> Table:
+    """Stages down, variants across: customers who reached the stage (share of the triggered)."""
+    table = Table(title="Funnel — customers (share of those triggered)", title_justify="left",
+                  show_edge=False)  # fmt: skip
+    table.add_column("stage", no_wrap=True)
+    variants = list(dict.fromkeys(funnel["variant"]))
+    for variant in variants:
+        table.add_column(str(variant), justify="right", no_wrap=True)
+    cells = {(r.stage, r.variant): r for r in funnel.itertuples(index=False)}
+    for stage in dict.fromkeys(funnel["stage"]):
+        row = [str(stage)]
+        for variant in variants:
+            cell = cells.get((stage, variant))
+            share = getattr(cell, "rate_from_triggered", math.nan)
+            row.append("–" if cell is None else f"{cell.users:,} ({_share(_number(share))})")
+        table.add_row(*row)
+    return table
+
+
+def _comparison_tables(title: str, frame: Any, *, incremental: bool = False) -> list[Table]:
+    """One table per outcome, a row per arm against its control: lift with its CI and the
+    corrected p-value (with `incremental`, against the holdout: the arm's incremental
+    conversions or revenue with its CI instead of the lift)."""
+    tables = []
+    for outcome, rows in frame.groupby("outcome", sort=False):
+        is_rate = outcome == "conversion"
+        table = Table(title=f"{title} — {outcome}", title_justify="left", show_edge=False)
+        names = ["arm", *([] if incremental else ["vs"]), "users", "rate" if is_rate else "mean"]
+        for name in names:
+            table.add_column(name, justify="left" if name in {"arm", "vs"} else "right")
+        last = "incremental [95 % CI]" if incremental else "lift [95 % CI]"
+        table.add_column(last, justify="right", no_wrap=True)
+        table.add_column("p (corr.)", justify="right", no_wrap=True)
+        for r in rows.itertuples(index=False):
+            if r.variant == r.control:
+                continue
+            segment = getattr(r, "segment", None)
+            arm = str(r.variant) + (f" ({segment})" if segment not in {None, "(all)"} else "")
+            cells = [arm, *([] if incremental else [str(r.control)]), f"{int(r.users):,}",
+                     _value(_number(r.value), is_rate)]  # fmt: skip
+            if incremental:
+                total = {"ci_low": _number(r.incremental_ci_low),
+                         "ci_high": _number(r.incremental_ci_high)}  # fmt: skip
+                point = _number(r.incremental_total)
+                cells.append("n/a" if point is None else f"{point:+,.1f} {_interval(total, False)}")
+            else:
+                estimate = {"estimate": _number(r.abs_lift), "ci_low": _number(r.abs_ci_low),
+                            "ci_high": _number(r.abs_ci_high)}  # fmt: skip
+                cells.append(_absolute(estimate, is_rate))
+            cells.append(_p(_number(r.p_value_corrected)))
+            table.add_row(*cells)
+        tables.append(table)
+    return tables
+
+
+def _number(value: Any) -> float | None:
+    """A table cell as a float, None where it is missing or not finite."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _weights(text: str, names: list[str]) -> list[float]:

@@ -3,7 +3,8 @@
 One row per (trigger, customer), from the customer's first decision with an experiment variant
 (the assignment), in the contract of `engine.optimizer.analyses`: `sent` when the planned email
 went out; `delivered`, `opened`, `clicked` from email events that carry the action's idempotency
-key as their `message_id`; `converted` and `revenue` from the customer's purchases within the
+key as their `message_id` (a click also proves the open, an open the delivery); `converted`
+and `revenue` from the customer's purchases within the
 attribution window after the triggering event — whether or not an email was sent, so that a
 holdout is judged the same way as a variant.
 
@@ -57,6 +58,10 @@ def exposures_from_log(
             stage_events.loc[stage_events["event_type"] == event_type, "message_id"].dropna()
         )
         frame[stage] = frame["sent"] & frame["idempotency_key"].isin(keys)
+    # Feedback is often incomplete (a provider reports opens but no delivery; an image-blocking
+    # client reports a click but no open): a later stage proves the earlier ones.
+    frame["opened"] |= frame["clicked"]
+    frame["delivered"] |= frame["opened"]
     frame["converted"], frame["revenue"] = _conversions(frame, events, attribution_window)
     frame["segment"] = frame["customer_id"].map(segments).fillna(ALL) if segments else ALL
     columns = list(EXPOSURE_COLUMNS)

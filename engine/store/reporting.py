@@ -132,7 +132,8 @@ def lake_watermarks(conn: Connection) -> dict[str, tuple[float, float]]:
     """The engine → lake sync per stream: (position, updated_at); empty where no sync has run
     (or the database predates the table)."""
     table = metadata.tables.get("lake_watermarks")
-    if table is None or not sa.inspect(conn).has_table("lake_watermarks"):
+    translated = conn.get_execution_options().get("schema_translate_map") or {}
+    if table is None or not sa.inspect(conn).has_table(table.name, schema=translated.get(None)):
         return {}
     query = sa.select(table.c.stream, table.c.position, table.c.updated_at)
     return {s: (float(p), float(u)) for s, p, u in conn.execute(query)}
