@@ -51,6 +51,7 @@ from typing import Any
 import httpx
 
 from engine.channels.base import Delivery, DeliveryError
+from engine.channels.ratelimit import DEFAULT_PROVIDER_WAIT, retry_after_seconds
 
 __all__ = [
     "BlockedTarget",
@@ -186,7 +187,10 @@ class WebhookSender:
 
         Returns ``"HTTP <status>"`` for a 2xx. Raises BlockedTarget for a refused URL, and
         WebhookError otherwise: retryable for connection errors, timeouts, 5xx and 429; not
-        retryable for 4xx or a 3xx (redirects are not followed).
+        retryable for 4xx or a 3xx (redirects are not followed). A 429 carries the receiver's
+        ``Retry-After`` (seconds or an HTTP date; `DEFAULT_PROVIDER_WAIT` when it says none) as
+        `retry_after`, and so does a 5xx that sends one: the dispatcher waits that long without
+        counting an attempt.
         """
         target = _parse(url)
         addresses = self._checked_addresses(url, target)
@@ -288,8 +292,14 @@ def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
 
 def _outcome(response: httpx.Response) -> str:
     status = response.status_code
-    if status >= 500 or status == 429:
-        raise WebhookError(f"HTTP {status}", retryable=True)
+    if status == 429:  # a throttle: the receiver's Retry-After, else a default wait
+        wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
+        wait = DEFAULT_PROVIDER_WAIT if wait is None else wait
+        raise WebhookError(f"HTTP 429: retry after {wait:g}s", retryable=True, retry_after=wait)
+    if status >= 500:
+        wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
+        said = f": retry after {wait:g}s" if wait is not None else ""
+        raise WebhookError(f"HTTP {status}{said}", retryable=True, retry_after=wait)
     if status >= 400:
         raise WebhookError(f"HTTP {status}: {_start_of_body(response)}", retryable=False)
     if 300 <= status < 400:

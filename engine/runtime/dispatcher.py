@@ -13,6 +13,17 @@ it runs:
 
 Channels are closed after each batch: a transport may keep one connection for a whole batch.
 
+Send rates (`engine.channels.ratelimit.SendRate`, shared by all workers through the database or
+Redis): after the consent check, a delivery asks its channel's rate; when the channel is throttled
+the action is put back, due when the rate allows, with ``throttled: email rate 100/s`` as its
+result — no attempt counted, nothing about it changed: a throttled send is delayed, never dropped.
+The waiting actions of one run are spread over the following slots, not all due at one instant.
+A provider that says when to come back (a retryable `DeliveryError` with `retry_after`: HTTP 429,
+or 503 with Retry-After) throttles the same way: the wait is the provider's, no attempt is
+counted, and the channel's other actions of the run wait too — so a busy provider cannot use up
+`max_attempts`. Only after `throttle_deadline` past the due time (default a day) does a provider's
+throttle count as a failed attempt, so an endpoint that answers 429 forever still ends `failed`.
+
 Failures that may pass (SMTP down, HTTP 5xx) are retried with exponential backoff and jitter, up to
 `max_attempts`, then marked failed with the reason; failures that will not pass (a missing
 template, a blocked target, HTTP 4xx) fail at once.
@@ -37,6 +48,7 @@ import sqlalchemy as sa
 from engine.channels.base import Channel, Delivery, DeliveryError
 from engine.channels.email import EmailSettings, TemplateError
 from engine.channels.email_channel import EmailChannel
+from engine.channels.ratelimit import SendRate
 from engine.channels.webhooks import BlockedTarget, WebhookChannel, WebhookSender
 from engine.decisions.state import CustomerState
 from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
@@ -45,11 +57,24 @@ from engine.store import ActionRow, EngineDB
 from engine.store.customers import load_profiles
 from engine.store.execution_log import scores_of
 from engine.store.inbox import customer_events, event_payloads
-from engine.store.outbox import claim_due, mark_action, release_claims, retry_action, settle_sending
+from engine.store.outbox import (
+    THROTTLED,
+    claim_due,
+    defer_action,
+    mark_action,
+    release_claims,
+    retry_action,
+    settle_sending,
+)
 
 __all__ = ["DispatchStats", "Dispatcher"]
 
 log = logging.getLogger(__name__)
+
+# A provider's wait below this is taken as this (a Retry-After: 0 must not spin the loop).
+MIN_PROVIDER_WAIT = 1.0
+# How long a send waits when the shared limiter itself cannot be asked (Redis down, …).
+LIMITER_RETRY = 5.0
 
 
 @dataclass
@@ -86,6 +111,8 @@ class Dispatcher:
         retry_base: float = 30.0,
         lease: float = 300.0,
         clock: Callable[[], float] = time.time,
+        send_rate: SendRate | None = None,
+        throttle_deadline: float = 86_400.0,
     ) -> None:
         self.store = store
         self.index = index
@@ -101,6 +128,11 @@ class Dispatcher:
         self.retry_base = retry_base
         self.lease = lease
         self.clock = clock
+        self.send_rate = send_rate if send_rate is not None else SendRate.unlimited()
+        self.throttle_deadline = throttle_deadline
+        # Per run (one `now`): channel → (seconds to wait, actions already put behind it).
+        self._waits: dict[str, tuple[float, int]] = {}
+        self._waits_at: float | None = None
         self._cancel_conditions: dict[str, Any] = {}
         self._cache: dict[str, dict[Any, Any]] = {}
 
@@ -190,6 +222,8 @@ class Dispatcher:
             self.store.write(mark_action, action.id, "failed", now, result=_reason(exc))
             return "failed"
         except DeliveryError as exc:
+            if exc.retryable and exc.retry_after is not None:
+                return self._provider_throttled(action, now, exc)
             return self._retry_or_fail(action, now, _reason(exc), exc.retryable, exc.retry_after)
         except (_Retry, OSError, smtplib.SMTPException, sa.exc.OperationalError) as exc:
             return self._retry_or_fail(action, now, _reason(exc), True)
@@ -215,6 +249,8 @@ class Dispatcher:
                 mark_action, action.id, "cancelled", now, result="consent withdrawn before sending"
             )
             return "cancelled"
+        if self._throttled(action, channel.name, now):
+            return "throttled"
         committed = False
 
         def mark_sending(reference: str | None) -> None:
@@ -247,6 +283,50 @@ class Dispatcher:
         except Exception:  # delivered: never retried; recover() settles it as in doubt
             log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
+
+    # -- send rates --------------------------------------------------------------------------
+
+    def _throttled(self, action: ActionRow, channel: str, now: float) -> bool:
+        """Whether the channel's send rate (or a provider's wait this run) holds the action back;
+        if so it is put back for its slot, untouched, with no attempt counted."""
+        if self._waits_at != now:  # a new run: what was learnt at another time no longer holds
+            self._waits, self._waits_at = {}, now
+        rate = self.send_rate.rate(channel)
+        queued = self._waits.get(channel)
+        if queued is None:
+            if rate is None:
+                return False
+            try:
+                wait = self.send_rate.acquire(channel, now)
+            except Exception as exc:  # the shared limiter is down: wait, never send unlimited
+                log.warning("send rate of %s could not be asked", channel, exc_info=True)
+                reason = f"{THROTTLED}{channel} rate limiter unavailable ({_reason(exc)})"
+                self.store.write(defer_action, action.id, now + LIMITER_RETRY, _clip(reason))
+                return True
+            if wait <= 0:
+                return False
+            queued = (wait, 0)
+        wait, behind = queued
+        self._waits[channel] = (wait, behind + 1)
+        # The actions held back in one run take the slots after the wait, one interval apart.
+        at = now + wait + behind * (rate.interval if rate is not None else 0.0)
+        why = f"{channel} rate {rate}" if rate is not None else f"{channel} provider asked to wait"
+        self.store.write(defer_action, action.id, at, f"{THROTTLED}{why}")
+        return True
+
+    def _provider_throttled(self, action: ActionRow, now: float, exc: DeliveryError) -> str:
+        """The provider said when to come back: put the action back for then, no attempt
+        counted — until `throttle_deadline` after its due time, when it counts as one."""
+        wait = max(float(exc.retry_after or 0.0), MIN_PROVIDER_WAIT)
+        if now - action.due_at > self.throttle_deadline:
+            return self._retry_or_fail(action, now, _reason(exc), True, wait)
+        channel = self.channels[action.kind].name
+        if self._waits_at != now:
+            self._waits, self._waits_at = {}, now
+        self._waits[channel] = (wait, 1)  # the channel's other sends of this run wait too
+        reason = _clip(f"{THROTTLED}{_reason(exc)} (provider asked to wait {wait:g}s)")
+        self.store.write(defer_action, action.id, now + wait, reason)
+        return "throttled"
 
     def _database_effects(self, action: ActionRow, params: dict[str, Any]) -> dict[str, Any]:
         customer, kind, key = action.customer_id, action.kind, action.idempotency_key

@@ -19,19 +19,27 @@ from engine.store.schema import actions, tasks
 from engine.store.sql import columns, insert_ignore, typed
 
 __all__ = [
+    "THROTTLED",
     "ActionRow",
+    "ChannelQueue",
     "TaskRow",
     "action_counts",
     "add_task",
     "claim_due",
+    "defer_action",
     "list_actions",
     "list_tasks",
     "mark_action",
+    "pending_by_channel",
     "plan_actions",
     "release_claims",
     "retry_action",
     "settle_sending",
 ]
+
+
+# The start of the `result` of an action put back by a send rate or a provider's 429.
+THROTTLED = "throttled: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +107,17 @@ def claim_due(conn: Connection, now: float, limit: int, worker_id: str) -> list[
         query = query.with_for_update(skip_locked=True)
     rows = typed(ActionRow, conn.execute(query))
     if rows:
-        conn.execute(
-            actions.update()
-            .where(actions.c.id.in_([r.id for r in rows]), actions.c.status == "pending")
-            .values(status="claimed", claimed_by=worker_id, claimed_at=now)
+        claimed = set(
+            conn.execute(
+                actions.update()
+                .where(actions.c.id.in_([r.id for r in rows]), actions.c.status == "pending")
+                .values(status="claimed", claimed_by=worker_id, claimed_at=now)
+                .returning(actions.c.id)
+            ).scalars()
         )
+        # On SQLite the SELECT is not in the UPDATE's transaction: a row another worker
+        # claimed in between is not this worker's.
+        rows = [r for r in rows if r.id in claimed]
     return rows
 
 
@@ -180,6 +194,56 @@ def retry_action(
         .values(status="pending", attempts=attempts, next_attempt_at=next_attempt_at,
                 result=error, claimed_by=None)
     )  # fmt: skip
+
+
+def defer_action(conn: Connection, action_id: int, next_attempt_at: float, reason: str) -> None:
+    """Put a claimed action back as pending, not before `next_attempt_at`, with `reason`: a
+    throttled send. Its attempts and content are left as they are (it did not fail)."""
+    conn.execute(
+        actions.update()
+        .where(actions.c.id == action_id, actions.c.status == "claimed")
+        .values(status="pending", next_attempt_at=next_attempt_at, result=reason, claimed_by=None)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelQueue:
+    """The pending actions of one channel (or kind): how many are due, how late, how throttled."""
+
+    channel: str
+    pending: int  # all pending, due or not
+    due: int  # due by `now` and not waiting for a retry or a throttle
+    oldest_due_at: float | None  # the due time of the longest-waiting due action
+    throttled: int  # pending because the send rate (or the provider's 429) said wait
+    next_attempt_at: float | None  # the earliest time a waiting action is tried again
+
+
+def pending_by_channel(
+    conn: Connection, now: float, *, trigger_id: str | None = None, customer_id: str | None = None
+) -> list[ChannelQueue]:
+    """The queue of each channel with pending actions (database effects under their kind), in
+    one query: depth, what is due now and since when, what is throttled and until when."""
+    name = sa.func.coalesce(actions.c.channel, actions.c.kind)
+    ready = sa.and_(actions.c.due_at <= now, actions.c.next_attempt_at <= now)
+    waiting = sa.and_(actions.c.due_at <= now, actions.c.next_attempt_at > now)
+    query = (
+        sa.select(
+            name,
+            sa.func.count(),
+            sa.func.count(sa.case((ready, 1))),
+            sa.func.min(sa.case((ready, actions.c.due_at))),
+            sa.func.count(sa.case((actions.c.result.like(f"{THROTTLED}%"), 1))),
+            sa.func.min(sa.case((waiting, actions.c.next_attempt_at))),
+        )
+        .where(actions.c.status == "pending")
+        .group_by(name)
+        .order_by(name)
+    )
+    if trigger_id is not None:
+        query = query.where(actions.c.trigger_id == trigger_id)
+    if customer_id is not None:
+        query = query.where(actions.c.customer_id == customer_id)
+    return [ChannelQueue(*row) for row in conn.execute(query)]
 
 
 def list_actions(
