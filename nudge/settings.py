@@ -270,6 +270,68 @@ class Settings(SharedSettings):
     train_snapshots: int = Field(
         default=6, ge=1, description="Training snapshots per model (the holdout comes on top)."
     )
+    # -- SMS through Twilio and web push (issue 13, channels) ---------------------------------
+    twilio_account_sid: str | None = Field(
+        default=None, description="Twilio account SID (AC…); with the token and sender: SMS on."
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None,
+        description="Twilio auth token: the API password, and the key of inbound webhook "
+        "signatures (X-Twilio-Signature).",
+    )
+    twilio_from: str | None = Field(
+        default=None,
+        description="Sender of SMS: a Twilio number in E.164, a sender ID, or a Messaging "
+        "Service SID (MG…).",
+    )
+    twilio_base_url: str = Field(
+        default="https://api.twilio.com", description="Base URL of Twilio's REST API."
+    )
+    twilio_timeout: float = Field(default=10.0, gt=0, description="Seconds per Twilio request.")
+    public_url: str | None = Field(
+        default=None,
+        description="The engine API's public base URL (https://nudge.example.com): Twilio signs "
+        "the URL it posts to, so behind a proxy the signature is checked against this one; "
+        "unset: the request's own URL.",
+    )
+    vapid_private_key: SecretStr | None = Field(
+        default=None,
+        description="VAPID private key for web push (PEM, or base64url as web-push prints it).",
+    )
+    vapid_private_key_file: Path | None = Field(
+        default=None, description="File holding the VAPID private key (instead of the value)."
+    )
+    vapid_subject: str | None = Field(
+        default=None, description="VAPID contact (mailto:ops@example.com or an https URL)."
+    )
+    push_ttl: int = Field(
+        default=86_400, ge=0, description="Seconds a push service keeps an undelivered push."
+    )
+
+    def twilio_missing(self) -> list[str]:
+        """The Twilio settings SMS still needs (none: SMS is configured)."""
+        values = {"NUDGE_TWILIO_ACCOUNT_SID": self.twilio_account_sid,
+                  "NUDGE_TWILIO_AUTH_TOKEN": self.twilio_auth_token,
+                  "NUDGE_TWILIO_FROM": self.twilio_from}  # fmt: skip
+        return [name for name, value in values.items() if not value]
+
+    def push_missing(self) -> list[str]:
+        """The VAPID settings web push still needs (none: push is configured)."""
+        missing = []
+        if self.vapid_private_key is None and self.vapid_private_key_file is None:
+            missing.append("NUDGE_VAPID_PRIVATE_KEY or NUDGE_VAPID_PRIVATE_KEY_FILE")
+        if not self.vapid_subject:
+            missing.append("NUDGE_VAPID_SUBJECT")
+        return missing
+
+    def vapid_key_text(self) -> str:
+        """The VAPID private key's text (from the value or the file); OSError if unreadable."""
+        if self.vapid_private_key is not None:
+            return self.vapid_private_key.get_secret_value()
+        if self.vapid_private_key_file is None:
+            raise ValueError("no VAPID private key configured")
+        return self.vapid_private_key_file.read_text()
+
     # -- Live data in and out (issue 15): the engine → lake sync, erasure ------------------------
     lake_sync_seconds: float = Field(
         default=60.0,

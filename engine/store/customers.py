@@ -18,6 +18,7 @@ from engine.store.sql import chunks, insert_ignore, upsert
 
 __all__ = [
     "add_to_segment",
+    "customers_with_phone",
     "load_profiles",
     "load_states",
     "merge_profiles",
@@ -133,3 +134,26 @@ def _load_json(
         query = sa.select(table.c.customer_id, column).where(table.c.customer_id.in_(chunk))
         out.update((c, json.loads(v)) for c, v in conn.execute(query))
     return out
+
+
+def customers_with_phone(conn: Connection, phone: str) -> list[str]:
+    """The customers whose profile's ``phone`` is `phone` (E.164), in customer id order.
+
+    Profiles are JSON text without a phone column, so this scans them: a LIKE on the quoted
+    number narrows the rows in SQL, the JSON decides. Meant for inbound SMS (a STOP), which is
+    rare; it is not a lookup to run per event.
+    """
+    pattern = '%"' + phone.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+    query = (
+        sa.select(profiles.c.customer_id, profiles.c.data)
+        .where(profiles.c.data.like(pattern, escape="\\"))
+        .order_by(profiles.c.customer_id)
+    )
+    found = []
+    for customer_id, data in conn.execute(query):
+        try:
+            if json.loads(data).get("phone") == phone:
+                found.append(customer_id)
+        except (ValueError, AttributeError):
+            continue
+    return found
