@@ -22,11 +22,13 @@ from nudge.errors import Commands, UserError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from engine.channels.ratelimit import SendRate
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
     from engine.runtime.metrics import EngineMetrics
     from engine.runtime.processor import Processor
     from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, TaskRow
+    from engine.store.outbox import ChannelQueue
     from nudge.settings import Settings
 
 triggers_app = typer.Typer(cls=Commands, help="Check trigger definitions.", no_args_is_help=True)
@@ -105,7 +107,6 @@ def build_dispatcher(
 ) -> Dispatcher:
     from engine.channels.email import EmailSettings
     from engine.channels.webhooks import WebhookSender
-    from engine.runtime.delivery_channels import provider_channels
     from engine.runtime.dispatcher import Dispatcher
 
     problem = s.secret_problem()
@@ -117,12 +118,37 @@ def build_dispatcher(
         unsubscribe_secret=secret, smtp_host=s.smtp_host, smtp_port=s.smtp_port, outbox_dir=s.outbox_dir,
     )  # fmt: skip
     allow = tuple(x.strip() for x in s.webhook_allow.split(",") if x.strip())
-    webhooks = WebhookSender(secret, allow=allow)
-    # send_sms / send_push: Twilio and web push when configured, else they fail saying what's missing
-    channels = provider_channels(s, store, webhooks)
     return Dispatcher(
-        store, index, email=email, webhooks=webhooks, channels=channels, worker_id=worker_id
-    )
+        store, index, email=email, webhooks=WebhookSender(secret, allow=allow), worker_id=worker_id,
+        send_rate=build_send_rate(s, store),
+    )  # fmt: skip
+
+
+def build_send_rate(s: Settings, store: EngineDB) -> SendRate:
+    """The channels' send rates (NUDGE_EMAIL_RATE, …) on the shared state NUDGE_RATE_LIMIT_BACKEND
+    names: the engine database, or Redis (asked once here, so that a wrong URL stops at start)."""
+    from engine.channels.ratelimit import RateError, SendRate, parse_rate
+
+    try:
+        rates = {channel: parse_rate(getattr(s, f"{channel}_rate"), name=f"NUDGE_{channel.upper()}_RATE")
+                 for channel in ("email", "sms", "push", "webhook")}  # fmt: skip
+    except RateError as exc:
+        fail(str(exc))
+    if not any(rates.values()):
+        return SendRate.unlimited()
+    if s.rate_limit_backend == "redis":
+        from engine.channels.redis_rates import RedisRates, redis_client
+
+        client = redis_client(s.redis_url)
+        try:
+            client.ping()
+        except Exception as exc:  # any failure to reach it: say which Redis and why
+            where = s.redis_url or "127.0.0.1:6379"
+            fail(f"NUDGE_RATE_LIMIT_BACKEND=redis: cannot reach Redis at {where}: {exc}")
+        return SendRate(rates, RedisRates(client))
+    from engine.store.send_rates import DatabaseRates
+
+    return SendRate(rates, DatabaseRates(store))
 
 
 def watch_scores(metrics: EngineMetrics, processor: Processor | None) -> None:
@@ -594,7 +620,8 @@ def actions_summary(
         ),
     ] = False,
 ) -> None:
-    """Planned actions by kind and status (pending, sent, cancelled, failed, unconfirmed)."""
+    """Planned actions by kind and status (pending, sent, cancelled, failed, unconfirmed), and
+    each channel's queue: pending, due now and the oldest's delay, throttled, next attempt."""
     from engine.store import outbox
 
     store = open_store(settings())
@@ -610,6 +637,10 @@ def actions_summary(
         console.print("no actions planned")
     for (kind, state), n in sorted(counts.items()):
         console.print(f"  {kind:<20} {state:<12} {n:>8,}")
+    now = time.time()
+    queues = store.read(outbox.pending_by_channel, now, trigger_id=trigger, customer_id=customer)
+    for queue in queues:
+        console.print(queue_line(queue, now), soft_wrap=True)
 
 
 @engine_app.command("serve")
@@ -703,6 +734,26 @@ def decision_json(row: DecisionRow) -> dict[str, Any]:
             "customer_id": row.customer_id, "event_id": row.event_id, "outcome": row.outcome,
             "reason": row.reason, "decided_at": iso_time(row.decided_at), "variant": row.variant,
             "scores": _json_object(row.scores)}  # fmt: skip
+
+
+def queue_line(queue: ChannelQueue, now: float) -> str:
+    """One channel's queue for people: depth, what is due and how late, throttled, next try."""
+    line = f"  queue {queue.channel:<9} {queue.pending:>7,} pending, {queue.due:,} due now"
+    if queue.oldest_due_at is not None:
+        line += f" (oldest due {_span(now - queue.oldest_due_at)} ago)"
+    line += f", {queue.throttled:,} throttled"
+    if queue.next_attempt_at is not None:
+        line += f", next attempt in {_span(queue.next_attempt_at - now)}"
+    return line
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 def action_json(row: ActionRow) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import re
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +95,24 @@ def _duration(value: Any) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
+# Send rates (issue 13, rate limits): the forms of engine.channels.ratelimit.parse_rate, which
+# this leaf cannot import; tests/nudge/test_send_rate_settings.py keeps the two in step.
+_SEND_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$", re.I)
+
+
+def _send_rate(value: Any) -> str | None:
+    """A send rate such as ``100/s``, ``600/min`` or ``5000/h``; empty or ``unlimited``: None."""
+    if value is None or not str(value).strip() or str(value).strip().lower() == "unlimited":
+        return None
+    match = _SEND_RATE.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(
+            f"expected sends per time such as 100/s, 600/min or 5000/h (more than 0), or "
+            f"unlimited (got {value!r})"
+        )
+    return str(value).strip()
+
+
 def _absolute(path: Path | str) -> Path:
     return Path(path).expanduser().resolve()
 
@@ -134,7 +152,8 @@ class SharedSettings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis of the production Feast online store: redis://[:password@]host:port/db "
+        description="Redis of the production Feast online store (and of the send rates when "
+        "NUDGE_RATE_LIMIT_BACKEND=redis): redis://[:password@]host:port/db "
         "or Feast's host:port[,db=N][,password=...]; default 127.0.0.1:6379.",
     )
     # -- model definitions (issue 17, models as configuration) --------------------------------
@@ -355,6 +374,29 @@ class Settings(SharedSettings):
             return self.erasure_salt.get_secret_value().encode()
         secret = self.signing_secret.get_secret_value().encode()
         return hashlib.sha256(b"nudge erasure salt:" + secret).digest()
+
+    # -- Send rates (issue 13, rate limits): per channel, shared by every dispatcher worker -----
+    email_rate: Annotated[str | None, BeforeValidator(_send_rate)] = Field(
+        default=None,
+        description="Most emails per time, all dispatcher workers together: 100/s, 600/min, "
+        "5000/h (a burst of one second's worth); unset: unlimited. A throttled email waits.",
+    )
+    sms_rate: Annotated[str | None, BeforeValidator(_send_rate)] = Field(
+        default=None, description="Most SMS per time (as NUDGE_EMAIL_RATE); unset: unlimited."
+    )
+    push_rate: Annotated[str | None, BeforeValidator(_send_rate)] = Field(
+        default=None,
+        description="Most web pushes per time (as NUDGE_EMAIL_RATE); unset: unlimited.",
+    )
+    webhook_rate: Annotated[str | None, BeforeValidator(_send_rate)] = Field(
+        default=None,
+        description="Most webhook calls per time (as NUDGE_EMAIL_RATE); unset: unlimited.",
+    )
+    rate_limit_backend: Literal["database", "redis"] = Field(
+        default="database",
+        description="Where the send rates' shared state lives: `database` (the engine database, "
+        "one row per channel) or `redis` (NUDGE_REDIS_URL; for many fast workers).",
+    )
 
     def secret_problem(self) -> str | None:
         """Why the signing secret is unfit for a server outside dev, or None."""
