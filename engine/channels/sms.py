@@ -163,7 +163,7 @@ class SmsChannel:
         settings: TwilioSettings,
         guard: WebhookSender,
         *,
-        prior: Callable[[int], str | None] | None = None,
+        prior: Callable[[Delivery], str | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -184,7 +184,7 @@ class SmsChannel:
             raise TemplateError(f"the customer's phone: {problem}")
         body = self.render(delivery)
         digest = _digest(body)
-        earlier = _reference(self.prior(delivery.action_id) if self.prior else None)
+        earlier = _reference(self.prior(delivery) if self.prior else None)
         if earlier is not None:
             try:
                 found = self._lookup(phone, earlier[1], since=earlier[0])

@@ -207,7 +207,7 @@ def test_an_attempt_after_an_unknown_outcome_checks_first_and_does_not_resend(tw
     with pytest.raises(SmsUnknownOutcome):
         SmsChannel(settings(twilio, templates), GUARD).send(delivery(marks=marks))
     twilio.list_down = False
-    channel = SmsChannel(settings(twilio, templates), GUARD, prior=lambda _id: marks[-1])
+    channel = SmsChannel(settings(twilio, templates), GUARD, prior=lambda _delivery: marks[-1])
     assert channel.settle_in_doubt == "pending"
     result = channel.send(delivery())
     assert "found after an unknown outcome, not resent" in result
@@ -219,7 +219,9 @@ def test_an_attempt_after_an_unknown_outcome_resends_when_twilio_has_none(twilio
     twilio.drop_before_store = 1
     with pytest.raises(DeliveryError) as caught:
         SmsChannel(settings(twilio, templates), GUARD).send(delivery(marks=marks))
-    channel = SmsChannel(settings(twilio, templates), GUARD, prior=lambda _id: caught.value.reason)
+    channel = SmsChannel(
+        settings(twilio, templates), GUARD, prior=lambda _delivery: caught.value.reason
+    )
     result = channel.send(delivery())
     assert len(twilio.posts) == 2 and len(twilio.messages) == 1
     assert result.startswith(f"twilio {twilio.messages[0]['sid']}")
@@ -233,7 +235,7 @@ def test_the_lookup_ignores_other_bodies_and_pages_back_to_the_attempts_time(twi
     body = sms._digest("Hi Eve, your cart (35.00 EUR) is waiting.")
     reference = f"twilio-posted at={int(time.time())} body={body}"
     twilio.gets.clear()
-    again = SmsChannel(settings(twilio, templates), GUARD, prior=lambda _id: reference)
+    again = SmsChannel(settings(twilio, templates), GUARD, prior=lambda _delivery: reference)
     assert "not resent" in again.send(delivery())
     assert len(twilio.gets) == 2, "two pages of 50, newest first"
     assert len(twilio.messages) == 61
