@@ -170,6 +170,10 @@ def import_(
     preset: Annotated[
         str | None, typer.Option(help="A known format instead of --map: cdnow.")
     ] = None,
+    decimal: Annotated[
+        str | None,
+        typer.Option(help="The amounts' decimal mark when it is not a point: --decimal ,"),
+    ] = None,
 ) -> None:
     """Import an external event or transaction log into the lake.
 
@@ -180,6 +184,8 @@ def import_(
     from pipelines.ingest import PRESETS, import_events, parse_column_map
 
     settings = _settings()
+    if decimal not in (None, ".", ","):
+        fail(f"--decimal: expected , or . (got {decimal!r})")
     path = events or file
     if path is None or (events and file):
         fail("give the file to import once: nudge import FILE, or nudge import --events FILE")
@@ -210,6 +216,7 @@ def import_(
             timestamp_format=timestamp_format,
             rejects_dir=settings.rejects_dir,
             preset=chosen,
+            decimal=decimal,
         )
     from nudge.console import print_import
 

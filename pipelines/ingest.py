@@ -26,6 +26,7 @@ from engine.errors import UserError
 from engine.events import EVENT_TYPE_PATTERN, InvalidProfileChange, profile_changes
 from engine.lake import LAKE_SCHEMA, EventLake
 from engine.limits import text_problem
+from pipelines.sniff import parse_decimal, read_delimited
 
 __all__ = [
     "PRESETS",
@@ -84,13 +85,18 @@ class Preset:
     timestamp_format: str | None
     timezone: str
     source: str
+    # Other published layouts of the same data (by their number of columns), read the same way.
+    alternatives: tuple[tuple[str, ...], ...] = ()
 
 
 PRESETS: dict[str, Preset] = {
     "cdnow": Preset(
         name="cdnow",
-        description="CDNOW transactions: customer id, sample id, YYYYMMDD date, units, dollars",
+        description="CDNOW transactions: customer id, [sample id,] YYYYMMDD date, units, dollars "
+        "(the sample's five columns or the master file's four; with or without a header line; "
+        "whitespace, comma or any delimiter sniffing finds)",
         columns=("customer_id", "sample_id", "date", "units", "dollars"),
+        alternatives=(("customer_id", "date", "units", "dollars"),),
         column_map=ColumnMap(
             customer_id="customer_id",
             timestamp="date",
@@ -139,29 +145,56 @@ def parse_column_map(text: str) -> ColumnMap:
 
 
 def read_table(
-    path: Path, file_format: str | None = None, preset: Preset | None = None
+    path: Path,
+    file_format: str | None = None,
+    preset: Preset | None = None,
+    *,
+    decimal: str | None = None,
 ) -> pd.DataFrame:
-    """Read a CSV or Parquet file (or a preset's format) as strings, one row per source row."""
+    """Read a delimited text file (dialect sniffed: pipelines.sniff) or Parquet, or a preset's
+    format, as strings, one row per source row."""
     if not path.exists():
         raise IngestError(f"{path}: no such file")
     if preset is not None:
-        return pd.read_csv(
-            path, sep=r"\s+", header=None, names=list(preset.columns), dtype=str, engine="c"
-        )
-    fmt = file_format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(
-        path.suffix.lower()
-    )
+        return _read_preset(path, preset, decimal)
+    fmt = file_format or _format_of(path)
     if fmt == "csv":
-        try:
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise IngestError(f"{path}: not a readable CSV file: {exc}") from None
+        frame, _ = read_delimited(path, decimal=decimal)
+        return frame
     if fmt == "parquet":
         try:
             return pd.read_parquet(path)
         except (OSError, pa.ArrowInvalid) as exc:
             raise IngestError(f"{path}: not a readable Parquet file: {exc}") from None
     raise IngestError(f"{path}: cannot tell the format from the name; pass --format csv or parquet")
+
+
+def _format_of(path: Path) -> str | None:
+    """Parquet by its magic bytes, else delimited text by the name (.csv, .tsv, .txt, .gz …)."""
+    with path.open("rb") as handle:
+        if handle.read(4) == b"PAR1":
+            return "parquet"
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".parquet", ".pq"):
+        return "parquet"
+    if set(suffixes) & {".csv", ".tsv", ".txt", ".dat", ".gz"}:
+        return "csv"
+    return None
+
+
+def _read_preset(path: Path, preset: Preset, decimal: str | None) -> pd.DataFrame:
+    """A preset's file in any of its published layouts, told apart by the number of columns."""
+    frame, dialect = read_delimited(path, decimal=decimal)
+    layouts = {len(cols): cols for cols in (preset.columns, *preset.alternatives)}
+    names = layouts.get(frame.shape[1])
+    if names is None:
+        counts = " or ".join(str(n) for n in sorted(layouts))
+        raise IngestError(
+            f"{path}: row 1: the {preset.name} preset expects {counts} columns "
+            f"({preset.description}); this file has {frame.shape[1]} ({dialect.describe()})"
+        )
+    frame.columns = list(names)
+    return frame
 
 
 def normalise_events(
@@ -171,8 +204,10 @@ def normalise_events(
     timezone: str | None = None,
     timestamp_format: str | None = None,
     source: str | None = None,
+    decimal: str | None = None,
 ) -> tuple[pa.Table, pd.DataFrame]:
-    """Split source rows into lake-shaped events and rejects (with `row` and `reason`)."""
+    """Split source rows into lake-shaped events and rejects (with `row` and `reason`);
+    `decimal` is the amounts' decimal mark when it is not a point (``,``)."""
     _check_columns(frame, column_map)
     zone = _zone(timezone)
     n = len(frame)
@@ -207,7 +242,7 @@ def normalise_events(
     amount = pd.Series(np.nan, index=frame.index)
     if column_map.amount:
         raw_amount = _text(frame[column_map.amount])
-        amount = pd.to_numeric(raw_amount, errors="coerce")
+        amount = pd.to_numeric(parse_decimal(raw_amount, decimal), errors="coerce")
         bad = raw_amount.notna() & (amount.isna() | ~np.isfinite(amount.fillna(0)))
         reject(
             bad,
@@ -275,15 +310,17 @@ def import_events(
     timestamp_format: str | None = None,
     rejects_dir: Path,
     preset: Preset | None = None,
+    decimal: str | None = None,
 ) -> ImportReport:
     """Read `path`, validate and normalise it, append the good rows to the lake, keep the rest."""
-    frame = read_table(path, file_format, preset)
+    frame = read_table(path, file_format, preset, decimal=decimal)
     events, rejects = normalise_events(
         frame,
         column_map,
         timezone=timezone,
         timestamp_format=timestamp_format,
         source=preset.source if preset else None,
+        decimal=decimal,
     )
     rejects_path = None
     if len(rejects):
