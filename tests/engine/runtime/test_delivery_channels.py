@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import engine.channels.provider_http as provider_http
 import engine.channels.sms as sms
 from engine.channels.email import EmailSettings
 from engine.channels.webhooks import WebhookSender
@@ -98,7 +99,7 @@ def test_a_crash_after_twilio_took_the_post_is_found_not_resent(
     class Crash(BaseException):
         """The process dies between Twilio's answer and recording it."""
 
-    real = sms.request
+    real = provider_http.request
 
     def dies_after_post(*args: Any, **kwargs: Any) -> Any:
         answer = real(*args, **kwargs)
