@@ -47,6 +47,7 @@ from engine.channels.base import Delivery, DeliveryError
 from engine.channels.channel_templates import render_channel_template
 from engine.channels.email import TemplateError
 from engine.channels.provider_http import NotSent, request
+from engine.channels.ratelimit import retry_after_seconds
 from engine.channels.webhooks import BlockedTarget, WebhookError, WebhookSender
 from engine.events import push_subscriptions_problem
 
@@ -213,9 +214,9 @@ class PushChannel:
             outcome.gone.append(endpoint)
         elif status == 429 or status >= 500:
             outcome.retry.append(f"{label}: HTTP {status}")
-            wait = response.headers.get("retry-after", "").strip()
-            if wait.isdigit():
-                outcome.retry_after = max(outcome.retry_after or 0.0, float(min(int(wait), 86_400)))
+            wait = retry_after_seconds(response.headers.get("retry-after"), self.clock())
+            if wait is not None:
+                outcome.retry_after = max(outcome.retry_after or 0.0, min(wait, 86_400.0))
         else:
             text = " ".join(raw[:200].decode("utf-8", "replace").split())
             outcome.refused.append(f"{label}: HTTP {status}" + (f" {text}" if text else ""))

@@ -67,6 +67,7 @@ from engine.channels.base import Delivery, DeliveryError
 from engine.channels.channel_templates import render_channel_template
 from engine.channels.email import TemplateError
 from engine.channels.provider_http import json_object, request
+from engine.channels.ratelimit import retry_after_seconds
 from engine.channels.webhooks import WebhookSender
 from engine.events import phone_problem
 
@@ -331,13 +332,8 @@ def _refusal(response: httpx.Response, error: dict[str, Any] | None) -> Delivery
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(min(int(value), 86_400))
-    try:
-        return max(0.0, min(parsedate_to_datetime(value).timestamp() - time.time(), 86_400.0))
-    except (TypeError, ValueError):
-        return None
+    wait = retry_after_seconds(response.headers.get("retry-after"), time.time())
+    return None if wait is None else min(wait, 86_400.0)  # a day at most: a bad header is not a ban
 
 
 def _result(message: dict[str, Any], body: str, note: str = "") -> str:

@@ -126,6 +126,8 @@ class PushService:
 
             def answer(self, status: int) -> None:
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "9")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -245,7 +247,7 @@ def test_a_throttled_push_is_retried_after_the_service_says(
     service.status["laptop"] = 429
     with pytest.raises(DeliveryError, match="HTTP 429") as caught:
         channel(templates, vapid_pem).send(delivery([browsers[0].subscription(service.base)]))
-    assert caught.value.retryable
+    assert caught.value.retryable and caught.value.retry_after == 9.0
 
 
 def test_a_lost_answer_with_nothing_delivered_is_unknown_not_retried(
