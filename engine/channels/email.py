@@ -48,12 +48,15 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+if TYPE_CHECKING:
+    from engine.channels.smtp import SmtpSecurity
 
 __all__ = [
     "EmailSettings",
@@ -91,6 +94,7 @@ class EmailSettings:
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_timeout: float = 10.0
+    smtp_security: SmtpSecurity | None = None  # TLS, AUTH, CA (engine.channels.smtp); None: none
     outbox_dir: Path | None = None
 
 
