@@ -244,3 +244,11 @@ def test_the_lookup_ignores_other_bodies_and_pages_back_to_the_attempts_time(twi
 def test_without_a_reader_of_earlier_attempts_crashed_sends_are_unconfirmed():
     channel = SmsChannel(TwilioSettings(SID, TOKEN, FROM, Path(".")), GUARD)
     assert channel.settle_in_doubt == "unconfirmed" and channel.consent_field == "consent_sms"
+
+
+def test_an_sms_is_text_not_html_escaped(twilio, templates):
+    (templates / "plain.sms.j2").write_text("{{ customer.name }} & {{ properties.cart_value }} <3")
+    d = delivery("plain")
+    d = Delivery(**{**d.__dict__, "profile": {**d.profile, "first_name": "<b>Eve</b>"}})
+    SmsChannel(settings(twilio, templates), GUARD).send(d)
+    assert twilio.posts[0]["Body"] == "<b>Eve</b> & 35 <3"
