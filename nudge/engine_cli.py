@@ -107,6 +107,7 @@ def build_dispatcher(
 ) -> Dispatcher:
     from engine.channels.email import EmailSettings
     from engine.channels.webhooks import WebhookSender
+    from engine.runtime.delivery_channels import provider_channels
     from engine.runtime.dispatcher import Dispatcher
 
     problem = s.secret_problem()
@@ -118,8 +119,11 @@ def build_dispatcher(
         unsubscribe_secret=secret, smtp_host=s.smtp_host, smtp_port=s.smtp_port, outbox_dir=s.outbox_dir,
     )  # fmt: skip
     allow = tuple(x.strip() for x in s.webhook_allow.split(",") if x.strip())
+    webhooks = WebhookSender(secret, allow=allow)
+    # send_sms / send_push: Twilio and web push when configured, else they fail saying what's missing
+    channels = provider_channels(s, store, webhooks)
     return Dispatcher(
-        store, index, email=email, webhooks=WebhookSender(secret, allow=allow), worker_id=worker_id,
+        store, index, email=email, webhooks=webhooks, channels=channels, worker_id=worker_id,
         send_rate=build_send_rate(s, store),
     )  # fmt: skip
 
