@@ -4,6 +4,7 @@ limit never exceed it over any window."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 import uuid
@@ -116,6 +117,37 @@ def test_workers_sharing_the_database_never_exceed_the_rate(engine_store: Engine
         for db in opened:
             db.dispose()
     assert_within_the_limit(times, rate("50/s"), 1.2)
+
+
+def _process_worker(url: str, schema: str | None, start_at: float, seconds: float, out) -> None:
+    """One dispatcher-like process: its own EngineDB, asking as fast as it can."""
+    db = EngineDB.open(url, schema=schema)
+    state, limit, granted = DatabaseRates(db), rate("50/s"), []
+    while time.time() < start_at:
+        time.sleep(0.001)
+    while (now := time.time()) < start_at + seconds:
+        if state.acquire("email", limit, now) == 0.0:
+            granted.append(now)
+    db.dispose()
+    out.put(granted)
+
+
+@pytest.mark.slow
+def test_processes_sharing_the_database_never_exceed_the_rate(engine_store: EngineDB):
+    url = engine_store.engine.url.render_as_string(hide_password=False)
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    start_at = time.time() + 3.0  # after the interpreters have started
+    processes = [context.Process(target=_process_worker,
+                                 args=(url, engine_store.schema, start_at, 1.2, out))
+                 for _ in range(2)]  # fmt: skip
+    for process in processes:
+        process.start()
+    results = [out.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert all(r for r in results), "both processes sent some"
+    assert_within_the_limit(sorted(t for r in results for t in r), rate("50/s"), 1.2)
 
 
 @pytest.mark.redis
