@@ -46,11 +46,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from engine.events import CustomerProfile, describe_validation_error
-from engine.limits import find_json_problem, storable_text
+from engine.limits import find_json_problem, storable_text, text_problem
 from engine.runtime.api import MAX_BODY_BYTES, BadBody, _parse, _read_body
 from engine.runtime.identity import MERGE_KEY
 from engine.runtime.inbox import ItemResult, _as_text, accept_events
@@ -169,6 +171,17 @@ class SegmentMessage(BaseModel):
     traits: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
 
+    @field_validator("messageId", "userId", "anonymousId", "previousId", "groupId", "event",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _plain_ids(cls, value: Any) -> Any:
+        # Ids reach database keys (PostgreSQL refuses NUL), logs and headers: plain text only.
+        if isinstance(value, str):
+            problem = text_problem(value, controls=True)
+            if problem:
+                raise PydanticCustomError("plain_text", "must be plain text: {p}", {"p": problem})
+        return value
+
     @model_validator(mode="after")
     def _ids_of_the_call(self) -> SegmentMessage:
         if self.type == "alias":
@@ -256,6 +269,17 @@ def accept_messages(
     return [results[i] for i in range(len(items))]
 
 
+def _validation_lines(exc: ValidationError, item: Any) -> list[str]:
+    """Readable lines for a refused message; a structure too deep to print is named instead."""
+    try:
+        lines = [line.replace("(event): Value error, ", "", 1)
+                 for line in describe_validation_error(exc)]  # fmt: skip
+    except (RecursionError, ValueError):
+        problem = find_json_problem(item)
+        lines = [problem.describe() if problem else "(message): cannot be read as a message"]
+    return [storable_text(line, max_chars=2000) for line in lines]
+
+
 class _Invalid(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("; ".join(lines))
@@ -271,18 +295,16 @@ def _convert(
 ) -> _Pending:
     if not isinstance(item, dict):
         raise _Invalid([f"(message): expected a JSON object, not {type(item).__name__}"])
-    problem = find_json_problem(item)
-    if problem is not None:
-        raise _Invalid([storable_text(problem.describe(), max_chars=2000)])
     data = dict(item)
     if shared_context and isinstance(data.get("context", {}), dict):
         data["context"] = {**shared_context, **data.get("context", {})}
     try:
         message = SegmentMessage.model_validate(data)
     except ValidationError as exc:
-        lines = [line.replace("(event): Value error, ", "", 1)
-                 for line in describe_validation_error(exc)]  # fmt: skip
-        raise _Invalid([storable_text(line, max_chars=2000) for line in lines]) from None
+        raise _Invalid(_validation_lines(exc, item)) from None
+    # Everything a message carries into storage is checked on the way (ids and the event name
+    # by the events contract, properties and traits by its JSON limits, traits by the profile
+    # contract); what is not kept (integrations, extra fields) needs no check.
     event_type = event_type_for(message)
     if not event_type:
         raise _Invalid([f"event: {message.event!r} has no letter or digit to name a type by"])
@@ -375,7 +397,7 @@ def _profile_from_traits(message: SegmentMessage) -> dict[str, Any]:
         profile = CustomerProfile.model_validate({**given, "customer_id": customer})
     except ValidationError as exc:
         lines = []
-        for line in describe_validation_error(exc):
+        for line in _validation_lines(exc, traits):
             head, _, rest = line.partition(":")
             where = names.get(head, head)
             where = where if where.startswith("context.") else f"traits.{where}"
@@ -473,7 +495,11 @@ def _message_id(item: Any) -> str | None:
 def _content_id(item: Mapping[str, Any]) -> str:
     """A stable id for a message without messageId: its content without the send-time fields."""
     content = {k: v for k, v in item.items() if k not in ("sentAt", "writeKey", "context")}
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        text = json.dumps(content, sort_keys=True, default=str)
+    except (RecursionError, ValueError, TypeError):
+        raise _Invalid(["messageId: is required for a message nested this deeply"]) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()
     return f"segment-{digest[:40]}"
 
 
@@ -536,8 +562,11 @@ def segment_router(
             parsed = SegmentBatch.model_validate(body)
         except ValidationError as exc:
             return refuse("; ".join(describe_validation_error(exc))[:2000], raw)
-        results = accept_messages(store, parsed.batch, received_at=clock(), sent_at=parsed.sentAt,
-                                  shared_context=parsed.context, max_future=max_future)  # fmt: skip
+        # In a worker thread: the event loop keeps reading the other clients' bodies meanwhile.
+        results = await run_in_threadpool(
+            accept_messages, store, parsed.batch, received_at=clock(), sent_at=parsed.sentAt,
+            shared_context=parsed.context, max_future=max_future,
+        )  # fmt: skip
         return _answer(results)
 
     def single(kind: MessageType) -> Callable[[Request], Any]:
