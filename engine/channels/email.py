@@ -1,18 +1,58 @@
-"""Email: render a template for a customer, and deliver it exactly once — by SMTP or to a file outbox.
+"""Email: render a template for a customer into the exact message that goes on the wire.
 
-Templates are Jinja2 files `<name>.j2` in a templates folder: a `subject:` line, a line `---`, then
-the plain-text body. They see `customer` (the profile; `customer.name` falls back to "Valued
-Customer"), `event` (the triggering event), `properties` (its properties), `scores`, `trigger` and
-`unsubscribe_url`. Marketing mail carries an unsubscribe link and a `List-Unsubscribe` header.
+Templates live in a templates folder. An email template ``NAME`` is one or both of:
+
+- ``NAME.j2`` — the text part: a ``subject:`` line, a line ``---``, then the plain-text body
+  (not escaped: it is text);
+- ``NAME.html.j2`` — the HTML part, usually ``{% extends "layouts/base.html.j2" %}`` filling the
+  blocks ``content`` and ``preheader`` (the hidden preview text inboxes show after the subject),
+  and ``subject`` when there is no text part. Partials live in ``partials/`` and are included or
+  imported (``{% from "partials/button.html.j2" import button %}``). HTML templates render with
+  autoescaping ON: a first name ``<b>Eve</b>`` arrives as the text ``&lt;b&gt;Eve&lt;/b&gt;``.
+
+Both see `customer` (the profile; `customer.name` falls back to "Valued Customer"), `event` (the
+triggering event), `properties` (its properties), `scores`, `trigger`, `marketing` and
+`unsubscribe_url`; the HTML also sees `subject`. With both parts the email is
+multipart/alternative (text, then HTML); with only HTML the text part is derived from it
+(`engine.channels.email_html.html_to_text`, links kept as ``text (URL)``); the ``<style>`` of the
+HTML is inlined into ``style`` attributes (css-inline) because most webmail drops ``<style>``.
+
+Why Jinja2 HTML and not MJML (mjml-python): one template language and one sandbox for every part
+and channel (the SMS and push templates use this environment too), autoescaping by Jinja's own
+rules, errors with the template's name and line; MJML would add a second compiler whose input is
+Jinja output (so escaping would have to be right twice) and a build step per render. The base
+layout is a plain 600-pixel table layout, which is what MJML would have produced.
+
+Marketing mail carries an unsubscribe link (appended to the text part and, when the HTML does not
+already link it, to the HTML) and the headers ``List-Unsubscribe: <URL>``,
+``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058) and ``List-Id:
+<TRIGGER.DOMAIN>`` — one list per trigger, so that a mailbox can filter or unsubscribe per
+campaign; transactional mail (receipts, payment failures) is not list mail and has none of them.
+Every email has ``Message-ID: <digest@DOMAIN>`` (the digest of the action's idempotency key;
+DOMAIN is ``NUDGE_MESSAGE_ID_DOMAIN``, else the sender's domain), ``Date``, ``MIME-Version``,
+``X-Nudge-Trigger`` and — when rendered for an action — ``X-Nudge-Message: <action id>``, which
+provider events (bounces, complaints) echo back so they can be matched to the action. How the
+headers are written on the wire (plain folded ASCII, never an encoded-word for List-*) is
+`engine.channels.email_wire`'s docstring; DKIM signing is `engine.channels.dkim`'s.
+
+Marketing mail is From ``NUDGE_EMAIL_SENDER``; transactional mail From
+``NUDGE_EMAIL_SENDER_TRANSACTIONAL`` (default: the marketing sender), so that a complaint about a
+newsletter cannot hurt the reputation of the address receipts come from. The `RenderedEmail`
+carries its sender: `to_bytes(sender)`'s argument is only the fallback for an email built
+without one, and `envelope_from` is the bare address for the SMTP envelope.
 
 Template names are plain relative names (letters, digits, ``_``, ``-`` and ``/``; no ``..``, no
 leading ``/``), so a name can never reach outside the templates folder.
 
 Templates render in Jinja's immutable sandbox: no attribute starting with ``_``, no unsafe
 methods, no changing lists or dicts (the event is shared with other actions), and ``*`` / ``**``
-refuse results that would be huge (an unsafe attribute is an error at once, not an empty string). *Every* failure to load or render — missing, syntax error, undefined call, sandbox
-violation, an exception inside a filter — is a `TemplateError` naming the template and, where Jinja
-knows it, the line: one bad template never escapes as another exception type.
+refuse results that would be huge (an unsafe attribute is an error at once, not an empty string);
+a rendered part over a million characters is refused. *Every* failure to load or render —
+missing, syntax error, undefined call, sandbox violation, an exception inside a filter, CSS that
+cannot be inlined, a header that cannot be written — is a `TemplateError` naming the template
+(``NAME`` for the text part, ``NAME.html`` for the HTML part, the partial or layout when the
+error is in one) and, where Jinja knows it, the line: one bad template never escapes as another
+exception type.
 
 Number filters accept numbers and numeric text alike (event properties often carry "35.00"):
 
@@ -29,41 +69,50 @@ The rendered subject and the To address become headers: a line break or other co
 in either (say from a first name "Eve\\r\\nBcc: …") is a `TemplateError`, never a header injection
 nor a ValueError from the email package later.
 
-Delivery marks the action as *sending* in the database before the SMTP transaction is finalised
-(the end-of-data dot), so a crash can never send an email twice; a crash in the microseconds between
-that mark and the dot leaves the action flagged `sending` (in doubt) — reported, never silently lost.
+Transports (`engine.channels.smtp`) mark the action as *sending* in the database before the
+message is final (the SMTP end-of-data dot), so a crash can never send an email twice.
+
+This module is over 500 lines because the template environment, the two parts' rendering and
+the message they make are one contract (what a template may do, and what it becomes); the wire
+format and the HTML helpers are split out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import html as html_lib
 import re
-import smtplib
+import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from email import message_from_bytes
+from email import policy as email_policy
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.channels.email_html import html_to_text, inline_css
+from engine.channels.email_wire import message_bytes
+
 if TYPE_CHECKING:
+    from engine.channels.dkim import DkimSigner
     from engine.channels.smtp import SmtpSecurity
 
 __all__ = [
     "EmailSettings",
-    "FileOutbox",
+    "EmailTemplate",
     "RenderedEmail",
-    "SmtpSender",
     "TemplateError",
+    "address_problem",
     "load_template",
     "render_email",
     "template_name_problem",
@@ -71,12 +120,21 @@ __all__ = [
 ]
 
 FALLBACK_NAME = "Valued Customer"
+DEFAULT_MESSAGE_ID_DOMAIN = "nudge.invalid"  # RFC 2606: when the sender has no usable domain
+MAX_PART = 1_000_000  # characters of a rendered part (Gmail clips HTML after ~102 kB anyway)
 # A plain relative name: segments of letters, digits, _ and -, joined by single slashes.
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 # What str.splitlines() breaks on: all of them end a header line somewhere downstream.
 _LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 # One addr-spec, nothing that would make a second recipient or a display name.
 _PLAIN_ADDRESS = re.compile(r"[^\s@,;:<>()\"\[\]\\]+@[^\s@,;:<>()\"\[\]\\]+")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
+)
+_LIST_LABEL = re.compile(r"[^A-Za-z0-9_-]+")
+# Characters an unsubscribe base URL keeps as they are; anything else is percent-encoded.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+_SKIPPED_FOLDERS = ("layouts", "partials")  # not emails: what emails are built of
 
 
 class TemplateError(ValueError):
@@ -85,7 +143,7 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class EmailSettings:
-    """Where mail goes and how it is signed."""
+    """Where mail goes, who it is from and how it is signed."""
 
     templates_dir: Path
     sender: str = "nudge <hello@nudge.example>"
@@ -96,49 +154,82 @@ class EmailSettings:
     smtp_timeout: float = 10.0
     smtp_security: SmtpSecurity | None = None  # TLS, AUTH, CA (engine.channels.smtp); None: none
     outbox_dir: Path | None = None
+    # -- rendering and headers (issue 13): senders, Message-ID domain, DKIM ---------------------
+    transactional_sender: str | None = None  # None: `sender`
+    message_id_domain: str | None = None  # None: the sender's domain
+    dkim: DkimSigner | None = None
+
+    def sender_for(self, marketing: bool) -> str:
+        """The From of marketing or transactional mail."""
+        return self.sender if marketing else (self.transactional_sender or self.sender)
+
+
+@dataclass(frozen=True)
+class EmailTemplate:
+    """The compiled parts of one email template; at least one of them exists."""
+
+    name: str
+    text: jinja2.Template | None
+    html: jinja2.Template | None
 
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """One rendered email. `to` is the envelope recipient; `body` the text part; `html` the HTML
+    part (None: text only); `sender` the From (None: the one given to `to_bytes`)."""
+
     to: str
     subject: str
     body: str
     message_id: str
     headers: Mapping[str, str]
+    html: str | None = None
+    sender: str | None = None
+    date: str | None = None  # RFC 5322 date; None: when the bytes are made
+    dkim: DkimSigner | None = field(default=None, repr=False)
 
-    def to_message(self, sender: str) -> EmailMessage:
-        """The email as a message; a header value with a line break or control character, or
-        anything else the email package refuses, is a TemplateError."""
-        headers = {
-            "From": sender,
-            "To": self.to,
-            "Subject": self.subject,
-            "Message-ID": self.message_id,
-            "Date": formatdate(usegmt=True),
-            **self.headers,
-        }
-        for name, value in headers.items():
+    @property
+    def envelope_from(self) -> str:
+        """The bare address of the From (MAIL FROM of the SMTP envelope)."""
+        if self.sender is None:
+            raise TemplateError(f"email to {self.to!r} has no sender")
+        return parseaddr(self.sender)[1] or self.sender
+
+    def to_bytes(self, sender: str | None = None, linesep: str = "\r\n") -> bytes:
+        """The exact bytes to send (CRLF line ends unless `linesep` is ``"\\n"``), DKIM-signed
+        when the settings had a key. The email's own `sender` wins; `sender` here is used only
+        for an email built without one. Any header that cannot be written is a TemplateError."""
+        from_ = self.sender or sender
+        if not from_:
+            raise TemplateError(f"email to {self.to!r} cannot be built: no sender")
+        headers = [
+            ("From", from_),
+            ("To", self.to),
+            ("Subject", self.subject),
+            ("Date", self.date or formatdate(usegmt=True)),
+            ("Message-ID", self.message_id),
+            *self.headers.items(),
+        ]
+        for name, value in headers:
             # Checked here, not left to the email package: it lets a trailing CRLF through,
             # which ends the headers early.
             problem = _header_problem(value)
             if problem:
                 raise TemplateError(f"email to {self.to!r} cannot be built: {name} {problem}")
+        sign = self.dkim.signature if self.dkim is not None else None
         try:
-            message = EmailMessage()
-            for name, value in headers.items():
-                message[name] = value
-            message.set_content(self.body)
-        except ValueError as exc:  # header injection, unencodable text: a retry changes nothing
+            return message_bytes(
+                headers, self.body, self.html, message_id=self.message_id, linesep=linesep,
+                sign=sign,
+            )  # fmt: skip
+        except ValueError as exc:  # unencodable text, an over-long header: a retry changes nothing
             raise TemplateError(f"email to {self.to!r} cannot be built: {_one_line(exc)}") from None
-        return message
 
-    def to_bytes(self, sender: str, linesep: str = "\n") -> bytes:
-        """The message as bytes (headers are encoded only here, so this is guarded too)."""
-        message = self.to_message(sender)
-        try:
-            return message.as_bytes(policy=message.policy.clone(linesep=linesep))
-        except ValueError as exc:
-            raise TemplateError(f"email to {self.to!r} cannot be built: {_one_line(exc)}") from None
+    def to_message(self, sender: str | None = None) -> EmailMessage:
+        """The email parsed back from its bytes (for inspection; TemplateError as `to_bytes`)."""
+        message = message_from_bytes(self.to_bytes(sender), policy=email_policy.default)
+        assert isinstance(message, EmailMessage)  # the default policy makes EmailMessages
+        return message
 
 
 def unsubscribe_token(customer_id: str, secret: str) -> str:
@@ -156,17 +247,67 @@ def template_name_problem(name: Any) -> str | None:
     return None
 
 
-def load_template(templates_dir: Path, name: str) -> jinja2.Template:
-    """The compiled template `name` (file `<name>.j2`); any failure is a TemplateError."""
+def address_problem(value: str) -> str | None:
+    """Why `value` cannot be an email's recipient (one plain name@domain), or None."""
+    problem = _header_problem(value)
+    if problem is None and not _PLAIN_ADDRESS.fullmatch(value):
+        problem = "is not a single plain address (name@domain)"
+    return problem
+
+
+def sender_problem(value: str) -> str | None:
+    """Why `value` cannot be a From (``Name <name@domain>`` or ``name@domain``), or None."""
+    problem = _header_problem(value)
+    if problem:
+        return problem
+    address = parseaddr(value)[1]
+    if not address or not _PLAIN_ADDRESS.fullmatch(address):
+        return "is not an address such as 'Shop <hello@shop.example>' or hello@shop.example"
+    return None
+
+
+def domain_problem(value: str) -> str | None:
+    """Why `value` cannot be the domain of Message-IDs and List-Ids, or None."""
+    if not _DOMAIN.fullmatch(value):
+        return "expected a domain name such as mail.shop.example (ASCII letters, digits, - and .)"
+    return None
+
+
+def load_template(templates_dir: Path, name: str) -> EmailTemplate:
+    """The compiled parts of template `name` (``NAME.j2`` and/or ``NAME.html.j2``); any failure —
+    neither exists, one does not compile, an HTML-only template without a subject block — is a
+    TemplateError."""
     problem = template_name_problem(name)
     if problem:
         raise TemplateError(f"template name: {problem}")
-    try:
-        return _environment(templates_dir).get_template(f"{name}.j2")
-    except TemplateError:
-        raise
-    except Exception as exc:  # syntax errors, unknown filters, unreadable files, anything
-        raise _template_error(name, exc, None) from None
+    env = _environment(templates_dir)
+    text = _compile(env, name, f"{name}.j2")
+    html = _compile(env, f"{name}.html", f"{name}.html.j2")
+    if text is None and html is None:
+        raise TemplateError(f"template {name!r} not found in {templates_dir}")
+    if text is None and html is not None and "subject" not in html.blocks:
+        raise TemplateError(
+            f"template '{name}.html': without a text part ({name}.j2) the HTML must give the "
+            "subject in {% block subject %}…{% endblock %}"
+        )
+    return EmailTemplate(name, text, html)
+
+
+def template_names(templates_dir: Path) -> list[str]:
+    """The names of the email templates in `templates_dir` (layouts and partials left out)."""
+    names: set[str] = set()
+    for path in templates_dir.rglob("*.j2"):
+        relative = path.relative_to(templates_dir)
+        if relative.parts[0] in _SKIPPED_FOLDERS:
+            continue
+        stem = relative.as_posix().removesuffix(".j2")
+        if stem.endswith(".html"):
+            stem = stem.removesuffix(".html")
+        elif "." in relative.name.removesuffix(".j2"):  # NAME.sms.j2, NAME.push.j2: other channels
+            continue
+        if template_name_problem(stem) is None:
+            names.add(stem)
+    return sorted(names)
 
 
 def render_email(
@@ -179,118 +320,153 @@ def render_email(
     scores: Mapping[str, Any],
     trigger_id: str,
     marketing: bool,
+    action_id: int | str | None = None,
+    now: float | None = None,
 ) -> RenderedEmail:
-    """Render `template` for one customer.
+    """Render `template` for one customer: the message the transport sends as it is.
 
-    Raises TemplateError for a missing or broken template, a rendering failure, or a subject or
-    address that cannot be a header (line breaks, control characters).
+    `action_id` becomes ``X-Nudge-Message`` (omitted when None: previews, test sends); `now` is
+    the Date (default: the wall clock). Raises TemplateError for a missing or broken template, a
+    rendering failure, or a subject or address that cannot be a header.
     """
     to = profile.get("email")
     if not to:
         raise TemplateError("the customer has no email address in the profile")
     to = str(to)
-    problem = _header_problem(to)
-    if problem is None and not _PLAIN_ADDRESS.fullmatch(to):
-        problem = "is not a single plain address (name@domain)"
+    problem = address_problem(to)
     if problem:
         raise TemplateError(f"the customer's email address {problem}")
+    sender = settings.sender_for(marketing)
     customer_id = str(profile.get("customer_id", ""))
     query = urlencode(
         {"c": customer_id, "t": unsubscribe_token(customer_id, settings.unsubscribe_secret)}
-    )
-    unsubscribe_url = f"{settings.unsubscribe_base_url}?{query}"
-    customer = {**profile, "name": profile.get("first_name") or FALLBACK_NAME}
+    )  # percent-encoded: a non-ASCII customer id stays ASCII on the wire
+    unsubscribe_url = f"{quote(settings.unsubscribe_base_url, safe=_URL_SAFE)}?{query}"
     context = {
-        "customer": customer,
+        "customer": {**profile, "name": profile.get("first_name") or FALLBACK_NAME},
         "event": event,
         "properties": event.get("properties") or {},
         "scores": scores,
         "trigger": trigger_id,
+        "marketing": marketing,
         "unsubscribe_url": unsubscribe_url,
     }
     compiled = load_template(settings.templates_dir, template)
+    subject, body, html = _render_parts(compiled, context, marketing)
+    if marketing and unsubscribe_url not in body:
+        body += f"\n--\nYou receive this because you subscribed. Unsubscribe: {unsubscribe_url}\n"
+    domain = settings.message_id_domain or _domain_of(sender)
+    headers: dict[str, str] = {}
+    if marketing:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        label = _LIST_LABEL.sub("-", trigger_id).strip("-") or "nudge"
+        headers["List-Id"] = f"<{label}.{domain}>"
+    headers["X-Nudge-Trigger"] = trigger_id
+    if action_id is not None:
+        headers["X-Nudge-Message"] = str(action_id)
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return RenderedEmail(
+        to, subject, body, f"<{digest}@{domain}>", headers, html=html, sender=sender,
+        date=formatdate(time.time() if now is None else now, usegmt=True), dkim=settings.dkim,
+    )  # fmt: skip
+
+
+def _render_parts(
+    compiled: EmailTemplate, context: Mapping[str, Any], marketing: bool
+) -> tuple[str, str, str | None]:
+    """(subject, text body, HTML or None) of a template's parts."""
+    name = compiled.name
+    subject = body = None
+    if compiled.text is not None:
+        rendered = _render(compiled.text, name, context)
+        head, sep, text = rendered.partition("\n---\n")
+        if not sep or not head.lower().startswith("subject:"):
+            raise TemplateError(
+                f"template {name!r}: expected 'subject: ...', a line '---', then the body"
+            )
+        subject, body = head.split(":", 1)[1].strip(), text
+    html = None
+    if compiled.html is not None:
+        html_name = f"{name}.html"
+        if subject is None:
+            subject = html_lib.unescape(_render_block(compiled.html, "subject", html_name, context))
+            subject = " ".join(subject.split())
+            if not subject:
+                raise TemplateError(f"template {html_name!r}: the subject block renders empty")
+        html = _render(compiled.html, html_name, {**context, "subject": subject})
+        unsubscribe = html_lib.escape(str(context["unsubscribe_url"]))
+        if marketing and unsubscribe not in html:  # a template that does not use the layout
+            html = _append_footer(html, unsubscribe)
+        try:
+            html = inline_css(html)
+        except ValueError as exc:
+            raise TemplateError(f"template {html_name!r}: {_one_line(exc)}") from None
+        if body is None:
+            body = html_to_text(html)
+    assert subject is not None and body is not None  # one part exists (load_template)
+    problem = _header_problem(subject)
+    if problem:
+        raise TemplateError(f"template {name!r}: the subject {problem}")
+    for part in (body, html or ""):
+        if _has_surrogate(part):
+            raise TemplateError(f"template {name!r}: the body holds text that is not valid Unicode")
+    return subject, body.strip() + "\n", html
+
+
+def _render(compiled: jinja2.Template, name: str, context: Mapping[str, Any]) -> str:
     try:
         rendered = compiled.render(context)
     except TemplateError:
         raise
     except Exception as exc:  # one bad template must never escape as another exception type
-        raise _template_error(template, exc, compiled.filename) from None
-    head, sep, body = rendered.partition("\n---\n")
-    if not sep or not head.lower().startswith("subject:"):
-        raise TemplateError(
-            f"template {template!r}: expected 'subject: ...', a line '---', then the body"
-        )
-    subject = head.split(":", 1)[1].strip()
-    problem = _header_problem(subject)
-    if problem:
-        raise TemplateError(f"template {template!r}: the subject {problem}")
-    if _has_surrogate(body):
-        raise TemplateError(f"template {template!r}: the body holds text that is not valid Unicode")
-    body = body.strip() + "\n"
-    headers: dict[str, str] = {"X-Nudge-Trigger": trigger_id}
-    if marketing:
-        body += f"\n--\nYou receive this because you subscribed. Unsubscribe: {unsubscribe_url}\n"
-        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-    return RenderedEmail(to, subject, body, f"<{digest}@nudge>", headers)
+        raise _template_error(name, exc, compiled.filename) from None
+    if len(rendered) > MAX_PART:
+        raise TemplateError(f"template {name!r}: renders over {MAX_PART:,} characters")
+    return rendered
 
 
-class SmtpSender:
-    """Delivers over SMTP; `before_commit` runs after the data is sent and before the final dot."""
-
-    def __init__(self, settings: EmailSettings) -> None:
-        if not settings.smtp_host:
-            raise ValueError("SmtpSender needs smtp_host")
-        self.settings = settings
-        self.host: str = settings.smtp_host
-
-    def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
-        raw = email.to_bytes(self.settings.sender, linesep="\r\n")  # before connecting: may fail
-        with smtplib.SMTP(
-            self.host, self.settings.smtp_port, timeout=self.settings.smtp_timeout
-        ) as smtp:
-            smtp.ehlo_or_helo_if_needed()
-            code, reply = smtp.mail(_address(self.settings.sender))
-            if code != 250:
-                raise smtplib.SMTPSenderRefused(code, reply, self.settings.sender)
-            code, reply = smtp.rcpt(email.to)
-            if code not in (250, 251):
-                raise smtplib.SMTPRecipientsRefused({email.to: (code, reply)})
-            code, reply = smtp.docmd("DATA")
-            if code != 354:
-                raise smtplib.SMTPDataError(code, reply)
-            data = smtplib._quote_periods(raw)  # type: ignore[attr-defined]  # dot-stuffing, as smtplib does
-            smtp.send(data if data.endswith(b"\r\n") else data + b"\r\n")
-            before_commit()  # the point of no return is the dot below
-            smtp.send(b".\r\n")
-            code, reply = smtp.getreply()
-            if code != 250:
-                raise smtplib.SMTPDataError(code, reply)
-        return f"smtp {code} {email.message_id}"
+def _render_block(
+    compiled: jinja2.Template, block: str, name: str, context: Mapping[str, Any]
+) -> str:
+    try:
+        return "".join(compiled.blocks[block](compiled.new_context(dict(context))))
+    except TemplateError:
+        raise
+    except Exception as exc:
+        raise _template_error(name, exc, compiled.filename) from None
 
 
-class FileOutbox:
-    """The embedded default: each email is a file named after its idempotency key (written once)."""
-
-    def __init__(self, directory: Path, sender: str) -> None:
-        self.directory = directory
-        self.sender = sender
-
-    def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / f"{email.message_id.strip('<>').split('@')[0]}.eml"
-        if not target.exists():
-            raw = email.to_bytes(self.sender)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(raw)
-            before_commit()
-            os.replace(tmp, target)  # the file appears whole, once
-        return f"file {target.name}"
+def _append_footer(html: str, escaped_url: str) -> str:
+    footer = (
+        '<p style="font-size:12px;color:#6b7280">You receive this because you subscribed. '
+        f'<a href="{escaped_url}">Unsubscribe</a></p>'
+    )
+    at = html.lower().rfind("</body>")
+    return html + footer if at < 0 else html[:at] + footer + html[at:]
 
 
-def _address(sender: str) -> str:
-    return sender.split("<")[-1].rstrip(">").strip()
+def _domain_of(sender: str) -> str:
+    domain = parseaddr(sender)[1].rpartition("@")[2].strip().rstrip(".")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return DEFAULT_MESSAGE_ID_DOMAIN
+    return domain if domain_problem(domain) is None else DEFAULT_MESSAGE_ID_DOMAIN
+
+
+def _compile(env: jinja2.Environment, name: str, filename: str) -> jinja2.Template | None:
+    """The compiled file, None when it does not exist; any other failure is a TemplateError."""
+    try:
+        return env.get_template(filename)
+    except _NotFound as exc:
+        if exc.filename == filename:
+            return None
+        raise
+    except TemplateError:
+        raise
+    except Exception as exc:  # syntax errors, unknown filters, unreadable files, anything
+        raise _template_error(name, exc, None) from None
 
 
 # -- headers -------------------------------------------------------------------------------------
@@ -321,24 +497,45 @@ def _has_surrogate(text: str) -> bool:
 
 
 def _template_error(name: str, exc: Exception, filename: str | None) -> TemplateError:
-    """A TemplateError for `exc`: the template's name, the line where Jinja knows it, one line."""
+    """A TemplateError for `exc`: the template's name, the line where Jinja knows it, one line.
+
+    An error inside a layout or partial names it too: ``template 'x.html' (partials/f.html.j2),
+    line 3: …``.
+    """
     line = None
+    inner: str | None = None  # the layout or partial the error is in, when not `filename`
     if isinstance(exc, jinja2.TemplateSyntaxError):
         line, text = exc.lineno, exc.message or str(exc)
+        if exc.filename and filename and exc.filename != filename:
+            inner = exc.name or exc.filename
     else:
         # Jinja rewrites tracebacks so that template frames carry the template's own line.
         tb = exc.__traceback__
         while tb is not None and filename:
-            if tb.tb_frame.f_code.co_filename == filename:
-                line = tb.tb_lineno
+            frame_file = tb.tb_frame.f_code.co_filename
+            if frame_file == filename:
+                line, inner = tb.tb_lineno, None
+            elif frame_file.endswith(".j2") and line is not None:
+                line, inner = tb.tb_lineno, _relative_name(frame_file)
             tb = tb.tb_next
         text = str(exc)
     if isinstance(exc, SecurityError):
         text = f"not allowed in a template: {text}"
     elif not isinstance(exc, jinja2.TemplateError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    where = f"template {name!r}, line {line}" if line else f"template {name!r}"
+    where = f"template {name!r}" + (f" ({inner})" if inner else "")
+    where += f", line {line}" if line else ""
     return TemplateError(f"{where}: {_one_line(text)}")
+
+
+def _relative_name(path: str) -> str:
+    """A template file's name inside its templates folder (``partials/footer.html.j2``)."""
+    for directory in _ENVIRONMENTS:
+        try:
+            return Path(path).relative_to(directory.resolve()).as_posix()
+        except ValueError:
+            continue
+    return Path(path).name
 
 
 def _one_line(text: object) -> str:
@@ -437,13 +634,26 @@ def _environment(directory: Path) -> jinja2.Environment:
     env = _ENVIRONMENTS.get(directory)
     if env is None:
         env = _Sandbox(
-            loader=_Loader(directory), undefined=jinja2.ChainableUndefined, autoescape=False,
-            keep_trailing_newline=True,
+            loader=_Loader(directory), undefined=jinja2.ChainableUndefined,
+            autoescape=_autoescape, keep_trailing_newline=True,
         )  # fmt: skip
         env.filters["money"] = money_filter
         env.filters["number"] = number_filter
         _ENVIRONMENTS[directory] = env
     return env
+
+
+def _autoescape(filename: str | None) -> bool:
+    """HTML templates (and their layouts and partials) escape; text, SMS and push do not."""
+    return filename is not None and filename.endswith((".html.j2", ".html"))
+
+
+class _NotFound(TemplateError):
+    """A template file that does not exist (`filename` says which)."""
+
+    def __init__(self, message: str, filename: str) -> None:
+        super().__init__(message)
+        self.filename = filename
 
 
 class _Loader(jinja2.FileSystemLoader):
@@ -453,6 +663,7 @@ class _Loader(jinja2.FileSystemLoader):
         try:
             return super().get_source(environment, template)
         except jinja2.TemplateNotFound:
-            raise TemplateError(
-                f"template {template.removesuffix('.j2')!r} not found in {self.searchpath[0]}"
+            raise _NotFound(
+                f"template {template.removesuffix('.j2')!r} not found in {self.searchpath[0]}",
+                template,
             ) from None

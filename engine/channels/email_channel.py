@@ -32,7 +32,7 @@ class EmailChannel:
             self.settings, str(delivery.params["template"]),
             idempotency_key=delivery.idempotency_key, profile=delivery.profile,
             event=delivery.event, scores=delivery.scores, trigger_id=delivery.trigger_id,
-            marketing=delivery.marketing,
+            marketing=delivery.marketing, action_id=delivery.action_id,
         )  # fmt: skip
         return self.mailer.send(email, lambda: delivery.before_commit(email.message_id))
 

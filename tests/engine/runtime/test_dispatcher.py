@@ -60,7 +60,9 @@ def receiver(seen: list, status: list[int]) -> FastAPI:
 
 
 def text(message) -> str:
-    return message.get_payload(decode=True).decode()
+    """The text/plain part (emails with an HTML part are multipart/alternative)."""
+    [part] = [p for p in message.walk() if p.get_content_type() == "text/plain"]
+    return part.get_payload(decode=True).decode()
 
 
 def ev(event_id, customer, event_type, minutes, **props):

@@ -2,6 +2,7 @@
 reason), every other due action still runs, nothing stays claimed — on SQLite and PostgreSQL."""
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,9 +43,9 @@ def ev(event_id, customer, event_type, minutes=0, **props):
 
 def templates_with(tmp_path: Path, name: str, text: str) -> Path:
     folder = tmp_path / "templates"
-    folder.mkdir(exist_ok=True)
-    for shipped in SHIPPED_TEMPLATES.glob("*.j2"):
-        (folder / shipped.name).write_text(shipped.read_text())
+    # The shipped templates with their layouts and partials (the HTML parts extend them).
+    shutil.copytree(SHIPPED_TEMPLATES, folder, dirs_exist_ok=True)
+    (folder / f"{name}.html.j2").unlink(missing_ok=True)  # the test's text part alone
     (folder / f"{name}.j2").write_text(text)
     return folder
 
