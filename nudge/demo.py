@@ -129,7 +129,8 @@ def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> No
 
     with console.status("optimizer: analysing experiments, logging to MLflow …"):
         summaries = optimize(home=str(settings.home_dir), engine_url=f"sqlite:///{database}",
-                             tracking_uri=settings.tracking_uri, segment_by="sim_segment", min_users=300)  # fmt: skip
+                             tracking_uri=settings.tracking_uri, segment_by="sim_segment",
+                             min_users=300)["experiments"]  # fmt: skip
     for summary in summaries:
         table = Table(title=f"Experiment {summary['trigger_id']} ({summary['exposures']:,} customers assigned)",
                       title_justify="left", show_edge=False)  # fmt: skip

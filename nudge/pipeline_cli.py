@@ -1,4 +1,4 @@
-"""`nudge pipeline features|train|deploy`, `nudge backtest` and `nudge mlflow ui`.
+"""`nudge pipeline features|train|optimize|deploy`, `nudge backtest` and `nudge mlflow ui`.
 
 Composition only: check the input, configure Prefect and MLflow for $NUDGE_HOME, run the flow,
 print the result. Prefect, MLflow, Feast and LightGBM are imported inside the commands.
@@ -181,6 +181,10 @@ def deploy(
     train_cron: Annotated[
         str | None, typer.Option(help="Cron of train (default NUDGE_TRAIN_CRON).")
     ] = None,
+    optimize_cron: Annotated[
+        str | None,
+        typer.Option(help="Cron of optimize, the reviews (default NUDGE_OPTIMIZE_CRON)."),
+    ] = None,
     serve: Annotated[
         bool, typer.Option("--serve", help="Then run the scheduled flow runs until Ctrl-C.")
     ] = False,
@@ -204,6 +208,7 @@ def deploy(
         features_cron=features_cron or settings.features_cron,
         train_cron=train_cron or settings.train_cron,
         timezone=settings.schedule_timezone,
+        optimize_cron=optimize_cron or settings.optimize_cron,
     )
     home = str(settings.home.resolve())
     feature_params = {"step_days": settings.snapshot_step_days, "count": settings.snapshot_count}
@@ -212,20 +217,117 @@ def deploy(
         "tracking_uri": settings.tracking_uri,
         "dask_address": settings.dask_address,
     }
+    # The engine database's URL may carry a password: the deployment does not store it on the
+    # Prefect server; the flow reads NUDGE_ENGINE_DB where it runs.
+    optimize_params = optimize_parameters(settings)
+    del optimize_params["engine_url"]
     try:
-        registered = register(home, schedules, feature_params, train_params)
+        registered = register(home, schedules, feature_params, train_params, optimize_params)
     except Exception as exc:  # the server is the user's to start: say so in one line
         fail(f"could not register deployments at {os.environ['PREFECT_API_URL']}: {exc}")
     for name, deployment_id in registered.items():
         console.print(f"[green]✓[/] {name} ({deployment_id})")
     console.print(
         f"schedules: features [bold]{schedules.features_cron}[/], train "
-        f"[bold]{schedules.train_cron}[/] ({schedules.timezone})"
+        f"[bold]{schedules.train_cron}[/], optimize [bold]{schedules.optimize_cron}[/] "
+        f"({schedules.timezone})"
     )
     if serve:
-        run_served(home, schedules, feature_params, train_params)
+        run_served(home, schedules, feature_params, train_params, optimize_params)
     else:
         console.print("run them with [bold]nudge pipeline deploy --serve[/] (or a Prefect worker)")
+
+
+# -- pipeline optimize -----------------------------------------------------------------------------
+
+
+@pipeline_app.command("optimize")
+@pipeline_errors
+def optimize(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=366, help="Past days to log at most (default NUDGE_OPTIMIZE_DAYS)."
+        ),
+    ] = None,
+    window_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="Attribution window, hours (default NUDGE_ATTRIBUTION_HOURS)."
+        ),
+    ] = None,
+    segment_by: Annotated[
+        str | None, typer.Option(help="Profile attribute that names each customer's segment.")
+    ] = None,
+    min_users: Annotated[
+        int, typer.Option(min=1, help="Minimum users per arm before recommending.")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Review every trigger and every running experiment in MLflow (what `deploy` schedules
+    daily): each trigger's days not logged yet as metrics with a step per day and its HTML
+    report (experiment nudge-triggers), each experiment's analysis (experiments/<trigger>).
+
+    JSON: {"experiments": [{"trigger_id", "exposures", "run_id", "recommendations": [{"segment",
+    "variant", "reason", "detail"}]}], "trigger_runs": {trigger_id: run_id}, "tracking_uri"}.
+    """
+    settings = prepare()
+    from engine.store import EngineDB
+    from pipelines.flows.optimize import optimize as optimize_flow
+
+    # An out-of-date database is one line (DatabaseOutOfDate) here, not a failed flow run.
+    EngineDB.open(settings.engine_url).dispose()
+    params = optimize_parameters(settings)
+    if days is not None:
+        params["days"] = days
+    if window_hours is not None:
+        params["window_hours"] = window_hours
+    status = "optimize: reviewing triggers and experiments …"
+    with nullcontext() if as_json else console.status(status):
+        outcome = optimize_flow(home=str(settings.home.resolve()), segment_by=segment_by,
+                                min_users=min_users, **params)  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps({**outcome, "tracking_uri": settings.tracking_uri}) + "\n")
+        return
+    print_optimize(outcome)
+    console.print(f"MLflow: [cyan]{settings.tracking_uri}[/] — [bold]nudge mlflow ui[/] to browse")
+
+
+def optimize_parameters(settings: Settings) -> dict[str, Any]:
+    """The optimize flow's parameters from the settings (the CLI's and the deployment's)."""
+    return {
+        "tracking_uri": settings.tracking_uri,
+        "engine_url": settings.engine_url,
+        "window_hours": settings.attribution_hours,
+        "days": settings.optimize_days,
+    }
+
+
+def print_optimize(outcome: Mapping[str, Any]) -> None:
+    """The reviewed triggers (with their runs) and each experiment's recommendations."""
+    runs = outcome["trigger_runs"]
+    if not runs:
+        console.print("no decisions in the engine log yet: nothing to review")
+    table = Table(title="Reviewed triggers (MLflow experiment nudge-triggers)",
+                  title_justify="left", show_edge=False)  # fmt: skip
+    table.add_column("trigger", no_wrap=True)
+    table.add_column("run", no_wrap=True)
+    for trigger_id, run_id in sorted(runs.items()):
+        table.add_row(trigger_id, run_id)
+    if runs:
+        console.print(table)
+    for summary in outcome["experiments"]:
+        console.print(
+            f"[bold]experiments/{summary['trigger_id']}[/]: {summary['exposures']:,} customers "
+            f"assigned (run {summary['run_id']})"
+        )
+        for rec in summary["recommendations"]:
+            verdict = (
+                f"[green]use {rec['variant']}[/]"
+                if rec["variant"]
+                else f"no recommendation ({rec['reason']})"
+            )
+            console.print(f"  {rec['segment']:<16} {verdict}: {rec['detail']}", soft_wrap=True)
 
 
 # -- backtest --------------------------------------------------------------------------------------

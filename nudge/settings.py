@@ -241,26 +241,6 @@ class Settings(SharedSettings):
     unsubscribe_url: str = Field(
         default="https://nudge.example/unsubscribe", description="Base of unsubscribe links."
     )
-    # -- Email rendering and headers (issue 13): transactional sender, Message-ID, DKIM -------
-    email_sender_transactional: str | None = Field(
-        default=None,
-        description="From address of transactional emails (triggers with category: "
-        "transactional); default: NUDGE_EMAIL_SENDER.",
-    )
-    message_id_domain: str | None = Field(
-        default=None,
-        description="Domain of Message-IDs and List-Ids (<digest@DOMAIN>); default: the "
-        "sender's domain.",
-    )
-    dkim_domain: str | None = Field(
-        default=None, description="DKIM signing domain (d=); with the selector and key: signed."
-    )
-    dkim_selector: str | None = Field(
-        default=None, description="DKIM selector (s=): the key is in DNS at <selector>._domainkey."
-    )
-    dkim_key_file: Path | None = Field(
-        default=None, description="RSA private key (PEM) DKIM signs with; read at start."
-    )
     signing_secret: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_SECRET),
         description="Secret for webhook signatures and unsubscribe tokens: at least 32 random "
@@ -308,6 +288,19 @@ class Settings(SharedSettings):
     )
     train_snapshots: int = Field(
         default=6, ge=1, description="Training snapshots per model (the holdout comes on top)."
+    )
+    # -- Operations: reviews in MLflow and engine metrics (issue 19) ---------------------------
+    optimize_cron: str = Field(
+        default="0 4 * * *", description="Schedule of the optimize deployment (daily reviews)."
+    )
+    optimize_days: int = Field(
+        default=30, ge=1, le=366, description="How many past days a review logs at most."
+    )
+    attribution_hours: float = Field(
+        default=72.0, gt=0, description="Attribution window of the reviews' conversions, hours."
+    )
+    metrics_port: Annotated[int, Field(ge=0, le=65_535)] | None = Field(
+        default=None, description="Port of `nudge engine run`'s /metrics (unset: none)."
     )
     # -- SMS through Twilio and web push (issue 13, channels) ---------------------------------
     twilio_account_sid: str | None = Field(

@@ -113,10 +113,15 @@ def _register(
     from models.lgbm import BestSendHour, CalibratedLGBMClassifier, LGBMSpendRegressor
     from models.pyfunc import ScoringModel, pip_requirements
     from models.specs import SPECS
+    from pipelines.tracking import EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
 
     artifacts = home / "mlartifacts"
     artifacts.mkdir(exist_ok=True)
-    experiment = mlflow.create_experiment("nudge-train", artifact_location=artifacts.as_uri())
+    experiment = mlflow.create_experiment(
+        "nudge-train",
+        artifact_location=artifacts.as_uri(),
+        tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT},
+    )
     client = mlflow.MlflowClient(uri, uri)
     labels = compute_labels(events, SNAPSHOTS[:-1])
     versions = {}

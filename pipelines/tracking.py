@@ -31,6 +31,8 @@ __all__ = [
     "BACKTEST_EXPERIMENT",
     "CHALLENGER",
     "CHAMPION",
+    "EXPERIMENT_KIND_TAG",
+    "MODEL_DEVELOPMENT",
     "TRAIN_EXPERIMENT",
     "Registration",
     "default_tracking_uri",
@@ -40,6 +42,13 @@ __all__ = [
     "log_model_run",
     "use_tracking",
 ]
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's tag for what an experiment is: without it the UI guesses, and opens a store without
+traces in its GenAI mode (an empty traces and token-usage overview)."""
+MODEL_DEVELOPMENT = "custom_model_development"
+"""The value of ``mlflow.experimentKind`` that opens the runs table and charts (MLflow 3.17;
+``genai_development`` is the other kind)."""
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -75,17 +84,27 @@ def use_tracking(uri: str) -> None:
     mlflow.set_registry_uri(uri)
 
 
-def ensure_experiment(name: str, home: Path | str | None = None) -> str:
+def ensure_experiment(
+    name: str, home: Path | str | None = None, description: str | None = None
+) -> str:
     """The experiment's id, created with its artifacts under ``$NUDGE_HOME/mlartifacts`` (MLflow's
-    default for a SQLite store is ./mlartifacts in the current directory)."""
+    default for a SQLite store is ./mlartifacts in the current directory), tagged as model
+    development (``mlflow.experimentKind``; an existing experiment without the tag gets it)."""
     import mlflow
 
+    tags = {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+    if description:
+        tags["mlflow.note.content"] = description
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+            mlflow.MlflowClient().set_experiment_tag(
+                found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT
+            )
         return found.experiment_id
     artifacts = home_dir(home) / "mlartifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri(), tags=tags)
 
 
 def log_model_run(
@@ -107,7 +126,13 @@ def log_model_run(
     features = list(spec.features)
     example = holdout[features].head(5).astype(spec.features)
     wrapper = ScoringModel(spec.name, result.model, result.best_send_hour)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{spec.name}") as run:
+    description = (
+        f"{spec.name}: {type(result.model).__name__} trained on {result.n_train:,} rows, judged on "
+        f"the {result.holdout_snapshot:%Y-%m-%d} holdout against {', '.join(result.baselines)}"
+    )
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train-{spec.name}", description=description
+    ) as run:
         mlflow.set_tags({"model": spec.name, "feature_service": spec.name, **_tags(context)})
         mlflow.log_params(_params(result, context))
         mlflow.log_metrics(_flat_metrics(result.metrics))
@@ -140,7 +165,11 @@ def log_backtest(payload: Mapping[str, Any], params: Mapping[str, Any], experime
     """Log a backtest's metrics (model and every baseline) and its JSON; returns the run id."""
     import mlflow
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name="backtest") as run:
+    cutoff = str(params.get("cutoff", ""))[:10]
+    description = f"Backtest at {cutoff}: the models and every baseline on the days after it"
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"backtest-{cutoff}", description=description
+    ) as run:
         mlflow.log_params(dict(params))
         metrics = {}
         for model, block in payload.items():

@@ -31,6 +31,7 @@ __all__ = [
     "dead_letter_counts",
     "decision_outcomes",
     "deliverability_events",
+    "event_days",
     "fired_decisions",
     "lake_watermarks",
     "purchases",
@@ -147,10 +148,22 @@ def _event_time() -> sa.ColumnElement[Any]:
     return sa.func.coalesce(inbox.c.occurred_at, decisions.c.decided_at)
 
 
-def _decisions_where(since: float | None, trigger_id: str | None) -> list[sa.ColumnElement[bool]]:
+def _between(
+    column: sa.ColumnElement[Any], since: float | None, until: float | None
+) -> list[sa.ColumnElement[bool]]:
+    """`since` <= column < `until` (either end open when None)."""
     where: list[sa.ColumnElement[bool]] = []
     if since is not None:
-        where.append(_event_time() >= since)
+        where.append(column >= since)
+    if until is not None:
+        where.append(column < until)
+    return where
+
+
+def _decisions_where(
+    since: float | None, trigger_id: str | None, until: float | None = None
+) -> list[sa.ColumnElement[bool]]:
+    where = _between(_event_time(), since, until)
     if trigger_id is not None:
         where.append(decisions.c.trigger_id == trigger_id)
     return where
@@ -160,27 +173,35 @@ _DECISIONS_WITH_EVENTS = decisions.outerjoin(inbox, inbox.c.event_id == decision
 
 
 def decision_outcomes(
-    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+    conn: Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    trigger_id: str | None = None,
 ) -> dict[tuple[str, str], int]:
     """Decisions per (trigger, outcome) whose event occurred at or after `since`."""
     query = (
         sa.select(decisions.c.trigger_id, decisions.c.outcome, sa.func.count())
         .select_from(_DECISIONS_WITH_EVENTS)
-        .where(*_decisions_where(since, trigger_id))
+        .where(*_decisions_where(since, trigger_id, until))
         .group_by(decisions.c.trigger_id, decisions.c.outcome)
     )
     return {(t, o): n for t, o, n in conn.execute(query)}
 
 
 def suppression_reasons(
-    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+    conn: Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    trigger_id: str | None = None,
 ) -> dict[tuple[str, str], int]:
     """Suppressed decisions per (trigger, reason), the reason's kind being the text before its
     first ``:`` (``frequency_cap: 2 in 7 days`` → ``frequency_cap``)."""
     query = (
         sa.select(decisions.c.trigger_id, decisions.c.reason, sa.func.count())
         .select_from(_DECISIONS_WITH_EVENTS)
-        .where(decisions.c.outcome == "suppressed", *_decisions_where(since, trigger_id))
+        .where(decisions.c.outcome == "suppressed", *_decisions_where(since, trigger_id, until))
         .group_by(decisions.c.trigger_id, decisions.c.reason)
     )
     out: dict[tuple[str, str], int] = {}
@@ -191,28 +212,34 @@ def suppression_reasons(
 
 
 def action_statuses(
-    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+    conn: Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    trigger_id: str | None = None,
 ) -> dict[tuple[str, str, str | None, str], int]:
     """Planned actions per (trigger, kind, channel, status) whose triggering event occurred at
     or after `since`; the channel is None for effects that reach no customer (segments, tasks)."""
     cols = (actions.c.trigger_id, actions.c.kind, actions.c.channel, actions.c.status)
     query = sa.select(*cols, sa.func.count()).group_by(*cols)
-    if since is not None:
-        query = query.where(actions.c.trigger_at >= since)
+    query = query.where(*_between(actions.c.trigger_at, since, until))
     if trigger_id is not None:
         query = query.where(actions.c.trigger_id == trigger_id)
     return {(t, k, c, s): n for t, k, c, s, n in conn.execute(query)}
 
 
 def sent_messages(
-    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+    conn: Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    trigger_id: str | None = None,
 ) -> dict[str, str]:
     """The idempotency key (the message id) of every sent action → its trigger."""
     query = sa.select(actions.c.idempotency_key, actions.c.trigger_id).where(
         actions.c.status == "sent"
     )
-    if since is not None:
-        query = query.where(actions.c.trigger_at >= since)
+    query = query.where(*_between(actions.c.trigger_at, since, until))
     if trigger_id is not None:
         query = query.where(actions.c.trigger_id == trigger_id)
     return {key: trigger for key, trigger in conn.execute(query)}
@@ -238,13 +265,17 @@ def deliverability_events(
 
 
 def fired_decisions(
-    conn: Connection, *, since: float | None = None, trigger_id: str | None = None
+    conn: Connection,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    trigger_id: str | None = None,
 ) -> pd.DataFrame:
     """Fired decisions: trigger_id, customer_id, occurred_at (of the triggering event)."""
     query = (
         sa.select(decisions.c.trigger_id, decisions.c.customer_id, _event_time())
         .select_from(_DECISIONS_WITH_EVENTS)
-        .where(decisions.c.outcome == "fired", *_decisions_where(since, trigger_id))
+        .where(decisions.c.outcome == "fired", *_decisions_where(since, trigger_id, until))
         .order_by(decisions.c.id)
     )
     frame = pd.DataFrame(
@@ -253,14 +284,16 @@ def fired_decisions(
     return frame.astype({"occurred_at": "float64"})
 
 
-def purchases(conn: Connection, *, since: float | None = None) -> pd.DataFrame:
-    """Purchases of customers that some trigger fired for: customer_id, occurred_at, amount."""
+def purchases(
+    conn: Connection, *, since: float | None = None, until: float | None = None
+) -> pd.DataFrame:
+    """Purchases of customers that some trigger fired for (`since` <= occurred_at < `until`):
+    customer_id, occurred_at, amount."""
     fired = sa.select(decisions.c.customer_id).where(decisions.c.outcome == "fired")
     query = sa.select(inbox.c.customer_id, inbox.c.occurred_at, inbox.c.payload).where(
         inbox.c.event_type == PURCHASE, inbox.c.customer_id.in_(fired)
     )
-    if since is not None:
-        query = query.where(inbox.c.occurred_at >= since)
+    query = query.where(*_between(inbox.c.occurred_at, since, until))
     rows = [
         (customer, float(at), event_amount(json.loads(payload).get("properties") or {}) or 0.0)
         for customer, at, payload in conn.execute(query.order_by(inbox.c.seq))
@@ -275,31 +308,45 @@ def trigger_report(
     *,
     window: float,
     since: float | None = None,
+    until: float | None = None,
     trigger_id: str | None = None,
     triggers: tuple[str, ...] = (),
     alpha: float = 0.05,
+    holdouts: bool = True,
 ) -> list[TriggerPerformance]:
     """Every trigger's performance (`engine.optimizer.report.trigger_performance`) from the log:
-    events that occurred at or after `since`, conversions within `window` seconds; with
+    events that occurred in [`since`, `until`), conversions within `window` seconds (a purchase
+    after `until` still counts for a fire before it); with
     `trigger_id` only that trigger. `triggers`: ids to list even without decisions (the loaded
-    definitions). A holdout's incrementality covers the experiment's whole log."""
-    holdouts = {}
-    for experiment in experiment_triggers(conn):
+    definitions). A holdout's incrementality covers the experiment's whole log (not computed
+    without `holdouts`)."""
+    found_holdouts = {}
+    for experiment in experiment_triggers(conn) if holdouts else ():
         if trigger_id is None or experiment == trigger_id:
             exposures = load_exposures(conn, experiment, attribution_window=window)
             found = incrementality(exposures, alpha=alpha)
             if found:
-                holdouts[experiment] = found
+                found_holdouts[experiment] = found
     wanted = tuple(t for t in triggers if trigger_id is None or t == trigger_id)
     return trigger_performance(
-        decisions=decision_outcomes(conn, since=since, trigger_id=trigger_id),
-        suppressions=suppression_reasons(conn, since=since, trigger_id=trigger_id),
-        actions=action_statuses(conn, since=since, trigger_id=trigger_id),
-        messages=sent_messages(conn, since=since, trigger_id=trigger_id),
+        decisions=decision_outcomes(conn, since=since, until=until, trigger_id=trigger_id),
+        suppressions=suppression_reasons(conn, since=since, until=until, trigger_id=trigger_id),
+        actions=action_statuses(conn, since=since, until=until, trigger_id=trigger_id),
+        messages=sent_messages(conn, since=since, until=until, trigger_id=trigger_id),
         feedback=deliverability_events(conn, since=since),
-        fires=fired_decisions(conn, since=since, trigger_id=trigger_id),
-        purchases=purchases(conn, since=since),
+        fires=fired_decisions(conn, since=since, until=until, trigger_id=trigger_id),
+        purchases=purchases(conn, since=since, until=None if until is None else until + window),
         window=window,
-        holdouts=holdouts,
+        holdouts=found_holdouts,
         triggers=wanted,
     )
+
+
+def event_days(conn: Connection) -> tuple[float, float] | None:
+    """When the first and the latest decided event occurred (None for an empty log)."""
+    first, last = conn.execute(
+        sa.select(sa.func.min(_event_time()), sa.func.max(_event_time())).select_from(
+            _DECISIONS_WITH_EVENTS
+        )
+    ).one()
+    return None if first is None else (float(first), float(last))

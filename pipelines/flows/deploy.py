@@ -1,5 +1,6 @@
-"""Deployments: `build-features` daily and `train` weekly (configurable), registered on a Prefect
-server. Schedules need a real server (`prefect server start`): the ephemeral API refuses them.
+"""Deployments: `build-features` daily, `train` weekly and `optimize` (the reviews in MLflow) daily
+(configurable), registered on a Prefect server. Schedules need a real server (`prefect server
+start`): the ephemeral API refuses them.
 
 `deploy` only registers the deployments and their schedules; the server's scheduler then creates
 the flow runs, and `serve` (a long-running process) executes them.
@@ -14,12 +15,23 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 
 from pipelines.flows.features import build_features
+from pipelines.flows.optimize import optimize
 from pipelines.flows.train import train
 
-__all__ = ["FEATURES_DEPLOYMENT", "TRAIN_DEPLOYMENT", "Schedules", "deploy", "deployments", "serve"]
+__all__ = [
+    "FEATURES_DEPLOYMENT",
+    "OPTIMIZE_DEPLOYMENT",
+    "TRAIN_DEPLOYMENT",
+    "Schedules",
+    "deploy",
+    "deployments",
+    "optimize_deployment",
+    "serve",
+]
 
 FEATURES_DEPLOYMENT = "nudge-features"
 TRAIN_DEPLOYMENT = "nudge-train"
+OPTIMIZE_DEPLOYMENT = "nudge-optimize"
 
 
 @dataclass(frozen=True)
@@ -29,12 +41,17 @@ class Schedules:
     features_cron: str = "0 2 * * *"
     train_cron: str = "0 3 * * 1"
     timezone: str = "UTC"
+    optimize_cron: str = "0 4 * * *"
 
 
 def deployments(
-    home: str, schedules: Schedules, feature_params: dict[str, Any], train_params: dict[str, Any]
+    home: str,
+    schedules: Schedules,
+    feature_params: dict[str, Any],
+    train_params: dict[str, Any],
+    optimize_params: dict[str, Any] | None = None,
 ) -> list[RunnerDeployment]:
-    """The two deployments, with their parameters (the NUDGE_HOME they work on, ...)."""
+    """The deployments, with their parameters (the NUDGE_HOME they work on, ...)."""
     # `to_deployment` is typed sync-or-async; called outside an event loop it returns the object.
     return [
         build_features.to_deployment(  # type: ignore[list-item]
@@ -51,7 +68,21 @@ def deployments(
             description="Retrain churn, ltv and engagement; register challengers in MLflow.",
             tags=["nudge"],
         ),
+        optimize_deployment(home, schedules, optimize_params or {}),
     ]
+
+
+def optimize_deployment(
+    home: str, schedules: Schedules, params: dict[str, Any]
+) -> RunnerDeployment:
+    """The daily review: every trigger's performance and every experiment, logged to MLflow."""
+    return optimize.to_deployment(  # type: ignore[return-value]
+        name=OPTIMIZE_DEPLOYMENT,
+        schedules=[CronSchedule(cron=schedules.optimize_cron, timezone=schedules.timezone)],
+        parameters={"home": home, **params},
+        description="Review every trigger's performance and every running experiment in MLflow.",
+        tags=["nudge"],
+    )
 
 
 def deploy(
@@ -59,10 +90,13 @@ def deploy(
     schedules: Schedules,
     feature_params: dict[str, Any] | None = None,
     train_params: dict[str, Any] | None = None,
+    optimize_params: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Register (create or update) both deployments on the configured Prefect API; name → id."""
+    """Register (create or update) the deployments on the configured Prefect API; name → id."""
     registered = {}
-    for deployment in deployments(home, schedules, feature_params or {}, train_params or {}):
+    for deployment in deployments(
+        home, schedules, feature_params or {}, train_params or {}, optimize_params
+    ):
         registered[f"{deployment.flow_name}/{deployment.name}"] = str(deployment.apply())
     return registered
 
@@ -72,8 +106,11 @@ def serve(
     schedules: Schedules,
     feature_params: dict[str, Any] | None = None,
     train_params: dict[str, Any] | None = None,
+    optimize_params: dict[str, Any] | None = None,
 ) -> None:
     """Register the deployments and execute their scheduled runs until interrupted."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*deployments(home, schedules, feature_params or {}, train_params or {}))
+    prefect_serve(
+        *deployments(home, schedules, feature_params or {}, train_params or {}, optimize_params)
+    )

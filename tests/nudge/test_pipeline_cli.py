@@ -165,13 +165,21 @@ def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "build-features/nudge-features" in done.stdout and "train/nudge-train" in done.stdout
+        assert "optimize/nudge-optimize" in done.stdout
         deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
         by_name = {d["name"]: d for d in deployments}
-        assert set(by_name) == {"nudge-features", "nudge-train"}
+        assert set(by_name) == {"nudge-features", "nudge-train", "nudge-optimize"}
         crons = {n: [s["schedule"]["cron"] for s in d["schedules"]] for n, d in by_name.items()}
-        assert crons == {"nudge-features": ["*/5 * * * *"], "nudge-train": ["0 3 * * 1"]}
+        assert crons == {"nudge-features": ["*/5 * * * *"], "nudge-train": ["0 3 * * 1"],
+                         "nudge-optimize": ["0 4 * * *"]}  # fmt: skip
         params = by_name["nudge-train"]["parameters"]
         assert params["home"] == str((tmp_path / "home").resolve())
+        # The daily review logs to the MLflow store of the settings; the engine database's URL
+        # (it may hold a password) is not stored on the server: the flow reads NUDGE_ENGINE_DB.
+        review = by_name["nudge-optimize"]["parameters"]
+        home = (tmp_path / "home").resolve()
+        assert review == {"home": str(home), "tracking_uri": f"sqlite:///{home}/mlflow.db",
+                          "window_hours": 72.0, "days": 30}  # fmt: skip
         # The real server's scheduler turns the schedules into scheduled flow runs.
         deadline = time.monotonic() + 30
         runs: list[dict] = []
@@ -182,6 +190,16 @@ def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
             ).json()
             time.sleep(1)
         assert {r["deployment_id"] for r in runs} >= {by_name["nudge-features"]["id"]}
+        deadline = time.monotonic() + 30
+        daily: list[dict] = []
+        while time.monotonic() < deadline and not daily:
+            daily = httpx.post(
+                f"{api}/flow_runs/filter",
+                json={"flow_runs": {"deployment_id": {"any_": [by_name["nudge-optimize"]["id"]]}}},
+            ).json()
+            time.sleep(1)
+        assert daily and {r["state"]["type"] for r in daily} == {"SCHEDULED"}
+        assert all(r["expected_start_time"][11:16] == "04:00" for r in daily), "daily at 04:00"
     finally:
         server.terminate()
         server.wait(timeout=30)

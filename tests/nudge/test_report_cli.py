@@ -271,3 +271,43 @@ def test_experiment_report_prints_rich_tables_from_real_feedback(report_env):
     assert "Funnel — customers (share of those triggered)" in out
     assert "Variants against the control — conversion" in out
     assert "Incremental over the holdout — revenue" in out and "(all sends)" in out
+
+
+@pytest.mark.slow
+def test_pipeline_optimize_reviews_every_trigger_in_mlflow(report_env, tmp_path):
+    """`nudge pipeline optimize` in a process of its own (Prefect's ephemeral API): the report's
+    daily figures land in MLflow with a step per day, read back with MlflowClient."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    home = tmp_path / "home"
+    env = {**os.environ, "NUDGE_HOME": str(home), "NUDGE_ENGINE_DB": report_env["url"],
+           "NUDGE_TRIGGERS_DIR": str(report_env["root"] / "triggers"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90"}  # fmt: skip
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "nudge.cli", "pipeline", "optimize", "--json", "--min-users", "50"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    uri = f"sqlite:///{home.resolve()}/mlflow.db"
+    assert outcome["tracking_uri"] == uri
+    [experiment] = outcome["experiments"]
+    assert experiment["trigger_id"] == "cart_recovery" and experiment["exposures"] == 400
+    client = MlflowClient(uri)
+    reviews = client.get_experiment_by_name("nudge-triggers")
+    assert reviews.tags["mlflow.experimentKind"] == "custom_model_development"
+    welcome = client.get_run(outcome["trigger_runs"]["welcome"])
+    fired = {m.step: m.value for m in client.get_metric_history(welcome.info.run_id, "fired")}
+    # Day by day, the figures of `nudge triggers report` (the latest event's day is not over).
+    by_day = defaultdict(int)
+    for d in report_env["decisions"]:
+        if d.trigger_id == "welcome" and d.outcome == "fired":
+            by_day[int(report_env["times"][d.event_id] // 86400)] += 1
+    last_day = int(max(report_env["times"].values()) // 86400)
+    assert fired == {step: float(by_day.get(step, 0)) for step in range(min(by_day), last_day)}
+    assert sum(fired.values()) == 360 - by_day.get(last_day, 0)

@@ -28,12 +28,13 @@ def test_optimize_logs_each_experiment_to_mlflow(tmp_path: Path, monkeypatch, pr
         store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
     )
 
-    [summary] = optimize(
+    outcome = optimize(
         home=str(home),
         engine_url=f"sqlite:///{tmp_path / 'engine.db'}",
         segment_by="segment",
         min_users=50,
     )
+    [summary] = outcome["experiments"]
     assert summary["trigger_id"] == "cart_recovery" and summary["exposures"] > 0
     assert {r["segment"] for r in summary["recommendations"]} <= set(sim.truth["segment"])
     assert all(
@@ -59,6 +60,49 @@ def test_optimize_logs_each_experiment_to_mlflow(tmp_path: Path, monkeypatch, pr
         "plots/funnel.png",
     } <= artifacts
     assert any(tag.startswith("recommendation.") for tag in run.data.tags)
+    # Readable runs, the operator's figures as metrics, MLflow's model-development mode.
+    assert (
+        run.info.run_name.startswith("cart_recovery ")
+        and "customers assigned" in run.data.tags["mlflow.note.content"]
+    )
+    metrics = run.data.metrics
+    assert metrics["arm.holdout.users"] > 0 and "arm.d1h.conversions" in metrics
+    assert "arm.d4h.revenue" in metrics
+    assert {"holdout.conversion.all_sends.lift", "holdout.conversion.all_sends.lift_ci_low",
+            "holdout.conversion.all_sends.p_corrected", "holdout.revenue.all_sends.incremental"} <= set(metrics)  # fmt: skip
+    assert any(k.startswith("timing.conversion.") and k.endswith(".p_value") for k in metrics)
+    client = mlflow.MlflowClient()
+    for name in ("experiments/cart_recovery", "nudge-triggers"):
+        assert (
+            client.get_experiment_by_name(name).tags["mlflow.experimentKind"]
+            == "custom_model_development"
+        )
+
+    # Every trigger's daily performance: a run per trigger, a step per day, the HTML report.
+    runs = outcome["trigger_runs"]
+    assert {"cart_recovery", "welcome_series"} <= set(runs)
+    cart = client.get_run(runs["cart_recovery"])
+    assert cart.info.run_name == "trigger cart_recovery"
+    fired = client.get_metric_history(cart.info.run_id, "fired")
+    steps = [m.step for m in fired]
+    assert len(steps) >= 10 and len(set(steps)) == len(steps) and steps == sorted(steps)
+    assert sum(m.value for m in fired) > 0
+    assert {
+        "sent",
+        "delivered",
+        "opened",
+        "converted",
+        "revenue",
+        "holdout.conversion.incremental",
+    } <= set(cart.data.metrics)
+    page = mlflow.artifacts.load_text(f"runs:/{cart.info.run_id}/report.html")
+    assert "<h1>Trigger cart_recovery</h1>" in page and "data:image/png;base64," in page
+    assert "Incrementality over the holdout" in page
+
+    # A second review adds no day twice.
+    optimize(home=str(home), engine_url=f"sqlite:///{tmp_path / 'engine.db'}", min_users=50)
+    again = [m.step for m in client.get_metric_history(cart.info.run_id, "fired")]
+    assert again == steps
 
 
 @pytest.mark.slow
@@ -128,7 +172,7 @@ def test_optimize_uses_the_engine_log_and_mlflow_store_of_the_settings(
         store, processor, dispatcher, Responder(sim.truth, sim.planted, 9), window_events(sim, 53)
     )
 
-    [summary] = optimize(segment_by="segment", min_users=50)
+    [summary] = optimize(segment_by="segment", min_users=50)["experiments"]
     assert summary["trigger_id"] == "cart_recovery" and summary["exposures"] > 0
 
     client = MlflowClient(models_store, registry_uri=models_store)
