@@ -22,6 +22,7 @@ from nudge.errors import Commands, UserError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from engine.channels.email import EmailSettings
     from engine.channels.ratelimit import SendRate
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
@@ -102,22 +103,40 @@ def build_processor(
     return Processor(store, index, scores=scores, default_zone=s.default_timezone, worker=worker)
 
 
-def build_dispatcher(
-    s: Settings, store: EngineDB, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
-) -> Dispatcher:
-    from engine.channels.email import EmailSettings
-    from engine.channels.webhooks import WebhookSender
-    from engine.runtime.delivery_channels import provider_channels
-    from engine.runtime.dispatcher import Dispatcher
+def build_email_settings(s: Settings) -> EmailSettings:
+    """What the email channel renders and sends with — the dispatcher's, and `nudge templates`'
+    previews and test sends. Bad senders, a bad Message-ID domain or unusable DKIM settings are
+    one line at start (exit 2), never a failure per message."""
+    from engine.channels.dkim import load_dkim_signer
+    from engine.channels.email import EmailSettings, domain_problem, sender_problem
 
     problem = s.secret_problem()
     if s.smtp_host and problem:  # real mail would carry unsubscribe links anyone could forge
         fail(f"{problem} (NUDGE_SMTP_HOST is set: mail goes to real people)")
+    for name, value in [("NUDGE_EMAIL_SENDER", s.email_sender),
+                        ("NUDGE_EMAIL_SENDER_TRANSACTIONAL", s.email_sender_transactional)]:  # fmt: skip
+        if value is not None and (why := sender_problem(value)):
+            fail(f"{name}: {value!r} {why}")
+    if s.message_id_domain and (why := domain_problem(s.message_id_domain)):
+        fail(f"NUDGE_MESSAGE_ID_DOMAIN: {why}, got {s.message_id_domain!r}")
     secret = s.signing_secret.get_secret_value()
-    email = EmailSettings(
+    return EmailSettings(
         templates_dir=s.template_folder, sender=s.email_sender, unsubscribe_base_url=s.unsubscribe_url,
         unsubscribe_secret=secret, smtp_host=s.smtp_host, smtp_port=s.smtp_port, outbox_dir=s.outbox_dir,
+        transactional_sender=s.email_sender_transactional, message_id_domain=s.message_id_domain,
+        dkim=load_dkim_signer(s.dkim_domain, s.dkim_selector, s.dkim_key_file),
     )  # fmt: skip
+
+
+def build_dispatcher(
+    s: Settings, store: EngineDB, index: TriggerIndex, *, worker_id: str = "dispatcher-0"
+) -> Dispatcher:
+    from engine.channels.webhooks import WebhookSender
+    from engine.runtime.delivery_channels import provider_channels
+    from engine.runtime.dispatcher import Dispatcher
+
+    email = build_email_settings(s)
+    secret = s.signing_secret.get_secret_value()
     allow = tuple(x.strip() for x in s.webhook_allow.split(",") if x.strip())
     webhooks = WebhookSender(secret, allow=allow)
     # send_sms / send_push: Twilio and web push when configured, else they fail saying what's missing

@@ -241,6 +241,26 @@ class Settings(SharedSettings):
     unsubscribe_url: str = Field(
         default="https://nudge.example/unsubscribe", description="Base of unsubscribe links."
     )
+    # -- Email rendering and headers (issue 13): transactional sender, Message-ID, DKIM -------
+    email_sender_transactional: str | None = Field(
+        default=None,
+        description="From address of transactional emails (triggers with category: "
+        "transactional); default: NUDGE_EMAIL_SENDER.",
+    )
+    message_id_domain: str | None = Field(
+        default=None,
+        description="Domain of Message-IDs and List-Ids (<digest@DOMAIN>); default: the "
+        "sender's domain.",
+    )
+    dkim_domain: str | None = Field(
+        default=None, description="DKIM signing domain (d=); with the selector and key: signed."
+    )
+    dkim_selector: str | None = Field(
+        default=None, description="DKIM selector (s=): the key is in DNS at <selector>._domainkey."
+    )
+    dkim_key_file: Path | None = Field(
+        default=None, description="RSA private key (PEM) DKIM signs with; read at start."
+    )
     signing_secret: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_SECRET),
         description="Secret for webhook signatures and unsubscribe tokens: at least 32 random "
