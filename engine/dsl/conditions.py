@@ -411,6 +411,28 @@ class ScoreTest(Condition):
 _ON_MISSING = {"skip": Outcome.MISSING, "pass": Outcome.PASSED, "fail": Outcome.FAILED}
 
 
+@dataclass(frozen=True)
+class SegmentTest(Condition):
+    """Membership of the customer in segments (``segment: {in: vip}``, ``{not_in: [a, b]}``):
+    the processor puts the customer's segments in the profile as ``segments``."""
+
+    segments: tuple[str, ...]
+    member: bool  # True: in any of them; False: in none of them
+    kind = "segment"
+
+    def _members(self, ctx: EvaluationContext) -> list[str]:
+        found = ctx.profile.get("segments") or ()
+        return [s for s in self.segments if s in found]
+
+    def check(self, ctx: EvaluationContext) -> Outcome:
+        return _OF[bool(self._members(ctx)) == self.member]
+
+    def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        return {"kind": "segment", "test": "in" if self.member else "not_in",
+                "segments": list(self.segments), "member_of": self._members(ctx),
+                "outcome": self.check(ctx).label}  # fmt: skip
+
+
 # -- compiling -----------------------------------------------------------------------------------
 
 NAMED_PATTERNS: dict[str, dict[str, Any]] = {
@@ -687,6 +709,24 @@ def _score(body: Any, path: Path, errors: list[ConditionError]) -> Condition | N
     return ScoreTest(str(body["model"]), predicate, max_age, on_missing)
 
 
+def _segment(body: Any, path: Path, errors: list[ConditionError]) -> Condition | None:
+    if not isinstance(body, Mapping) or len(body) != 1 or next(iter(body)) not in ("in", "not_in"):
+        errors.append(
+            ConditionError(path, "expected {in: SEGMENT} or {not_in: SEGMENT} (or a list)")
+        )
+        return None
+    [(test, names)] = body.items()
+    listed = [names] if isinstance(names, str) else names
+    if (
+        not isinstance(listed, list)
+        or not listed
+        or not all(isinstance(n, str) and n.strip() for n in listed)
+    ):
+        errors.append(ConditionError((*path, test), "expected a segment name or a list of them"))
+        return None
+    return SegmentTest(tuple(listed), test == "in")
+
+
 _KINDS = {
     "all": lambda body, path, errors: _combine(AllOf, body, path, errors),
     "any": lambda body, path, errors: _combine(AnyOf, body, path, errors),
@@ -697,6 +737,7 @@ _KINDS = {
     "time": _time,
     "sequence": _sequence,
     "score": _score,
+    "segment": _segment,
 }
 
 

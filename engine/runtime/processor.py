@@ -27,6 +27,7 @@ from engine.events import profile_changes as validated_profile_changes
 from engine.runtime.identity import LINK_EVENT_TYPES, MERGE_KEY, merge_states
 from engine.store import EngineDB, InboxEvent
 from engine.store.batch import commit_batch
+from engine.store.customer_view import segments_of
 from engine.store.customers import load_profiles, load_states
 from engine.store.identity import find_links
 from engine.store.inbox import pending_events
@@ -112,6 +113,7 @@ class Processor:
         customers = {e.customer_id for e in batch} | set(merging.values())
         states = self._load_states(customers)
         profiles = self.store.read(load_profiles, customers)
+        member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
         scores = self._fetch_scores(batch)
         decision_rows, action_rows, dead, processed = [], [], [], []
         changed_profiles: dict[str, dict[str, Any]] = {}
@@ -143,8 +145,10 @@ class Processor:
             # carries its email and consent gets its welcome.
             profile = {**stored, **changes} if changes else stored
             state = states[item.customer_id]
+            memberships = member_of.get(item.customer_id)
+            seen = {**profile, "segments": memberships} if memberships else profile  # not stored
             try:
-                made = decide(view, profile, state, self.index, scores.get(item.customer_id, {}),
+                made = decide(view, seen, state, self.index, scores.get(item.customer_id, {}),
                               self.policy, self.limits, self.default_zone)  # fmt: skip
             except Exception as exc:  # one event that breaks a trigger must not stop the others
                 log.exception("event %s: deciding failed", item.event_id)
