@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from engine.channels.email import EmailSettings
     from engine.channels.ratelimit import SendRate
+    from engine.channels.smtp import SmtpSecurity
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
     from engine.runtime.metrics import EngineMetrics
@@ -119,13 +120,27 @@ def build_email_settings(s: Settings) -> EmailSettings:
             fail(f"{name}: {value!r} {why}")
     if s.message_id_domain and (why := domain_problem(s.message_id_domain)):
         fail(f"NUDGE_MESSAGE_ID_DOMAIN: {why}, got {s.message_id_domain!r}")
+    smtp = smtp_security(s)
     secret = s.signing_secret.get_secret_value()
     return EmailSettings(
         templates_dir=s.template_folder, sender=s.email_sender, unsubscribe_base_url=s.unsubscribe_url,
         unsubscribe_secret=secret, smtp_host=s.smtp_host, smtp_port=s.smtp_port, outbox_dir=s.outbox_dir,
+        smtp_timeout=s.smtp_timeout, smtp_security=smtp,
         transactional_sender=s.email_sender_transactional, message_id_domain=s.message_id_domain,
         dkim=load_dkim_signer(s.dkim_domain, s.dkim_selector, s.dkim_key_file),
     )  # fmt: skip
+
+
+def smtp_security(s: Settings) -> SmtpSecurity:
+    """TLS mode, credentials and private CA of the SMTP relay (NUDGE_SMTP_*); credentials that
+    would cross the network in plaintext, or half of a username/password pair, exit 2 at start."""
+    from engine.channels.smtp import SmtpSecurity
+
+    password = s.smtp_password.get_secret_value() if s.smtp_password is not None else None
+    security = SmtpSecurity(s.smtp_security, s.smtp_username, password, s.smtp_ca_file)
+    if s.smtp_host and (why := security.problem(s.smtp_host)):
+        fail(why)
+    return security
 
 
 def build_dispatcher(

@@ -235,6 +235,30 @@ class Settings(SharedSettings):
         default=None, description="SMTP relay for email; unset: emails go to the file outbox."
     )
     smtp_port: int = Field(default=25, description="Port of the SMTP relay.")
+    # -- SMTP for real relays (issue 13: TLS, AUTH; engine.channels.smtp) ---------------------
+    smtp_security: Annotated[
+        Literal["starttls", "tls", "none"] | None,
+        BeforeValidator(lambda v: (str(v).strip().lower() or None) if v is not None else None),
+    ] = Field(
+        default=None,
+        description="starttls (upgrade a plain connection, usually port 587), tls (implicit "
+        "TLS, usually 465) or none; default starttls when NUDGE_SMTP_USERNAME is set, else none. "
+        "Certificates are always verified; none with credentials only to a loopback relay.",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="SMTP AUTH user name (SendGrid: the literal `apikey`)."
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None, description="SMTP AUTH password or API key; never logged."
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of a private CA to trust for the relay's certificate, on top of "
+        "the system's CAs.",
+    )
+    smtp_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds per SMTP connect, command and reply."
+    )
     email_sender: str = Field(
         default="nudge <hello@nudge.example>", description="From address of emails."
     )

@@ -241,7 +241,8 @@ class SmtpSender:
         try:
             # The data and the final dot are two writes, then we wait for the reply: with Nagle's
             # algorithm and delayed ACKs that costs ~40 ms a message (measured: 20 emails/s).
-            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if smtp.sock is not None:
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             smtp.ehlo()
             if self.mode == "starttls":
                 if not smtp.has_extn("starttls"):

@@ -123,6 +123,7 @@ class _Faults:
     busy_mail: set[int] = field(default_factory=set)  # answer 421 to that MAIL, then close
     close_after: set[int] = field(default_factory=set)  # accept that message, then close
     lose_reply: set[int] = field(default_factory=set)  # keep that message, close before the 250
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # recipient → reply, e.g. "550 …"
 
 
 class _Handler:
@@ -138,6 +139,16 @@ class _Handler:
             return "421 4.7.0 too many messages on this connection, closing"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        refusal = self.relay.faults.refuse_rcpt.get(address)
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:

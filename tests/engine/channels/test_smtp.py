@@ -1,0 +1,346 @@
+"""SMTP to a relay that behaves like the real ones: aiosmtpd on loopback with ``require_starttls``
+(or implicit TLS), ``auth_required`` and a certificate from a CA generated here; through
+`SmtpSender` alone and through the dispatcher on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import smtplib
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+import tests.engine.runtime.test_dispatcher as td
+from engine.channels.base import DeliveryError
+from engine.channels.email import EmailSettings, RenderedEmail
+from engine.channels.smtp import SmtpSecurity, SmtpSender, is_loopback
+from engine.channels.webhooks import WebhookSender
+from engine.dsl.triggers import TriggerIndex, load_trigger_text
+from engine.errors import UserError
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.inbox import accept_events
+from engine.runtime.processor import Processor
+from engine.store.customers import upsert_profiles
+from engine.store.outbox import list_actions
+from tests.engine.channels.smtp_relay import Pki, Relay, make_pki
+
+USERS = {"apikey": "s3cret-key"}
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def sender(port: int, *, mode="starttls", user="apikey", password="s3cret-key", ca: Path | None,
+           templates: Path = td.TEMPLATES) -> SmtpSender:  # fmt: skip
+    security = SmtpSecurity(mode=mode, username=user, password=password if user else None,
+                            ca_file=ca)  # fmt: skip
+    return SmtpSender(EmailSettings(templates_dir=templates, smtp_host="127.0.0.1",
+                                    smtp_port=port, smtp_timeout=5.0, smtp_security=security))  # fmt: skip
+
+
+def email(n: int, to: str = "ada@example.com") -> RenderedEmail:
+    return RenderedEmail(to, f"Message {n}", f"Body {n}\n.leading dot\n", f"<m{n}@nudge.test>", {})
+
+
+def ids(relay: Relay) -> list[str]:
+    return [message_from_bytes(m)["Message-ID"] for m in relay.messages]
+
+
+class Marks:
+    """A before_commit that records what the server had when it was called."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay, self.seen = relay, []
+
+    def __call__(self) -> None:
+        self.seen.append(self.relay.count)
+
+
+# -- the connection ------------------------------------------------------------------------------
+
+
+def test_starttls_auth_many_messages_on_one_connection_until_close(pki):
+    with Relay(pki, users=USERS) as relay:
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        results = [smtp.send(email(n), marks) for n in range(25)]
+        assert relay.connections == 1 and smtp.connections == 1
+        assert relay.auth_attempts == 1, "one AUTH per connection, not per message"
+        assert marks.seen == list(range(25)), "marked sending before the server had each message"
+        assert results[3] == "smtp 250 <m3@nudge.test>"
+        assert ids(relay) == [f"<m{n}@nudge.test>" for n in range(25)]
+        assert b"\r\n.leading dot\r\n" in relay.messages[0], "dot-stuffing undone by the server"
+        smtp.close()
+        smtp.close()  # idempotent
+        smtp.send(email(99), marks)  # the next batch opens a new connection
+        smtp.close()
+        assert relay.connections == 2 and relay.count == 26
+
+
+def test_implicit_tls(pki):
+    with Relay(pki, mode="tls", users=USERS) as relay:
+        smtp = sender(relay.port, mode="tls", ca=pki.ca_file)
+        for n in range(5):
+            smtp.send(email(n), lambda: None)
+        smtp.close()
+        assert relay.connections == 1 and relay.count == 5
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_certificate_from_an_unknown_ca_is_refused_and_nothing_is_sent(pki, mode):
+    with Relay(pki, mode=mode, users=USERS) as relay:
+        smtp = sender(relay.port, mode=mode, ca=None)  # the system store only
+        with pytest.raises(DeliveryError) as caught:
+            smtp.send(email(1), pytest.fail)
+        assert caught.value.retryable, "the configuration can be fixed: try again later"
+        assert "TLS certificate not trusted" in caught.value.reason
+        assert "NUDGE_SMTP_CA_FILE" in caught.value.reason
+        assert relay.count == 0 and relay.auth_attempts == 0, "credentials never left"
+
+
+def test_certificate_for_another_host_is_refused(pki, tmp_path):
+    other = make_pki(tmp_path / "other", hosts=("mail.other.test",))
+    with Relay(other, users=USERS) as relay:
+        smtp = sender(relay.port, ca=other.ca_file)  # trusted CA, wrong name
+        with pytest.raises(DeliveryError, match=r"not trusted.*(?i:hostname|mismatch|IP address)"):
+            smtp.send(email(1), pytest.fail)
+        assert relay.count == 0 and relay.auth_attempts == 0
+
+
+def test_a_server_without_starttls_is_never_sent_plaintext(pki):
+    with Relay(None, mode="none") as relay:
+        smtp = sender(relay.port, ca=pki.ca_file)
+        with pytest.raises(DeliveryError, match="does not offer STARTTLS: refusing") as caught:
+            smtp.send(email(1), pytest.fail)
+        assert caught.value.retryable and relay.count == 0
+
+
+def test_wrong_credentials_are_a_retryable_failure_with_the_servers_answer(pki):
+    with Relay(pki, users=USERS) as relay:
+        smtp = sender(relay.port, password="wrong", ca=pki.ca_file)
+        with pytest.raises(DeliveryError) as caught:
+            smtp.send(email(1), pytest.fail)
+        assert caught.value.retryable
+        assert "refused the credentials of 'apikey': 535" in caught.value.reason
+        assert "wrong" not in caught.value.reason, "the password is never in a reason"
+        assert "s3cret" not in repr(smtp.security) and "wrong" not in repr(smtp.security)
+        assert relay.count == 0
+
+
+def test_plaintext_credentials_only_to_loopback():
+    remote = SmtpSecurity(mode="none", username="u", password="p")
+    assert "in plaintext" in (remote.problem("smtp.sendgrid.net") or "")
+    assert remote.problem("127.0.0.1") is None and remote.problem("localhost") is None
+    assert remote.problem("::1") is None
+    assert SmtpSecurity(username="u", password="p").effective_mode == "starttls"
+    assert SmtpSecurity().effective_mode == "none"
+    assert "without NUDGE_SMTP_PASSWORD" in (SmtpSecurity(username="u").problem("h") or "")
+    assert "without NUDGE_SMTP_USERNAME" in (SmtpSecurity(password="p").problem("h") or "")
+    assert is_loopback("127.8.0.1") and not is_loopback("10.0.0.1") and not is_loopback("mail")
+    settings = EmailSettings(templates_dir=td.TEMPLATES, smtp_host="smtp.example.com",
+                             smtp_security=remote)  # fmt: skip
+    with pytest.raises(UserError, match="NUDGE_SMTP_SECURITY=none would send"):
+        SmtpSender(settings)
+
+
+def test_plaintext_auth_to_a_loopback_relay_works():
+    with Relay(None, mode="none", users=USERS) as relay:
+        smtp = sender(relay.port, mode="none", ca=None)
+        smtp.send(email(1), lambda: None)
+        smtp.close()
+        assert relay.count == 1 and relay.auth_attempts == 1
+
+
+def test_unreadable_ca_file_is_a_user_error(tmp_path):
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(UserError, match=r"NUDGE_SMTP_CA_FILE: .*ca.pem: expected"):
+        sender(25, ca=bad)
+    with pytest.raises(UserError, match=r"NUDGE_SMTP_CA_FILE: .*missing.pem"):
+        sender(25, ca=tmp_path / "missing.pem")
+
+
+# -- refusals and lost connections ----------------------------------------------------------------
+
+
+def test_refused_recipients_5xx_final_4xx_retryable_and_the_connection_carries_on(pki):
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.refuse_rcpt = {"gone@example.com": "550 5.1.1 no such user",
+                                    "full@example.com": "452 4.2.2 mailbox full"}  # fmt: skip
+        smtp = sender(relay.port, ca=pki.ca_file)
+        smtp.send(email(1), lambda: None)
+        with pytest.raises(DeliveryError) as gone:
+            smtp.send(email(2, "gone@example.com"), pytest.fail)
+        assert not gone.value.retryable
+        assert gone.value.reason == "SMTP RCPT TO refused: 550 5.1.1 no such user"
+        with pytest.raises(DeliveryError) as full:
+            smtp.send(email(3, "full@example.com"), pytest.fail)
+        assert full.value.retryable and "452 4.2.2 mailbox full" in full.value.reason
+        smtp.send(email(4), lambda: None)  # RSET made the connection usable again
+        smtp.close()
+        assert ids(relay) == ["<m1@nudge.test>", "<m4@nudge.test>"]
+        assert relay.connections == 1
+
+
+def test_connection_dropped_between_messages_reconnects_and_nothing_goes_twice(pki):
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.close_after = {3, 5}  # idle timeout, restart: the server hangs up
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        for n in range(8):
+            smtp.send(email(n), marks)
+        smtp.close()
+        assert ids(relay) == [f"<m{n}@nudge.test>" for n in range(8)], "each once, in order"
+        assert marks.seen == list(range(8)), "each marked sending once"
+        assert relay.connections == 3 and relay.auth_attempts == 3
+
+
+def test_421_before_the_data_opens_a_new_connection(pki):
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.busy_mail = {3}
+        smtp = sender(relay.port, ca=pki.ca_file)
+        for n in range(5):
+            smtp.send(email(n), lambda: None)
+        smtp.close()
+        assert relay.count == 5 and relay.connections == 2
+
+
+def test_reconnects_only_once_then_reports_the_loss_as_retryable(pki):
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.busy_mail = {1, 2}
+        smtp = sender(relay.port, ca=pki.ca_file)
+        with pytest.raises(DeliveryError, match="connection lost before the message was sent"):
+            smtp.send(email(1), pytest.fail)
+        assert relay.count == 0 and relay.connections == 2
+        smtp.send(email(2), lambda: None)
+        assert relay.count == 1
+
+
+def test_connection_lost_after_the_data_is_not_a_delivery_error_and_is_not_resent(pki):
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.lose_reply = {2}
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        smtp.send(email(1), marks)
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # the dispatcher: unconfirmed
+            smtp.send(email(2), marks)
+        smtp.send(email(3), marks)  # a new connection; message 2 was not sent again
+        smtp.close()
+        assert ids(relay) == ["<m1@nudge.test>", "<m2@nudge.test>", "<m3@nudge.test>"]
+        assert marks.seen == [0, 1, 2] and relay.connections == 2
+
+
+def test_unreachable_relay_is_retryable():
+    from nudge.local_server import free_port
+
+    with pytest.raises(DeliveryError, match=r"unreachable .*Connection") as caught:
+        sender(free_port(), ca=None).send(email(1), pytest.fail)
+    assert caught.value.retryable
+
+
+# -- through the dispatcher -------------------------------------------------------------------------
+
+TRIGGERS = """
+- id: payment_failure
+  category: transactional
+  quiet_hours: ignore
+  when: {event: payment_failed}
+  actions:
+    - send_email: {template: payment_failed}
+"""
+
+
+def outbox_with(store, customers: int) -> TriggerIndex:
+    index = TriggerIndex(load_trigger_text(TRIGGERS).triggers)
+    profiles = {f"c{i}": {"customer_id": f"c{i}", "email": f"c{i}@example.com",
+                          "first_name": f"C{i}"} for i in range(customers)}  # fmt: skip
+    store.write(upsert_profiles, profiles, 0.0)
+    events = [td.ev(f"e{i}", f"c{i}", "payment_failed", 0, amount=9.5) for i in range(customers)]
+    accept_events(store, events, source="test")
+    Processor(store, index).run_until_empty()
+    return index
+
+
+def dispatcher(store, index, port: int, security: SmtpSecurity, **kwargs) -> Dispatcher:
+    email_settings = EmailSettings(templates_dir=td.TEMPLATES, smtp_host="127.0.0.1",
+                                   smtp_port=port, smtp_timeout=5.0, smtp_security=security)  # fmt: skip
+    return Dispatcher(store, index, email=email_settings,
+                      webhooks=WebhookSender(td.SECRET), **kwargs)  # fmt: skip
+
+
+def test_dispatcher_sends_a_batch_on_one_authenticated_tls_connection(engine_store, pki):
+    index = outbox_with(engine_store, 30)
+    security = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
+    with Relay(pki, users=USERS) as relay:
+        relay.faults.close_after = {12}  # the relay hangs up once in the middle
+        relay.faults.lose_reply = {20}  # and once after a message's data
+        d = dispatcher(engine_store, index, relay.port, security, batch_size=100)
+        assert d.run_due(td.at(1)).outcomes == {"sent": 29, "unconfirmed": 1}
+        assert relay.connections == 3, "one per batch, plus the two reconnections"
+        assert len(set(ids(relay))) == relay.count == 30, "none twice"
+        assert d.run_due(td.at(60)).handled == 0, "the unconfirmed one is never resent"
+    actions = engine_store.read(list_actions)
+    [lost] = [a for a in actions if a.status == "unconfirmed"]
+    assert "connection lost after the end of data" in lost.result
+    assert all(a.result.startswith("smtp 250 <") for a in actions if a.status == "sent")
+
+
+def test_wrong_credentials_retried_then_failed_with_the_answer_nothing_lost(engine_store, pki):
+    index = outbox_with(engine_store, 2)
+    wrong = SmtpSecurity(username="apikey", password="wrong", ca_file=pki.ca_file)
+    with Relay(pki, users=USERS) as relay:
+        d = dispatcher(engine_store, index, relay.port, wrong, max_attempts=3, retry_base=60)
+        assert d.run_due(td.at(1)).outcomes == {"retried": 2}
+        for a in engine_store.read(list_actions):
+            assert a.status == "pending" and a.attempts == 1 and "535" in a.result
+        assert d.run_due(td.at(10)).outcomes == {"retried": 2}
+        assert d.run_due(td.at(60)).outcomes == {"failed": 2}
+        for a in engine_store.read(list_actions):
+            assert a.status == "failed" and "535" in a.result and "(after 3 attempt(s))" in a.result
+            assert "wrong" not in a.result
+        assert relay.count == 0
+
+    # Fixed in time, the same actions go out: the retry kept them whole.
+    index = outbox_with(engine_store, 3)  # c2 is new; c0 and c1 are already failed
+    with Relay(pki, users=USERS) as relay:
+        d = dispatcher(engine_store, index, relay.port, wrong, max_attempts=3, retry_base=60)
+        assert d.run_due(td.at(61)).outcomes == {"retried": 1}
+        fixed = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
+        d = dispatcher(engine_store, index, relay.port, fixed, max_attempts=3, retry_base=60)
+        assert d.run_due(td.at(24 * 60)).outcomes == {"sent": 1}
+        [message] = relay.messages
+        assert message_from_bytes(message)["To"] == "c2@example.com"
+
+
+def test_untrusted_relay_through_the_dispatcher_is_retried_never_sent(engine_store, pki):
+    index = outbox_with(engine_store, 1)
+    no_ca = SmtpSecurity(username="apikey", password="s3cret-key")
+    with Relay(pki, users=USERS) as relay:
+        d = dispatcher(engine_store, index, relay.port, no_ca, retry_base=60)
+        assert d.run_due(td.at(1)).outcomes == {"retried": 1}
+        [action] = engine_store.read(list_actions)
+        assert "TLS certificate not trusted" in action.result and relay.count == 0
+
+
+def test_settings_give_the_sender_its_security_and_refuse_plaintext_credentials(monkeypatch):
+    import typer
+
+    from nudge.engine_cli import smtp_security
+    from nudge.settings import Settings
+
+    monkeypatch.setenv("NUDGE_SMTP_HOST", "smtp.sendgrid.net")
+    monkeypatch.setenv("NUDGE_SMTP_USERNAME", "apikey")
+    monkeypatch.setenv("NUDGE_SMTP_PASSWORD", "SG.s3cret")
+    settings = Settings()
+    assert "s3cret" not in repr(settings)
+    security = smtp_security(settings)
+    assert security.effective_mode == "starttls" and security.password == "SG.s3cret"
+    assert "s3cret" not in repr(security)
+    monkeypatch.setenv("NUDGE_SMTP_SECURITY", " TLS ")
+    assert smtp_security(Settings()).effective_mode == "tls"
+    monkeypatch.setenv("NUDGE_SMTP_SECURITY", "none")
+    with pytest.raises(typer.Exit) as caught:
+        smtp_security(Settings())
+    assert caught.value.exit_code == 2
