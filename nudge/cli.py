@@ -22,6 +22,7 @@ from nudge.errors import Commands, UserError
 from nudge.experiment_cli import experiment_app
 from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
 from nudge.serve_cli import serve
+from nudge.templates_cli import templates_app
 
 if TYPE_CHECKING:
     from nudge.settings import Settings
@@ -41,6 +42,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(triggers_app, name="triggers")
 app.add_typer(engine_app, name="engine")
 app.add_typer(db_app, name="db")
+app.add_typer(templates_app, name="templates")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")
