@@ -198,3 +198,43 @@ def test_help_texts(home):
         assert result.exit_code == 0
     assert "layouts/base.html.j2" in invoke("templates", "--help").output
     assert "--event" in invoke("templates", "preview", "--help").output
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"NUDGE_DKIM_DOMAIN": "shop.example"},
+            "missing: NUDGE_DKIM_SELECTOR, NUDGE_DKIM_KEY_FILE",
+        ),
+        (
+            {
+                "NUDGE_DKIM_DOMAIN": "shop.example",
+                "NUDGE_DKIM_SELECTOR": "s1",
+                "NUDGE_DKIM_KEY_FILE": "/nonexistent/k.pem",
+            },
+            "NUDGE_DKIM_KEY_FILE: cannot read",
+        ),
+        (
+            {"NUDGE_EMAIL_SENDER_TRANSACTIONAL": "not an address"},
+            "NUDGE_EMAIL_SENDER_TRANSACTIONAL",
+        ),
+        ({"NUDGE_MESSAGE_ID_DOMAIN": "bad domain"}, "NUDGE_MESSAGE_ID_DOMAIN: expected a domain"),
+    ],
+)
+def test_bad_email_settings_are_one_line_at_start(home, monkeypatch, tmp_path, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = invoke("templates", "preview", "welcome", "--customer", "c1", "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("*.eml"))
+
+
+def test_preview_as_transactional_uses_the_transactional_sender(home, monkeypatch, tmp_path):
+    monkeypatch.setenv("NUDGE_EMAIL_SENDER_TRANSACTIONAL", "Shop <orders@shop.example>")
+    result = invoke("templates", "preview", "payment_failed", "--customer", "c1",
+                    "--transactional", "--out", str(tmp_path))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    raw = (tmp_path / "payment_failed.eml").read_text()
+    assert "From: Shop <orders@shop.example>" in raw and "List-Unsubscribe" not in raw
