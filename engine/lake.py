@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -245,6 +245,34 @@ class EventLake:
                     current[~gone].to_parquet(tmp, index=False)
                     os.replace(tmp, self.customers_path)
         return removed, rewritten
+
+    def rename_customers(self, renames: Mapping[str, str]) -> int:
+        """Give the events of customer ``old`` to ``new`` for each pair (an identity merge):
+        each partition file holding them is rewritten atomically. Returns the events renamed."""
+        if not renames:
+            return 0
+        olds = pa.array(sorted(renames), pa.string())
+        renamed = 0
+        with self._lock():
+            files = (
+                sorted(self.events_dir.glob("date=*/*.parquet")) if self.events_dir.exists() else []
+            )
+            for path in files:
+                table = pq.ParquetFile(path).read()
+                hit = pc.is_in(table["customer_id"], value_set=olds)
+                count = pc.sum(hit).as_py() or 0
+                if not count:
+                    continue
+                ids = [renames.get(c, c) for c in table["customer_id"].to_pylist()]
+                index = table.schema.get_field_index("customer_id")
+                table = table.set_column(
+                    index, table.schema.field(index), pa.array(ids, pa.string())
+                )
+                tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+                pq.write_table(table, tmp)
+                os.replace(tmp, path)
+                renamed += count
+        return renamed
 
     # -- internals -------------------------------------------------------------------------------
 

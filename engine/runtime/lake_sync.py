@@ -2,7 +2,10 @@
 
 `sync_once` copies inbox events after the ``events`` watermark (inbox seq order) to the lake in
 batches, then the profiles changed after the ``profiles`` watermark to the lake's customer table,
-moving each watermark in the engine database after its batch is in the lake. Exactly once, by
+moving each watermark in the engine database after its batch is in the lake. Identity follows
+into the lake: an event sent under an anonymous id that is linked to a customer is written as the
+customer's, and events already in the lake under an id linked since the last sync are rewritten
+as the customer's (the ``identities`` watermark over the links' time). Exactly once, by
 two halves: the watermark means nothing is copied twice in normal operation, and the lake's append
 is idempotent by event_id (a crash between the append and the watermark's move copies the batch
 again, and the lake skips it). Profiles are upserted by customer_id, so the same holds.
@@ -32,7 +35,14 @@ import pandas as pd
 from engine.events import Event, event_context
 from engine.lake import EventLake, events_to_table
 from engine.store import EngineDB
-from engine.store.lake_sync import advance, events_after, profiles_after, read_watermark
+from engine.store.lake_sync import (
+    advance,
+    events_after,
+    final_customers,
+    links_after,
+    profiles_after,
+    read_watermark,
+)
 
 __all__ = ["SyncReport", "start_lake_sync", "sync_once"]
 
@@ -50,6 +60,7 @@ class SyncReport:
     duplicates: int
     profiles: int
     seconds: float
+    renamed: int = 0  # lake events moved to the customer their anonymous id was linked to
 
 
 def sync_once(
@@ -73,6 +84,11 @@ def sync_once(
         if not rows:
             break
         parsed = [Event.model_validate_json(payload, context=context) for _, payload in rows]
+        # Events sent under an id linked since (identify / alias) are the customer's in the lake.
+        owners = store.read(final_customers, sorted({e.customer_id for e in parsed}))
+        if owners:
+            parsed = [e.model_copy(update={"customer_id": owners[e.customer_id]})
+                      if e.customer_id in owners else e for e in parsed]  # fmt: skip
         result = lake.append(events_to_table(parsed))
         store.write(advance, "events", float(rows[-1][0]), len(rows), clock())
         events, added, duplicates = (
@@ -83,7 +99,20 @@ def sync_once(
         if len(rows) < batch:
             break
     profiles = _sync_profiles(store, lake, clock() - wait, clock)
-    return SyncReport(events, added, duplicates, profiles, time.perf_counter() - started)
+    renamed = _sync_links(store, lake, clock() - wait, clock)
+    return SyncReport(events, added, duplicates, profiles, time.perf_counter() - started, renamed)
+
+
+def _sync_links(store: EngineDB, lake: EventLake, until: float, clock: Callable[[], float]) -> int:
+    """Events the lake holds under an id linked since the last sync move to its customer."""
+    mark = store.read(read_watermark, "identities")
+    links = store.read(links_after, mark.position, until)
+    if not links:
+        return 0
+    owners = store.read(final_customers, [a for a, _ in links])
+    renamed = lake.rename_customers(owners)
+    store.write(advance, "identities", max(at for _, at in links), len(links), clock())
+    return renamed
 
 
 def _sync_profiles(

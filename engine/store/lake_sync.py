@@ -12,10 +12,21 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.store.schema import inbox, lake_watermarks, profiles
+from engine.store.identity import resolve
+from engine.store.schema import identities, inbox, lake_watermarks, profiles
 from engine.store.sql import upsert
 
-__all__ = ["Watermark", "advance", "events_after", "profiles_after", "read_watermark"]
+__all__ = [
+    "Watermark",
+    "advance",
+    "events_after",
+    "final_customers",
+    "links_after",
+    "profiles_after",
+    "read_watermark",
+]
+
+_HOPS = 8  # links re-pointed by merges are one hop; a chain waiting for its merge a few more
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +84,28 @@ def profiles_after(
         .order_by(profiles.c.updated_at, profiles.c.customer_id)
     )
     return [(c, d, at) for c, d, at in conn.execute(query)]
+
+
+def links_after(conn: Connection, linked_at: float, until: float) -> list[tuple[str, float]]:
+    """Anonymous ids linked after `linked_at` (up to `until`), oldest first, with when."""
+    query = (
+        sa.select(identities.c.anonymous_id, identities.c.linked_at)
+        .where(identities.c.linked_at > linked_at, identities.c.linked_at <= until)
+        .order_by(identities.c.linked_at, identities.c.anonymous_id)
+    )
+    return [(a, at) for a, at in conn.execute(query)]
+
+
+def final_customers(conn: Connection, ids: list[str]) -> dict[str, str]:
+    """The customer each linked id ends at, following links (a chain not yet merged by the
+    processor: anon → old id → new id); ids that are not linked are absent."""
+    out: dict[str, str] = {}
+    current = {i: i for i in ids}
+    for _ in range(_HOPS):
+        linked = resolve(conn, set(current.values()))
+        moved = {start: linked[at] for start, at in current.items() if at in linked}
+        if not moved:
+            break
+        out.update(moved)
+        current = moved
+    return out

@@ -88,3 +88,30 @@ def test_the_background_sync_runs_until_stopped(server, engine_store, tmp_path):
     stop.set()
     thread.join(timeout=10)
     assert lake.read().num_rows == 30 and not thread.is_alive()
+
+
+def test_identity_follows_into_the_lake(server, engine_store, tmp_path):
+    import base64
+
+    auth = {"Authorization": "Basic " + base64.b64encode(b"k-sync:").decode()}
+
+    def send(*messages: dict) -> None:
+        response = httpx.post(f"{server}/v1/batch", json={"batch": list(messages)}, headers=auth)
+        assert response.status_code == 200, response.text
+
+    lake = EventLake(tmp_path / "lake")
+    stamp = T0.isoformat()
+    send({"type": "track", "anonymousId": "anon-7", "event": "Product Viewed", "messageId": "v1",
+          "timestamp": stamp})  # fmt: skip
+    sync_once(engine_store, lake, settle=0)
+    assert lake.read()["customer_id"].to_pylist() == ["anon-7"]
+    # linked: the synced event moves to the customer, an event before the processor ran too
+    send({"type": "track", "anonymousId": "anon-7", "event": "Product Viewed", "messageId": "v2",
+          "timestamp": stamp},
+         {"type": "identify", "userId": "user-7", "anonymousId": "anon-7", "messageId": "i7",
+          "timestamp": stamp})  # fmt: skip
+    report = sync_once(engine_store, lake, settle=0)
+    assert report.renamed == 1  # v1, in the lake already; v2 (sent anonymously) goes in as user-7
+    owners = dict(zip(lake.read()["event_id"].to_pylist(), lake.read()["customer_id"].to_pylist(),
+                      strict=True))  # fmt: skip
+    assert owners == {"v1": "user-7", "v2": "user-7", "i7": "user-7"}
