@@ -22,6 +22,7 @@ from nudge.errors import Commands, UserError
 from nudge.experiment_cli import experiment_app
 from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
 from nudge.serve_cli import serve
+from nudge.status import status
 from nudge.templates_cli import templates_app
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")
 app.command()(serve)
+app.command("status")(status)
 app.command("import-profiles")(import_profiles)
 app.add_typer(customers_app, name="customers")
 lake_app.command("sync")(lake_sync)

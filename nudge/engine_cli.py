@@ -189,6 +189,19 @@ def build_send_rate(s: Settings, store: EngineDB) -> SendRate:
     return SendRate(rates, DatabaseRates(store))
 
 
+def send_limits(s: Settings) -> dict[str, float]:
+    """Sends per minute each channel may make (NUDGE_EMAIL_RATE, …), for the metrics."""
+    from engine.channels.ratelimit import parse_rate
+
+    limits = {}
+    for channel, text in (("email", s.email_rate), ("sms", s.sms_rate), ("push", s.push_rate),
+                          ("webhook", s.webhook_rate)):  # fmt: skip
+        rate = parse_rate(text)
+        if rate is not None:
+            limits[channel] = rate.count / rate.per * 60.0
+    return limits
+
+
 def watch_scores(metrics: EngineMetrics, processor: Processor | None) -> None:
     """Time the processor's scoring client (if it has one) in `metrics`."""
     from engine.runtime.scoring import ScoreClient
@@ -577,7 +590,7 @@ def run(
         if role != "processor"
         else None
     )
-    metrics = EngineMetrics(store)
+    metrics = EngineMetrics(store, send_limits=send_limits(s))
     watch_scores(metrics, processor)
     loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics)
     stop = threading.Event()
@@ -707,7 +720,7 @@ def serve(
         )
     index = load_index(s.trigger_folder)
     store = open_store(s)
-    metrics = EngineMetrics(store)
+    metrics = EngineMetrics(store, send_limits=send_limits(s))
     processor = build_processor(s, store, index)
     watch_scores(metrics, processor)
     loop = EngineLoop(processor, build_dispatcher(s, store, index), poll=poll, observer=metrics)

@@ -7,7 +7,7 @@ the same queues, so those are read from the database when Prometheus scrapes
 in one process and lost with it: events in the inbox and the processing lag, dead letters by
 source, decisions by trigger and outcome, suppressions by reason, actions by channel and status,
 the due queue and the age of its oldest action, the timer backlog, sends in the last minute
-against their limit, and the lake sync's lag. A scrape that cannot reach the database answers
+against their limit, sends held back by the rate limits, and the lake sync's lag. A scrape that cannot reach the database answers
 ``nudge_engine_database_up 0`` instead of failing.
 
 What only one process knows — how long its steps take, its loop's and dispatcher's errors, its
@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from engine.store import EngineDB, execution_log, reporting
+from engine.store.outbox import pending_by_channel
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -96,6 +97,7 @@ class DatabaseCollector(Collector):
                 suppressed = reporting.suppression_reasons(conn)
                 sends = reporting.sends_since(conn, now - SEND_RATE_WINDOW)
                 lake = reporting.lake_watermarks(conn)
+                channels = pending_by_channel(conn, now)
         except Exception as exc:  # a scrape says the database is down; it never fails itself
             log.warning("metrics: the engine database could not be read: %s", exc)
             up.add_metric([], 0.0)
@@ -107,6 +109,14 @@ class DatabaseCollector(Collector):
         yield from _log_metrics(letters, outcomes, suppressed)
         yield from self._send_metrics(sends, {channel for channel, _ in queues.actions})
         yield from _lake_metrics(lake, now)
+        throttled = GaugeMetricFamily(
+            "nudge_engine_throttled_actions",
+            "Pending actions held back by their channel's send rate (or a provider's 429).",
+            labels=["channel"],
+        )
+        for queue in channels:
+            throttled.add_metric([queue.channel], float(queue.throttled))
+        yield throttled
 
     def _send_metrics(self, sends: Mapping[str, int], channels: set[str]) -> Iterator[Metric]:
         rate = GaugeMetricFamily(

@@ -34,6 +34,7 @@ __all__ = [
     "event_days",
     "fired_decisions",
     "lake_watermarks",
+    "last_activity",
     "purchases",
     "queue_status",
     "sends_since",
@@ -350,3 +351,13 @@ def event_days(conn: Connection) -> tuple[float, float] | None:
         )
     ).one()
     return None if first is None else (float(first), float(last))
+
+
+def last_activity(conn: Connection) -> tuple[float | None, float | None]:
+    """When a processor last finished an event and a dispatcher last ended an action."""
+    processed = conn.execute(sa.select(sa.func.max(inbox.c.processed_at))).scalar_one()
+    finished = conn.execute(sa.select(sa.func.max(actions.c.finished_at))).scalar_one()
+    return (
+        None if processed is None else float(processed),
+        None if finished is None else float(finished),
+    )

@@ -311,3 +311,32 @@ def test_pipeline_optimize_reviews_every_trigger_in_mlflow(report_env, tmp_path)
     last_day = int(max(report_env["times"].values()) // 86400)
     assert fired == {step: float(by_day.get(step, 0)) for step in range(min(by_day), last_day)}
     assert sum(fired.values()) == 360 - by_day.get(last_day, 0)
+
+
+def test_status_on_the_log_and_an_mlflow_store(report_env, tmp_path, monkeypatch):
+    """`nudge status`: the engine's figures of the log; the champion and the last training from
+    a real MLflow store; nothing created where nothing is."""
+    from mlflow import MlflowClient
+
+    missing = runner.invoke(app, ["status", "--json"])
+    assert missing.exit_code == 0, missing.output
+    report = json.loads(missing.stdout)
+    assert report["models"]["problem"].startswith("no MLflow store yet")
+    engine = report["engine"]
+    assert engine["revision"] and engine["inbox"]["pending"] == 0 and engine["due_actions"] == 0
+    assert engine["processor_last_active"] is not None and engine["dispatcher_last_active"]
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("NUDGE_MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment("nudge-train")
+    client.set_terminated(client.create_run(experiment, run_name="train-churn").info.run_id)
+    client.create_registered_model("churn")
+    version = client.create_model_version("churn", source=str(tmp_path), run_id=None)
+    client.set_registered_model_alias("churn", "champion", version.version)
+    found = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["models"]
+    assert found["problem"] is None and found["last_training"] is not None
+    assert found["champions"]["churn"]["version"] == str(version.version)
+    people = runner.invoke(app, ["status"])
+    assert people.exit_code == 0 and "champion churn" in people.output
+    assert "processing lag" in people.output and "last training" in people.output

@@ -141,6 +141,7 @@ def test_metrics_after_real_traffic_through_the_engine(engine_store, tmp_path):
         assert value(after, "nudge_engine_timer_backlog") == 4
         assert value(after, "nudge_engine_due_actions") == 0
         assert value(after, "nudge_engine_sends_last_minute", channel="email") == 2
+        assert value(after, "nudge_engine_throttled_actions", channel="email") == 0
         assert value(after, "nudge_engine_processed_events_total", result="processed") == 7
         assert value(after, "nudge_engine_dispatch_outcomes_total", outcome="sent") == 2
         assert value(after, "nudge_engine_step_duration_seconds_count", step="processor") >= 1
@@ -238,3 +239,22 @@ def test_engine_run_metrics_port(nudge_home, monkeypatch):
     assert (
         busy.exit_code == 2 and f"--metrics-port: cannot listen on 127.0.0.1:{port}" in busy.output
     )
+
+
+def test_send_rate_against_its_limit_from_the_settings(engine_store, monkeypatch):
+    from nudge.engine_cli import send_limits
+    from nudge.settings import Settings
+
+    monkeypatch.setenv("NUDGE_EMAIL_RATE", "10/s")
+    monkeypatch.setenv("NUDGE_SMS_RATE", "120/h")
+    limits = send_limits(Settings())
+    assert limits == {"email": 600.0, "sms": 2.0}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(
+            EngineMetrics(engine_store, send_limits=limits).render().decode()
+        )
+        for s in f.samples
+    }
+    assert value(samples, "nudge_engine_send_limit_per_minute", channel="email") == 600
+    assert value(samples, "nudge_engine_sends_last_minute", channel="sms") == 0
