@@ -17,10 +17,14 @@ from typing import Protocol, TypeVar
 
 from engine.runtime.dispatcher import Dispatcher, DispatchStats
 from engine.runtime.processor import Processor, ProcessStats
+from engine.store.outbox import next_throttled_at
 
 __all__ = ["EngineLoop", "EventClock", "LoopObserver", "LoopStats"]
 
 T = TypeVar("T")
+# `until_idle` waits for throttled sends whose slot is this near (seconds); later ones (a
+# provider's long Retry-After) are left to the next run.
+MAX_IDLE_WAIT = 60.0
 
 
 class LoopObserver(Protocol):
@@ -102,9 +106,26 @@ class EngineLoop:
                 progress(stats)
             if not worked:
                 if until_idle:
-                    return stats
+                    # Throttled sends are due, only waiting for their slot: idle means after them.
+                    wake = self._throttled_wake()
+                    if wake is None:
+                        return stats
+                    if isinstance(self.clock, EventClock):
+                        self.clock.advance(wake)  # replay time moves on to the slot
+                    else:
+                        stop.wait(max(0.0, wake - self.clock()))
+                    continue
                 stop.wait(self.poll)
         return stats
+
+    def _throttled_wake(self) -> float | None:
+        """The next slot of a throttled send, when it is near enough to wait for."""
+        if self.dispatcher is None:
+            return None
+        wake = self.dispatcher.store.read(next_throttled_at)
+        if wake is None or wake - self.clock() > MAX_IDLE_WAIT:
+            return None  # a provider's long Retry-After: the next run sends it
+        return wake
 
     def _step(self, name: str, run: Callable[[], T]) -> T:
         """One step, timed and told to the observer (an error too, then raised again)."""

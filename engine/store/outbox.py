@@ -206,6 +206,15 @@ def defer_action(conn: Connection, action_id: int, next_attempt_at: float, reaso
     )
 
 
+def next_throttled_at(conn: Connection) -> float | None:
+    """When the earliest throttled action may be tried again (None when none waits)."""
+    query = sa.select(sa.func.min(actions.c.next_attempt_at)).where(
+        actions.c.status == "pending", actions.c.result.like(f"{THROTTLED}%")
+    )
+    value = conn.execute(query).scalar()
+    return None if value is None else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelQueue:
     """The pending actions of one channel (or kind): how many are due, how late, how throttled."""

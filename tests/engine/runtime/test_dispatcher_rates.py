@@ -300,3 +300,25 @@ def test_a_limiter_that_cannot_be_asked_delays_the_send(engine_store, tmp_path):
     d.send_rate = SendRate.unlimited()
     assert d.run_due(now + 10).outcomes == {"sent": 2}
     assert json.loads(rows[0].params) == {"template": "payment_failed"}
+
+
+@pytest.mark.parametrize("replay", [True, False], ids=["replay-clock", "wall-clock"])
+def test_run_until_idle_waits_for_throttled_sends(engine_store, tmp_path, replay):
+    """`engine run --until-idle` is idle only once the throttled sends have gone out: in replay
+    the engine clock moves on to their slots, on the wall clock the loop waits for them."""
+    from engine.runtime.loop import EngineLoop, EventClock
+
+    index = plan(engine_store, 12)
+    outbox, sends = tmp_path / "outbox", list[str]()
+    start = T0.timestamp() + 1
+    offset = start - time.time()
+    clock = EventClock(start) if replay else (lambda: time.time() + offset)
+    limits = SendRate({"email": rate("4/s")}, DatabaseRates(engine_store))
+    d = dispatcher(engine_store, index, outbox, sends, send_rate=limits, clock=clock)
+    began = time.monotonic()
+    EngineLoop(None, d, clock=clock, poll=0.05).run(until_idle=True)
+    sent_once(engine_store, outbox, 12, sends)
+    if replay:
+        assert clock() >= start + 1.9, "replay time moved through the slots"
+    else:
+        assert time.monotonic() - began >= 1.9, "12 at 4/s: a burst of 4, then 8 slots"
