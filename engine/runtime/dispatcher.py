@@ -274,7 +274,7 @@ class Dispatcher:
             if committed:  # after the point of no return: never send again, report it
                 self.store.write(
                     mark_action, action.id, "unconfirmed", now,
-                    result=_clip(f"connection lost after the end of data ({_reason(exc)})"),
+                    result=_clip(f"connection lost after {_commit_point(channel)} ({_reason(exc)})"),
                 )  # fmt: skip
                 return "unconfirmed"
             raise
@@ -409,6 +409,11 @@ class Dispatcher:
             delay = retry_after
         self.store.write(retry_action, action.id, attempts, now + delay, _clip(error))
         return "retried"
+
+
+def _commit_point(channel: Channel) -> str:
+    """The point of no return of `channel`, as people say it."""
+    return "the end of data" if channel.name == "email" else f"the {channel.name} request was sent"
 
 
 def _reason(exc: BaseException) -> str:
