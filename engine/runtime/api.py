@@ -170,7 +170,10 @@ def create_app(
     from engine.runtime.customers_api import customers_router
     from engine.runtime.segment_api import segment_router  # imports this module: here, not on top
 
-    app.include_router(segment_router(store, api_key, max_future=max_future, clock=clock))
+    salt = getattr(erasure, "salt", None)  # the Eraser's: erased addresses stay erased
+    app.include_router(
+        segment_router(store, api_key, max_future=max_future, clock=clock, salt=salt)
+    )
     app.include_router(customers_router(store, api_key, erase=erasure))
     app.include_router(provider_router(store, clock=clock))  # Twilio's inbound SMS webhook
     return app

@@ -54,11 +54,13 @@ from pydantic_core import PydanticCustomError
 from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import find_json_problem, storable_text, text_problem
 from engine.runtime.api import MAX_BODY_BYTES, BadBody, _parse, _read_body
+from engine.runtime.erasure import address_hash
 from engine.runtime.identity import MERGE_KEY
 from engine.runtime.inbox import ItemResult, _as_text, accept_events
 from engine.store import EngineDB
 from engine.store.customers import load_profiles, update_profile
 from engine.store.dead_letters import add_dead_letters
+from engine.store.erasure import suppressed_hashes
 from engine.store.identity import link, resolve
 from engine.store.inbox import event_times
 from nudge.security import key_matches
@@ -244,9 +246,14 @@ def accept_messages(
     sent_at: datetime | None = None,
     shared_context: Mapping[str, Any] | None = None,
     max_future: timedelta | float | str | None = None,
+    salt: bytes | None = None,
 ) -> list[ItemResult]:
     """Accept Segment messages: valid ones into the inbox (profiles and links applied first),
-    invalid ones dead-lettered with the reason; one result per item, in order."""
+    invalid ones dead-lettered with the reason; one result per item, in order.
+
+    With `salt` (the erasure salt), an identify's email or phone that belongs to an erased
+    customer (on the suppression list) is not stored, and the item's result says so.
+    """
     results: dict[int, ItemResult] = {}
     dead: list[dict[str, Any]] = []
     pending: list[_Pending] = []
@@ -260,6 +267,8 @@ def accept_messages(
     if dead:
         store.write(add_dead_letters, dead, received_at)
     _resolve_anonymous(store, pending)
+    if salt is not None:
+        _drop_erased_addresses(store, pending, salt)
     _apply_identity_and_profiles(store, pending, received_at)
     accepted = accept_events(store, [p.event for p in pending], source=SOURCE,
                              naive_timezone="UTC", now=received_at, max_future=max_future)  # fmt: skip
@@ -422,6 +431,23 @@ def _resolve_anonymous(store: EngineDB, pending: list[_Pending]) -> None:
                 linked.setdefault(anonymous, customer)  # rule 1: the first link wins
 
 
+def _drop_erased_addresses(store: EngineDB, pending: list[_Pending], salt: bytes) -> None:
+    """Addresses of erased customers stay erased: not in the profile, not in the stored event."""
+    wanted = {(p.index, kind): address_hash(str(p.profile[kind]), salt)
+              for p in pending for kind in ("email", "phone") if p.profile.get(kind)}  # fmt: skip
+    if not wanted:
+        return
+    erased = store.read(suppressed_hashes, wanted.values())
+    for p in pending:
+        for kind in ("email", "phone"):
+            if wanted.get((p.index, kind)) in erased:
+                del p.profile[kind]
+                traits = p.event["properties"].get("traits") or {}
+                for key in [k for k in traits if TRAIT_FIELDS.get(k, k) == kind]:
+                    del traits[key]
+                p.notes.append(f"traits.{kind}: belongs to an erased customer; not stored")
+
+
 def _apply_identity_and_profiles(store: EngineDB, pending: list[_Pending], now: float) -> None:
     """Links and identify traits of messages not seen before, before their events are stored.
 
@@ -512,8 +538,10 @@ def segment_router(
     *,
     max_future: timedelta | float | str | None = None,
     clock: Callable[[], float] = time.time,
+    salt: bytes | None = None,
 ) -> APIRouter:
-    """The Segment-compatible routes over `store`, with `api_key` as the write key."""
+    """The Segment-compatible routes over `store`, with `api_key` as the write key; `salt` the
+    erasure salt (erased customers' addresses are not stored again: see `accept_messages`)."""
     router = APIRouter(tags=["segment"])
 
     def refuse(reason: str, raw: bytes, code: int = 400) -> JSONResponse:
@@ -565,7 +593,7 @@ def segment_router(
         # In a worker thread: the event loop keeps reading the other clients' bodies meanwhile.
         results = await run_in_threadpool(
             accept_messages, store, parsed.batch, received_at=clock(), sent_at=parsed.sentAt,
-            shared_context=parsed.context, max_future=max_future,
+            shared_context=parsed.context, max_future=max_future, salt=salt,
         )  # fmt: skip
         return _answer(results)
 
@@ -578,7 +606,9 @@ def segment_router(
             if isinstance(body, dict):
                 body = {**body, "type": kind}
                 body.pop("writeKey", None)
-            results = accept_messages(store, [body], received_at=clock(), max_future=max_future)
+            results = accept_messages(
+                store, [body], received_at=clock(), max_future=max_future, salt=salt
+            )
             return _answer(results)
 
         route.__name__ = f"segment_{kind}"

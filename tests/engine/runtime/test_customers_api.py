@@ -159,3 +159,20 @@ def test_without_an_eraser_delete_is_503(engine_store):
     with LocalServer(create_app(engine_store, "k-customers")) as server:
         response = httpx.delete(f"{server.url}/v1/customers/c1", headers=KEY)
     assert response.status_code == 503
+
+
+def test_an_erased_address_sent_again_by_identify_is_not_stored(served, engine_store):
+    import base64
+
+    url, _ = served
+    seed(engine_store)
+    assert httpx.delete(f"{url}/v1/customers/c1", headers=KEY).status_code == 200
+    auth = {"Authorization": "Basic " + base64.b64encode(b"k-customers:").decode()}
+    body = {"userId": "c1-again", "messageId": "re1",
+            "traits": {"email": "C1@Example.com", "firstName": "Cy"}}  # fmt: skip
+    answer = httpx.post(f"{url}/v1/identify", json=body, headers=auth).json()
+    assert answer["accepted"] == 1
+    assert "belongs to an erased customer" in answer["results"][0]["errors"][0]
+    profile = httpx.get(f"{url}/v1/customers/c1-again", headers=KEY).json()
+    assert profile["profile"] == {"first_name": "Cy"}
+    assert profile["events"][0]["properties"]["traits"] == {"firstName": "Cy"}
