@@ -177,9 +177,12 @@ class SmtpSender:
         for attempt in (1, 2):
             smtp = self._session()
             try:
-                self._expect(smtp, "MAIL FROM", smtp.mail(envelope_from), (250,))
-                self._expect(smtp, "RCPT TO", smtp.rcpt(to), (250, 251))
-                self._expect(smtp, "DATA", smtp.docmd("DATA"), (354,))
+                if smtp.has_extn("pipelining"):
+                    self._envelope_pipelined(smtp, envelope_from, to)
+                else:
+                    self._expect(smtp, "MAIL FROM", smtp.mail(envelope_from), (250,))
+                    self._expect(smtp, "RCPT TO", smtp.rcpt(to), (250, 251))
+                    self._expect(smtp, "DATA", smtp.docmd("DATA"), (354,))
                 smtp.send(data)
                 return smtp
             except _LOST as exc:
@@ -193,6 +196,25 @@ class SmtpSender:
                 log.info("SMTP connection to %s:%d lost (%s); reconnecting", self.host,
                          self.port, _describe(exc))  # fmt: skip
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _envelope_pipelined(self, smtp: smtplib.SMTP, envelope_from: str, to: str) -> None:
+        """MAIL, RCPT and DATA in one write, then their three replies (RFC 2920 PIPELINING,
+        which the big relays offer): one round trip instead of three."""
+        commands = (
+            f"MAIL FROM:{smtplib.quoteaddr(envelope_from)}\r\n"
+            f"RCPT TO:{smtplib.quoteaddr(to)}\r\nDATA\r\n"
+        )
+        smtp.send(commands.encode("ascii"))
+        mail, rcpt, data = smtp.getreply(), smtp.getreply(), smtp.getreply()
+        if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            # A server that takes DATA with no valid recipient: leave without the final dot,
+            # which aborts the transaction (RFC 5321 4.1.1.4), and start over next time.
+            self._drop()
+            raise _refused("RCPT TO" if mail[0] == 250 else "MAIL FROM",
+                           *(rcpt if mail[0] == 250 else mail))  # fmt: skip
+        self._expect(smtp, "MAIL FROM", mail, (250,))  # the first refusal RSETs and raises
+        self._expect(smtp, "RCPT TO", rcpt, (250, 251))
+        self._expect(smtp, "DATA", data, (354,))
 
     def _expect(
         self, smtp: smtplib.SMTP, step: str, answer: tuple[int, bytes], ok: tuple[int, ...]

@@ -5,7 +5,7 @@
 private relay. `Relay` is aiosmtpd on loopback with ``require_starttls`` (or implicit TLS),
 ``auth_required`` and an authenticator checking username and password; it keeps the messages it
 accepted, counts the connections it was opened (one SMTP instance per connection: the
-controller's factory), and can misbehave on cue — answer 421 to a MAIL, close the connection
+controller's factory), and advertises PIPELINING (or not), and can misbehave on cue — answer 421 to a MAIL, close the connection
 after a message, or close it before answering a message's end of data.
 
 `RelayProcess` runs one in a child process with a trivial handler (counting only), so that a
@@ -130,6 +130,14 @@ class _Handler:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
 
+    async def handle_EHLO(
+        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.relay.pipelining:  # aiosmtpd reads and answers one line at a time: it can
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
@@ -192,10 +200,12 @@ class Relay:
         users: dict[str, str] | None = None,
         port: int | None = None,
         keep: bool = True,
+        pipelining: bool = True,
     ) -> None:
         if mode != "none" and pki is None:
             raise ValueError(f"mode {mode} needs a Pki")
         self.pki, self.mode, self.users, self.keep = pki, mode, users, keep
+        self.pipelining = pipelining  # advertise PIPELINING (RFC 2920), as the big relays do
         self.port = port or free_port()
         self.handler = _Handler(self)
         self.faults = _Faults()

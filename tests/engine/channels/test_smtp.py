@@ -27,6 +27,12 @@ from tests.engine.channels.smtp_relay import Pki, Relay, make_pki
 USERS = {"apikey": "s3cret-key"}
 
 
+@pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Whether the relay offers PIPELINING: the envelope in one round trip, or one per command."""
+    return bool(request.param)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
@@ -61,8 +67,8 @@ class Marks:
 # -- the connection ------------------------------------------------------------------------------
 
 
-def test_starttls_auth_many_messages_on_one_connection_until_close(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_starttls_auth_many_messages_on_one_connection_until_close(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         smtp = sender(relay.port, ca=pki.ca_file)
         marks = Marks(relay)
         results = [smtp.send(email(n), marks) for n in range(25)]
@@ -79,8 +85,8 @@ def test_starttls_auth_many_messages_on_one_connection_until_close(pki):
         assert relay.connections == 2 and relay.count == 26
 
 
-def test_implicit_tls(pki):
-    with Relay(pki, mode="tls", users=USERS) as relay:
+def test_implicit_tls(pki, pipelining):
+    with Relay(pki, mode="tls", users=USERS, pipelining=pipelining) as relay:
         smtp = sender(relay.port, mode="tls", ca=pki.ca_file)
         for n in range(5):
             smtp.send(email(n), lambda: None)
@@ -165,8 +171,8 @@ def test_unreadable_ca_file_is_a_user_error(tmp_path):
 # -- refusals and lost connections ----------------------------------------------------------------
 
 
-def test_refused_recipients_5xx_final_4xx_retryable_and_the_connection_carries_on(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_refused_recipients_5xx_final_4xx_retryable_and_the_connection_carries_on(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.refuse_rcpt = {"gone@example.com": "550 5.1.1 no such user",
                                     "full@example.com": "452 4.2.2 mailbox full"}  # fmt: skip
         smtp = sender(relay.port, ca=pki.ca_file)
@@ -184,8 +190,8 @@ def test_refused_recipients_5xx_final_4xx_retryable_and_the_connection_carries_o
         assert relay.connections == 1
 
 
-def test_connection_dropped_between_messages_reconnects_and_nothing_goes_twice(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_connection_dropped_between_messages_reconnects_and_nothing_goes_twice(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.close_after = {3, 5}  # idle timeout, restart: the server hangs up
         smtp = sender(relay.port, ca=pki.ca_file)
         marks = Marks(relay)
@@ -197,8 +203,8 @@ def test_connection_dropped_between_messages_reconnects_and_nothing_goes_twice(p
         assert relay.connections == 3 and relay.auth_attempts == 3
 
 
-def test_421_before_the_data_opens_a_new_connection(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_421_before_the_data_opens_a_new_connection(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.busy_mail = {3}
         smtp = sender(relay.port, ca=pki.ca_file)
         for n in range(5):
@@ -207,8 +213,8 @@ def test_421_before_the_data_opens_a_new_connection(pki):
         assert relay.count == 5 and relay.connections == 2
 
 
-def test_reconnects_only_once_then_reports_the_loss_as_retryable(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_reconnects_only_once_then_reports_the_loss_as_retryable(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.busy_mail = {1, 2}
         smtp = sender(relay.port, ca=pki.ca_file)
         with pytest.raises(DeliveryError, match="connection lost before the message was sent"):
@@ -218,8 +224,8 @@ def test_reconnects_only_once_then_reports_the_loss_as_retryable(pki):
         assert relay.count == 1
 
 
-def test_connection_lost_after_the_data_is_not_a_delivery_error_and_is_not_resent(pki):
-    with Relay(pki, users=USERS) as relay:
+def test_connection_lost_after_the_data_is_not_a_delivery_error_and_is_not_resent(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.lose_reply = {2}
         smtp = sender(relay.port, ca=pki.ca_file)
         marks = Marks(relay)
@@ -270,10 +276,12 @@ def dispatcher(store, index, port: int, security: SmtpSecurity, **kwargs) -> Dis
                       webhooks=WebhookSender(td.SECRET), **kwargs)  # fmt: skip
 
 
-def test_dispatcher_sends_a_batch_on_one_authenticated_tls_connection(engine_store, pki):
+def test_dispatcher_sends_a_batch_on_one_authenticated_tls_connection(
+    engine_store, pki, pipelining
+):
     index = outbox_with(engine_store, 30)
     security = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
-    with Relay(pki, users=USERS) as relay:
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
         relay.faults.close_after = {12}  # the relay hangs up once in the middle
         relay.faults.lose_reply = {20}  # and once after a message's data
         d = dispatcher(engine_store, index, relay.port, security, batch_size=100)
