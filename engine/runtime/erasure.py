@@ -35,7 +35,7 @@ from engine.lake import EventLake
 from engine.store import EngineDB
 from engine.store.erasure import erase_rows, record_erasure, suppress
 
-__all__ = ["ErasureHook", "Eraser", "address_hash", "customer_hash"]
+__all__ = ["Eraser", "ErasureHook", "address_hash", "customer_hash"]
 
 # A further step: given the customer id, erase what it holds; returns counts for the audit.
 ErasureHook = Callable[[str], dict[str, Any]]

@@ -91,6 +91,8 @@ def live_home(tmp_path_factory):
 
 
 def test_customers_known_only_through_the_engine_get_real_scores(live_home, monkeypatch):
+    from pydantic import SecretStr
+
     from serving.app import create_app
     from serving.service import ScoringService
     from serving.settings import ServingSettings
@@ -100,7 +102,7 @@ def test_customers_known_only_through_the_engine_get_real_scores(live_home, monk
     assert len(targets) >= 20
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("NUDGE_FEAST_CONFIG", raising=False)
-    settings = ServingSettings(home=live_home["home"], api_key=SERVING_KEY,
+    settings = ServingSettings(home=live_home["home"], api_key=SecretStr(SERVING_KEY),
                                mlflow_tracking_uri=live_home["uri"], model_poll_seconds=3600)  # fmt: skip
     service = ScoringService(settings).start()
     try:

@@ -91,7 +91,7 @@ def test_an_unreadable_file_is_one_line_naming_row_and_column(tmp_path):
 
 
 def lifetimes_file(name: str) -> Path:
-    return Path(metadata.distribution("lifetimes").locate_file(f"lifetimes/datasets/{name}"))
+    return Path(str(metadata.distribution("lifetimes").locate_file(f"lifetimes/datasets/{name}")))
 
 
 def cdnow_layouts(tmp_path: Path) -> dict[str, Path]:
