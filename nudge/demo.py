@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from nudge.settings import Settings
 
-__all__ = ["engine_stage", "optimizer_stage", "score_sample", "scoring_service"]
+__all__ = ["engine_stage", "optimizer_stage", "report_stage", "score_sample", "scoring_service"]
 
 
 @contextmanager
@@ -147,7 +147,30 @@ def optimizer_stage(settings: Settings, truth: pd.DataFrame, planted: Any) -> No
                 rec["reason"],
             )
         console.print(table)
-    console.print(f"MLflow: [bold]nudge mlflow ui[/] (store {settings.tracking_uri})")
+    report_stage(settings, f"sqlite:///{database}")
+
+
+def report_stage(settings: Settings, engine_url: str) -> None:
+    """Every trigger's performance on the demo's log (``nudge triggers report``), and the
+    commands that show it again and open MLflow on the reviews."""
+    from engine.store import EngineDB
+    from engine.store.reporting import trigger_report
+    from nudge.report_cli import print_report
+
+    store = EngineDB.open(engine_url)
+    try:
+        rows = store.read(trigger_report, window=settings.attribution_hours * 3600)
+    finally:
+        store.dispose()
+    print_report(rows, since=None, window=f"{settings.attribution_hours:g}h")
+    console.print(
+        f"again: [bold]NUDGE_ENGINE_DB={engine_url} nudge triggers report[/]", soft_wrap=True
+    )
+    console.print(
+        f"MLflow (experiments nudge-triggers and experiments/<trigger>): [bold]nudge mlflow ui[/] "
+        f"(store {settings.tracking_uri}), then http://127.0.0.1:5000",
+        soft_wrap=True,
+    )
 
 
 def _epoch(value: Any) -> float:

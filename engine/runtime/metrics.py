@@ -8,7 +8,11 @@ in one process and lost with it: events in the inbox and the processing lag, dea
 source, decisions by trigger and outcome, suppressions by reason, actions by channel and status,
 the due queue and the age of its oldest action, the timer backlog, sends in the last minute
 against their limit, sends held back by the rate limits, and the lake sync's lag. A scrape that cannot reach the database answers
-``nudge_engine_database_up 0`` instead of failing.
+``nudge_engine_database_up 0`` instead of failing. Measured on SQLite with 200,000 decisions,
+200,000 inbox events and 100,000 actions (synthetic rows, 2 cores under load): a scrape takes
+0.4–0.5 s — the outbox's GROUP BY by channel and status ~0.15 s, suppressions by reason ~0.1 s;
+the decision counts read the (trigger, outcome) index (~20 ms). Joining decisions to their events
+only when a period asks for it took the suppressions from 0.7 s to 0.1 s.
 
 What only one process knows — how long its steps take, its loop's and dispatcher's errors, its
 scoring client's latency and circuit state — is counted in-process (`EngineMetrics`). Each

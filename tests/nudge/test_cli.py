@@ -148,6 +148,8 @@ def test_demo_runs_end_to_end_and_summarises(nudge_home):
         "Events per type",
         "purchase_completed",
         "500 customers",
+        "Decisions and sends — whole log",  # the triggers report of the demo's log
+        "nudge mlflow ui",
     ):
         assert expected in result.output
     assert Path(nudge_home / "lake" / "events").is_dir()
