@@ -100,8 +100,13 @@ def _engine(s: Settings, now: float) -> dict[str, Any]:
         "sends_last_minute": sends,
         "dead_letters_open": {src: n for (src, done), n in sorted(letters.items()) if not done},
         "lake_sync": {
-            stream: {"position": pos, "lag_seconds": _age(now, at)}
-            for stream, (pos, at) in sorted(lake.items())
+            stream: {
+                "position": sync.position,
+                "behind": sync.behind,
+                "lag_seconds": _age(now, sync.oldest_unsynced) or 0.0,
+                "last_advanced": _iso(sync.updated_at),
+            }
+            for stream, sync in sorted(lake.items())
         },
     }
 

@@ -20,12 +20,14 @@ from sqlalchemy.engine import Connection
 
 from engine.events import event_amount
 from engine.optimizer.report import TriggerPerformance, incrementality, trigger_performance
+from engine.store import schema
 from engine.store.exposures import experiment_triggers, load_exposures
-from engine.store.schema import actions, dead_letters, decisions, inbox, metadata
+from engine.store.schema import actions, dead_letters, decisions, inbox
 
 __all__ = [
     "DELIVERABILITY_EVENTS",
     "PURCHASE",
+    "LakeSync",
     "QueueStatus",
     "action_statuses",
     "dead_letter_counts",
@@ -130,15 +132,44 @@ def sends_since(conn: Connection, since: float) -> dict[str, int]:
     return {c: n for c, n in conn.execute(query)}
 
 
-def lake_watermarks(conn: Connection) -> dict[str, tuple[float, float]]:
-    """The engine → lake sync per stream: (position, updated_at); empty where no sync has run
-    (or the database predates the table)."""
-    table = metadata.tables.get("lake_watermarks")
-    translated = conn.get_execution_options().get("schema_translate_map") or {}
-    if table is None or not sa.inspect(conn).has_table(table.name, schema=translated.get(None)):
-        return {}
-    query = sa.select(table.c.stream, table.c.position, table.c.updated_at)
-    return {s: (float(p), float(u)) for s, p, u in conn.execute(query)}
+@dataclass(frozen=True, slots=True)
+class LakeSync:
+    """One stream of the engine → lake sync: its watermark (`position`, moved at `updated_at`),
+    how many rows are past it (`behind`) and when the oldest of them arrived (None: none)."""
+
+    stream: str
+    position: float
+    updated_at: float
+    behind: int
+    oldest_unsynced: float | None
+
+
+def lake_watermarks(conn: Connection) -> dict[str, LakeSync]:
+    """The engine → lake sync per stream that has run (``engine.runtime.lake_sync``): events by
+    inbox seq (arrival time), profiles by update time, identity links by link time."""
+    watermarks = schema.lake_watermarks
+    rows = conn.execute(
+        sa.select(watermarks.c.stream, watermarks.c.position, watermarks.c.updated_at)
+    ).all()
+    out = {}
+    for stream, position, updated_at in rows:
+        behind, oldest = 0, None
+        source = _LAKE_STREAMS.get(stream)
+        if source is not None:
+            key, arrived = source
+            behind, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(arrived)).where(key > position)
+            ).one()
+        out[stream] = LakeSync(stream, float(position), float(updated_at), int(behind),
+                               None if oldest is None else float(oldest))  # fmt: skip
+    return out
+
+
+_LAKE_STREAMS: dict[str, tuple[sa.ColumnElement[Any], sa.ColumnElement[Any]]] = {
+    "events": (inbox.c.seq, inbox.c.received_at),
+    "profiles": (schema.profiles.c.updated_at, schema.profiles.c.updated_at),
+    "identities": (schema.identities.c.linked_at, schema.identities.c.linked_at),
+}
 
 
 # -- per-trigger activity (nudge triggers report) ------------------------------------------------

@@ -115,6 +115,7 @@ def test_metrics_after_real_traffic_through_the_engine(engine_store, tmp_path):
         assert 29 <= value(before, "nudge_engine_processing_lag_seconds") <= 60
         assert value(before, "nudge_engine_events_rejected_total", source="api") == 2
         assert value(before, "nudge_engine_dead_letters_open", source="api") == 2
+        assert not [k for k in before if k[0].startswith("nudge_engine_lake_sync")], "no sync ran"
 
         # Processed and dispatched ten minutes after the first event: the two transactional
         # emails go out now, the cart reminders wait for their hour (timers).
@@ -258,3 +259,30 @@ def test_send_rate_against_its_limit_from_the_settings(engine_store, monkeypatch
     }
     assert value(samples, "nudge_engine_send_limit_per_minute", channel="email") == 600
     assert value(samples, "nudge_engine_sends_last_minute", channel="sms") == 0
+
+
+def test_lake_sync_lag_is_the_age_of_the_oldest_row_not_copied(engine_store):
+    import sqlalchemy as sa
+
+    from engine.runtime.inbox import accept_events
+    from engine.store import schema
+
+    accept_events(
+        engine_store, [ev("a1", "c1", "signup", 0), ev("a2", "c1", "signup", 1)], source="t"
+    )
+    with engine_store.begin() as conn:
+        first = conn.execute(sa.select(sa.func.min(schema.inbox.c.seq))).scalar_one()
+        received = conn.execute(sa.select(sa.func.max(schema.inbox.c.received_at))).scalar_one()
+        conn.execute(sa.insert(schema.lake_watermarks),
+                     [{"stream": "events", "position": float(first), "synced": 1, "updated_at": 0.0}])  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(
+            EngineMetrics(engine_store, clock=lambda: received + 90).render().decode()
+        )
+        for s in f.samples
+    }
+    assert value(samples, "nudge_engine_lake_sync_behind", stream="events") == 1
+    assert value(samples, "nudge_engine_lake_sync_lag_seconds", stream="events") == pytest.approx(
+        90
+    )

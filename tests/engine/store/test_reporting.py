@@ -128,14 +128,19 @@ def test_feedback_events_and_purchases(engine_store):
     assert bought.to_dict("records") == [{"customer_id": "c1", "occurred_at": 8.0, "amount": 12.5}]
 
 
-def test_lake_watermarks(engine_store):
-    assert engine_store.read(reporting.lake_watermarks) == {}
-    table = schema.metadata.tables.get("lake_watermarks")
-    if table is None:  # a release without the lake sync: nothing to report
-        return
+def test_lake_sync_lag_and_backlog(engine_store):
+    assert engine_store.read(reporting.lake_watermarks) == {}, "no sync has run"
     with engine_store.begin() as conn:
-        conn.execute(
-            sa.insert(table),
-            [{"stream": "events", "position": 42.0, "synced": 3, "updated_at": 77.0}],
+        for n, received in enumerate([10.0, 20.0, 30.0]):
+            _event(conn, f"e{n}", "c1", "signup", 0.0, received=received)
+        seqs = list(
+            conn.execute(sa.select(schema.inbox.c.seq).order_by(schema.inbox.c.seq)).scalars()
         )
-    assert engine_store.read(reporting.lake_watermarks) == {"events": (42.0, 77.0)}
+        conn.execute(sa.insert(schema.lake_watermarks), [
+            {"stream": "events", "position": float(seqs[0]), "synced": 1, "updated_at": 15.0},
+            {"stream": "profiles", "position": 99.0, "synced": 0, "updated_at": 16.0},
+        ])  # fmt: skip
+    lake = engine_store.read(reporting.lake_watermarks)
+    events, profiles = lake["events"], lake["profiles"]
+    assert (events.behind, events.oldest_unsynced, events.updated_at) == (2, 20.0, 15.0)
+    assert (profiles.behind, profiles.oldest_unsynced) == (0, None)
