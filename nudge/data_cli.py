@@ -20,7 +20,9 @@ from nudge.console import console, fail
 from nudge.errors import Commands
 
 if TYPE_CHECKING:
-    from engine.runtime.erasure import Eraser
+    from collections.abc import Sequence
+
+    from engine.runtime.erasure import Eraser, ErasureHook
     from engine.store import EngineDB
     from nudge.settings import Settings
 
@@ -31,8 +33,11 @@ customers_app = typer.Typer(
 )
 
 
-def build_eraser(s: Settings, store: EngineDB) -> Eraser:
-    """The eraser of the settings: the engine database, the lake, the outbox and Feast online."""
+def build_eraser(
+    s: Settings, store: EngineDB, *, also: Sequence[tuple[str, ErasureHook]] = ()
+) -> Eraser:
+    """The eraser of the settings: the engine database, the lake, the outbox and Feast online
+    (and `also`: further steps, e.g. the running processor's cache in ``engine serve``)."""
     from engine.runtime.erasure import Eraser
 
     home = s.home_dir
@@ -43,7 +48,7 @@ def build_eraser(s: Settings, store: EngineDB) -> Eraser:
         return erase_online_rows(customer_id, home)
 
     return Eraser(store, s.erasure_key(), lake_dir=s.lake_dir, outbox_dir=s.outbox_dir,
-                  hooks=[("feast_online", feast_rows)])  # fmt: skip
+                  hooks=[("feast_online", feast_rows), *also])  # fmt: skip
 
 
 def import_profiles(

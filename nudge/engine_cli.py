@@ -744,7 +744,7 @@ def serve(
         from nudge.data_cli import build_eraser
 
         app = create_app(store, key, max_future=s.max_future, metrics=metrics,
-                         erasure=build_eraser(s, store))  # fmt: skip
+                         erasure=build_eraser(s, store, also=[("processor", processor.forget)]))  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         stop.set()

@@ -178,6 +178,11 @@ class Processor:
         stats.seconds = time.perf_counter() - started
         return stats
 
+    def forget(self, customer_id: str) -> dict[str, int]:
+        """Drop a customer's state from the in-memory cache (after an erasure), so that a later
+        event of the same id starts from nothing instead of the erased history."""
+        return {"cached_states": int(self._states.pop(customer_id, None) is not None)}
+
     def _verified_merges(self, batch: list[InboxEvent]) -> dict[str, str]:
         """Linking events of the batch whose link the identity table holds: event id → source.
 

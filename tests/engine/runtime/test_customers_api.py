@@ -176,3 +176,15 @@ def test_an_erased_address_sent_again_by_identify_is_not_stored(served, engine_s
     profile = httpx.get(f"{url}/v1/customers/c1-again", headers=KEY).json()
     assert profile["profile"] == {"first_name": "Cy"}
     assert profile["events"][0]["properties"]["traits"] == {"firstName": "Cy"}
+
+
+def test_the_processor_forgets_an_erased_customers_cached_state(engine_store):
+    from engine.dsl.triggers import TriggerIndex
+    from engine.runtime.processor import Processor
+
+    processor = Processor(engine_store, TriggerIndex([]))
+    accept_events(engine_store, [event(1, "c9", "page_view", 0)], source="test")
+    processor.run_until_empty()
+    eraser = Eraser(engine_store, SALT, hooks=[("processor", processor.forget)])
+    assert eraser("c9")["removed"]["processor"] == {"cached_states": 1}
+    assert eraser("c9")["removed"]["processor"] == {"cached_states": 0}
