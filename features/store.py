@@ -31,7 +31,6 @@ from features.paths import (
 from features.schema import (
     ENTITY_KEY,
     TIMESTAMP_COLUMN,
-    VIEW_NAMES,
     Dtype,
     feature_refs,
     model_features,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
     from feast.feast_object import FeastObject
 
     from features.definitions import Definitions
+    from models.definitions import Definitions as ModelDefinitions
 
 __all__ = [
     "OnlineRows",
@@ -99,16 +99,33 @@ def apply_definitions(store: FeatureStore, home: Path | str | None = None) -> De
     return applied
 
 
-def training_frame(store: FeatureStore, model: str, entity_rows: pd.DataFrame) -> pd.DataFrame:
+def training_frame(
+    store: FeatureStore,
+    model: str,
+    entity_rows: pd.DataFrame,
+    *,
+    definitions: ModelDefinitions | None = None,
+    extra: Sequence[str] = (),
+) -> pd.DataFrame:
     """Point-in-time join of a model's features onto `entity_rows` (customer_id,
-    event_timestamp, and any label columns); one output row per entity row, same order."""
-    features = model_features(model)
+    event_timestamp, and any label columns); one output row per entity row, same order.
+
+    `extra` names more columns (of any view: a baseline's inputs) to join beside the model's.
+    """
+    from features.catalog import catalog
+
+    found = catalog(definitions)
+    features = found.model_features(model)
+    refs = found.feature_refs(model)
+    more = [c for c in dict.fromkeys(extra) if c not in features]
+    refs += [f"{found.view_of(c)}:{c}" for c in more]
+    dtypes = {**features, **{c: found.views[found.view_of(c)][c] for c in more}}
     missing = {ENTITY_KEY, TIMESTAMP_COLUMN} - set(entity_rows.columns)
     if missing:
         raise ValueError(f"entity rows lack column(s) {sorted(missing)}")
     rows = entity_rows.reset_index(drop=True).assign(_row=lambda df: range(len(df)))
     rows[TIMESTAMP_COLUMN] = pd.to_datetime(rows[TIMESTAMP_COLUMN], utc=True)
-    joined = store.get_historical_features(entity_df=rows, features=feature_refs(model)).to_df()
+    joined = store.get_historical_features(entity_df=rows, features=refs).to_df()
     # Feast's offline stores differ in whether they drop rows they cannot match; never trust it.
     if len(joined) != len(rows):
         raise RuntimeError(
@@ -116,7 +133,7 @@ def training_frame(store: FeatureStore, model: str, entity_rows: pd.DataFrame) -
         )
     joined = joined.sort_values("_row").drop(columns="_row").reset_index(drop=True)
     # Integer features are never null in a feature table, so a null one means no row matched.
-    integers = [name for name, dtype in features.items() if dtype == "int64"]
+    integers = [name for name, dtype in dtypes.items() if dtype == "int64"]
     unmatched = joined[integers].isna().any(axis=1)
     if unmatched.any():
         raise ValueError(
@@ -124,14 +141,19 @@ def training_frame(store: FeatureStore, model: str, entity_rows: pd.DataFrame) -
             "not in the population at that time, or its latest snapshot is older than the "
             "views' TTL; take entity rows from the labels or the feature tables"
         )
-    return joined.astype(features)
+    return joined.astype(dtypes)
 
 
 def materialize_snapshot(
-    store: FeatureStore, snapshot: datetime | pd.Timestamp, views: Sequence[str] = VIEW_NAMES
+    store: FeatureStore, snapshot: datetime | pd.Timestamp, views: Sequence[str] | None = None
 ) -> None:
     """Load one snapshot's rows into the online store: a window of one instant, so memory is
-    bounded by one snapshot however many the tables hold."""
+    bounded by one snapshot however many the tables hold. `views` defaults to every view of
+    the model definitions' catalog."""
+    if views is None:
+        from features.catalog import catalog
+
+        views = list(catalog().views)
     at = pd.Timestamp(snapshot)
     at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
     store.materialize(

@@ -19,6 +19,12 @@ _PREDICTS = {
 }
 
 
+def _predicts(spec: Any) -> str:
+    """What the model predicts: its definition's description, else the built-in wording."""
+    text = spec.description or _PREDICTS.get(spec.name) or f"{spec.label} ({spec.task})"
+    return str(text)
+
+
 def model_card(result: ModelResult, context: Mapping[str, Any] | None = None) -> str:
     """The card as Markdown; `context` adds lines such as data range, git commit, run id."""
     spec = result.spec
@@ -27,7 +33,7 @@ def model_card(result: ModelResult, context: Mapping[str, Any] | None = None) ->
     lines = [
         f"# Model card: {spec.name}",
         "",
-        f"**Predicts** {_PREDICTS.get(spec.name, spec.label).format(h=horizon)}.",
+        f"**Predicts** {_predicts(spec).replace('{h}', horizon)}.",
         "",
         f"- Estimator: {type(result.model).__name__} (LightGBM, {result.model.best_iteration_} "
         "rounds chosen on held-out customers at the latest training snapshot), objective "

@@ -81,14 +81,15 @@ def fit_and_evaluate(
         )
     else:
         estimator = LGBMSpendRegressor(
-            params=params, objective=spec.objective, max_rounds=max_rounds
+            params=params,
+            objective=spec.objective,
+            max_rounds=max_rounds,
+            bgnbd_weight=spec.bgnbd_weight,
+            horizon_days=spec.horizon_days,
         )
     estimator.fit(X, y, groups=groups, times=train[TIMESTAMP_COLUMN].to_numpy())
-    baselines = {
-        name: baseline.fit(train, y)
-        for name, baseline in make_baselines(spec.name, spec.horizon_days).items()
-    }
-    best_hour = BestSendHour().fit(train) if spec.name == "engagement" else None
+    baselines = {name: baseline.fit(train, y) for name, baseline in make_baselines(spec).items()}
+    best_hour = BestSendHour().fit(train) if spec.best_send_hour else None
     scores = score_frame(spec, estimator, baselines, holdout)
     metrics = {
         scorer: metrics_for(spec, scores[spec.label], scores[scorer])

@@ -74,7 +74,9 @@ def load_index(folder: Path) -> TriggerIndex:
 
     if not folder.is_dir():
         fail(f"{folder}: no such folder of triggers")
-    result = load_trigger_dir(folder, templates_dir=settings().template_folder)
+    result = load_trigger_dir(
+        folder, templates_dir=settings().template_folder, models=model_names()
+    )
     if result.issues:
         for issue in result.issues:
             console.print(f"[red]✗[/] {issue}", soft_wrap=True)
@@ -251,6 +253,13 @@ def acceptance_time(clock: Callable[[], float]) -> float | None:
     return None if isinstance(clock, EventClock) else clock()
 
 
+def model_names() -> tuple[str, ...]:
+    """The models of the definitions (NUDGE_MODELS_DIR): what score conditions may name."""
+    from models.definitions import load_definitions
+
+    return load_definitions().names
+
+
 def check_zone(name: str, option: str) -> None:
     """Exit with one line unless `name` is an IANA time zone."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -295,7 +304,7 @@ def validate(
     if not folder.is_dir():
         fail(f"{folder}: no such folder of triggers")
     # Templates of every trigger that loads, disabled ones too: enabling one must not break mail.
-    result = load_trigger_dir(folder, templates_dir=s.template_folder)
+    result = load_trigger_dir(folder, templates_dir=s.template_folder, models=model_names())
     if result.issues:
         for issue in result.issues:
             console.print(f"[red]✗[/] {escape(str(issue))}", soft_wrap=True)

@@ -101,7 +101,10 @@ def run_features(
 @pipeline_errors
 def train(
     models: Annotated[
-        str | None, typer.Option(help="Comma-separated models (default: churn,ltv,engagement).")
+        str | None,
+        typer.Option(
+            help="Comma-separated models (default: every definition in NUDGE_MODELS_DIR)."
+        ),
     ] = None,
     dask: Annotated[
         str | None,
@@ -113,10 +116,10 @@ def train(
     settings = prepare()
     chosen = _models(models)
     _check_lake(settings)
+    from features.catalog import catalog
     from features.paths import feature_table_path
-    from features.schema import VIEW_NAMES
 
-    if not all(feature_table_path(view, settings.home).exists() for view in VIEW_NAMES):
+    if not all(feature_table_path(view, settings.home).exists() for view in catalog().views):
         fail(f"no feature tables under {settings.home.resolve()}/features: run "
              "`nudge pipeline features` first")  # fmt: skip
     progress = None if as_json else StepPrinter("train " + ", ".join(chosen or _all_models()))
@@ -150,6 +153,10 @@ def run_train(
 def print_training(outcome: Mapping[str, Mapping[str, Any]]) -> None:
     """One table per model: the model and each baseline on the holdout, and the registry move."""
     for name, run in outcome.items():
+        if name == "skipped":  # models the lake cannot train (their events are not in it)
+            for model, why in run.items():
+                console.print(f"[yellow]{model} skipped:[/] {why}\n")
+            continue
         metrics = run["metrics"]
         table = Table(
             title=f"{name} — holdout {run['holdout_snapshot']} ({run['holdout_rows']:,} customers; "
@@ -336,24 +343,42 @@ def print_optimize(outcome: Mapping[str, Any]) -> None:
 @pipeline_errors
 def backtest(
     cutoff: Annotated[str, typer.Option(help="Score at the end of this day (YYYY-MM-DD, UTC).")],
-    horizon_days: Annotated[int, typer.Option(help="Outcome window after the cutoff, in days.")],
+    horizon_days: Annotated[
+        int | None,
+        typer.Option(help="Outcome window after the cutoff, in days (default: each model's)."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Backtest this model only (default: every definition).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     step_days: Annotated[int, typer.Option(min=1, help="Days between training snapshots.")] = 30,
 ) -> None:
     """Train on data before CUTOFF, score every customer at it, compare with the next N days.
 
-    Churn = no purchase in the horizon; LTV = spend in it. The models and every baseline side by
-    side; logged to MLflow (experiment nudge-backtest).
+    Each model is its definition's label (churn = no purchase in the horizon, LTV = spend in it,
+    …); the models and every baseline side by side; logged to MLflow (experiment
+    nudge-backtest). JSON: {MODEL: {"model": {metrics}, "baselines": {NAME: {metrics}}}}.
     """
     settings = prepare()
     from engine.lake import EventLake
+    from models.definitions import load_definitions
     from pipelines.datasets import covered_range
     from pipelines.flows.backtest import backtest as backtest_flow
     from pipelines.flows.backtest import parse_cutoff, plan_backtest
 
     # Checked before the flow starts, so a mistake is one line, not a failed flow run's log.
+    definitions = load_definitions()
+    chosen = [model] if model else None
+    if model is not None:
+        definitions.get(model)  # an unknown name: one line listing the known ones
     data = covered_range(EventLake(settings.lake_dir))
-    plan_backtest(data, parse_cutoff(cutoff), horizon_days, step_days, settings.train_snapshots)
+    horizons = (
+        {horizon_days}
+        if horizon_days is not None
+        else {definitions.get(name).label.horizon_days for name in (chosen or definitions.names)}
+    )
+    for days in sorted(horizons):
+        plan_backtest(data, parse_cutoff(cutoff), days, step_days, settings.train_snapshots)
     with nullcontext() if as_json else console.status("backtest …"):
         payload = backtest_flow(
             cutoff=cutoff,
@@ -362,6 +387,7 @@ def backtest(
             step_days=step_days,
             n_train=settings.train_snapshots,
             tracking_uri=settings.tracking_uri,
+            models=chosen,
         )
     if as_json:
         sys.stdout.write(json.dumps(_clean(payload), default=str) + "\n")
@@ -369,17 +395,18 @@ def backtest(
     print_backtest(payload, cutoff, horizon_days)
 
 
-def print_backtest(payload: Mapping[str, Any], cutoff: str, horizon_days: int) -> None:
-    """The backtest as two tables: churn and LTV, model first, then each baseline."""
-    console.print(
-        f"[bold]Backtest[/] at {cutoff}, {horizon_days}-day horizon, "
-        f"{payload['customers']:,} customers"
-    )
-    for name in ("churn", "ltv"):
-        block = payload[name]
+def print_backtest(payload: Mapping[str, Any], cutoff: str, horizon_days: int | None) -> None:
+    """The backtest as one table per model: model first, then each baseline."""
+    horizon = f"{horizon_days}-day horizon" if horizon_days else "each model's horizon"
+    console.print(f"[bold]Backtest[/] at {cutoff}, {horizon}, {payload['customers']:,} customers")
+    for name, block in payload.items():
+        if not isinstance(block, Mapping) or "model" not in block:
+            continue
         rows = {"model": block["model"], **block["baselines"]}
         columns = list(block["model"])
-        table = Table(title=name, title_justify="left", show_edge=False)
+        table = Table(
+            title=f"{name} ({block['horizon_days']:g} days)", title_justify="left", show_edge=False
+        )
         table.add_column("scorer", no_wrap=True)
         for column in columns:
             table.add_column(column, justify="right")
@@ -387,6 +414,8 @@ def print_backtest(payload: Mapping[str, Any], cutoff: str, horizon_days: int) -
             label = f"[bold]{scorer}[/]" if scorer == "model" else scorer
             table.add_row(label, *(_fmt(values[c]) for c in columns))
         console.print(table)
+    for name, why in (payload.get("skipped") or {}).items():
+        console.print(f"[yellow]{name} skipped:[/] {why}")
 
 
 # -- mlflow ui -------------------------------------------------------------------------------------
@@ -450,12 +479,11 @@ def _check_lake(settings: Settings) -> None:
 def _models(text: str | None) -> list[str] | None:
     if text is None:
         return None
-    from features.schema import MODEL_NAMES
-
+    names = _all_models()
     chosen = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in MODEL_NAMES]
+    unknown = [m for m in chosen if m not in names]
     if unknown or not chosen:
-        fail(f"--models: unknown {unknown or text!r}; choose from {', '.join(MODEL_NAMES)}")
+        fail(f"--models: unknown {unknown or text!r}; choose from {', '.join(names)}")
     return chosen
 
 
@@ -475,6 +503,7 @@ def _clean(value: Any) -> Any:
 
 
 def _all_models() -> tuple[str, ...]:
-    from features.schema import MODEL_NAMES
+    """The models of the definitions (NUDGE_MODELS_DIR, default the shipped three)."""
+    from models.definitions import load_definitions
 
-    return MODEL_NAMES
+    return load_definitions().names

@@ -518,10 +518,11 @@ class ServingSettings(SharedSettings):
         default="X-API-Key", description="Header carrying the scoring service's API key."
     )
     model_alias: str = Field(default="champion", description="Registry alias the service serves.")
-    models: tuple[str, ...] = Field(
-        default=("churn", "ltv", "engagement"),
+    models: tuple[str, ...] | None = Field(
+        default=None,
         min_length=1,
-        description="Registered models to serve (JSON list); a subset of churn, ltv, engagement.",
+        description="Registered models to serve (JSON list); default: every model of the "
+        "definitions (NUDGE_MODELS_DIR) that has a version with the alias in the registry.",
     )
     model_poll_seconds: Annotated[float, Field(gt=0)] = Field(
         default=30.0, description="How often the registry is asked whether an alias moved."
@@ -579,4 +580,5 @@ class ServingSettings(SharedSettings):
 
     def bands_for(self, model: str) -> Bands:
         """The (low/medium, medium/high) boundaries of a model's scores."""
-        return self.score_bands.get(model, DEFAULT_BANDS[model])
+        # A model without bands of its own (a new definition): a probability's default bands.
+        return self.score_bands.get(model, DEFAULT_BANDS.get(model, (0.3, 0.6)))

@@ -22,16 +22,14 @@ import pandas as pd
 
 from engine.errors import UserError
 from features.compute import (
-    CHURN_HORIZON,
-    ENGAGEMENT_HORIZON,
-    LTV_HORIZON,
     complete_label_snapshots,
+    compute_definition_labels,
     compute_features,
-    compute_labels,
 )
 from features.compute.workspace import EventsInput
-from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN, model_features
-from models.baselines.on_features import BASELINE_COLUMNS
+from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN, VIEW_NAMES, model_features
+from models.baselines.on_features import baseline_columns
+from models.definitions import Definitions, load_definitions
 from models.specs import ModelSpec
 
 if TYPE_CHECKING:
@@ -43,6 +41,7 @@ __all__ = [
     "DataRange",
     "PipelineError",
     "ProblemSet",
+    "check_label",
     "covered_range",
     "feast_sets",
     "feature_snapshots",
@@ -152,12 +151,39 @@ def label_rows(
             )
         chosen[name] = complete[-(n_train + 1) :]
     every = sorted({t for ts in chosen.values() for t in ts})
-    # One pass over the events per distinct horizon; each model keeps its own snapshots.
-    labels = compute_labels(events, every, **_horizons(specs))
-    return {
+    # One workspace for every model; each model keeps its own snapshots.
+    labels = compute_definition_labels(
+        events, every, _definitions(specs), horizons=_horizons(specs)
+    )
+    out = {
         name: labels[name][labels[name][TIMESTAMP_COLUMN].isin(chosen[name])].reset_index(drop=True)
         for name in specs
     }
+    for name, spec in specs.items():
+        check_label(spec, out[name])
+    return out
+
+
+def check_label(spec: ModelSpec, rows: pd.DataFrame) -> None:
+    """A label the model can learn: both classes among the rows (classification), some
+    non-zero value (regression); else a `PipelineError` at the definition's label line."""
+    label = rows[spec.label]
+    if spec.task == "binary":
+        positives, n = int(label.sum()), len(label)
+        problem = "no positives" if positives == 0 else "only positives" if positives == n else None
+    else:
+        problem = "no non-zero value" if not (label != 0).any() else None
+    if problem is None:
+        return
+    event = spec.definition.label.event if spec.definition else (spec.label,)
+    message = (
+        f"the label has {problem} in the {len(label):,} training and holdout rows "
+        f"({', '.join(event)} within {spec.horizon_days:g} days): widen the horizon or the "
+        "where filter, or bring more history"
+    )
+    if spec.definitions is not None and spec.name in spec.definitions:
+        raise PipelineError(str(spec.definitions.where(spec.name).error("label", message)))
+    raise PipelineError(f"{spec.name}: {message}")
 
 
 def feast_sets(
@@ -166,18 +192,16 @@ def feast_sets(
     """Training and holdout frames by Feast point-in-time joins on each model's label rows.
 
     The baselines may read columns outside the model's feature service (the churn baselines
-    read the LTV view's BG/NBD summaries); those come from a second join on the LTV service.
+    read the LTV view's BG/NBD summaries); those are joined from the views that hold them.
     """
     from features.store import training_frame
 
     sets = {}
     for name, spec in specs.items():
         rows = labels[name]
-        frame = training_frame(store, name, rows)
-        extra = [c for c in BASELINE_COLUMNS[name] if c not in frame.columns]
-        if extra:
-            other = training_frame(store, "ltv", rows[KEYS])
-            frame = pd.concat([frame, other[extra]], axis=1)
+        frame = training_frame(
+            store, name, rows, definitions=spec.definitions, extra=baseline_columns(spec)
+        )
         sets[name] = _split(spec, frame)
     return sets
 
@@ -192,28 +216,46 @@ def memory_sets(
 ) -> dict[str, ProblemSet]:
     """Training rows from `events` (which must end where training labels may end) and holdout
     rows at `holdout_snapshot` labelled from `holdout_events`, all computed in memory."""
+    from features.catalog import catalog
+
+    definitions = _definitions(specs)
+    found = catalog(definitions)
+    views = [*VIEW_NAMES, *(found.view_of_model[n] for n in specs if n in found.view_of_model)]
     # Features only ever see `events` (cut at the cutoff): nothing after it can leak in.
-    tables = compute_features(events, [*train_snapshots, holdout_snapshot], customers)
+    tables = compute_features(
+        events,
+        [*train_snapshots, holdout_snapshot],
+        customers,
+        views=views,
+        definitions=definitions,
+    )
     features = _joined(tables)
-    train_labels = compute_labels(events, train_snapshots, **_horizons(specs))
-    hold_labels = compute_labels(holdout_events, [holdout_snapshot], **_horizons(specs))
+    horizons = _horizons(specs)
+    train_labels = compute_definition_labels(
+        events, train_snapshots, definitions, horizons=horizons
+    )
+    hold_labels = compute_definition_labels(
+        holdout_events, [holdout_snapshot], definitions, horizons=horizons
+    )
     sets = {}
     for name, spec in specs.items():
+        check_label(spec, pd.concat([train_labels[name], hold_labels[name]]))
         train = train_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
         holdout = hold_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
         sets[name] = ProblemSet(spec, _conform(spec, train), _conform(spec, holdout))
     return sets
 
 
+def _definitions(specs: Mapping[str, ModelSpec]) -> Definitions:
+    """The definitions of `specs` (those they were built from, else NUDGE_MODELS_DIR's)."""
+    source = next((s.definitions for s in specs.values() if s.definitions is not None), None)
+    defs = source if source is not None else load_definitions()
+    return defs.subset(list(specs))
+
+
 def _horizons(specs: Mapping[str, ModelSpec]) -> dict[str, timedelta]:
-    """`compute_labels` keyword arguments: each given model's horizon, the default otherwise."""
-    horizons = {
-        "churn_horizon": CHURN_HORIZON,
-        "ltv_horizon": LTV_HORIZON,
-        "engagement_horizon": ENGAGEMENT_HORIZON,
-    }
-    horizons.update({f"{name}_horizon": spec.horizon for name, spec in specs.items()})
-    return horizons
+    """Each model's horizon (a backtest may replace a definition's)."""
+    return {name: spec.horizon for name, spec in specs.items()}
 
 
 def _joined(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -225,7 +267,7 @@ def _joined(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _conform(spec: ModelSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(model_features(spec.name)).reset_index(drop=True)
+    return frame.astype(model_features(spec.name, spec.definitions)).reset_index(drop=True)
 
 
 def _split(spec: ModelSpec, frame: pd.DataFrame) -> ProblemSet:

@@ -1,8 +1,9 @@
 """MLflow at the edges: where the tracking store is, one run per trained model, the registry.
 
-Each model is registered under its own name (churn, ltv, engagement) with alias `challenger`;
-alias `champion` moves to it only when it beats the current champion on the same holdout (the
-champion is loaded from the registry and scored on this run's holdout rows). Serving loads
+Each model is registered under its own name (its definition's) with alias `challenger`; alias
+`champion` moves to it only when it beats each of its baselines on the holdout and the current
+champion on the same holdout (the champion is loaded from the registry and scored on this run's
+holdout rows), each by the definition's `training.champion_margin` (default 0). Serving loads
 ``models:/<name>@champion``.
 """
 
@@ -134,6 +135,8 @@ def log_model_run(
         experiment_id=experiment_id, run_name=f"train-{spec.name}", description=description
     ) as run:
         mlflow.set_tags({"model": spec.name, "feature_service": spec.name, **_tags(context)})
+        if spec.definitions is not None and spec.name in spec.definitions:
+            mlflow.set_tag("definition", spec.definitions.where(spec.name).source)
         mlflow.log_params(_params(result, context))
         mlflow.log_metrics(_flat_metrics(result.metrics))
         _log_figures(result)
@@ -173,7 +176,7 @@ def log_backtest(payload: Mapping[str, Any], params: Mapping[str, Any], experime
         mlflow.log_params(dict(params))
         metrics = {}
         for model, block in payload.items():
-            if not isinstance(block, Mapping):
+            if not isinstance(block, Mapping) or "model" not in block:
                 continue
             for name, values in {"model": block["model"], **block["baselines"]}.items():
                 for metric, value in values.items():
@@ -209,27 +212,39 @@ def git_commit(path: Path | None = None) -> str:
 def _challenge(
     client: MlflowClient, result: ModelResult, holdout: pd.DataFrame
 ) -> tuple[bool, str]:
-    """Whether the new version should become champion, and why."""
+    """Whether the new version should become champion, and why: it must beat each of its
+    baselines on the holdout and the current champion on the same rows, each by the
+    definition's `champion_margin` on the primary metric."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from models.evaluate import metrics_for
 
     spec = result.spec
-    metric, mine = spec.primary_metric, result.primary
+    metric, mine, margin = spec.primary_metric, result.primary, spec.champion_margin
+    by = f" by {margin:g}" if margin else ""
+    if math.isnan(mine):
+        return False, f"not champion: its {metric} is undefined on the holdout"
+    for baseline in result.baselines:
+        theirs = result.metrics[baseline][metric]
+        if not math.isnan(theirs) and not spec.better(mine, theirs, margin):
+            return False, (
+                f"not champion: {metric} {mine:.4f} does not beat baseline {baseline} "
+                f"({theirs:.4f}){by}"
+            )
     try:
         current = client.get_model_version_by_alias(spec.name, CHAMPION)
     except MlflowException:
-        return True, f"first champion ({metric} {mine:.4f})"
+        return True, f"first champion ({metric} {mine:.4f}, ahead of every baseline{by})"
     try:
         model = mlflow.pyfunc.load_model(f"models:/{spec.name}@{CHAMPION}")
         scores = model.predict(holdout[list(spec.features)].astype(spec.features))["score"]
         theirs = metrics_for(spec, holdout[spec.label], scores)[metric]
     except Exception as exc:  # a champion that cannot score today's features cannot stay
         return True, f"champion v{current.version} could not score the holdout ({exc})"
-    if math.isnan(theirs) or spec.better(mine, theirs):
-        return True, f"beat champion v{current.version}: {metric} {mine:.4f} vs {theirs:.4f}"
-    return False, f"champion v{current.version} kept: {metric} {theirs:.4f} vs {mine:.4f}"
+    if math.isnan(theirs) or spec.better(mine, theirs, margin):
+        return True, f"beat champion v{current.version}{by}: {metric} {mine:.4f} vs {theirs:.4f}"
+    return False, f"champion v{current.version} kept: {metric} {theirs:.4f} vs {mine:.4f}{by}"
 
 
 def _params(result: ModelResult, context: Mapping[str, Any]) -> dict[str, Any]:

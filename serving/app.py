@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from features.schema import MODEL_NAMES
 from serving.metrics import MetricsMiddleware
 from serving.routers import health, models, scores
+from serving.schemas import MODEL_NAME_PATTERN
 from serving.security import ApiKeyMiddleware, BodyLimitMiddleware
 from serving.service import ScoringService
 from serving.settings import ServingSettings
@@ -46,12 +46,15 @@ def create_app(
     # Checked before anything heavy is built: a service without a key must not start at all.
     if settings.api_key is None or not settings.api_key.get_secret_value():
         raise ConfigurationError("set NUDGE_API_KEY: every /v1 route requires an API key")
-    # The settings leaf (nudge.settings) cannot know the feature schema: the names are checked here.
-    unknown = [m for m in settings.models if m not in MODEL_NAMES]
+    # The settings leaf (nudge.settings) cannot know the definitions: the names are checked here.
+    from models.definitions import load_definitions
+
+    known = load_definitions().names
+    unknown = [m for m in settings.models or () if m not in known]
     if unknown:
         raise ConfigurationError(
             f"NUDGE_MODELS: unknown model(s) {unknown}; models must be a non-empty subset of "
-            f"{list(MODEL_NAMES)}"
+            f"the definitions' {list(known)}"
         )
     if service is None:
         service = ScoringService(settings)
@@ -77,6 +80,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    _document_model_names(app, known)
     app.include_router(scores.router)
     app.include_router(models.router)
     app.include_router(health.router)
@@ -90,6 +94,34 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app
+
+
+def _document_model_names(app: FastAPI, names: tuple[str, ...]) -> None:
+    """The OpenAPI schema lists the models of the definitions as the names a request may use
+    (the code has no enum of them: they come from the model definitions)."""
+    from typing import Any
+
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            _with_enum(schema, names)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _with_enum(node: object, names: tuple[str, ...]) -> None:
+    if isinstance(node, dict):
+        if node.get("pattern") == MODEL_NAME_PATTERN and node.get("type") == "string":
+            node["enum"] = list(names)
+        for child in node.values():
+            _with_enum(child, names)
+    elif isinstance(node, list):
+        for child in node:
+            _with_enum(child, names)
 
 
 def main(host: str | None = None, port: int | None = None) -> None:

@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 
 from features.schema import (
     ENTITY_KEY,
-    SERVICE_FEATURES,
     TIMESTAMP_COLUMN,
     Dtype,
     model_features,
@@ -126,7 +125,10 @@ class Champions:
         self._population = population or (lambda _model: None)
         self._on_swap = on_swap or (lambda _champion: None)
         self._on_failure = on_failure or (lambda _model: None)
-        self._states = {name: ModelState(name) for name in settings.models}
+        # NUDGE_MODELS when set; else the registry says (`discover`): every defined model with a
+        # version under the alias, found again at each refresh.
+        self._fixed = settings.models is not None
+        self._states = {name: ModelState(name) for name in settings.models or ()}
         # Readers take this dict once per request; swaps assign a new one (never mutate it).
         self._served: dict[str, Champion] = {}
         self._refresh_lock = threading.Lock()
@@ -139,12 +141,37 @@ class Champions:
         """The champions of this instant; a request keeps this mapping for its whole life."""
         return self._served
 
+    @property
+    def models(self) -> list[str]:
+        """The models this service serves: NUDGE_MODELS, else those found in the registry."""
+        return list(self._states)
+
     def states(self) -> list[ModelState]:
-        return [self._states[name] for name in self.settings.models]
+        return [self._states[name] for name in self.models]
 
     @property
     def ready(self) -> bool:
-        return all(name in self._served for name in self.settings.models)
+        return bool(self._states) and all(name in self._served for name in self.models)
+
+    def discover(self) -> list[str]:
+        """Add every model of the definitions that is registered (the registry, not a list in
+        code, says what exists); returns the new names."""
+        if self._fixed:
+            return []
+        from models.definitions import load_definitions
+
+        try:
+            defined = load_definitions().names
+            registered = {m.name for m in self.client.search_registered_models()}
+        except Exception as exc:  # registry unreachable: serve what is known, ask again later
+            log.warning("cannot list the registered models: %s", exc)
+            return []
+        # A registered model without a version under the alias is listed too: `/v1/models`
+        # says why it is not served, and the service is not ready until it is.
+        found = [name for name in defined if name in registered and name not in self._states]
+        for name in found:
+            self._states[name] = ModelState(name)
+        return found
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -154,7 +181,8 @@ class Champions:
         A version that failed is retried after `model_retry_seconds`, or at once with `force`.
         """
         with self._refresh_lock:
-            for name in self.settings.models:
+            self.discover()
+            for name in self.models:
                 self._refresh_one(self._states[name], force=force)
 
     def start_polling(self) -> None:
@@ -308,7 +336,9 @@ def _latest_population(settings: ServingSettings, model: str) -> pd.DataFrame | 
     keys = [ENTITY_KEY, TIMESTAMP_COLUMN]
     try:
         frame: pd.DataFrame | None = None
-        for view, names in SERVICE_FEATURES[model].items():
+        from features.catalog import catalog
+
+        for view, names in catalog().services[model].items():
             table = read_feature_table(view, settings.home_dir)
             table = table.loc[table[TIMESTAMP_COLUMN] == table[TIMESTAMP_COLUMN].max()]
             part = table[[*keys, *names]]

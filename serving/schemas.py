@@ -30,6 +30,7 @@ __all__ = [
     "Health",
     "LoadFailure",
     "ModelInfo",
+    "MODEL_NAME_PATTERN",
     "ModelName",
     "ModelsResponse",
     "Readiness",
@@ -40,10 +41,10 @@ __all__ = [
 ]
 
 
-class ModelName(StrEnum):
-    churn = "churn"
-    ltv = "ltv"
-    engagement = "engagement"
+# A model's name as the definitions spell it (`models.definitions`); which names exist is the
+# registry's and the definitions' to say, so the service checks them, not an enum.
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 
 class Band(StrEnum):
@@ -118,6 +119,10 @@ class Reason(BaseModel):
     feature: str
     value: float | None
     contribution: float
+    description: str = Field(
+        description='What the feature says about the customer, e.g. "42 days since the last '
+        'purchase".'
+    )
 
 
 class Score(BaseModel):

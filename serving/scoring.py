@@ -99,17 +99,22 @@ def _score_known(
 
 
 def _reasons(champion: Champion, rows: OnlineRows, k: int) -> list[list[dict[str, Any]]]:
-    """The top `k` features pushing each row's score up (LightGBM pred_contrib)."""
+    """The top `k` features pushing each row's score up (LightGBM pred_contrib), each with what
+    it means in words ("42 days since the last purchase")."""
+    from features.catalog import catalog, describe
     from models.lgbm import top_reason_indices
 
     contributions = champion.contributions(rows.matrix)[:, : len(rows.features)]  # no bias
     picked = top_reason_indices(contributions, k)
+    found = catalog()
+    meanings = [found.meaning(name) for name in rows.features]
     return [
         [
             {
                 "feature": rows.features[j],
                 "value": _number(rows.matrix[i, j]),
                 "contribution": contribution,
+                "description": describe(rows.features[j], float(rows.matrix[i, j]), meanings[j]),
             }
             for j, contribution in row
         ]

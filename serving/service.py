@@ -48,7 +48,7 @@ class ScoringService:
             on_swap=self._swapped,
             on_failure=lambda model: self.metrics.load_failures.labels(model).inc(),
         )
-        for model in settings.models:
+        for model in settings.models or ():
             self.metrics.model_version.labels(model).set(0)
         self.started = False
 
@@ -87,7 +87,9 @@ class ScoringService:
         """Results shaped like `serving.schemas.CustomerScores`, one per distinct customer."""
         if self.features is None:
             raise RuntimeError("the scoring service was not started")
-        wanted = list(dict.fromkeys(models or self.settings.models))
+        wanted = list(dict.fromkeys(models or self.champions.models))
+        if not wanted:
+            raise ModelsUnavailable(["any model (none is registered yet)"])
         # One mapping for the whole request: a swap meanwhile does not mix versions in it.
         served: dict[str, Champion] = dict(self.champions.served())
         missing = [m for m in wanted if m not in served]

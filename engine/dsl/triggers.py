@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from enum import StrEnum
@@ -79,6 +79,7 @@ __all__ = [
     "VariantError",
     "VariantVersion",
     "apply_experiment_variant",
+    "check_score_models",
     "check_templates",
     "load_trigger_dir",
     "load_trigger_text",
@@ -301,6 +302,9 @@ class Trigger:
     version: str
     source: str
     templates: tuple[TemplateRef, ...] = ()
+    # Every `score: {model: NAME}` of the trigger, where it is written (checked by
+    # `check_score_models` against the model definitions' names).
+    score_refs: tuple[TemplateRef, ...] = ()
 
     @property
     def id(self) -> str:
@@ -429,10 +433,14 @@ def load_trigger_text(text: str, source: str = "<string>") -> LoadResult:
     return result
 
 
-def load_trigger_dir(directory: Path, templates_dir: Path | None = None) -> LoadResult:
+def load_trigger_dir(
+    directory: Path, templates_dir: Path | None = None, models: Collection[str] | None = None
+) -> LoadResult:
     """Load every ``*.yaml`` / ``*.yml`` below `directory`; duplicate ids are an error.
 
-    With `templates_dir`, the templates that the triggers send are checked too (`check_templates`).
+    With `templates_dir`, the templates that the triggers send are checked too (`check_templates`);
+    with `models` (the model definitions' names), the models of score conditions
+    (`check_score_models`).
     """
     result = LoadResult()
     files = sorted([*directory.rglob("*.yaml"), *directory.rglob("*.yml")])
@@ -462,7 +470,53 @@ def load_trigger_dir(directory: Path, templates_dir: Path | None = None) -> Load
             result.triggers.append(trigger)
     if templates_dir is not None:
         result.issues.extend(check_templates(result.triggers, templates_dir))
+    if models is not None:
+        result.issues.extend(check_score_models(result.triggers, models))
     return result
+
+
+def check_score_models(triggers: Iterable[Trigger], models: Collection[str]) -> list[TriggerIssue]:
+    """Every ``score: {model: NAME}`` must name a defined model (the names are passed in: the
+    engine reads no model definitions itself); one issue per unknown name, at its line."""
+    known = ", ".join(sorted(models)) or "none"
+    return [
+        TriggerIssue(
+            trigger.source,
+            ref.path,
+            ref.line,
+            f"unknown model {ref.name!r}; the model definitions are {known}",
+        )
+        for trigger in triggers
+        for ref in trigger.score_refs
+        if ref.name not in models
+    ]
+
+
+def _score_refs(raw: Any, node: yaml.Node) -> tuple[TemplateRef, ...]:
+    """Where each score condition names its model, in `if` and in every action's cancel_if."""
+    found: list[TemplateRef] = []
+
+    def walk(value: Any, loc: tuple[str | int, ...]) -> None:
+        if isinstance(value, Mapping):
+            score = value.get("score")
+            if isinstance(score, Mapping) and "model" in score:
+                where = (*loc, "score", "model")
+                found.append(
+                    TemplateRef(str(score["model"]), _dotted(where), _line_of(node, where))
+                )
+            for key, child in value.items():
+                if isinstance(key, str):
+                    walk(child, (*loc, key))
+        elif isinstance(value, list):
+            for index, child in enumerate(value):
+                walk(child, (*loc, index))
+
+    if isinstance(raw, Mapping):
+        walk(raw.get("if"), ("if",))
+        for index, action in enumerate(raw.get("actions") or []):
+            if isinstance(action, Mapping):
+                walk(action.get("cancel_if"), ("actions", index, "cancel_if"))
+    return tuple(found)
 
 
 def check_templates(triggers: Iterable[Trigger], templates_dir: Path) -> list[TriggerIssue]:
@@ -616,7 +670,9 @@ def _load_one(
         )
     if spec is None or len(issues) > before:
         return None
-    return Trigger(spec, where, condition, version, source, _template_refs(spec, node))
+    return Trigger(
+        spec, where, condition, version, source, _template_refs(spec, node), _score_refs(raw, node)
+    )
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

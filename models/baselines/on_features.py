@@ -8,7 +8,7 @@ at his first event (`tenure_days`) with x = 0.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import pandas as pd
@@ -21,13 +21,20 @@ from sklearn.utils.validation import check_is_fitted
 from models.baselines.bgnbd import BetaGeoModel, GammaGammaModel, expected_spend
 from models.baselines.rfm import HistoricalAverageLTV, RFMLogisticRegression
 
+if TYPE_CHECKING:
+    from models.specs import ModelSpec
+
 __all__ = [
     "BASELINE_COLUMNS",
     "BGNBDChurn",
     "BGNBDSpend",
+    "BaseRate",
     "DecayedOpenRate",
     "HistoricalSpend",
+    "LabelAverage",
     "RFMChurn",
+    "RecencyFrequency",
+    "baseline_columns",
     "make_baselines",
 ]
 
@@ -42,7 +49,19 @@ _PURCHASE_HISTORY = (
     "bgnbd_age",
     "gg_monetary",
 )
-# The feature columns each model's baselines read (some lie outside the model's service).
+# The standard feature columns each baseline reads (some lie outside the model's service);
+# the label-history baselines read the model's own view too (`baseline_columns`).
+_STANDARD_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    "rfm_logistic": _PURCHASE_HISTORY,
+    "bgnbd": _PURCHASE_HISTORY,
+    "bgnbd_gg": _PURCHASE_HISTORY,
+    "historical_average": _PURCHASE_HISTORY,
+    "open_rate": ("emails_sent_decayed", "emails_opened_decayed"),
+    "recency_frequency": ("tenure_days",),
+    "base_rate": (),
+    "label_average": ("tenure_days",),
+}
+# The built-in models' baseline columns (their baselines as the shipped definitions name them).
 BASELINE_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "churn": _PURCHASE_HISTORY,
     "ltv": _PURCHASE_HISTORY,
@@ -172,18 +191,115 @@ class DecayedOpenRate(ClassifierMixin, BaseEstimator):
         return logits
 
 
-def make_baselines(model: str, horizon_days: float) -> dict[str, BaseEstimator]:
-    """Fresh (unfitted) baselines of a model, by their reporting names (`models.specs.BASELINES`)."""
-    if model == "churn":
-        return {"rfm_logistic": RFMChurn(), "bgnbd": BGNBDChurn(horizon_days)}
-    if model == "ltv":
-        return {
-            "bgnbd_gg": BGNBDSpend(horizon_days),
-            "historical_average": HistoricalSpend(horizon_days),
-        }
-    if model == "engagement":
-        return {"open_rate": DecayedOpenRate()}
-    raise ValueError(f"unknown model {model!r}")
+def make_baselines(
+    model: str | ModelSpec, horizon_days: float | None = None
+) -> dict[str, BaseEstimator]:
+    """Fresh (unfitted) baselines of a model, by their reporting names (its definition's
+    ``baselines``). `model` is a spec, or a built-in model's name with `horizon_days`."""
+    if isinstance(model, str):
+        from models.specs import spec_for
+
+        spec = spec_for(model)
+        horizon = spec.horizon_days if horizon_days is None else horizon_days
+    else:
+        spec, horizon = model, model.horizon_days if horizon_days is None else horizon_days
+    return {name: _baseline(name, spec.name, horizon) for name in spec.baselines}
+
+
+def baseline_columns(spec: ModelSpec) -> tuple[str, ...]:
+    """The feature columns a model's baselines read, in a stable order."""
+    columns: list[str] = []
+    for name in spec.baselines:
+        columns += _STANDARD_COLUMNS[name]
+        if name == "recency_frequency":
+            columns += [f"{spec.name}_label_days_since", f"{spec.name}_label_count_365d"]
+        elif name == "label_average":
+            columns += [f"{spec.name}_label_value_365d"]
+    return tuple(dict.fromkeys(columns))
+
+
+def _baseline(name: str, model: str, horizon_days: float) -> BaseEstimator:
+    if name == "rfm_logistic":
+        return RFMChurn()
+    if name == "bgnbd":
+        return BGNBDChurn(horizon_days)
+    if name == "bgnbd_gg":
+        return BGNBDSpend(horizon_days)
+    if name == "historical_average":
+        return HistoricalSpend(horizon_days)
+    if name == "open_rate":
+        return DecayedOpenRate()
+    if name == "recency_frequency":
+        return RecencyFrequency(model)
+    if name == "base_rate":
+        return BaseRate()
+    if name == "label_average":
+        return LabelAverage(model, horizon_days)
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+class RecencyFrequency(ClassifierMixin, BaseEstimator):
+    """Logistic regression on the label event's history: log days since the latest one (since
+    the first event when there is none) and log(1 + count in the last 365 days)."""
+
+    def __init__(self, model: str = "") -> None:
+        self.model = model
+
+    def fit(self, X: pd.DataFrame, y: ArrayLike) -> RecencyFrequency:
+        target = np.asarray(y, dtype=int)
+        self.classes_ = np.array([0, 1])
+        self.constant_ = float(target.mean()) if target.min() == target.max() else None
+        if self.constant_ is None:
+            self.logistic_ = LogisticRegression(C=1.0, max_iter=1_000).fit(self._x(X), target)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self, "classes_")
+        if self.constant_ is not None:
+            positive = np.full(len(X), self.constant_)
+        else:
+            positive = self.logistic_.predict_proba(self._x(X))[:, 1]
+        return np.column_stack([1 - positive, positive])
+
+    def _x(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        tenure = X["tenure_days"].fillna(0.0).clip(lower=0.0)
+        since = X[f"{self.model}_label_days_since"].fillna(tenure).clip(lower=0.0)
+        count = X[f"{self.model}_label_count_365d"].astype(float)
+        return np.column_stack([np.log1p(since), np.log1p(count), (count == 0).astype(float)])
+
+
+class BaseRate(ClassifierMixin, BaseEstimator):
+    """Everyone gets the training label's mean: the score a model must beat to know anything."""
+
+    def fit(self, X: pd.DataFrame, y: ArrayLike) -> BaseRate:
+        self.rate_ = float(np.mean(np.asarray(y, dtype=float)))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
+        positive = np.full(len(X), self.rate_)
+        return np.column_stack([1 - positive, positive])
+
+
+class LabelAverage(RegressorMixin, BaseEstimator):
+    """The label value's historical rate: its sum over the last 365 days / min(tenure, 365)
+    days × the horizon (0 for a customer without history)."""
+
+    def __init__(self, model: str = "", horizon_days: float = 90.0) -> None:
+        self.model = model
+        self.horizon_days = horizon_days
+
+    def fit(self, X: pd.DataFrame, y: ArrayLike | None = None) -> LabelAverage:
+        self.fitted_ = True
+        return self
+
+    def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
+        check_is_fitted(self)
+        value = X[f"{self.model}_label_value_365d"].fillna(0.0).to_numpy(dtype=float)
+        days = X["tenure_days"].fillna(0.0).clip(lower=1.0, upper=365.0).to_numpy(dtype=float)
+        rate: NDArray[np.float64] = value / days * self.horizon_days
+        return rate
 
 
 def _rfm(X: pd.DataFrame) -> pd.DataFrame:

@@ -27,7 +27,8 @@ What a file says (see ``churn.yaml`` for a commented example):
   for classification, the historical average of the label's value for regression);
 - ``retrain``: daily, weekly (default), monthly, an interval such as ``14d``, or a cron line;
 - ``training`` (optional): LightGBM ``objective``, a ``linear_base``, the ``primary_metric``,
-  ``best_send_hour``, and the champion gate's ``champion_margin``.
+  ``best_send_hour``, the champion gate's ``champion_margin``, and for spend regressions a
+  ``bgnbd_weight`` (blend BG/NBD × Gamma-Gamma into the prediction).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ __all__ = [
     "ModelDefinition",
     "PropertyFeature",
     "Training",
-    "load_definitions",
     "load_definition_file",
+    "load_definitions",
     "retrain_schedule",
 ]
 
@@ -234,6 +235,9 @@ class Training(_Strict):
     # The champion gate: a challenger must beat every baseline and the champion by this much on
     # the primary metric (absolute, in the metric's units).
     champion_margin: float = Field(default=0.0, ge=0.0)
+    # Regression on purchases: blend BG/NBD × Gamma-Gamma expected spend into the prediction
+    # with this weight (models.lgbm.LGBMSpendRegressor; the model needs the `value` group).
+    bgnbd_weight: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ModelDefinition(_Strict):
@@ -277,6 +281,8 @@ class ModelDefinition(_Strict):
             if BASELINE_TASKS[name] != self.task:
                 raise ValueError(f"baselines: {name} scores {BASELINE_TASKS[name]}, not "
                                  f"{self.task}")  # fmt: skip
+        if self.training.bgnbd_weight and self.task != "regression":
+            raise ValueError("training.bgnbd_weight: only a regression model blends BG/NBD")
         primary = self.training.primary_metric
         if primary is not None and primary not in _PRIMARY[self.task]:
             raise ValueError(f"training.primary_metric: expected one of "
@@ -290,7 +296,7 @@ class ModelDefinition(_Strict):
         """The declared feature groups, or the default ones."""
         if self.features is not None:
             return self.features
-        return tuple(GroupRef(group=g) for g in DEFAULT_FEATURES)  # type: ignore[arg-type]
+        return tuple(GroupRef.model_validate({"group": g}) for g in DEFAULT_FEATURES)
 
     @property
     def baseline_names(self) -> tuple[str, ...]:
@@ -404,7 +410,9 @@ def load_definitions(folder: Path | str | None = None) -> Definitions:
         folder = SharedSettings().model_definitions_dir
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise DefinitionError(str(root), None, "NUDGE_MODELS_DIR: no such folder of model definitions")
+        raise DefinitionError(
+            str(root), None, "NUDGE_MODELS_DIR: no such folder of model definitions"
+        )
     files = sorted([*root.glob("*.yaml"), *root.glob("*.yml")])
     stamp = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
     key = (str(root), stamp)
@@ -430,7 +438,9 @@ def load_definition_file(path: Path) -> Located:
     source = str(path)
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise DefinitionError(source, None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB)")
+            raise DefinitionError(
+                source, None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB)"
+            )
         text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise DefinitionError(source, None, f"cannot be read: {exc.strerror or exc}") from None

@@ -1,11 +1,12 @@
-"""Flow `backtest`: what the churn and LTV models (and every baseline) would have scored at a past
-cutoff, against what actually happened in (cutoff, cutoff + N days].
+"""Flow `backtest`: what the models (and every baseline) would have scored at a past cutoff,
+against what actually happened in (cutoff, cutoff + N days].
 
-Training rows are computed from the lake cut at the cutoff (labels of training snapshots end by
-it); the evaluation rows are every customer seen by the cutoff, scored on features at the cutoff
-and labelled from the N days after it. Churn is "no purchase in the horizon", LTV the gross
-spend in it. Features are computed in memory, so the Feast store the scoring service reads is
-left alone.
+Every model of the definitions by default (one named with `models`): N is each model's own label
+horizon unless `horizon_days` replaces it. Training rows are computed from the lake cut at the
+cutoff (labels of training snapshots end by it); the evaluation rows are every customer seen by
+the cutoff, scored on features at the cutoff and labelled from the N days after it. Features are
+computed in memory, so the Feast store the scoring service reads is left alone. Without named
+models, a model whose events the lake lacks (engagement on CDNOW) is reported as skipped.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from models.evaluate import ModelResult
 from nudge.settings import home_dir
 from pipelines.datasets import WARMUP, DataRange, PipelineError
 
-__all__ = ["BACKTEST_METRICS", "backtest", "backtest_payload", "parse_cutoff", "plan_backtest"]
+__all__ = [
+    "BACKTEST_METRICS",
+    "backtest",
+    "backtest_payload",
+    "parse_cutoff",
+    "plan_backtest",
+    "run_backtest",
+]
 
-BACKTEST_MODELS = ("churn", "ltv")
-# The metrics the backtest reports per model (its JSON shape).
-BACKTEST_METRICS = {"churn": ("roc_auc", "log_loss"), "ltv": ("mae", "rmse", "spearman")}
+# The metrics the backtest reports per model task (its JSON shape).
+BACKTEST_METRICS = {"binary": ("roc_auc", "log_loss"), "regression": ("mae", "rmse", "spearman")}
 _US = timedelta(microseconds=1)
 
 
@@ -77,54 +84,81 @@ def plan_backtest(
 
 @task(cache_policy=NO_CACHE)
 def run_backtest(
-    home: str, cutoff: pd.Timestamp, horizon_days: int, step_days: int, n_train: int
-) -> tuple[dict[str, ModelResult], int]:
-    """Fit churn and LTV (and baselines) on history before the cutoff; evaluate after it."""
+    home: str,
+    cutoff: pd.Timestamp,
+    horizon_days: int | None,
+    step_days: int,
+    n_train: int,
+    models: list[str] | None = None,
+) -> tuple[dict[str, ModelResult], int, dict[str, str]]:
+    """Fit the models (and baselines) on history before the cutoff; evaluate after it.
+
+    Returns the results, the customers scored, and the models skipped with their reason."""
     from engine.lake import EventLake
-    from features.compute import EVENT_COLUMNS
+    from features.compute import lake_columns
+    from models.definitions import load_definitions
     from models.evaluate import fit_and_evaluate
     from models.specs import spec_for
     from pipelines.datasets import covered_range, memory_sets
+    from pipelines.vocabulary import usable_definitions
 
     lake = EventLake(Path(home) / "lake")
     data = covered_range(lake)
-    snapshots = plan_backtest(data, cutoff, horizon_days, step_days, n_train)
-    horizon = timedelta(days=horizon_days)
-    history = lake.read(end=cutoff + _US, columns=list(EVENT_COLUMNS))
-    outcome = lake.read(end=cutoff + horizon + _US, columns=list(EVENT_COLUMNS))
-    specs = {name: spec_for(name, horizon) for name in BACKTEST_MODELS}
-    sets = memory_sets(history, lake.read_customers(), snapshots, outcome, cutoff, specs)
-    results = {
-        name: fit_and_evaluate(problem.spec, problem.train, problem.holdout)
-        for name, problem in sets.items()
-    }
-    return results, len(sets["churn"].holdout)
+    every = load_definitions()
+    definitions = every.subset(list(models or every.names))
+    columns = lake_columns(definitions)
+    customers = lake.read_customers()
+    history = lake.read(end=cutoff + _US, columns=columns)
+    definitions, skipped = usable_definitions(definitions, history, explicit=bool(models))
+    by_horizon: dict[int, list[str]] = {}
+    for definition in definitions:
+        days = horizon_days or definition.label.horizon_days
+        by_horizon.setdefault(days, []).append(definition.name)
+    results: dict[str, ModelResult] = {}
+    scored = 0
+    for days, names in sorted(by_horizon.items()):
+        snapshots = plan_backtest(data, cutoff, days, step_days, n_train)
+        horizon = timedelta(days=days)
+        outcome = lake.read(end=cutoff + horizon + _US, columns=columns)
+        specs = {n: spec_for(n, horizon, definitions) for n in names}
+        sets = memory_sets(history, customers, snapshots, outcome, cutoff, specs)
+        for name, problem in sets.items():
+            results[name] = fit_and_evaluate(problem.spec, problem.train, problem.holdout)
+            scored = max(scored, len(problem.holdout))
+    return {n: results[n] for n in definitions.names}, scored, skipped
 
 
-def backtest_payload(results: dict[str, ModelResult], customers: int) -> dict[str, Any]:
-    """The backtest's JSON: per model its metrics and each baseline's, and the customer count."""
+def backtest_payload(
+    results: dict[str, ModelResult], customers: int, skipped: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The backtest's JSON: per model its metrics and each baseline's (``{NAME: {"model":
+    {metrics}, "baselines": {BASELINE: {metrics}}}}``), the customer count, the skipped."""
     payload: dict[str, Any] = {}
     for name, result in results.items():
-        wanted = BACKTEST_METRICS[name]
+        wanted = BACKTEST_METRICS[result.spec.task]
         metrics = {
             scorer: {m: values[m] for m in wanted} for scorer, values in result.metrics.items()
         }
         payload[name] = {
             "model": metrics.pop("model"),
             "baselines": dict(sorted(metrics.items())),
+            "horizon_days": result.spec.horizon_days,
         }
     payload["customers"] = customers
+    if skipped:
+        payload["skipped"] = dict(skipped)
     return payload
 
 
 @flow(name="backtest")
 def backtest(
     cutoff: str,
-    horizon_days: int,
+    horizon_days: int | None = None,
     home: str | None = None,
     step_days: int = 30,
     n_train: int = 6,
     tracking_uri: str | None = None,
+    models: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the backtest and log it to MLflow; returns the JSON payload."""
     from pipelines.tracking import (
@@ -138,16 +172,18 @@ def backtest(
 
     root = str(home_dir(home))
     at = parse_cutoff(cutoff)
-    results, customers = run_backtest(root, at, horizon_days, step_days, n_train)
-    payload = backtest_payload(results, customers)
+    results, customers, skipped = run_backtest(root, at, horizon_days, step_days, n_train, models)
+    payload = backtest_payload(results, customers, skipped)
     use_tracking(tracking_uri or default_tracking_uri(root))
+    first = next(iter(results.values()))
     log_backtest(
         payload,
         {
             "cutoff": f"{at:%Y-%m-%d %H:%M:%S}",
-            "horizon_days": horizon_days,
+            "horizon_days": horizon_days if horizon_days else "per model",
             "step_days": step_days,
-            "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in results["churn"].train_snapshots),
+            "models": ",".join(results),
+            "train_snapshots": ",".join(f"{t:%Y-%m-%d}" for t in first.train_snapshots),
             "git_commit": git_commit(),
         },
         ensure_experiment(BACKTEST_EXPERIMENT, root),

@@ -8,8 +8,10 @@ the flow runs, and `serve` (a long-running process) executes them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
@@ -17,6 +19,9 @@ from prefect.deployments.runner import RunnerDeployment
 from pipelines.flows.features import build_features
 from pipelines.flows.optimize import optimize
 from pipelines.flows.train import train
+
+if TYPE_CHECKING:
+    from models.definitions import Definitions
 
 __all__ = [
     "FEATURES_DEPLOYMENT",
@@ -27,6 +32,7 @@ __all__ = [
     "deployments",
     "optimize_deployment",
     "serve",
+    "train_deployments",
 ]
 
 FEATURES_DEPLOYMENT = "nudge-features"
@@ -61,13 +67,7 @@ def deployments(
             description="Compute feature tables, feast apply, materialize the latest snapshot.",
             tags=["nudge"],
         ),
-        train.to_deployment(  # type: ignore[list-item]
-            name=TRAIN_DEPLOYMENT,
-            schedules=[CronSchedule(cron=schedules.train_cron, timezone=schedules.timezone)],
-            parameters={"home": home, **train_params},
-            description="Retrain churn, ltv and engagement; register challengers in MLflow.",
-            tags=["nudge"],
-        ),
+        *train_deployments(home, schedules, train_params),
         optimize_deployment(home, schedules, optimize_params or {}),
     ]
 
@@ -83,6 +83,51 @@ def optimize_deployment(
         description="Review every trigger's performance and every running experiment in MLflow.",
         tags=["nudge"],
     )
+
+
+def train_deployments(
+    home: str, schedules: Schedules, params: dict[str, Any], definitions: Definitions | None = None
+) -> list[RunnerDeployment]:
+    """One `train` deployment per retraining cadence of the model definitions (their
+    ``retrain``): weekly models in `TRAIN_DEPLOYMENT` on ``schedules.train_cron``
+    (NUDGE_TRAIN_CRON), each other cadence in ``nudge-train-<cadence>`` on its own schedule.
+    With one cadence for every model, the one deployment trains them all (models unnamed)."""
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    from models.definitions import load_definitions, retrain_schedule
+
+    defs = definitions if definitions is not None else load_definitions()
+    groups: dict[tuple[str, str], list[str]] = {}
+    for definition in defs:
+        kind, value = retrain_schedule(definition.retrain)
+        key = (kind, value if isinstance(value, str) else str(value.total_seconds()))
+        groups.setdefault(key, []).append(definition.name)
+    out = []
+    for (kind, value), names in groups.items():
+        weekly = (kind, value) == ("cron", "0 3 * * 1")
+        cadence = next(d.retrain for d in defs if d.name == names[0]).strip().lower()
+        name = TRAIN_DEPLOYMENT if weekly else f"{TRAIN_DEPLOYMENT}-{_slug(cadence)}"
+        if weekly:
+            schedule: Any = CronSchedule(cron=schedules.train_cron, timezone=schedules.timezone)
+        elif kind == "cron":
+            schedule = CronSchedule(cron=value, timezone=schedules.timezone)
+        else:
+            schedule = IntervalSchedule(interval=timedelta(seconds=float(value)))
+        models = {"models": names} if len(groups) > 1 else {}
+        out.append(
+            train.to_deployment(
+                name=name,
+                schedules=[schedule],
+                parameters={"home": home, **params, **models},
+                description=f"Retrain {', '.join(names)} ({cadence}); register challengers.",
+                tags=["nudge"],
+            )
+        )
+    return out  # type: ignore[return-value]  # to_deployment is typed sync-or-async
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "custom"
 
 
 def deploy(

@@ -1,5 +1,6 @@
-"""Flow `train`: training sets by Feast point-in-time joins over several snapshots, the three
-models and their baselines fitted, everything logged to MLflow and registered.
+"""Flow `train`: training sets by Feast point-in-time joins over several snapshots, every model of
+the definitions (NUDGE_MODELS_DIR; default churn, ltv, engagement) and its baselines fitted,
+everything logged to MLflow and registered.
 
 The holdout of each model is its latest snapshot with a complete label window. Fitting runs in
 the `fit-models` subflow, one task per model: on a DaskTaskRunner when a Dask scheduler address
@@ -20,7 +21,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from features.schema import MODEL_NAMES, TIMESTAMP_COLUMN
+from features.schema import TIMESTAMP_COLUMN
 from models.evaluate import ModelResult
 from nudge.settings import home_dir
 from pipelines.datasets import DataRange, PipelineError, ProblemSet
@@ -30,15 +31,20 @@ __all__ = ["fit_model", "fit_models", "load_training_sets", "log_result", "train
 
 @task(cache_policy=NO_CACHE)
 def load_training_sets(
-    home: str, models: Sequence[str], n_train: int
-) -> tuple[dict[str, ProblemSet], DataRange]:
-    """Labels from the lake at the feature tables' snapshots, features by Feast joins."""
+    home: str, models: Sequence[str] | None, n_train: int
+) -> tuple[dict[str, ProblemSet], DataRange, dict[str, str]]:
+    """Labels from the lake at the feature tables' snapshots, features by Feast joins.
+
+    `models` None means every definition the lake can train (the others come back, with the
+    reason, as the third value); named models must all be trainable."""
     from engine.lake import EventLake
-    from features.compute import EVENT_COLUMNS, read_feature_table
+    from features.compute import lake_columns, read_feature_table
     from features.schema import CHURN_VIEW
     from features.store import open_store
+    from models.definitions import load_definitions
     from models.specs import spec_for
     from pipelines.datasets import covered_range, feast_sets, label_rows
+    from pipelines.vocabulary import usable_definitions
 
     lake = EventLake(Path(home) / "lake")
     data = covered_range(lake)
@@ -48,10 +54,13 @@ def load_training_sets(
         raise PipelineError(
             f"no feature tables under {home}/features: run `nudge pipeline features` first"
         ) from None
-    specs = {name: spec_for(name) for name in models}
-    events = lake.read(end=data.last + timedelta(microseconds=1), columns=list(EVENT_COLUMNS))
+    every = load_definitions()
+    definitions = every.subset(list(models or every.names))
+    events = lake.read(end=data.last + timedelta(microseconds=1), columns=lake_columns(definitions))
+    definitions, skipped = usable_definitions(definitions, events, explicit=bool(models))
+    specs = {name: spec_for(name, definitions=definitions) for name in definitions.names}
     labels = label_rows(events, snapshots, data.last, specs, n_train=n_train)
-    return feast_sets(open_store(home), labels, specs), data
+    return feast_sets(open_store(home), labels, specs), data, skipped
 
 
 @task(cache_policy=NO_CACHE)
@@ -108,8 +117,8 @@ def train(
     from pipelines.tracking import default_tracking_uri, git_commit
 
     root = str(home_dir(home))
-    chosen = list(models or MODEL_NAMES)
-    problems, data = load_training_sets(root, chosen, n_train)
+    problems, data, skipped = load_training_sets(root, models or None, n_train)
+    chosen = list(problems)
     address = dask_address or None
     runner = fit_models
     if address:
@@ -123,6 +132,9 @@ def train(
         "task_runner": f"dask {address}" if address else "local",
     }
     uri = tracking_uri or default_tracking_uri(root)
-    return {
+    logged: dict[str, Any] = {
         name: log_result(results[name], problems[name], {**context}, root, uri) for name in chosen
     }
+    if skipped:
+        logged["skipped"] = skipped
+    return logged

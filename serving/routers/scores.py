@@ -42,7 +42,7 @@ def post_scores(body: ScoreRequest, service: Service) -> JSONResponse:
                 }
             ],
         )
-    models = [m.value for m in body.models] if body.models else None
+    models = _defined(list(body.models), "body") if body.models else None
     # Plain dicts straight to JSON: validating thousands of nested models per batch would
     # cost more than scoring them (the response_model documents the shape).
     return JSONResponse({"results": _score(service, body.customer_ids, models, body.explain)})
@@ -60,7 +60,7 @@ def get_customer_scores(
     explain: Annotated[bool, Query(description="Add the top reason codes.")] = False,
 ) -> JSONResponse:
     """One customer's scores (the same answer as one item of `POST /v1/scores`)."""
-    wanted = [m.value for m in models] if models else None
+    wanted = _defined(list(models), "query") if models else None
     return JSONResponse(_score(service, [customer_id], wanted, explain)[0])
 
 
@@ -71,3 +71,24 @@ def _score(
         return service.score(ids, models, explain=explain)
     except (ModelsUnavailable, FeaturesUnavailable) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+
+
+def _defined(models: list[str], where: str) -> list[str]:
+    """The requested models, each one a model definition's name; else a 422 naming the first
+    unknown one (shaped like pydantic's own errors, so clients parse one kind of 422)."""
+    from models.definitions import load_definitions
+
+    known = load_definitions().names
+    for index, name in enumerate(models):
+        if name not in known:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [
+                    {
+                        "loc": [where, "models", index],
+                        "msg": f"Input should be one of the models {', '.join(known)}",
+                        "type": "enum",
+                    }
+                ],
+            )
+    return models

@@ -120,7 +120,9 @@ def test_backtest_on_cdnow_prints_models_and_baselines_as_json(cdnow_home):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads(done.stdout)
-    assert set(payload) == {"churn", "ltv", "customers"}
+    # Every definition; engagement reads email events CDNOW does not have: skipped, saying why.
+    assert set(payload) == {"churn", "ltv", "customers", "skipped"}
+    assert "unknown event 'email_opened'" in payload["skipped"]["engagement"]
     assert payload["customers"] == 2_357
     churn, ltv = payload["churn"], payload["ltv"]
     assert set(churn["model"]) == {"roc_auc", "log_loss"}
@@ -133,7 +135,22 @@ def test_backtest_on_cdnow_prints_models_and_baselines_as_json(cdnow_home):
         assert churn["model"]["roc_auc"] > churn["baselines"][baseline]["roc_auc"]
     assert churn["model"]["log_loss"] < churn["baselines"]["rfm_logistic"]["log_loss"]
     assert ltv["model"]["spearman"] > ltv["baselines"]["historical_average"]["spearman"]
+    # Issue 17 item 7: the LTV model beats BG/NBD x Gamma-Gamma on RMSE and rank correlation.
+    assert ltv["model"]["rmse"] < ltv["baselines"]["bgnbd_gg"]["rmse"]
+    assert ltv["model"]["spearman"] > ltv["baselines"]["bgnbd_gg"]["spearman"]
     assert (cdnow_home / "mlflow.db").exists()  # logged to the store under NUDGE_HOME
+
+
+@pytest.mark.slow
+def test_backtest_of_one_model_on_its_own_horizon(cdnow_home, monkeypatch):
+    done = _nudge(cdnow_home, "backtest", "--model", "ltv", "--cutoff", "1997-09-30", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(done.stdout)
+    assert set(payload) == {"ltv", "customers"} and payload["ltv"]["horizon_days"] == 90
+    assert set(payload["ltv"]["model"]) == {"mae", "rmse", "spearman"}
+    monkeypatch.setenv("NUDGE_HOME", str(cdnow_home))
+    unknown = runner.invoke(app, ["backtest", "--model", "upsel", "--cutoff", "1997-09-30"])
+    assert unknown.exit_code == 2 and "unknown model 'upsel'" in unknown.output
 
 
 @pytest.mark.slow
