@@ -21,7 +21,15 @@ __all__ = ["erase_online_rows"]
 def erase_online_rows(
     customer_id: str, home: Path | str | None = None, production: bool | None = None
 ) -> dict[str, Any]:
-    """Delete the customer's rows from the Feast online store; returns what was removed."""
+    """Delete the customer's rows from the Feast online store; returns what was removed.
+
+    The embedded store without an online database (nothing was ever materialized) has nothing to
+    erase: answered without importing Feast, which costs seconds.
+    """
+    from features.paths import feast_dir, production_selected
+
+    if not production_selected(production) and not (feast_dir(home) / "online_store.db").exists():
+        return {"store": "sqlite", "rows": 0}
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value

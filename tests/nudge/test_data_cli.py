@@ -126,3 +126,47 @@ def test_lake_sync_copies_accepted_events_once(engine_url, nudge_home):
     assert EventLake(nudge_home / "lake").read().num_rows == 12
     second = runner.invoke(app, ["lake", "sync", "--settle", "0"])
     assert "0 events" in second.output
+
+
+@pytest.mark.slow
+def test_engine_serve_syncs_the_lake_in_the_background_and_erases(nudge_home, tmp_path):
+    import base64
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from nudge.local_server import free_port, wait_until_ready
+
+    port = free_port()
+    env = {**os.environ, "NUDGE_HOME": str(nudge_home), "NUDGE_API_KEY": "k-serve",
+           "NUDGE_LAKE_SYNC_SECONDS": "0.5", "NUDGE_ENGINE_DB": f"sqlite:///{nudge_home / 'engine.db'}"}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "nudge.cli", "engine", "serve", "--port",
+                                str(port)], env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/healthz", process, 90, "engine serve")
+        auth = {"Authorization": "Basic " + base64.b64encode(b"k-serve:").decode()}
+        message = {"type": "track", "userId": "s1", "event": "Order Completed",
+                   "properties": {"total": 12}, "messageId": "m-serve",
+                   "timestamp": datetime(2026, 1, 2, tzinfo=UTC).isoformat()}  # fmt: skip
+        assert httpx.post(f"{base}/v1/track", json=message, headers=auth).status_code == 200
+        lake = EventLake(nudge_home / "lake")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and lake.read().num_rows == 0:
+            time.sleep(0.2)
+        assert lake.read()["event_id"].to_pylist() == ["m-serve"]
+        erased = httpx.delete(
+            f"{base}/v1/customers/s1", headers={"X-API-Key": "k-serve"}, timeout=120
+        )
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["removed"]["lake_events"] == 1
+        assert (
+            httpx.get(f"{base}/v1/customers/s1", headers={"X-API-Key": "k-serve"}).status_code
+            == 404
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
