@@ -40,6 +40,7 @@ format: install  ## apply ruff fixes and formatting
 
 bench: install  ## run the benchmarks (results go in BENCHMARKS.md by hand)
 	$(UV) run --frozen python bench/simulate.py
+	$(UV) run --frozen python bench/delivery.py
 
 clean:  ## remove the environments and local state
 	rm -rf .venv .tools .nudge .pytest_cache .ruff_cache

@@ -1,0 +1,262 @@
+"""Benchmark: emails per second through the dispatcher to an SMTP relay with STARTTLS + AUTH.
+
+The relay is aiosmtpd on loopback in its own process (require_starttls, auth_required, a
+certificate from a CA made for the run, a handler that only counts), so that its speed is not
+taken from the dispatchers'. The outbox holds transactional `send_email` actions (the
+`payment_failed` template, rendered per customer) in a fresh engine database per run; each
+dispatcher worker is its own process, as `nudge engine run --workers` runs them, and all start
+together. Measured per run: wall time from the start to the last email, emails/s, connections the
+relay saw, and that every message arrived exactly once.
+
+- baseline: one connection per message — STARTTLS and AUTH for each email, which is what the
+  transport did before it kept its connection (the same sender, closed after every message);
+- nudge: one connection per dispatcher batch (200 actions), with 1 and 2 workers.
+
+    uv run python bench/delivery.py [--emails 3000] [--db postgres|sqlite] [--workers 1 2]
+
+PostgreSQL is the default (the production store; two workers share the outbox with
+``FOR UPDATE SKIP LOCKED``); ``--db sqlite`` runs the same on a SQLite file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.channels.email import EmailSettings, RenderedEmail, render_email
+from engine.channels.email_channel import EmailChannel
+from engine.channels.smtp import SmtpSecurity, SmtpSender
+from engine.channels.webhooks import WebhookSender
+from engine.dsl.triggers import TriggerIndex, load_trigger_text
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.inbox import accept_events
+from engine.runtime.processor import Processor
+from engine.store import EngineDB
+from engine.store.customers import upsert_profiles
+from engine.store.outbox import action_counts
+from tests.engine.channels.smtp_relay import RelayProcess, make_pki
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATES = ROOT / "engine" / "templates"
+POSTGRES_URL = os.environ.get(
+    "NUDGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+USER, PASSWORD = "apikey", "bench-secret"
+TRIGGERS = """
+- id: payment_failure
+  category: transactional
+  quiet_hours: ignore
+  when: {event: payment_failed}
+  actions:
+    - send_email: {template: payment_failed}
+"""
+T0 = 1_780_000_000.0  # the events' time; the dispatchers run at T0 + 60
+
+
+class PerMessageSender(SmtpSender):
+    """The baseline: a new connection (TCP, STARTTLS, AUTH) for every message."""
+
+    def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
+        try:
+            return super().send(email, before_commit)
+        finally:
+            self.close()
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    workers: int
+    per_message: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    run: Run
+    seconds: float
+    sent: int
+    connections: int
+    received: int
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds
+
+
+def fill_outbox(url: str, schema: str | None, emails: int) -> None:
+    """`emails` customers, one payment_failed event each, processed into the outbox."""
+    db = EngineDB.open(url, schema=schema)
+    index = TriggerIndex(load_trigger_text(TRIGGERS).triggers)
+    profiles = {f"c{i}": {"customer_id": f"c{i}", "email": f"c{i}@example.com",
+                          "first_name": f"Customer {i}"} for i in range(emails)}  # fmt: skip
+    db.write(upsert_profiles, profiles, T0 - 60)
+    events = [{"event_id": f"e{i}", "customer_id": f"c{i}", "event_type": "payment_failed",
+               "timestamp": T0, "properties": {"order_id": f"o-{i}"}} for i in range(emails)]  # fmt: skip
+    for start in range(0, emails, 1000):
+        accept_events(db, events[start : start + 1000], source="bench")
+    Processor(db, index).run_until_empty()
+    db.dispose()
+
+
+def worker(url: str, schema: str | None, port: int, ca_file: str, per_message: bool, name: str,
+           start: Any, out: Any) -> None:  # fmt: skip
+    """One dispatcher process: wait for the others, run everything due, report."""
+    db = EngineDB.open(url, schema=schema)
+    index = TriggerIndex(load_trigger_text(TRIGGERS).triggers)
+    security = SmtpSecurity("starttls", USER, PASSWORD, Path(ca_file))
+    settings = EmailSettings(templates_dir=TEMPLATES, sender="shop <billing@shop.example>",
+                             unsubscribe_secret="b" * 32, smtp_host="127.0.0.1", smtp_port=port,
+                             smtp_security=security)  # fmt: skip
+    mailer = (PerMessageSender if per_message else SmtpSender)(settings)
+    channel = EmailChannel(settings, mailer=mailer)
+    dispatcher = Dispatcher(db, index, email=settings, webhooks=WebhookSender("b" * 32),
+                            channels={"send_email": channel}, worker_id=name)  # fmt: skip
+    start.wait()
+    began = time.perf_counter()
+    stats = dispatcher.run_due(T0 + 60)
+    out.put((name, time.perf_counter() - began, dict(stats.outcomes), mailer.connections))
+    db.dispose()
+
+
+def transport_worker(port: int, ca_file: str, per_message: bool, emails: int, start: Any,
+                     out: Any) -> None:  # fmt: skip
+    """The transport alone: `emails` rendered once, sent by one process without a database."""
+    security = SmtpSecurity("starttls", USER, PASSWORD, Path(ca_file))
+    settings = EmailSettings(templates_dir=TEMPLATES, sender="shop <billing@shop.example>",
+                             smtp_host="127.0.0.1", smtp_port=port, smtp_security=security)  # fmt: skip
+    mailer = (PerMessageSender if per_message else SmtpSender)(settings)
+    rendered = render_email(settings, "payment_failed", idempotency_key="bench",
+                            profile={"customer_id": "c0", "email": "c0@example.com"},
+                            event={}, scores={}, trigger_id="payment_failure", marketing=False)  # fmt: skip
+    start.wait()
+    began = time.perf_counter()
+    for n in range(emails):
+        mailer.send(rendered, lambda: None)
+        if n % 200 == 199:
+            mailer.close()  # as the dispatcher does after each batch
+    mailer.close()
+    out.put(("transport", time.perf_counter() - began, {"sent": emails}, mailer.connections))
+
+
+def measure_transport(run: Run, emails: int, relay: RelayProcess, ca_file: Path) -> Result:
+    connections_before, received_before = relay.counts()
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(run.workers + 1), ctx.Queue()
+    procs = [ctx.Process(target=transport_worker, args=(relay.port, str(ca_file), run.per_message,
+                                                        emails // run.workers, start, out))
+             for _ in range(run.workers)]  # fmt: skip
+    for p in procs:
+        p.start()
+    start.wait()
+    began = time.perf_counter()
+    sent = sum(out.get(timeout=3600)[2]["sent"] for _ in procs)
+    seconds = time.perf_counter() - began
+    for p in procs:
+        p.join()
+    connections, received = relay.counts()
+    if received - received_before != sent:
+        raise SystemExit(f"{run.label}: {sent} sent, {received - received_before} received")
+    return Result(run, seconds, sent, connections - connections_before, sent)
+
+
+def measure(run: Run, emails: int, db_kind: str, relay: RelayProcess, ca_file: Path,
+            tmp: Path) -> Result:  # fmt: skip
+    schema = None
+    if db_kind == "postgres":
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        url = POSTGRES_URL
+    else:
+        url = f"sqlite:///{tmp / (uuid.uuid4().hex[:8] + '.db')}"
+    fill_outbox(url, schema, emails)
+    connections_before, received_before = relay.counts()
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(run.workers + 1), ctx.Queue()
+    procs = []
+    for i in range(run.workers):
+        args = (url, schema, relay.port, str(ca_file), run.per_message, f"bench-{i}", start, out)
+        procs.append(ctx.Process(target=worker, args=args))
+    for p in procs:
+        p.start()
+    start.wait()  # every worker has imported and connected to the database
+    began = time.perf_counter()
+    reports = [out.get(timeout=3600) for _ in procs]
+    seconds = time.perf_counter() - began
+    for p in procs:
+        p.join()
+    outcomes: Counter[str] = Counter()
+    for _, _, counts, _ in reports:
+        outcomes.update(counts)
+    connections, received = relay.counts()
+    db = EngineDB.open(url, schema=schema)
+    by_status = db.read(action_counts)
+    if schema is not None:
+        import sqlalchemy as sa
+
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    db.dispose()
+    sent = outcomes.get("sent", 0)
+    received -= received_before
+    if sent != emails or received != emails:
+        raise SystemExit(f"{run.label}: {dict(outcomes)} by the dispatchers, {received} at "
+                         f"the relay, statuses {by_status}: expected {emails} sent once")  # fmt: skip
+    return Result(run, seconds, sent, connections - connections_before, received)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emails", type=int, default=3000)
+    parser.add_argument("--baseline-emails", type=int, default=1000)
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    args = parser.parse_args(argv)
+    runs = [
+        (Run("baseline: one connection per message, 1 worker", 1, True), args.baseline_emails),
+        (Run("nudge: one connection per batch, 1 worker", 1, False), args.emails),
+        (Run("nudge: one connection per batch, 2 workers", 2, False), args.emails),
+    ]
+    transport = [
+        (Run("transport only, one connection per message, 1 process", 1, True), args.baseline_emails),
+        (Run("transport only, one connection per 200, 1 process", 1, False), args.emails),
+        (Run("transport only, one connection per 200, 2 processes", 2, False), args.emails),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        pki = make_pki(tmp / "pki")
+        results, alone = [], []
+        for run, n in runs:  # a fresh relay per run: aiosmtpd slows down as connections pass
+            with RelayProcess(pki, mode="starttls", users={USER: PASSWORD}) as relay:
+                results.append(measure(run, n, args.db, relay, pki.ca_file, tmp))
+        for run, n in transport:
+            with RelayProcess(pki, mode="starttls", users={USER: PASSWORD}) as relay:
+                alone.append(measure_transport(run, n, relay, pki.ca_file))
+    load = os.getloadavg()[0]
+    print(f"\nSTARTTLS + AUTH to aiosmtpd (own process), {args.db}, {os.cpu_count()} cores, "
+          f"load average {load:.1f} at the end\n")  # fmt: skip
+    table(results)
+    print()
+    table(alone)
+
+
+def table(results: list[Result]) -> None:
+    base = results[0].rate
+    print("| run | emails | seconds | emails/s | per worker | connections | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.run.label} | {r.sent:,} | {r.seconds:.2f} | {r.rate:,.0f} | "
+              f"{r.rate / r.run.workers:,.0f} | {r.connections:,} | {r.rate / base:.1f}× |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
