@@ -248,7 +248,6 @@ def _chart(daily: Sequence[tuple[date, TriggerPerformance]]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.dates import date2num
 
     fig, ax = plt.subplots(figsize=(7, 2.8))

@@ -144,3 +144,20 @@ def test_lake_sync_lag_and_backlog(engine_store):
     events, profiles = lake["events"], lake["profiles"]
     assert (events.behind, events.oldest_unsynced, events.updated_at) == (2, 20.0, 15.0)
     assert (profiles.behind, profiles.oldest_unsynced) == (0, None)
+
+
+def test_a_period_has_an_end_and_purchases_after_it_still_count(engine_store):
+    with engine_store.begin() as conn:
+        for n, occurred in enumerate([10.0, 20.0, 30.0]):
+            _event(conn, f"e{n}", "c1", "signup", occurred, status="processed")
+        _event(conn, "b1", "c1", "purchase_completed", 25.0, status="processed", total=5.0)
+        record_decisions(conn, [
+            {"event_id": f"e{n}", "customer_id": "c1", "trigger_id": "t", "trigger_version": "1",
+             "outcome": "fired", "decided_at": 99.0}
+            for n in range(3)
+        ])  # fmt: skip
+    [day] = engine_store.read(reporting.trigger_report, window=100.0, since=15.0, until=25.0,
+                              holdouts=False)  # fmt: skip
+    assert (day.fired, day.converted, day.revenue) == (1, 1, 5.0), "e1 at 20, bought at 25"
+    [whole] = engine_store.read(reporting.trigger_report, window=100.0)
+    assert (whole.fired, whole.converted, whole.revenue) == (3, 2, 5.0)
