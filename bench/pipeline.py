@@ -89,7 +89,7 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
         str(home),
         built["snapshots"][-1:],
     )
-    problems, data = timed(
+    problems, data, _skipped = timed(
         "training sets: labels + Feast point-in-time joins",
         load_training_sets.fn,
         str(home),
