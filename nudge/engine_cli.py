@@ -130,6 +130,7 @@ def build_email_settings(s: Settings) -> EmailSettings:
         smtp_timeout=s.smtp_timeout, smtp_security=smtp,
         transactional_sender=s.email_sender_transactional, message_id_domain=s.message_id_domain,
         dkim=load_dkim_signer(s.dkim_domain, s.dkim_selector, s.dkim_key_file),
+        public_url=s.public_url, tracking=s.tracking,
     )  # fmt: skip
 
 
@@ -730,6 +731,7 @@ def serve(
     index = load_index(s.trigger_folder)
     store = open_store(s)
     metrics = EngineMetrics(store, send_limits=send_limits(s))
+    metrics.watch_acceptance()  # events received over every route, by source
     processor = build_processor(s, store, index)
     watch_scores(metrics, processor)
     loop = EngineLoop(processor, build_dispatcher(s, store, index), poll=poll, observer=metrics)

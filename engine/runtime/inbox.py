@@ -9,8 +9,9 @@ those, never as an exception that would fail the whole batch.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,9 +31,19 @@ from engine.store import EngineDB
 from engine.store.dead_letters import add_dead_letters
 from engine.store.inbox import add_events
 
-__all__ = ["MAX_DEAD_PAYLOAD", "ItemResult", "accept_events", "accept_stream", "event_row"]
+__all__ = [
+    "MAX_DEAD_PAYLOAD",
+    "AcceptanceListener",
+    "ItemResult",
+    "accept_events",
+    "accept_stream",
+    "add_acceptance_listener",
+    "event_row",
+]
 
 # A dead letter keeps this much of an item's text (an item of a 5 MiB body fits whole).
+log = logging.getLogger(__name__)
+
 MAX_DEAD_PAYLOAD = 5 * 1024 * 1024
 
 
@@ -44,6 +55,18 @@ class ItemResult:
     status: str  # "accepted", "duplicate" or "invalid"
     event_id: str | None = None
     errors: list[str] = field(default_factory=list)
+
+
+# Told what every acceptance did: (source, {"accepted": n, "duplicate": n, "invalid": n}).
+AcceptanceListener = Callable[[str, Mapping[str, int]], None]
+_listeners: list[AcceptanceListener] = []
+
+
+def add_acceptance_listener(listener: AcceptanceListener) -> Callable[[], None]:
+    """Call `listener` after each batch this process accepts, whatever the route (the engine's
+    metrics count events by source this way); returns the function that removes it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
 
 
 def event_row(event: Event) -> dict[str, Any]:
@@ -97,7 +120,17 @@ def accept_events(
         is_new = event.event_id in fresh and event.event_id not in claimed
         claimed.add(event.event_id)
         results[i] = ItemResult(i, "accepted" if is_new else "duplicate", event.event_id)
-    return [r for r in results if r is not None]
+    done = [r for r in results if r is not None]
+    if _listeners:
+        counts = {"accepted": 0, "duplicate": 0, "invalid": 0}
+        for r in done:
+            counts[r.status] += 1
+        for listener in list(_listeners):
+            try:
+                listener(source, counts)
+            except Exception:  # a metrics hook must never fail an acceptance
+                log.warning("acceptance listener failed", exc_info=True)
+    return done
 
 
 def accept_stream(

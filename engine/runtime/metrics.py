@@ -16,7 +16,10 @@ the decision counts read the (trigger, outcome) index (~20 ms). Joining decision
 only when a period asks for it took the suppressions from 0.7 s to 0.1 s.
 
 What only one process knows — how long its steps take, its loop's and dispatcher's errors, its
-scoring client's latency and circuit state — is counted in-process (`EngineMetrics`). Each
+scoring client's latency and circuit state, the events it was given per ingestion source and result
+(`watch_acceptance`: every route ends in `accept_events`, which tells its listeners; the inbox keeps
+no source column, so counting at acceptance costs nothing at scrape time) — is counted in-process
+(`EngineMetrics`). Each
 `EngineMetrics` has its own registry (tests run several in one process). `engine serve` exposes
 it at ``/metrics`` of its API; `engine run --metrics-port N` on a small HTTP server of its own.
 """
@@ -293,6 +296,13 @@ class EngineMetrics:
             "1 for the scoring client's circuit-breaker state (closed, open, half_open).",
             ["state"], registry=r,
         )  # fmt: skip
+        self.received_events = Counter(
+            "nudge_engine_received_events",
+            "Events this process was given, per ingestion source (api, segment, twilio, …) and "
+            "result (accepted, duplicate, invalid: dead-lettered).",
+            ["source", "result"], registry=r,
+        )  # fmt: skip
+        self._stop_watching_acceptance: Callable[[], None] | None = None
         self._clients: list[ScoreClient] = []
         for state in _BREAKER_STATES:
             self.circuit.labels(state).set_function(self._state_reader(state))
@@ -322,6 +332,24 @@ class EngineMetrics:
         """Time the client's calls and report its breaker's state."""
         client.on_request = self._observe_score
         self._clients.append(client)
+
+    def watch_acceptance(self) -> None:
+        """Count every batch this process accepts, by source and result (all routes)."""
+        from engine.runtime.inbox import add_acceptance_listener
+
+        if self._stop_watching_acceptance is None:
+            self._stop_watching_acceptance = add_acceptance_listener(self._observe_acceptance)
+
+    def stop_watching(self) -> None:
+        """Stop counting acceptances (a process with several metrics objects: tests)."""
+        if self._stop_watching_acceptance is not None:
+            self._stop_watching_acceptance()
+            self._stop_watching_acceptance = None
+
+    def _observe_acceptance(self, source: str, counts: Mapping[str, int]) -> None:
+        for result, count in counts.items():
+            if count:
+                self.received_events.labels(source[:64], result).inc(count)
 
     def _observe_score(self, seconds: float, result: str) -> None:
         self.scoring_requests.labels(result).inc()

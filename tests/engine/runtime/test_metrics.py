@@ -286,3 +286,34 @@ def test_lake_sync_lag_is_the_age_of_the_oldest_row_not_copied(engine_store):
     assert value(samples, "nudge_engine_lake_sync_lag_seconds", stream="events") == pytest.approx(
         90
     )
+
+
+def test_events_received_are_counted_by_source_and_result(engine_store):
+    """Whatever the route (nudge's own API, Segment's), every batch this process accepts is
+    counted by its source and result once `watch_acceptance` is on."""
+    metrics = EngineMetrics(engine_store)
+    metrics.watch_acceptance()
+    try:
+        events = [ev("a1", "c1", "cart_add", 1), ev("a2", "c2", "cart_add", 2)]
+        with LocalServer(create_app(engine_store, "k", metrics=metrics)) as server:
+            httpx.post(f"{server.url}/v1/events", json={"events": events}, headers=KEY)
+            httpx.post(f"{server.url}/v1/events", json={"events": events[:1]}, headers=KEY)
+            httpx.post(f"{server.url}/v1/events", json={"events": [{"event_id": "x"}]}, headers=KEY)
+            segment = {"batch": [{"type": "track", "event": "Product Viewed", "userId": "c3",
+                                  "messageId": "m1", "timestamp": T0.isoformat()}]}  # fmt: skip
+            assert (
+                httpx.post(f"{server.url}/v1/batch", json=segment, auth=("k", "")).status_code < 300
+            )
+            samples = scrape(f"{server.url}/metrics")
+    finally:
+        metrics.stop_watching()
+    received = {
+        (dict(labels)["source"], dict(labels)["result"]): n
+        for (name, labels), n in samples.items()
+        if name == "nudge_engine_received_events_total"
+    }
+    segment_source = [s for s, _ in received if s != "api"]
+    assert received[("api", "accepted")] == 2
+    assert received[("api", "duplicate")] == 1
+    assert received[("api", "invalid")] == 1
+    assert len(segment_source) == 1 and received[(segment_source[0], "accepted")] == 1
