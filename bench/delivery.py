@@ -65,7 +65,29 @@ TRIGGERS = """
 T0 = 1_780_000_000.0  # the events' time; the dispatchers run at T0 + 60
 
 
-class PerMessageSender(SmtpSender):
+class TimedSender(SmtpSender):
+    """The transport, timing itself: all of `send` (the MIME bytes, SMTP, the marking) and the
+    marking *sending* in the database within it."""
+
+    def __init__(self, settings: EmailSettings) -> None:
+        super().__init__(settings)
+        self.spent = self.marking = 0.0
+
+    def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
+        began = time.perf_counter()
+
+        def mark() -> None:
+            at = time.perf_counter()
+            before_commit()
+            self.marking += time.perf_counter() - at
+
+        try:
+            return super().send(email, mark)
+        finally:
+            self.spent += time.perf_counter() - began
+
+
+class PerMessageSender(TimedSender):
     """The baseline: a new connection (TCP, STARTTLS, AUTH) for every message."""
 
     def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
@@ -89,6 +111,9 @@ class Result:
     sent: int
     connections: int
     received: int
+    # ms per email: in the transport (MIME bytes + SMTP), marking it sending, the rest of the
+    # dispatcher (claim, context, render, marking it sent)
+    split: tuple[float, float, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -119,14 +144,15 @@ def worker(url: str, schema: str | None, port: int, ca_file: str, per_message: b
     settings = EmailSettings(templates_dir=TEMPLATES, sender="shop <billing@shop.example>",
                              unsubscribe_secret="b" * 32, smtp_host="127.0.0.1", smtp_port=port,
                              smtp_security=security)  # fmt: skip
-    mailer = (PerMessageSender if per_message else SmtpSender)(settings)
+    mailer = (PerMessageSender if per_message else TimedSender)(settings)
     channel = EmailChannel(settings, mailer=mailer)
     dispatcher = Dispatcher(db, index, email=settings, webhooks=WebhookSender("b" * 32),
                             channels={"send_email": channel}, worker_id=name)  # fmt: skip
     start.wait()
     began = time.perf_counter()
     stats = dispatcher.run_due(T0 + 60)
-    out.put((name, time.perf_counter() - began, dict(stats.outcomes), mailer.connections))
+    times = (mailer.spent, mailer.marking)
+    out.put((name, time.perf_counter() - began, dict(stats.outcomes), mailer.connections, times))
     db.dispose()
 
 
@@ -147,7 +173,8 @@ def transport_worker(port: int, ca_file: str, per_message: bool, emails: int, st
         if n % 200 == 199:
             mailer.close()  # as the dispatcher does after each batch
     mailer.close()
-    out.put(("transport", time.perf_counter() - began, {"sent": emails}, mailer.connections))
+    took = time.perf_counter() - began
+    out.put(("transport", took, {"sent": emails}, mailer.connections, (took, 0.0)))
 
 
 def measure_transport(run: Run, emails: int, relay: RelayProcess, ca_file: Path) -> Result:
@@ -196,8 +223,10 @@ def measure(run: Run, emails: int, db_kind: str, relay: RelayProcess, ca_file: P
     for p in procs:
         p.join()
     outcomes: Counter[str] = Counter()
-    for _, _, counts, _ in reports:
+    spent = marking = worked = 0.0
+    for _, took, counts, _, (in_send, in_mark) in reports:
         outcomes.update(counts)
+        spent, marking, worked = spent + in_send, marking + in_mark, worked + took
     connections, received = relay.counts()
     db = EngineDB.open(url, schema=schema)
     by_status = db.read(action_counts)
@@ -212,7 +241,9 @@ def measure(run: Run, emails: int, db_kind: str, relay: RelayProcess, ca_file: P
     if sent != emails or received != emails:
         raise SystemExit(f"{run.label}: {dict(outcomes)} by the dispatchers, {received} at "
                          f"the relay, statuses {by_status}: expected {emails} sent once")  # fmt: skip
-    return Result(run, seconds, sent, connections - connections_before, received)
+    per = 1000 / sent  # ms per email, summed over the workers
+    split = ((spent - marking) * per, marking * per, (worked - spent) * per)
+    return Result(run, seconds, sent, connections - connections_before, received, split)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -251,11 +282,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def table(results: list[Result]) -> None:
     base = results[0].rate
-    print("| run | emails | seconds | emails/s | per worker | connections | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    split = results[0].split is not None
+    print("| run | emails | seconds | emails/s | per worker | connections | ratio |"
+          + (" ms/email: SMTP + MIME / marking sending / rest |" if split else ""))  # fmt: skip
+    print("|---|---|---|---|---|---|---|" + ("---|" if split else ""))
     for r in results:
-        print(f"| {r.run.label} | {r.sent:,} | {r.seconds:.2f} | {r.rate:,.0f} | "
-              f"{r.rate / r.run.workers:,.0f} | {r.connections:,} | {r.rate / base:.1f}× |")  # fmt: skip
+        row = (f"| {r.run.label} | {r.sent:,} | {r.seconds:.2f} | {r.rate:,.0f} | "
+               f"{r.rate / r.run.workers:,.0f} | {r.connections:,} | {r.rate / base:.1f}× |")  # fmt: skip
+        if r.split is not None:
+            row += " {:.1f} / {:.1f} / {:.1f} |".format(*r.split)
+        print(row)
 
 
 if __name__ == "__main__":
