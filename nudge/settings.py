@@ -432,6 +432,49 @@ class Settings(SharedSettings):
         secret = self.signing_secret.get_secret_value().encode()
         return hashlib.sha256(b"nudge erasure salt:" + secret).digest()
 
+    # -- Provider feedback (issue 14, webhooks, suppression list, deliverability guard) ---------
+    sendgrid_webhook_public_key: str | None = Field(
+        default=None,
+        description="SendGrid Signed Event Webhook verification key, as SendGrid shows it "
+        "(base64 DER); unset: /webhooks/sendgrid answers 503.",
+    )
+    postmark_webhook_user: str | None = Field(
+        default=None, description="User of the basic auth in Postmark's webhook URL."
+    )
+    postmark_webhook_password: SecretStr | None = Field(
+        default=None, description="Password of the basic auth in Postmark's webhook URL."
+    )
+    mailgun_webhook_signing_key: SecretStr | None = Field(
+        default=None, description="Mailgun's HTTP webhook signing key (HMAC-SHA256)."
+    )
+    sns_cert_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (host or host:port) besides sns.<region>.amazonaws.com "
+        "whose https SigningCertURL / SubscribeURL are trusted (tests, private endpoints).",
+    )
+    sns_topic_arns: str = Field(
+        default="",
+        description="Comma-separated SNS topic ARNs accepted at /webhooks/ses (empty: any topic "
+        "whose signature verifies).",
+    )
+    soft_bounce_limit: int = Field(
+        default=3, ge=1, description="Soft bounces in a row that suspend an address."
+    )
+    soft_bounce_suspend_hours: float = Field(
+        default=72.0, gt=0, description="Hours an address is suspended after those soft bounces."
+    )
+    complaint_warn_rate: float = Field(
+        default=0.001, gt=0, le=1, description="Complaints / delivered in a day that warn (0.1%)."
+    )
+    complaint_pause_rate: float = Field(
+        default=0.003, gt=0, le=1,
+        description="Complaints / delivered in a day that pause marketing sends (0.3%).",
+    )
+    guard_min_delivered: int = Field(
+        default=500, ge=1,
+        description="Deliveries a day needs before its complaint rate can warn or pause.",
+    )
+
     # -- Send rates (issue 13, rate limits): per channel, shared by every dispatcher worker -----
     email_rate: Annotated[str | None, BeforeValidator(_send_rate)] = Field(
         default=None,

@@ -27,6 +27,7 @@ from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
 from engine.runtime.inbox import accept_events
 from engine.runtime.metrics import EngineMetrics, metrics_router
+from engine.runtime.email_webhooks import email_webhook_router
 from engine.runtime.provider_routes import provider_router
 from engine.store import EngineDB, execution_log
 from engine.store.customers import upsert_profiles
@@ -176,6 +177,7 @@ def create_app(
     )
     app.include_router(customers_router(store, api_key, erase=erasure))
     app.include_router(provider_router(store, clock=clock))  # Twilio's inbound SMS webhook
+    app.include_router(email_webhook_router(store, clock=clock))  # /webhooks/{email provider}
     return app
 
 

@@ -24,6 +24,13 @@ counted, and the channel's other actions of the run wait too — so a busy provi
 `max_attempts`. Only after `throttle_deadline` past the due time (default a day) does a provider's
 throttle count as a failed attempt, so an endpoint that answers 429 forever still ends `failed`.
 
+Before the send rate, two holds of issue 14: a marketing send while the deliverability guard
+has paused marketing (engine.runtime.deliverability) is put back for later (``paused: …``, no
+attempt counted); an email to an address on the suppression list (engine.store.suppressions) is
+cancelled as ``suppressed: bounced`` (``complained``, ``soft``, ``manual``) — a complaint stops
+marketing only. The list is by address, so it holds whatever the profile says. The Message-ID of
+each email is remembered with its point of no return, for the providers' webhooks.
+
 Failures that may pass (SMTP down, HTTP 5xx) are retried with exponential backoff and jitter, up to
 `max_attempts`, then marked failed with the reason; failures that will not pass (a missing
 template, a blocked target, HTTP 4xx) fail at once.
@@ -44,6 +51,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from engine.channels.base import Channel, Delivery, DeliveryError
 from engine.channels.email import EmailSettings, TemplateError
@@ -53,6 +61,7 @@ from engine.channels.webhooks import BlockedTarget, WebhookChannel, WebhookSende
 from engine.decisions.state import CustomerState
 from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
 from engine.dsl.triggers import TriggerIndex
+from engine.runtime.deliverability import marketing_pause
 from engine.store import ActionRow, EngineDB
 from engine.store.customers import load_profiles
 from engine.store.execution_log import scores_of
@@ -66,6 +75,7 @@ from engine.store.outbox import (
     retry_action,
     settle_sending,
 )
+from engine.store.suppressions import normalise_email, record_message, suppressions_for
 
 __all__ = ["DispatchStats", "Dispatcher"]
 
@@ -75,6 +85,9 @@ log = logging.getLogger(__name__)
 MIN_PROVIDER_WAIT = 1.0
 # How long a send waits when the shared limiter itself cannot be asked (Redis down, …).
 LIMITER_RETRY = 5.0
+# A marketing send held by the deliverability guard's pause looks again this much later.
+PAUSE_RECHECK = 300.0
+PAUSED = "paused: marketing sends paused by the deliverability guard (nudge engine resume-marketing)"
 
 
 @dataclass
@@ -135,6 +148,8 @@ class Dispatcher:
         self._waits_at: float | None = None
         self._cancel_conditions: dict[str, Any] = {}
         self._cache: dict[str, dict[Any, Any]] = {}
+        self._paused: bool = False  # the deliverability guard's pause, asked once per run
+        self._paused_at: float | None = None
 
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
@@ -187,6 +202,10 @@ class Dispatcher:
                 scores_of, {(a.event_id, a.trigger_id) for a in needs_context}
             ),
         }
+        emails = [p.get("email") for p in self._cache["profiles"].values()]
+        self._cache["suppressed"] = self.store.read(
+            suppressions_for, [e for e in emails if isinstance(e, str)]
+        )
 
     # -- one action --------------------------------------------------------------------------
 
@@ -249,13 +268,16 @@ class Dispatcher:
                 mark_action, action.id, "cancelled", now, result="consent withdrawn before sending"
             )
             return "cancelled"
+        held = self._held_back(action, channel.name, profile, marketing, now)
+        if held is not None:
+            return held
         if self._throttled(action, channel.name, now):
             return "throttled"
         committed = False
 
         def mark_sending(reference: str | None) -> None:
             nonlocal committed
-            self.store.write(mark_action, action.id, "sending", now, result=reference)
+            self.store.write(_mark_sending, action.id, now, reference, channel.name == "email")
             committed = True
 
         delivery = Delivery(
@@ -283,6 +305,35 @@ class Dispatcher:
         except Exception:  # delivered: never retried; recover() settles it as in doubt
             log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
+
+    # -- suppression list and the deliverability guard (issue 14) -----------------------------
+
+    def _held_back(
+        self, action: ActionRow, channel: str, profile: Mapping[str, Any], marketing: bool,
+        now: float,
+    ) -> str | None:  # fmt: skip
+        """A marketing pause (the send is put back, untouched) or a suppressed address (the
+        send is cancelled as ``suppressed: bounced`` …) that holds this delivery back."""
+        if marketing and self._marketing_paused(now):
+            self.store.write(defer_action, action.id, now + PAUSE_RECHECK, PAUSED)
+            return "paused"
+        address = profile.get("email") if channel == "email" else None
+        if not isinstance(address, str) or not address:
+            return None
+        held = self._cache.get("suppressed")
+        if held is None:  # no prefetch (a single action, or the prefetch failed)
+            held = self.store.read(suppressions_for, [address])
+        entry = held.get(normalise_email(address))
+        reason = entry.reason if entry is not None and entry.active(now) else None
+        if reason is None or (reason == "complained" and not marketing):
+            return None  # a complaint ends marketing; a receipt or a reset still goes
+        self.store.write(mark_action, action.id, "cancelled", now, result=f"suppressed: {reason}")
+        return "cancelled"
+
+    def _marketing_paused(self, now: float) -> bool:
+        if self._paused_at != now:  # asked once per run
+            self._paused, self._paused_at = self.store.read(marketing_pause) is not None, now
+        return self._paused
 
     # -- send rates --------------------------------------------------------------------------
 
@@ -409,6 +460,14 @@ class Dispatcher:
             delay = retry_after
         self.store.write(retry_action, action.id, attempts, now + delay, _clip(error))
         return "retried"
+
+
+def _mark_sending(conn: Connection, action_id: int, now: float, reference: str | None,
+                  email: bool) -> None:  # fmt: skip
+    """The point of no return, with an email's Message-ID remembered for providers' webhooks."""
+    mark_action(conn, action_id, "sending", now, result=reference)
+    if email and reference and reference.startswith("<"):
+        record_message(conn, reference, action_id, now)
 
 
 def _commit_point(channel: Channel) -> str:

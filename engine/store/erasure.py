@@ -118,11 +118,21 @@ def suppress(conn: Connection, hashes: Mapping[str, str], reason: str, now: floa
             for h, k in hashes.items()]  # fmt: skip
     if rows:
         conn.execute(insert_ignore(conn, suppressed_addresses, ["address_hash"]), rows)
+        # An address already listed (a bounce, a complaint) becomes erased: hash only.
+        conn.execute(
+            suppressed_addresses.update()
+            .where(suppressed_addresses.c.address_hash.in_(list(hashes)))
+            .values(reason=reason, address=None, detail=None, until=None)
+        )
 
 
 def suppressed_hashes(conn: Connection, hashes: Iterable[str] | None = None) -> set[str]:
-    """The hashes on the suppression list (all of them, or those among `hashes`)."""
-    query = sa.select(suppressed_addresses.c.address_hash)
+    """The erased addresses' hashes on the suppression list (all of them, or those among
+    `hashes`). Bounced or complained addresses stay on their profiles: the dispatcher holds
+    them back (engine.store.suppressions)."""
+    query = sa.select(suppressed_addresses.c.address_hash).where(
+        suppressed_addresses.c.reason == "erased"
+    )
     if hashes is None:
         return set(conn.execute(query).scalars())
     found: set[str] = set()

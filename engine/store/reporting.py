@@ -33,6 +33,7 @@ __all__ = [
     "dead_letter_counts",
     "decision_outcomes",
     "deliverability_events",
+    "deliverability_rates",
     "event_days",
     "fired_decisions",
     "lake_watermarks",
@@ -398,3 +399,45 @@ def last_activity(conn: Connection) -> tuple[float | None, float | None]:
         None if processed is None else float(processed),
         None if finished is None else float(finished),
     )
+
+
+_RATE_EVENTS = {"email_delivered": "delivered", "email_bounced": "bounced",
+                "email_complained": "complained", "unsubscribed": "unsubscribed"}  # fmt: skip
+
+
+def deliverability_rates(
+    conn: Connection, *, since: float | None = None, until: float | None = None
+) -> pd.DataFrame:
+    """Delivered, bounced, complained and unsubscribed per UTC day and trigger (``trigger``
+    None: feedback that named no message), with bounce, complaint and unsubscribe rates of
+    delivered (NaN for a day without deliveries): the deliverability guard's figures
+    (engine.runtime.deliverability). Columns: day (YYYY-MM-DD), trigger, delivered, bounced,
+    complained, unsubscribed, bounce_rate, complaint_rate, unsubscribe_rate."""
+    query = sa.select(inbox.c.event_type, inbox.c.occurred_at, inbox.c.payload).where(
+        inbox.c.event_type.in_(list(_RATE_EVENTS))
+    )
+    if since is not None:
+        query = query.where(inbox.c.occurred_at >= since)
+    if until is not None:
+        query = query.where(inbox.c.occurred_at < until)
+    counts: dict[tuple[str, str | None], dict[str, int]] = {}
+    for event_type, occurred_at, payload in conn.execute(query):
+        properties = json.loads(payload).get("properties") or {}
+        trigger = properties.get("trigger")
+        day = pd.Timestamp(float(occurred_at), unit="s", tz="UTC").strftime("%Y-%m-%d")
+        row = counts.setdefault((day, None if trigger is None else str(trigger)),
+                                dict.fromkeys(_RATE_EVENTS.values(), 0))  # fmt: skip
+        row[_RATE_EVENTS[event_type]] += 1
+    columns = ["day", "trigger", *_RATE_EVENTS.values()]
+    frame = pd.DataFrame(
+        [(day, trigger, *row.values()) for (day, trigger), row in sorted(
+            counts.items(), key=lambda item: (item[0][0], item[0][1] or ""))],
+        columns=columns,
+    )  # fmt: skip
+    delivered = frame["delivered"].where(frame["delivered"] > 0)
+    for name in ("bounce", "complaint", "unsubscribe"):
+        source = {"bounce": "bounced", "complaint": "complained",
+                  "unsubscribe": "unsubscribed"}[name]  # fmt: skip
+        frame[f"{name}_rate"] = (frame[source] / delivered).astype("float64")
+    return frame
+

@@ -17,12 +17,15 @@ __all__ = [
     "customer_state",
     "dead_letters",
     "decisions",
+    "engine_flags",
     "erasures",
     "identities",
     "inbox",
     "lake_watermarks",
+    "message_ids",
     "metadata",
     "profiles",
+    "provider_events",
     "segments",
     "send_rates",
     "suppressed_addresses",
@@ -192,6 +195,43 @@ suppressed_addresses = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),  # email | phone
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("added_at", sa.Double, nullable=False),
+    # -- Feedback from providers (issue 14, migration 0004): reason bounced | complained | soft |
+    # manual | erased; the address itself for all but erased ones (so that `export` lists it);
+    # `until`: end of a temporary suspension (soft bounces); `soft_bounces`: in a row.
+    sa.Column("address", sa.String(320)),
+    sa.Column("until", sa.Double),
+    sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("detail", sa.String(300)),
+    sa.Column("updated_at", sa.Double),
+    sa.Index("suppressed_by_address", "address"),
+)
+
+# Message-ID (as sent, ``<…@…>``) of each email the dispatcher hands to the transport → its
+# action: providers' webhooks name the message by it (engine.runtime.email_webhooks).
+message_ids = sa.Table(
+    "message_ids",
+    metadata,
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("action_id", sa.Integer, nullable=False),
+    sa.Column("recorded_at", sa.Double, nullable=False),
+)
+
+# Provider events already applied (``sendgrid:<sg_event_id>`` …): a webhook's retry changes the
+# suppression list once (the events themselves are idempotent in the inbox by their event_id).
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("event_key", sa.String(200), primary_key=True),
+    sa.Column("received_at", sa.Double, nullable=False),
+)
+
+# Engine-wide switches that survive restarts: ``marketing_paused`` (the deliverability guard).
+engine_flags = sa.Table(
+    "engine_flags",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("set_at", sa.Double, nullable=False),
 )
 
 # One row per erasure (GDPR Art. 17): when, whose (salted hash), and what was removed.
