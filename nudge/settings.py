@@ -262,8 +262,11 @@ class Settings(SharedSettings):
     email_sender: str = Field(
         default="nudge <hello@nudge.example>", description="From address of emails."
     )
-    unsubscribe_url: str = Field(
-        default="https://nudge.example/unsubscribe", description="Base of unsubscribe links."
+    unsubscribe_url: str | None = Field(
+        default=None,
+        description="Deprecated: base of old-style unsubscribe links (?c=…&t=…); when set it "
+        "overrides the {NUDGE_PUBLIC_URL}/u/<token> links. Unset and no public URL: "
+        "https://nudge.example/unsubscribe.",
     )
     # -- Email rendering and headers (issue 13): transactional sender, Message-ID, DKIM -------
     email_sender_transactional: str | None = Field(
@@ -431,6 +434,29 @@ class Settings(SharedSettings):
             return self.erasure_salt.get_secret_value().encode()
         secret = self.signing_secret.get_secret_value().encode()
         return hashlib.sha256(b"nudge erasure salt:" + secret).digest()
+
+    # -- Public links (issue 14: unsubscribe, preference page, open and click tracking) -------
+    signing_secrets_old: str = Field(
+        default="",
+        description="Comma-separated older signing secrets whose link tokens are still accepted "
+        "after a rotation of NUDGE_SIGNING_SECRET (tokens are always signed with the current one).",
+    )
+    tracking: bool = Field(
+        default=True,
+        description="Open pixel and click rewriting in HTML marketing email (needs "
+        "NUDGE_PUBLIC_URL); false: off everywhere (a trigger can also say `tracking: false`).",
+    )
+    tracking_scanner_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="A click this soon after sending is flagged as a link scanner's "
+        "(properties.machine).",
+    )
+
+    def link_secrets(self) -> list[str]:
+        """The secrets link tokens are verified with: the current one, then the older ones."""
+        old = [part.strip() for part in self.signing_secrets_old.split(",") if part.strip()]
+        return [self.signing_secret.get_secret_value(), *old]
 
     # -- Provider feedback (issue 14, webhooks, suppression list, deliverability guard) ---------
     sendgrid_webhook_public_key: str | None = Field(

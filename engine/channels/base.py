@@ -69,6 +69,7 @@ class Delivery:
     # Marks the action `sending`, storing the reference given (a Message-ID, …): call it at the
     # point of no return.
     before_commit: Callable[[str | None], None]
+    tracking: bool = True  # the trigger's `tracking:` (issue 14): open pixel and tracked links
 
 
 class Channel(Protocol):

@@ -80,7 +80,6 @@ format and the HTML helpers are split out.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import html as html_lib
 import re
 import time
@@ -94,7 +93,6 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
 
 import jinja2
 from jinja2.exceptions import SecurityError
@@ -102,6 +100,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.channels.email_html import html_to_text, inline_css
 from engine.channels.email_wire import message_bytes
+from engine.channels.links import legacy_unsubscribe_token, public_links
 
 if TYPE_CHECKING:
     from engine.channels.dkim import DkimSigner
@@ -132,8 +131,6 @@ _DOMAIN = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
 )
 _LIST_LABEL = re.compile(r"[^A-Za-z0-9_-]+")
-# Characters an unsubscribe base URL keeps as they are; anything else is percent-encoded.
-_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 _SKIPPED_FOLDERS = ("layouts", "partials")  # not emails: what emails are built of
 
 
@@ -147,8 +144,10 @@ class EmailSettings:
 
     templates_dir: Path
     sender: str = "nudge <hello@nudge.example>"
-    unsubscribe_base_url: str = "https://nudge.example/unsubscribe"
-    unsubscribe_secret: str = "change-me"
+    # Deprecated override (NUDGE_UNSUBSCRIBE_URL): old-style ``BASE?c=…&t=…`` links. None: the
+    # signed ``{public_url}/u/<token>`` link, or DEFAULT_UNSUBSCRIBE_URL without a public URL.
+    unsubscribe_base_url: str | None = None
+    unsubscribe_secret: str = "change-me"  # the current signing secret: every token's key
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_timeout: float = 10.0
@@ -158,6 +157,9 @@ class EmailSettings:
     transactional_sender: str | None = None  # None: `sender`
     message_id_domain: str | None = None  # None: the sender's domain
     dkim: DkimSigner | None = None
+    # -- public links (issue 14): NUDGE_PUBLIC_URL, tracking -------------------------------------
+    public_url: str | None = None  # where engine serve is reachable: /u, /o, /c links
+    tracking: bool = True  # open pixel + click rewriting in marketing HTML (needs public_url)
 
     def sender_for(self, marketing: bool) -> str:
         """The From of marketing or transactional mail."""
@@ -233,8 +235,8 @@ class RenderedEmail:
 
 
 def unsubscribe_token(customer_id: str, secret: str) -> str:
-    """An HMAC that proves an unsubscribe link was issued for this customer."""
-    return hmac.new(secret.encode(), customer_id.encode(), hashlib.sha256).hexdigest()[:32]
+    """An HMAC that proves an old-style unsubscribe link was issued for this customer."""
+    return legacy_unsubscribe_token(customer_id, secret)
 
 
 def template_name_problem(name: Any) -> str | None:
@@ -322,11 +324,14 @@ def render_email(
     marketing: bool,
     action_id: int | str | None = None,
     now: float | None = None,
+    tracking: bool = True,
 ) -> RenderedEmail:
     """Render `template` for one customer: the message the transport sends as it is.
 
     `action_id` becomes ``X-Nudge-Message`` (omitted when None: previews, test sends); `now` is
-    the Date (default: the wall clock). Raises TemplateError for a missing or broken template, a
+    the Date (default: the wall clock). Marketing HTML rendered for an action gets tracked links
+    and the open pixel when the settings have a public URL and tracking on, and `tracking`
+    (the trigger's ``tracking:``) is not False. Raises TemplateError for a missing or broken template, a
     rendering failure, or a subject or address that cannot be a header.
     """
     to = profile.get("email")
@@ -338,10 +343,9 @@ def render_email(
         raise TemplateError(f"the customer's email address {problem}")
     sender = settings.sender_for(marketing)
     customer_id = str(profile.get("customer_id", ""))
-    query = urlencode(
-        {"c": customer_id, "t": unsubscribe_token(customer_id, settings.unsubscribe_secret)}
-    )  # percent-encoded: a non-ASCII customer id stays ASCII on the wire
-    unsubscribe_url = f"{quote(settings.unsubscribe_base_url, safe=_URL_SAFE)}?{query}"
+    sent_at = time.time() if now is None else now
+    links = public_links(settings, customer_id, action_id, trigger_id, sent_at)
+    unsubscribe_url = links.unsubscribe_url
     context = {
         "customer": {**profile, "name": profile.get("first_name") or FALLBACK_NAME},
         "event": event,
@@ -353,6 +357,8 @@ def render_email(
     }
     compiled = load_template(settings.templates_dir, template)
     subject, body, html = _render_parts(compiled, context, marketing)
+    if html is not None and marketing and tracking and links.trackable:
+        html = links.track(html)  # after the text part was derived: text links stay as they are
     if marketing and unsubscribe_url not in body:
         body += f"\n--\nYou receive this because you subscribed. Unsubscribe: {unsubscribe_url}\n"
     domain = settings.message_id_domain or _domain_of(sender)
@@ -368,7 +374,7 @@ def render_email(
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     return RenderedEmail(
         to, subject, body, f"<{digest}@{domain}>", headers, html=html, sender=sender,
-        date=formatdate(time.time() if now is None else now, usegmt=True), dkim=settings.dkim,
+        date=formatdate(sent_at, usegmt=True), dkim=settings.dkim,
     )  # fmt: skip
 
 

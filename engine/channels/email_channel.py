@@ -33,6 +33,7 @@ class EmailChannel:
             idempotency_key=delivery.idempotency_key, profile=delivery.profile,
             event=delivery.event, scores=delivery.scores, trigger_id=delivery.trigger_id,
             marketing=delivery.marketing, action_id=delivery.action_id,
+            tracking=delivery.tracking,
         )  # fmt: skip
         return self.mailer.send(email, lambda: delivery.before_commit(email.message_id))
 

@@ -43,7 +43,15 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.channels.channel_templates import load_channel_template
 from engine.channels.email import TemplateError, load_template, template_name_problem
@@ -256,6 +264,9 @@ class TriggerSpec(BaseModel):
     experiment: Experiment | None = None
     limits: Limits = Field(default_factory=Limits)
     quiet_hours: Literal["defer", "drop", "ignore"] = "defer"
+    # Open pixel and tracked links in this trigger's HTML email (issue 14); NUDGE_TRACKING=false
+    # turns them off everywhere.
+    tracking: StrictBool = True
 
     @field_validator("id", mode="after")
     @classmethod

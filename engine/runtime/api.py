@@ -29,6 +29,7 @@ from engine.runtime.inbox import accept_events
 from engine.runtime.metrics import EngineMetrics, metrics_router
 from engine.runtime.email_webhooks import email_webhook_router
 from engine.runtime.provider_routes import provider_router
+from engine.runtime.public_routes import public_router
 from engine.store import EngineDB, execution_log
 from engine.store.customers import upsert_profiles
 from engine.store.dead_letters import add_dead_letters
@@ -178,6 +179,7 @@ def create_app(
     app.include_router(customers_router(store, api_key, erase=erasure))
     app.include_router(provider_router(store, clock=clock))  # Twilio's inbound SMS webhook
     app.include_router(email_webhook_router(store, clock=clock))  # /webhooks/{email provider}
+    app.include_router(public_router(store, clock=clock))  # /u /o /c: unsubscribe, tracking
     return app
 
 

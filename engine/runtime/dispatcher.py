@@ -265,8 +265,9 @@ class Dispatcher:
         consent = channel.consent_field
         if marketing and consent and profile.get(consent) is not True:
             self.store.write(
-                mark_action, action.id, "cancelled", now, result="consent withdrawn before sending"
-            )
+                mark_action, action.id, "cancelled", now,
+                result=f"no_consent: {consent} withdrawn before sending",
+            )  # fmt: skip
             return "cancelled"
         held = self._held_back(action, channel.name, profile, marketing, now)
         if held is not None:
@@ -286,7 +287,7 @@ class Dispatcher:
             params=params, profile=profile,
             event=self._cache.get("events", {}).get(action.event_id) or {},
             scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
-            marketing=marketing, before_commit=mark_sending,
+            marketing=marketing, before_commit=mark_sending, tracking=self._tracking(action.trigger_id),
         )  # fmt: skip
         try:
             result = channel.send(delivery)
@@ -430,6 +431,10 @@ class Dispatcher:
                 raise _Fail("; ".join(e.message for e in errors))
             self._cancel_conditions[text] = condition
         return condition
+
+    def _tracking(self, trigger_id: str) -> bool:
+        trigger = self.index.by_id.get(trigger_id)
+        return trigger is None or trigger.spec.tracking
 
     def _is_marketing(self, trigger_id: str) -> bool:
         trigger = self.index.by_id.get(trigger_id)
