@@ -33,6 +33,12 @@ Clicks (`click_reason`):
   5): a scanner walking the links, a person clicks one or two.
 - ``bot`` / ``bare_user_agent`` — as for opens.
 
+Where they are left out: the customer state the decisions read (behaviour counts and
+engagement suppression: `engine.decisions.decide` does not record them), experiment exposures
+(`engine.store.exposures`, ``include_machine=True`` to keep them), the message reports
+(`engine.store.reporting` counts human and machine apart) and lake features when the lake's
+``properties`` are read (`features.compute.workspace`).
+
 The functions are pure: the route passes the request's facts (method, user agent, client
 address, times, the message's earlier clicks) and gets the reason or None.
 """
@@ -46,8 +52,10 @@ from collections.abc import Collection
 __all__ = [
     "APPLE_NETWORKS",
     "BURST_SECONDS",
+    "ENGAGEMENT_EVENTS",
     "SCANNER_SECONDS",
     "click_reason",
+    "is_machine_engagement",
     "open_reason",
 ]
 
@@ -65,6 +73,19 @@ _BOTS = re.compile(
     r"httpx|go-http-client|java/|okhttp|libwww|headless",
     re.IGNORECASE,
 )
+
+
+ENGAGEMENT_EVENTS = frozenset({"email_opened", "email_clicked"})
+
+
+def is_machine_engagement(event_type: str, properties: object) -> bool:
+    """Whether an event is an open or click flagged ``properties.machine`` (left out of
+    engagement counts by default)."""
+    return (
+        event_type in ENGAGEMENT_EVENTS
+        and isinstance(properties, dict)
+        and properties.get("machine") is True
+    )
 
 
 def open_reason(user_agent: str | None, client_ip: str | None) -> str | None:

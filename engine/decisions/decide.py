@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
+from engine.channels.machine_events import is_machine_engagement
 from engine.decisions.state import CustomerState, StateLimits
 from engine.decisions.suppression import SuppressionPolicy, check_suppression
 from engine.decisions.timezones import customer_zone, next_local_time
@@ -106,7 +107,9 @@ def decide(
     if event.event_id in state.seen_event_ids:
         return []  # the same event again: decided already
     state.seen_event_ids.append(event.event_id)
-    if event.event_type in index.tracked_event_types:
+    if event.event_type in index.tracked_event_types and not is_machine_engagement(
+        event.event_type, event.fields.get("properties")
+    ):  # a scanner's click or a proxy's open is no sign of a person's interest
         state.record_event(event.event_type, event.at, event.amount, limits)
     ctx = _context(event, profile, state, scores, default_zone)
     decisions = []

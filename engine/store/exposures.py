@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from engine.channels.machine_events import is_machine_engagement
 from engine.events import event_amount
 from engine.optimizer.exposures import EMAIL_STAGES, exposures_from_log
 from engine.store.schema import actions, decisions, inbox, profiles
@@ -44,10 +45,12 @@ def load_exposures(
     *,
     attribution_window: float,
     segment_by: str | None = None,
+    include_machine: bool = False,
 ) -> pd.DataFrame:
     """The exposures of one trigger's experiment (empty if it has none); see
     `engine.optimizer.exposures` for what a row says. `segment_by`: the profile attribute that
-    names each customer's segment (else every customer is in ``all``)."""
+    names each customer's segment (else every customer is in ``all``). Opens and clicks flagged
+    ``properties.machine`` (image proxies, link scanners) count only with `include_machine`."""
     assigned = _assigned(trigger_id)
     decided = pd.DataFrame(
         conn.execute(
@@ -72,14 +75,12 @@ def load_exposures(
         ).all(),
         columns=ACTION_COLUMNS,
     )
-    events = pd.DataFrame(
-        [_event_row(*row) for row in conn.execute(
+    rows = (_event_row(*row, include_machine=include_machine) for row in conn.execute(
             sa.select(inbox.c.customer_id, inbox.c.event_type, inbox.c.occurred_at, inbox.c.payload)
             .where(inbox.c.customer_id.in_(assigned), inbox.c.event_type.in_([*EMAIL_STAGES, PURCHASE]))
             .order_by(inbox.c.customer_id, inbox.c.occurred_at, inbox.c.seq)
-        )],
-        columns=EVENT_COLUMNS,
-    )  # fmt: skip
+    ))  # fmt: skip
+    events = pd.DataFrame([row for row in rows if row is not None], columns=EVENT_COLUMNS)
     segments = _segments(conn, assigned, segment_by) if segment_by else None
     return exposures_from_log(
         decided, emails, events, attribution_window=attribution_window, segments=segments
@@ -94,9 +95,11 @@ def _assigned(trigger_id: str) -> sa.Select[Any]:
 
 
 def _event_row(
-    customer_id: str, event_type: str, occurred_at: float, payload: str
-) -> tuple[Any, ...]:
+    customer_id: str, event_type: str, occurred_at: float, payload: str, *, include_machine: bool
+) -> tuple[Any, ...] | None:
     properties = json.loads(payload).get("properties") or {}
+    if not include_machine and is_machine_engagement(event_type, properties):
+        return None
     amount = event_amount(properties) or 0.0
     return customer_id, event_type, occurred_at, properties.get("message_id"), amount
 

@@ -123,7 +123,7 @@ def open_workspace(
         con.register("raw_events", raw)
         con.register("snapshot_input", pd.DataFrame({"snapshot_ts": as_snapshots(snapshots)}))
         con.register("profile_input", _profiles(customers))
-        con.execute(_SETUP_SQL)
+        con.execute(_SETUP_SQL.format(humans=_HUMANS if "properties" in raw.column_names else ""))
         yield Workspace(con, float(half_life_days), "properties" in raw.column_names)
     finally:
         con.close()
@@ -182,6 +182,13 @@ def _profiles(customers: pd.DataFrame | None) -> pd.DataFrame:
     ).astype({"signup_at": "datetime64[us, UTC]"})
 
 
+# Opens and clicks a machine made (properties.machine: an image proxy's prefetch, a link
+# scanner; engine.channels.machine_events) are not engagement: left out when the lake's
+# properties are read.
+_HUMANS = (
+    f"AND NOT (event_type IN ('{EMAIL_OPENED}', '{EMAIL_CLICKED}') AND "
+    "coalesce(json_extract_string(properties, '$.machine') = 'true', false))"
+)
 # The cast to TIMESTAMPTZ makes a naive timestamp column UTC (the session time zone).
 _SETUP_SQL = f"""
 CREATE TEMP TABLE snapshots AS
@@ -199,7 +206,7 @@ CREATE TEMP TABLE events AS
     SELECT customer_id::VARCHAR AS customer_id, event_type, timestamp::TIMESTAMPTZ AS ts,
            amount::DOUBLE AS amount
     FROM raw_events
-    WHERE event_type IN ({", ".join(f"'{t}'" for t in USED_EVENT_TYPES)});
+    WHERE event_type IN ({", ".join(f"'{t}'" for t in USED_EVENT_TYPES)}) {{humans}};
 
 CREATE TEMP TABLE profiles AS
     SELECT customer_id,
