@@ -23,6 +23,7 @@ from nudge.experiment_cli import experiment_app
 from nudge.pipeline_cli import backtest, mlflow_app, pipeline_app
 from nudge.serve_cli import serve
 from nudge.status import status
+from nudge.suppressions_cli import suppressions_app
 from nudge.templates_cli import templates_app
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ app.command()(serve)
 app.command("status")(status)
 app.command("import-profiles")(import_profiles)
 app.add_typer(customers_app, name="customers")
+app.add_typer(suppressions_app, name="suppressions")
 lake_app.command("sync")(lake_sync)
 
 DEMO_REPLAY_DAYS = 14  # simulated after the training data: what the engine replays

@@ -9,7 +9,7 @@ NUDGE_COMPLAINT_PAUSE_RATE (0.3 %) it sets the persisted ``marketing_paused`` fl
 dispatcher checks before every marketing send: paused sends are put back (deferred, never
 dropped), transactional mail still goes. A day with fewer than NUDGE_GUARD_MIN_DELIVERED
 deliveries decides nothing (one complaint among ten deliveries is not a rate). The pause stays
-until someone resumes it — ``nudge engine resume-marketing`` — after looking at why.
+until someone resumes it — ``nudge suppressions resume-marketing`` — after looking at why.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def check_guard(store: EngineDB, now: float, settings: GuardSettings) -> GuardVe
     if verdict.action == "pause":
         if store.read(get_flag, PAUSE_FLAG) is None:
             log.error("complaints at %.2f%% of delivered on %s (%d of %d): marketing sends paused; "
-                      "`nudge engine resume-marketing` resumes them", verdict.rate * 100, day,
+                      "`nudge suppressions resume-marketing` resumes them", verdict.rate * 100, day,
                       verdict.complained, verdict.delivered)  # fmt: skip
             store.write(set_flag, PAUSE_FLAG, {**value, "threshold": settings.pause_rate}, now)
     else:

@@ -87,7 +87,7 @@ MIN_PROVIDER_WAIT = 1.0
 LIMITER_RETRY = 5.0
 # A marketing send held by the deliverability guard's pause looks again this much later.
 PAUSE_RECHECK = 300.0
-PAUSED = "paused: marketing sends paused by the deliverability guard (nudge engine resume-marketing)"
+PAUSED = "paused: by the deliverability guard (`nudge suppressions resume-marketing`)"
 
 
 @dataclass

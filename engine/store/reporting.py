@@ -440,4 +440,3 @@ def deliverability_rates(
                   "unsubscribe": "unsubscribed"}[name]  # fmt: skip
         frame[f"{name}_rate"] = (frame[source] / delivered).astype("float64")
     return frame
-

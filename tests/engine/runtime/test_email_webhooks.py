@@ -163,7 +163,9 @@ def test_sendgrid_hard_bounce_suppresses_the_address_and_malformed_is_a_dead_let
                "type": "bounce", "status": "5.1.1", "reason": "550 5.1.1 no such user",
                "sg_event_id": "sg-b1"}]  # fmt: skip
     with serve(store, WebhookConfig(SALT, sendgrid_public_key=public)) as server:
-        assert sendgrid_post(server.url, key, public, json.dumps(bounce).encode()).status_code == 200
+        assert (
+            sendgrid_post(server.url, key, public, json.dumps(bounce).encode()).status_code == 200
+        )
         malformed = json.dumps([{"email": ADA, "event": "delivered", "timestamp": 1}]).encode()
         response = sendgrid_post(server.url, key, public, malformed)
         assert response.status_code == 400 and "sg_event_id: required" in response.json()["detail"]
@@ -290,7 +292,7 @@ class _Https:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 owner.hits.append(self.path)
                 body = cert_pem if self.path.endswith(".pem") else b"<ConfirmSubscriptionResponse/>"
                 self.send_response(200)
@@ -367,7 +369,9 @@ def test_ses_through_sns_signature_checked_with_the_fetched_certificate(sent, sn
         "timestamp": "2026-01-01T10:00:00Z", "recipients": [ADA], "smtpResponse": "250 ok"})  # fmt: skip
     with serve(store, config, tls=https.client_tls) as server:
         url = server.url + "/webhooks/ses"
-        confirm = sns_message(key, https.host, "SubscriptionConfirmation", "confirm", version=version)
+        confirm = sns_message(
+            key, https.host, "SubscriptionConfirmation", "confirm", version=version
+        )
         response = httpx.post(url, content=json.dumps(confirm))
         assert response.status_code == 200 and response.json()["confirmed"].endswith("ses-events")
         assert any("ConfirmSubscription" in hit for hit in https.hits)
