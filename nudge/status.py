@@ -55,6 +55,7 @@ def collect_status(s: Settings, now: float | None = None) -> dict[str, Any]:
 
 
 def _engine(s: Settings, now: float) -> dict[str, Any]:
+    from engine.runtime.deliverability import marketing_pause
     from engine.store import EngineDB, migrate, reporting
     from engine.store.outbox import pending_by_channel
 
@@ -71,6 +72,7 @@ def _engine(s: Settings, now: float) -> dict[str, Any]:
             processed, finished = reporting.last_activity(conn)
             channels = pending_by_channel(conn, now)
             revision = migrate.read_revision(conn, store.schema).current
+            pause = marketing_pause(conn)  # the deliverability guard (issue 14)
     finally:
         store.dispose()
     return {
@@ -99,6 +101,7 @@ def _engine(s: Settings, now: float) -> dict[str, Any]:
         ],
         "sends_last_minute": sends,
         "dead_letters_open": {src: n for (src, done), n in sorted(letters.items()) if not done},
+        "marketing_paused": pause,
         "lake_sync": {
             stream: {
                 "position": sync.position,
@@ -190,6 +193,10 @@ def print_engine(engine: dict[str, Any], now: str) -> None:
         work.add_row(label, value)
     for stream, sync in engine["lake_sync"].items():
         work.add_row(f"lake sync lag ({stream})", _duration(sync["lag_seconds"]))
+    pause = engine.get("marketing_paused")
+    if pause:
+        work.add_row("marketing sends", f"[bold red]paused[/] (complaints {pause['rate']:.2%} on "
+                     f"{pause['day']}: nudge suppressions resume-marketing)")  # fmt: skip
     console.print(work)
     if engine["channels"]:
         queues = Table(title="Send queues", title_justify="left", show_edge=False)

@@ -38,6 +38,7 @@ from datetime import UTC
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -199,7 +200,11 @@ def email_webhook_router(
         except FeedbackError as exc:
             await run_in_threadpool(_dead_letter, store, provider, raw, str(exc), now)
             return _json(400, {"detail": str(exc)})
-        counts = await run_in_threadpool(_apply, store, cfg, events, now)
+        try:
+            counts = await run_in_threadpool(_apply, store, cfg, events, now)
+        except sa.exc.OperationalError:
+            log.exception("%s webhook: the engine database is unavailable", provider)
+            return _json(503, {"detail": "the engine database is unavailable; retry later"})
         return _json(200, counts)
 
     return router
@@ -278,35 +283,50 @@ def _apply(
     counts = {"received": len(events), "accepted": 0, "duplicates": 0, "unmatched": 0}
     complaints = False
     for event in events:
-        action = None
-        if event.action_id is not None:
-            action = store.read(action_by_id, event.action_id)
-        if action is None and event.message_id:
-            action = store.read(action_for_message, event.message_id)
-        customers = [action.customer_id] if action else (
-            store.read(customers_with_email, event.recipient) if event.recipient else []
-        )  # fmt: skip
-        rows = normalised_events(event, action, customers)
-        if rows:
-            for result in accept_events(store, rows, source=f"webhook:{event.provider}", now=now):
-                if result.status == "accepted":
-                    counts["accepted"] += 1
-                elif result.status == "duplicate":
-                    counts["duplicates"] += 1
-        else:
-            counts["unmatched"] += 1
-            letter = {"event_id": f"{event.provider}:{event.event_id}"[:128],
-                      "source": f"webhook:{event.provider}",
-                      "payload": json.dumps(_describe(event))[:4000],
-                      "reason": f"{event.kind} event matches no sent message "
-                                f"(Message-ID {event.message_id or 'none'}) and no customer's "
-                                f"email"}  # fmt: skip
+        try:
+            complaints = _apply_one(store, cfg, event, now, counts) or complaints
+        except sa.exc.OperationalError:
+            raise  # the database is away: the provider hears 503 and retries
+        except Exception as exc:  # whatever an event holds, it is kept, never a 500
+            log.exception("%s event %s could not be applied", event.provider, event.event_id)
+            letter = {"event_id": None, "source": f"webhook:{event.provider}",
+                      "payload": json.dumps(_describe(event), default=str)[:4000],
+                      "reason": f"could not be applied: {type(exc).__name__}: {exc}"[:1000]}  # fmt: skip
             store.write(add_dead_letters, [letter], now)
-        if event.recipient and store.write(_update_list, cfg, event, now):
-            complaints = complaints or event.kind == "complained"
     if complaints:
         check_guard(store, now, cfg.guard)
     return counts
+
+
+def _apply_one(store: EngineDB, cfg: WebhookConfig, event: FeedbackEvent, now: float,
+               counts: dict[str, int]) -> bool:  # fmt: skip
+    """One provider event into the inbox and the suppression list; True for a new complaint."""
+    action = None
+    if event.action_id is not None:
+        action = store.read(action_by_id, event.action_id)
+    if action is None and event.message_id:
+        action = store.read(action_for_message, event.message_id)
+    customers = [action.customer_id] if action else (
+        store.read(customers_with_email, event.recipient) if event.recipient else []
+    )  # fmt: skip
+    rows = normalised_events(event, action, customers)
+    if rows:
+        for result in accept_events(store, rows, source=f"webhook:{event.provider}", now=now):
+            if result.status == "accepted":
+                counts["accepted"] += 1
+            elif result.status == "duplicate":
+                counts["duplicates"] += 1
+    else:
+        counts["unmatched"] += 1
+        letter = {"event_id": f"{event.provider}:{event.event_id}"[:128],
+                  "source": f"webhook:{event.provider}",
+                  "payload": json.dumps(_describe(event))[:4000],
+                  "reason": f"{event.kind} event matches no sent message "
+                            f"(Message-ID {event.message_id or 'none'}) and no customer's "
+                            f"email"}  # fmt: skip
+        store.write(add_dead_letters, [letter], now)
+    return bool(event.recipient and store.write(_update_list, cfg, event, now)
+                and event.kind == "complained")  # fmt: skip
 
 
 def _update_list(conn: Any, cfg: WebhookConfig, event: FeedbackEvent, now: float) -> bool:

@@ -90,6 +90,9 @@ def test_status_shows_the_pause_and_resume_marketing_ends_it(engine_url):  # noq
         shown = nudge("suppressions", "status")
         assert "marketing paused" in shown.output and "0.40%" in shown.output
         assert "resume-marketing" in shown.output
+        status = json.loads(nudge("status", "--json").stdout)["engine"]
+        assert status["marketing_paused"]["day"] == "2026-12-01"
+        assert "paused" in nudge("status").output
         assert "resumed" in nudge("suppressions", "resume-marketing").output
         assert store.read(marketing_pause) is None
         assert "were not paused" in nudge("suppressions", "resume-marketing").output

@@ -55,6 +55,25 @@ class FeedbackEvent:
     url: str | None = None
     user_agent: str | None = None
 
+    def __post_init__(self) -> None:
+        # Whatever a provider sends ends as storable text: no NUL or lone surrogates (which
+        # PostgreSQL cannot store), a recipient only when it looks like an address.
+        for name in ("event_id", "recipient", "message_id", "code", "reason", "url", "user_agent"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, _storable(value))
+        recipient = self.recipient
+        if recipient is not None and ("@" not in recipient or len(recipient) > MAX_ADDRESS):
+            object.__setattr__(self, "recipient", None)
+        object.__setattr__(self, "event_id", self.event_id[:120])
+
+
+MAX_ADDRESS = 320
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+
 
 def field(data: Any, path: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
     """``data[a][b]…`` for the dotted `path`, checked to be a `kind`; FeedbackError naming the
@@ -105,10 +124,10 @@ def message_id_of(value: Any) -> str | None:
 
 def header_action(value: Any) -> int | None:
     """The action id of an ``X-Nudge-Message`` header value (None unless a plain number)."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 12:
+        value = int(value.strip())
     if isinstance(value, int) and not isinstance(value, bool):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 19:
-        return int(value.strip())
+        return value if 0 < value < 2**31 else None  # action ids are 32-bit integers
     return None
 
 

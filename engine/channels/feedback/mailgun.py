@@ -57,7 +57,7 @@ def load(body: bytes) -> Any:
     """The JSON of a Mailgun body (FeedbackError when it is not JSON)."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FeedbackError(f"body: expected Mailgun's JSON ({exc})") from None
 
 

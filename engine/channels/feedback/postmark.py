@@ -60,7 +60,7 @@ def parse(body: bytes) -> list[FeedbackEvent]:
     """The event of a Postmark webhook body (none when it is one nudge does not use)."""
     try:
         item = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FeedbackError(f"body: expected a JSON object ({exc})") from None
     if not isinstance(item, dict):
         raise FeedbackError(f"body: expected a JSON object (got {type(item).__name__})")

@@ -79,7 +79,7 @@ def parse(body: bytes) -> list[FeedbackEvent]:
     """The events of a (verified) Event Webhook body."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FeedbackError(f"body: expected a JSON list of events ({exc})") from None
     if not isinstance(data, list):
         raise FeedbackError(f"body: expected a JSON list of events (got {type(data).__name__})")

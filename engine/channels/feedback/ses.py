@@ -64,7 +64,7 @@ def parse_envelope(body: bytes) -> dict[str, str]:
     """The SNS message (FeedbackError naming the field when it is not one)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FeedbackError(f"body: expected an SNS message in JSON ({exc})") from None
     if not isinstance(data, dict):
         raise FeedbackError("body: expected an SNS message (a JSON object)")
@@ -126,7 +126,7 @@ def parse_message(sns_message_id: str, text: str) -> list[FeedbackEvent]:
     """The SES events of a Notification's ``Message``."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise FeedbackError(f"Message: expected SES's event JSON ({exc})") from None
     if not isinstance(data, dict):
         raise FeedbackError("Message: expected SES's event JSON (an object)")

@@ -440,3 +440,30 @@ def test_a_complaint_rate_over_the_threshold_pauses_marketing(sent):
         httpx.post(url, json=mailgun_body("k", event(9, "complained")))
     pause = store.read(marketing_pause)
     assert pause is not None and pause["complained"] == 1 and pause["delivered"] == 3
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"id": "n\x00ul", "event": "failed", "severity": "permanent", "recipient": "a\x00@x.io",
+         "timestamp": 1767225600, "reason": "\ud800 lone surrogate \x00"},
+        {"id": "big", "event": "delivered", "recipient": "a@" + "x" * 5000, "timestamp": 1e300},
+        {"id": "t", "event": "clicked", "recipient": ADA, "timestamp": "yesterday"},
+        {"id": "h", "event": "opened", "recipient": ADA, "timestamp": 1767225600,
+         "user-variables": {"nudge_action": "99999999999"}, "message": {"headers": []}},
+        {"id": ["not", "text"], "event": "delivered", "recipient": ADA, "timestamp": 1},
+        {"id": "x" * 5000, "event": "complained", "recipient": "b@example.com",
+         "timestamp": 1767225600},
+    ],
+)  # fmt: skip
+def test_hostile_provider_input_is_stored_or_dead_lettered_never_a_500(sent, event):
+    store, _, _ = sent
+    with serve(store, WebhookConfig(SALT, mailgun_signing_key="k")) as server:
+        url = server.url + "/webhooks/mailgun"
+        # json.dumps escapes a lone surrogate (\ud800): the server's JSON decodes it again.
+        response = httpx.post(url, content=json.dumps(mailgun_body("k", event)))
+        assert response.status_code in (200, 400), response.text
+        deep = json.dumps(mailgun_body("k", {})).replace("{}", "[" * 100_000 + "]" * 100_000)
+        assert httpx.post(url, content=deep).status_code in (400, 403)
+    stored = len(feedback(store)) + len(store.read(list_dead_letters))
+    assert stored >= 1 or response.json().get("received") == 0, "nothing is lost"
