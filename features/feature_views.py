@@ -42,10 +42,7 @@ def feature_view(
         ttl=FEATURE_TTL,
         schema=[
             Field(name=ENTITY_KEY, dtype=String),
-            *(
-                Field(name=name, dtype=_FEAST_TYPES[dtype])
-                for name, dtype in columns.items()
-            ),
+            *(Field(name=name, dtype=_FEAST_TYPES[dtype]) for name, dtype in columns.items()),
         ],
         source=source,
         online=True,

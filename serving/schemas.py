@@ -24,13 +24,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from serving.settings import MAX_BATCH_LIMIT
 
 __all__ = [
+    "MODEL_NAME_PATTERN",
     "Band",
     "CustomerId",
     "CustomerScores",
     "Health",
     "LoadFailure",
     "ModelInfo",
-    "MODEL_NAME_PATTERN",
     "ModelName",
     "ModelsResponse",
     "Readiness",

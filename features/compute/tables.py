@@ -174,7 +174,5 @@ def build_feature_tables(
     # Features never look past the last snapshot; the lake's `end` is exclusive.
     until = as_snapshots(snapshots)[-1] + pd.Timedelta(microseconds=1)
     events = lake.read(end=until.to_pydatetime(), columns=lake_columns(definitions))
-    tables = compute_features(
-        events, snapshots, lake.read_customers(), definitions=definitions
-    )
+    tables = compute_features(events, snapshots, lake.read_customers(), definitions=definitions)
     return write_feature_tables(tables, home, merge=merge, definitions=definitions)
