@@ -8,10 +8,11 @@ NUDGE_POSTMARK_WEBHOOK_USER / NUDGE_POSTMARK_WEBHOOK_PASSWORD in constant time.
 ManuallyDeactivated = hard; SoftBounce, Transient, DnsError, Blocked, … = soft; AutoResponder,
 Subscribe, Unsubscribe, OpenRelayTest, ChallengeVerification and the like are not bounces and are
 skipped), ``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange`` (``SuppressSending``
-true = unsubscribed; a reactivation is skipped). Postmark's ``MessageID`` is its own id, not the
-Message-ID header, so the action is found by ``Metadata.nudge_action`` (sent as the
-``X-PM-Metadata-nudge_action`` header) or a ``Headers`` entry of Message-ID / X-Nudge-Message;
-else by the recipient's address.
+true with ``SuppressionReason`` ManualSuppression = unsubscribed; Postmark's own suppressions
+after a HardBounce or SpamComplaint arrive as those webhooks, and reactivations are skipped).
+Postmark's ``MessageID`` is its own id, not the Message-ID header, so the action is found by
+``Metadata.nudge_action`` (sent as the ``X-PM-Metadata-nudge_action`` header) or a ``Headers``
+entry of Message-ID / X-Nudge-Message; else by the recipient's address.
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def parse(body: bytes) -> list[FeedbackEvent]:
                               recipient=_recipient(item), occurred_at=as_time(at_text, "ReceivedAt"),
                               url=url, user_agent=text_of(item.get("UserAgent")))]  # fmt: skip
     if record == "SubscriptionChange":
+        # Only the recipient's own unsubscribe: a suppression for a HardBounce or SpamComplaint
+        # comes with its own Bounce / SpamComplaint webhook, and a reactivation changes nothing.
         if field(item, "SuppressSending", bool) is not True:
+            return []
+        if item.get("SuppressionReason") not in (None, "ManualSuppression"):
             return []
         at_text = field(item, "ChangedAt", str)
         return [FeedbackEvent(**base, event_id=f"subscription:{postmark_id}:{at_text}",
