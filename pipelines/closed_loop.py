@@ -5,6 +5,12 @@ the dispatcher sends goes to the simulator's responder, which samples the custom
 and purchase from the planted effects; those answers become events that the engine sees when their
 time comes. The result is what an operator would see — decisions, suppressions, cancellations, the
 email funnel — and one exposure row per customer and experiment for the optimizer.
+
+`run_period` (the demo) closes the loop through the engine's public routes: opens and clicks are
+the customer loading the email's pixel and following its tracked link (`pipelines.loop_links`),
+not events written into the engine; deliveries, bounces and purchases are still events. Measured
+on the 1,500-customer, 14-day window of tests/pipelines (2-core machine, noisy): 9.6 s with the
+routes (127 requests) against 10.7 s writing the events — no measurable cost.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
 from engine.store import ActionRow, DecisionRow, EngineDB, execution_log, outbox
 from engine.store.inbox import event_times
+from pipelines.loop_links import PublicVisitor
 from pipelines.simulator.responder import EmailResponse, Responder
 
 __all__ = ["ClosedLoopReport", "run_closed_loop", "run_period"]
@@ -56,8 +64,13 @@ def run_closed_loop(
     *,
     step: timedelta = timedelta(hours=6),
     progress: Callable[[datetime, int], None] | None = None,
+    visitor: PublicVisitor | None = None,
 ) -> ClosedLoopReport:
-    """Run the events (oldest first) through the engine with the responder closing the loop."""
+    """Run the events (oldest first) through the engine with the responder closing the loop.
+
+    With a `visitor` (`pipelines.loop_links`), opens and clicks are not written as events: the
+    customer loads the email's pixel and follows its link through the engine's public routes,
+    at the simulated time of the answer (needs emails rendered with its public URL)."""
     queue: list[tuple[float, int, dict[str, Any]]] = []
     order = itertools.count()
     for event in events:
@@ -73,7 +86,10 @@ def run_closed_loop(
         window_end += step.total_seconds()
         batch = []
         while queue and queue[0][0] < window_end:
-            _, _, event = heapq.heappop(queue)
+            at, _, event = heapq.heappop(queue)
+            if "_visit" in event and visitor is not None:
+                visitor.visit(event["_visit"], at)  # the route logs the open or click
+                continue
             batch.append({k: v for k, v in event.items() if k != "_feedback"})
         for start in range(0, len(batch), 1000):
             # The loop's clock is the window's end: simulated history may lie past today.
@@ -94,7 +110,10 @@ def run_closed_loop(
                 timedelta(seconds=action.due_at - action.trigger_at),
             )
             responses[action.id] = (action, answer)
-            for feedback in _feedback_events(action, answer):
+            feedbacks = _feedback_events(action, answer)
+            if visitor is not None:
+                feedbacks = _as_visits(feedbacks, visitor.links(action))
+            for feedback in feedbacks:
                 heapq.heappush(
                     queue,
                     (_epoch(feedback["timestamp"]), next(order), {**feedback, "_feedback": True}),
@@ -143,6 +162,20 @@ def _feedback_events(action: ActionRow, answer: EmailResponse) -> list[dict[str,
         out.append({**base, "event_id": f"{key}:purchase", "event_type": "purchase_completed", "timestamp": answer.converted_at.isoformat(),
                     "properties": {**props, "order_id": f"o-{key}", "total": answer.revenue, "items": 1}})  # fmt: skip
     return out
+
+
+def _as_visits(
+    feedbacks: list[dict[str, Any]], links: tuple[str | None, str | None]
+) -> list[dict[str, Any]]:
+    """Opens and clicks as requests of the email's pixel and link (kept as events when the email
+    has no such link, e.g. a text-only template)."""
+    paths = {"email_opened": links[0], "email_clicked": links[1]}
+    return [
+        {"_visit": paths[f["event_type"]], "timestamp": f["timestamp"]}
+        if paths.get(f["event_type"])
+        else f
+        for f in feedbacks
+    ]
 
 
 def _summarise(
@@ -237,6 +270,7 @@ def run_period(
     from engine.runtime.replay import lake_events
     from engine.runtime.scoring import ScoreClient
     from engine.runtime.warmup import load_lake_profiles, warm_states
+    from pipelines.loop_links import PUBLIC_URL
 
     loaded = load_trigger_dir(triggers_dir)
     if loaded.issues:
@@ -248,9 +282,16 @@ def run_period(
     scores = ScoreClient(scoring_url, api_key=api_key) if scoring_url else None
     processor = Processor(store, index, scores=scores)
     warm_states(store, lake, index, start, processor.limits)
-    email = EmailSettings(templates_dir=templates_dir, outbox_dir=outbox_dir)
+    secret = secrets.token_urlsafe(32)  # the loop's own: its links are followed only by itself
+    email = EmailSettings(templates_dir=templates_dir, outbox_dir=outbox_dir,
+                          public_url=PUBLIC_URL, unsubscribe_secret=secret)  # fmt: skip
     dispatcher = Dispatcher(store, index, email=email, webhooks=WebhookSender("demo"))
     responder = Responder.from_directory(simulation_dir)
     if events is None:
         events = lake_events(lake_root, start, end)
-    return run_closed_loop(store, processor, dispatcher, responder, events, progress=progress)
+    visitor = PublicVisitor(store, outbox_dir, secret)
+    try:
+        return run_closed_loop(store, processor, dispatcher, responder, events,
+                               progress=progress, visitor=visitor)  # fmt: skip
+    finally:
+        visitor.close()
