@@ -51,6 +51,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from engine.channels import machine_events, tokens
 from engine.channels.links import legacy_unsubscribe_token
@@ -165,8 +166,8 @@ async def _preferences(
     if request.method == "GET":
         profile = await run_in_threadpool(_profile, store, customer)
         return _preference_page(profile, None)
-    raw = await request.body()
-    if len(raw) > MAX_FORM_BYTES:
+    raw = await _read_form(request)
+    if raw is None:
         return _page(413, "Request too large", f"the form is over {MAX_FORM_BYTES} bytes")
     try:
         form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
@@ -201,6 +202,21 @@ async def _preferences(
         return HTMLResponse(_html("Unsubscribed", f"<p>{html_lib.escape(done)}</p>"),
                             headers=_NO_STORE)  # fmt: skip
     return _preference_page(profile, done)
+
+
+async def _read_form(request: Request) -> bytes | None:
+    """The body, None once it passes MAX_FORM_BYTES (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FORM_BYTES:
+                return None
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return b""
+    return b"".join(chunks)
 
 
 def _profile(store: EngineDB, customer: str) -> dict[str, Any] | None:

@@ -289,3 +289,12 @@ def test_every_link_at_once_is_a_scanner(world: World, tmp_path: Path) -> None:
     reasons = [c["properties"].get("machine_reason") for c in world.events("email_clicked")]
     assert reasons == [None, None, "all_links"]
     assert all("message_id" not in c["properties"] for c in world.events("email_clicked"))
+
+
+def test_bad_bodies_are_refused_and_change_nothing(world: World) -> None:
+    url = unsubscribe_url(world.send())
+    too_big = httpx.post(url, content=b"List-Unsubscribe=One-Click&x=" + b"a" * 20_000)
+    assert too_big.status_code == 413
+    not_utf8 = httpx.post(url, content=b"\xff\xfe", headers={"Content-Type": "text/plain"})
+    assert not_utf8.status_code == 400
+    assert world.profile()["consent_email"] is True and not world.events("unsubscribed")
