@@ -9,7 +9,8 @@ controller's factory), and advertises PIPELINING (or not), and can misbehave on 
 after a message, or close it before answering a message's end of data.
 
 `RelayProcess` runs one in a child process with a trivial handler (counting only), so that a
-benchmark measures the client, not aiosmtpd sharing its interpreter. Used by
+benchmark measures the client, not aiosmtpd sharing its interpreter; with `rtt` it sits behind a
+proxy that delays every byte by half of it each way, as a relay across a network would. Used by
 tests/engine/channels/test_smtp.py and bench/delivery.py.
 """
 
@@ -19,7 +20,9 @@ import asyncio
 import datetime as dt
 import ipaddress
 import multiprocessing
+import socket
 import ssl
+import threading
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -258,9 +261,75 @@ class Relay:
         self.stop()
 
 
+class _Latency:
+    """A TCP proxy on `port` in front of 127.0.0.1:`target` that delays every byte by `delay`
+    seconds each way (a relay one round trip of 2 × `delay` away), order kept."""
+
+    def __init__(self, port: int, target: int, delay: float) -> None:
+        self.port, self.target, self.delay = port, target, delay
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"latency proxy on port {self.port} did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for sock in (writer.get_extra_info("socket"),):
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
+                             return_exceptions=True)  # fmt: skip
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, chunk = await queue.get()
+                wait = due - self.loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not chunk:
+                    writer.close()
+                    return
+                writer.write(chunk)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(deliver())
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                queue.put_nowait((self.loop.time() + self.delay, chunk))
+                if not chunk:
+                    break
+            await sender
+        except (ConnectionError, OSError):
+            sender.cancel()
+            writer.close()
+
+
 def _serve(pki: Pki | None, mode: Mode, users: dict[str, str] | None, port: int,
-           pipe: Connection) -> None:  # fmt: skip
-    relay = Relay(pki, mode=mode, users=users, port=port, keep=False).start()
+           pipe: Connection, rtt: float = 0.0) -> None:  # fmt: skip
+    if rtt > 0:
+        relay = Relay(pki, mode=mode, users=users, keep=False).start()
+        _Latency(port, relay.port, rtt / 2).start()
+    else:
+        relay = Relay(pki, mode=mode, users=users, port=port, keep=False).start()
     pipe.send("ready")
     while True:
         command = pipe.recv()
@@ -273,14 +342,15 @@ def _serve(pki: Pki | None, mode: Mode, users: dict[str, str] | None, port: int,
 
 
 class RelayProcess:
-    """A `Relay` (counting, not keeping) in a child process; `counts()` → (connections, messages)."""
+    """A `Relay` (counting, not keeping) in a child process; `counts()` → (connections, messages);
+    `rtt` seconds of round trip added by a delaying proxy in front of it."""
 
     def __init__(self, pki: Pki | None, *, mode: Mode = "starttls",
-                 users: dict[str, str] | None = None) -> None:  # fmt: skip
+                 users: dict[str, str] | None = None, rtt: float = 0.0) -> None:  # fmt: skip
         self.port = free_port()
         self._pipe, child = multiprocessing.Pipe()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve, args=(pki, mode, users, self.port, child), daemon=True
+            target=_serve, args=(pki, mode, users, self.port, child, rtt), daemon=True
         )
 
     def counts(self) -> tuple[int, int]:
