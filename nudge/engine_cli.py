@@ -728,6 +728,11 @@ def serve(
         console.print(
             "[yellow]warning:[/] NUDGE_API_KEY is not set: the API will refuse writes (503)"
         )
+    if not s.public_url and not s.unsubscribe_url:  # issue 14: links recipients can reach
+        console.print(
+            "[yellow]warning:[/] NUDGE_PUBLIC_URL is not set: unsubscribe links point at a "
+            "placeholder and opens and clicks are not tracked"
+        )
     index = load_index(s.trigger_folder)
     store = open_store(s)
     metrics = EngineMetrics(store, send_limits=send_limits(s))
