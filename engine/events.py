@@ -417,6 +417,20 @@ SIGNUP_PROFILE_KEYS: tuple[str, ...] = (
 CONSENT_KEYS: tuple[str, ...] = ("consent_email", "consent_sms", "consent_push")
 
 
+# Opens and clicks: what engagement counts; one flagged ``properties.machine`` (an image proxy's
+# prefetch, a link scanner: engine.channels.machine_events) is left out by default.
+ENGAGEMENT_EVENTS: frozenset[str] = frozenset({"email_opened", "email_clicked"})
+
+
+def is_machine_engagement(event_type: str, properties: object) -> bool:
+    """Whether an event is an open or click flagged ``properties.machine: true``."""
+    return (
+        event_type in ENGAGEMENT_EVENTS
+        and isinstance(properties, dict)
+        and properties.get("machine") is True
+    )
+
+
 def profile_changes(
     customer_id: str, event_type: str, properties: dict[str, Any]
 ) -> dict[str, Any]:

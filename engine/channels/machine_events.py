@@ -49,6 +49,8 @@ import ipaddress
 import re
 from collections.abc import Collection
 
+from engine.events import ENGAGEMENT_EVENTS, is_machine_engagement
+
 __all__ = [
     "APPLE_NETWORKS",
     "BURST_SECONDS",
@@ -73,19 +75,6 @@ _BOTS = re.compile(
     r"httpx|go-http-client|java/|okhttp|libwww|headless",
     re.IGNORECASE,
 )
-
-
-ENGAGEMENT_EVENTS = frozenset({"email_opened", "email_clicked"})
-
-
-def is_machine_engagement(event_type: str, properties: object) -> bool:
-    """Whether an event is an open or click flagged ``properties.machine`` (left out of
-    engagement counts by default)."""
-    return (
-        event_type in ENGAGEMENT_EVENTS
-        and isinstance(properties, dict)
-        and properties.get("machine") is True
-    )
 
 
 def open_reason(user_agent: str | None, client_ip: str | None) -> str | None:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from engine.channels.machine_events import is_machine_engagement
 from engine.decisions.state import CustomerState, StateLimits
 from engine.decisions.suppression import SuppressionPolicy, check_suppression
 from engine.decisions.timezones import customer_zone, next_local_time
 from engine.dsl.conditions import EvaluationContext, Outcome, ScoreValue
 from engine.dsl.durations import parse_duration
 from engine.dsl.triggers import PlannedStep, Trigger, TriggerIndex, local_schedule
+from engine.events import is_machine_engagement
 from engine.optimizer.assignment import HOLDOUT, assign_variant
 
 __all__ = [

@@ -15,8 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.channels.machine_events import is_machine_engagement
-from engine.events import event_amount
+from engine.events import event_amount, is_machine_engagement
 from engine.optimizer.exposures import EMAIL_STAGES, exposures_from_log
 from engine.store.schema import actions, decisions, inbox, profiles
 
