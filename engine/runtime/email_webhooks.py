@@ -53,9 +53,13 @@ from engine.store.suppressions import (
     MessageAction,
     action_by_id,
     action_for_message,
+    actions_by_ids,
+    actions_for_messages,
     add_suppression,
     customers_with_email,
     mark_provider_event,
+    mark_provider_events,
+    record_deliveries,
     record_delivery,
     record_soft_bounce,
 )
@@ -280,6 +284,15 @@ def normalised_events(
 def _apply(
     store: EngineDB, cfg: WebhookConfig, events: list[FeedbackEvent], now: float
 ) -> dict[str, int]:
+    """The events of one request: as a batch (a few queries for all of them), or — when the
+    batch fails for anything but the database being away — one by one, each failure a dead
+    letter (what the batch had stored already is a duplicate then, counted once)."""
+    try:
+        return _apply_batch(store, cfg, events, now)
+    except sa.exc.OperationalError:
+        raise
+    except Exception:
+        log.warning("a batch of %d provider events failed; one by one", len(events), exc_info=True)
     counts = {"received": len(events), "accepted": 0, "duplicates": 0, "unmatched": 0}
     complaints = False
     for event in events:
@@ -296,6 +309,70 @@ def _apply(
     if complaints:
         check_guard(store, now, cfg.guard)
     return counts
+
+
+def _apply_batch(
+    store: EngineDB, cfg: WebhookConfig, events: list[FeedbackEvent], now: float
+) -> dict[str, int]:
+    counts = {"received": len(events), "accepted": 0, "duplicates": 0, "unmatched": 0}
+    by_id = store.read(actions_by_ids, [e.action_id for e in events if e.action_id is not None])
+    by_message = store.read(actions_for_messages, [e.message_id for e in events if e.message_id])
+    rows: list[dict[str, Any]] = []
+    letters = []
+    for event in events:
+        action = by_id.get(event.action_id) if event.action_id is not None else None
+        if action is None and event.message_id:
+            action = by_message.get(event.message_id)
+        customers = [action.customer_id] if action else (
+            store.read(customers_with_email, event.recipient) if event.recipient else []
+        )  # fmt: skip
+        found = normalised_events(event, action, customers)
+        rows.extend(found)
+        if not found:
+            counts["unmatched"] += 1
+            letters.append(_unmatched(event))
+    source = f"webhook:{events[0].provider}" if events else "webhook"
+    results = accept_events(store, rows, source=source, now=now) if rows else []
+    for result in results:
+        if result.status == "accepted":
+            counts["accepted"] += 1
+        elif result.status == "duplicate":
+            counts["duplicates"] += 1
+    store.write(add_dead_letters, letters, now)
+    if store.write(_update_lists, cfg, events, now):
+        check_guard(store, now, cfg.guard)
+    return counts
+
+
+def _update_lists(conn: Any, cfg: WebhookConfig, events: list[FeedbackEvent], now: float) -> bool:
+    """The list changes of a batch in one transaction, in a few statements: the provider event
+    ids marked together, the deliveries (most events) applied together; an address that also
+    has a bounce or complaint in the batch has its events applied one by one, in order."""
+    applicable = [e for e in events if e.recipient]
+    fresh = mark_provider_events(conn, [_event_key(e) for e in applicable], now)
+    new = [e for e in applicable if _event_key(e)[:200] in fresh]
+    hashes = {id(e): address_hash(str(e.recipient), cfg.salt) for e in new}
+    eventful = {hashes[id(e)] for e in new if e.kind != "delivered"}
+    record_deliveries(conn, [hashes[id(e)] for e in new if e.kind == "delivered"
+                             and hashes[id(e)] not in eventful], now)  # fmt: skip
+    complaints = False
+    for event in new:
+        if hashes[id(event)] in eventful:
+            _change_list(conn, cfg, event, hashes[id(event)], now)
+            complaints = complaints or event.kind == "complained"
+    return complaints
+
+
+def _event_key(event: FeedbackEvent) -> str:
+    return f"{event.provider}:{event.event_id}"
+
+
+def _unmatched(event: FeedbackEvent) -> dict[str, Any]:
+    return {"event_id": f"{event.provider}:{event.event_id}"[:128],
+            "source": f"webhook:{event.provider}",
+            "payload": json.dumps(_describe(event))[:4000],
+            "reason": f"{event.kind} event matches no sent message "
+                      f"(Message-ID {event.message_id or 'none'}) and no customer's email"}  # fmt: skip
 
 
 def _apply_one(store: EngineDB, cfg: WebhookConfig, event: FeedbackEvent, now: float,
@@ -318,23 +395,21 @@ def _apply_one(store: EngineDB, cfg: WebhookConfig, event: FeedbackEvent, now: f
                 counts["duplicates"] += 1
     else:
         counts["unmatched"] += 1
-        letter = {"event_id": f"{event.provider}:{event.event_id}"[:128],
-                  "source": f"webhook:{event.provider}",
-                  "payload": json.dumps(_describe(event))[:4000],
-                  "reason": f"{event.kind} event matches no sent message "
-                            f"(Message-ID {event.message_id or 'none'}) and no customer's "
-                            f"email"}  # fmt: skip
-        store.write(add_dead_letters, [letter], now)
+        store.write(add_dead_letters, [_unmatched(event)], now)
     return bool(event.recipient and store.write(_update_list, cfg, event, now)
                 and event.kind == "complained")  # fmt: skip
 
 
 def _update_list(conn: Any, cfg: WebhookConfig, event: FeedbackEvent, now: float) -> bool:
     """The provider event's change to the suppression list, once per provider event id."""
-    if not mark_provider_event(conn, f"{event.provider}:{event.event_id}", now):
+    if not mark_provider_event(conn, _event_key(event), now):
         return False
+    _change_list(conn, cfg, event, address_hash(str(event.recipient), cfg.salt), now)
+    return True
+
+
+def _change_list(conn: Any, cfg: WebhookConfig, event: FeedbackEvent, key: str, now: float) -> None:
     address = str(event.recipient)
-    key = address_hash(address, cfg.salt)
     detail = " ".join(x for x in (event.provider, event.code, event.reason) if x)[:300]
     if event.kind == "bounced" and event.bounce == "hard":
         add_suppression(conn, key, address, "bounced", now, detail=detail)
@@ -345,7 +420,6 @@ def _update_list(conn: Any, cfg: WebhookConfig, event: FeedbackEvent, now: float
         add_suppression(conn, key, address, "complained", now, detail=detail)
     elif event.kind == "delivered":
         record_delivery(conn, key, now)
-    return True
 
 
 def _dead_letter(store: EngineDB, provider: str, raw: bytes, reason: str, now: float) -> None:

@@ -39,6 +39,8 @@ __all__ = [
     "SuppressionEntry",
     "action_by_id",
     "action_for_message",
+    "actions_by_ids",
+    "actions_for_messages",
     "active_suppressions",
     "add_suppression",
     "clear_flag",
@@ -46,7 +48,9 @@ __all__ = [
     "get_flag",
     "list_suppressions",
     "mark_provider_event",
+    "mark_provider_events",
     "normalise_email",
+    "record_deliveries",
     "record_delivery",
     "record_message",
     "record_soft_bounce",
@@ -271,6 +275,31 @@ def action_for_message(conn: Connection, message_id: str) -> MessageAction | Non
     return None if row is None else MessageAction(int(row[0]), row[1], row[2], row[3])
 
 
+def actions_by_ids(conn: Connection, action_ids: Iterable[int]) -> dict[int, MessageAction]:
+    """`action_by_id` for many ids at once (those that exist)."""
+    found: dict[int, MessageAction] = {}
+    for chunk in chunks(sorted(set(action_ids))):
+        for row in conn.execute(sa.select(*_ACTION_COLUMNS).where(actions.c.id.in_(chunk))):
+            found[int(row[0])] = MessageAction(int(row[0]), row[1], row[2], row[3])
+    return found
+
+
+def actions_for_messages(conn: Connection, ids: Iterable[str]) -> dict[str, MessageAction]:
+    """`action_for_message` for many Message-IDs at once: ``<…>`` → its action (known ones)."""
+    wanted = sorted({f"<{m.strip().strip('<>')}>" for m in ids})
+    found: dict[str, MessageAction] = {}
+    joined = message_ids.join(actions, actions.c.id == message_ids.c.action_id)
+    for chunk in chunks(wanted):
+        query = (
+            sa.select(message_ids.c.message_id, *_ACTION_COLUMNS)
+            .select_from(joined)
+            .where(message_ids.c.message_id.in_(chunk))
+        )
+        for row in conn.execute(query):
+            found[row[0]] = MessageAction(int(row[1]), row[2], row[3], row[4])
+    return found
+
+
 def customers_with_email(conn: Connection, email: str) -> list[str]:
     """The customers whose profile's ``email`` is `email` (case-insensitive), in id order.
 
@@ -303,6 +332,32 @@ def mark_provider_event(conn: Connection, key: str, now: float) -> bool:
         provider_events.c.event_key
     )
     return conn.execute(statement, {"event_key": key[:200], "received_at": now}).first() is not None
+
+
+def mark_provider_events(conn: Connection, keys: Iterable[str], now: float) -> set[str]:
+    """`mark_provider_event` for many keys in a few statements; returns the new ones."""
+    fresh: set[str] = set()
+    wanted = sorted({k[:200] for k in keys})
+    for chunk in chunks(wanted):
+        statement = (
+            insert_ignore(conn, provider_events, ["event_key"])
+            .values([{"event_key": k, "received_at": now} for k in chunk])
+            .returning(provider_events.c.event_key)
+        )
+        fresh.update(conn.execute(statement).scalars())
+    return fresh
+
+
+def record_deliveries(conn: Connection, keys: Iterable[str], now: float) -> None:
+    """`record_delivery` for many address hashes in a few statements."""
+    for chunk in chunks(sorted(set(keys))):
+        conn.execute(
+            suppressed_addresses.delete().where(
+                suppressed_addresses.c.address_hash.in_(chunk),
+                suppressed_addresses.c.reason == "soft",
+                sa.or_(suppressed_addresses.c.until.is_(None), suppressed_addresses.c.until <= now),
+            )
+        )
 
 
 # -- Flags ----------------------------------------------------------------------------------------

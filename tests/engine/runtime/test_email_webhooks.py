@@ -467,3 +467,26 @@ def test_hostile_provider_input_is_stored_or_dead_lettered_never_a_500(sent, eve
         assert httpx.post(url, content=deep).status_code in (400, 403)
     stored = len(feedback(store)) + len(store.read(list_dead_letters))
     assert stored >= 1 or response.json().get("received") == 0, "nothing is lost"
+
+
+def test_a_batch_that_fails_is_applied_one_by_one_and_nothing_is_lost(sent, monkeypatch):
+    from engine.runtime import email_webhooks
+
+    store, message_id, _ = sent
+    real = email_webhooks._update_lists
+    calls = []
+
+    def fails_once(*args: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("injected")
+        return real(*args)
+
+    monkeypatch.setattr(email_webhooks, "_update_lists", fails_once)
+    failed = {"id": "f1", "event": "failed", "severity": "permanent", "recipient": ADA,
+              "timestamp": 1767225600, "message": {"headers": {"message-id": message_id}}}  # fmt: skip
+    with serve(store, WebhookConfig(SALT, mailgun_signing_key="k")) as server:
+        response = httpx.post(server.url + "/webhooks/mailgun", json=mailgun_body("k", failed))
+    assert response.status_code == 200 and response.json()["duplicates"] == 1, "stored once"
+    assert [t for t, _ in feedback(store)] == ["email_bounced"]
+    assert [e.reason for e in store.read(list_suppressions)] == ["bounced"]
