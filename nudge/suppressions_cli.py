@@ -230,6 +230,9 @@ def _iso(epoch: float | None) -> str:
 @suppressions_app.command("status")
 def status_command(
     days: Annotated[int, typer.Option(min=1, max=366, help="Days of figures to show.")] = 7,
+    by_trigger: Annotated[
+        bool, typer.Option("--by-trigger", help="One line per day and trigger.")
+    ] = False,
 ) -> None:
     """The marketing pause (if any) and bounce, complaint and unsubscribe rates per day."""
     from engine.runtime.deliverability import WARNING_FLAG, marketing_pause
@@ -256,8 +259,14 @@ def status_command(
     if frame.empty:
         console.print(f"no deliveries, bounces, complaints or unsubscribes in {days} days")
         return
-    daily = frame.groupby("day")[["delivered", "bounced", "complained", "unsubscribed"]].sum()
+    columns = ["delivered", "bounced", "complained", "unsubscribed"]
+    if by_trigger:
+        frame = frame.assign(trigger=frame["trigger"].fillna("(no message)"))
+        daily = frame.groupby(["day", "trigger"])[columns].sum()
+    else:
+        daily = frame.groupby("day")[columns].sum()
     for day, row in daily.iterrows():
+        day = " ".join(day) if isinstance(day, tuple) else day
         delivered = int(row["delivered"])
 
         def rate(n: Any, total: int = delivered) -> str:

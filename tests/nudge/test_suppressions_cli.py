@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
+from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
 from engine.runtime.deliverability import PAUSE_FLAG, marketing_pause
+from engine.runtime.inbox import accept_events
 from engine.store import EngineDB
 from engine.store.erasure import suppress
 from engine.store.suppressions import list_suppressions, set_flag
@@ -85,6 +87,19 @@ def test_status_shows_the_pause_and_resume_marketing_ends_it(engine_url):  # noq
     assert "marketing sends: running" in nudge("suppressions", "status").output
     store = EngineDB.open(engine_url)
     try:
+        now = datetime.now(UTC)
+        feedback = [{"event_id": f"f{n}", "customer_id": "c1", "event_type": kind,
+                     "timestamp": now.isoformat(), "properties": {"trigger": trigger}}
+                    for n, (kind, trigger) in enumerate([
+                        ("email_delivered", "winback"), ("email_delivered", "winback"),
+                        ("email_bounced", "winback"), ("email_delivered", "cart"),
+                        ("email_complained", "cart")])]  # fmt: skip
+        accept_events(store, feedback, source="t")
+        daily = nudge("suppressions", "status").output
+        assert "delivered 3, bounced 1 (33.33%), complained 1 (33.33%)" in daily, daily
+        per_trigger = nudge("suppressions", "status", "--by-trigger").output
+        assert "winback: delivered 2, bounced 1 (50.00%)" in per_trigger, per_trigger
+        assert "cart: delivered 1, bounced 0 (0.00%), complained 1 (100.00%)" in per_trigger
         store.write(set_flag, PAUSE_FLAG, {"day": "2026-12-01", "delivered": 1000,
                                            "complained": 4, "rate": 0.004}, 1.0)  # fmt: skip
         shown = nudge("suppressions", "status")
