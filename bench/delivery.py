@@ -105,7 +105,7 @@ class PerMessageSender(TimedSender):
 
 
 @dataclass(frozen=True)
-class Run:
+class Run:  # hashable: the runs are looked up by value
     label: str
     workers: int
     per_message: bool
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emails", type=int, default=2000)
     parser.add_argument("--baseline-emails", type=int, default=2000)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds; the best of each is shown")
     parser.add_argument("--rtt-ms", type=float, default=0.0,
                         help="round trip added in front of the relay (a relay across a network)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -274,16 +275,25 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         pki = make_pki(tmp / "pki")
-        results, alone, rtt = [], [], args.rtt_ms / 1000
-        for run, n in runs:  # a fresh relay per run: aiosmtpd slows down as connections pass
-            with RelayProcess(pki, mode="starttls", users={USER: PASSWORD}, rtt=rtt) as relay:
-                results.append(measure(run, n, args.db, relay, pki.ca_file, tmp))
-        for run, n in transport:
-            with RelayProcess(pki, mode="starttls", users={USER: PASSWORD}, rtt=rtt) as relay:
-                alone.append(measure_transport(run, n, relay, pki.ca_file))
+        rtt = args.rtt_ms / 1000
+        best: dict[str, Result] = {}
+        # Alternated and repeated, the best of each kept: the machine's load drifts during a run.
+        for _ in range(args.repeat):
+            for run, n in runs + transport:
+                # a fresh relay per run: aiosmtpd slows down as connections pass
+                with RelayProcess(pki, mode="starttls", users={USER: PASSWORD}, rtt=rtt) as relay:
+                    if run in dict(runs):
+                        result = measure(run, n, args.db, relay, pki.ca_file, tmp)
+                    else:
+                        result = measure_transport(run, n, relay, pki.ca_file)
+                if run.label not in best or result.rate > best[run.label].rate:
+                    best[run.label] = result
+        results = [best[run.label] for run, _ in runs]
+        alone = [best[run.label] for run, _ in transport]
     load = os.getloadavg()[0]
     print(f"\nSTARTTLS + AUTH to aiosmtpd (own process), {args.db}, {os.cpu_count()} cores, "
-          f"{args.rtt_ms:g} ms round trip added, load average {load:.1f} at the end\n")  # fmt: skip
+          f"{args.rtt_ms:g} ms round trip added, best of {args.repeat}, load average {load:.1f} "
+          "at the end\n")  # fmt: skip
     table(results)
     print()
     table(alone)
