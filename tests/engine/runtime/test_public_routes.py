@@ -298,3 +298,12 @@ def test_bad_bodies_are_refused_and_change_nothing(world: World) -> None:
     not_utf8 = httpx.post(url, content=b"\xff\xfe", headers={"Content-Type": "text/plain"})
     assert not_utf8.status_code == 400
     assert world.profile()["consent_email"] is True and not world.events("unsubscribed")
+
+
+def test_a_trigger_with_tracking_false_sends_untracked_mail(world: World) -> None:
+    world.index = TriggerIndex(
+        load_trigger_text(TRIGGERS.replace("  when:", "  tracking: false\n  when:")).triggers
+    )
+    html = html_of(world.send())
+    assert "/o/" not in html and "/c/" not in html and "https://shop.example/cart" in html
+    assert unsubscribe_url(world.send("e2")).startswith(f"{world.url}/u/")
