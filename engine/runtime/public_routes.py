@@ -8,7 +8,8 @@ purpose) is 403, and nothing is recorded or changed.
 ``/u/<token>`` — unsubscribe and preferences:
 
 - ``POST`` with the body ``List-Unsubscribe=One-Click`` (RFC 8058: what Gmail and Yahoo send
-  from their unsubscribe button) → 200, no redirect, no login: email marketing consent is
+  from their unsubscribe button; URL-encoded or ``multipart/form-data``, which the RFC says a
+  sender SHOULD expect) → 200, no redirect, no login: email marketing consent is
   withdrawn *in the same transaction* as the ``unsubscribed`` event enters the inbox, so a
   send that falls due a moment later is already cancelled by the dispatcher (``no_consent``).
 - ``GET`` changes nothing (link scanners and previews fetch it): an HTML page of the customer's
@@ -43,6 +44,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from email import policy as email_policy
+from email.parser import BytesParser
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -170,9 +173,9 @@ async def _preferences(
     if raw is None:
         return _page(413, "Request too large", f"the form is over {MAX_FORM_BYTES} bytes")
     try:
-        form = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return _page(400, "Not understood", "expected an application/x-www-form-urlencoded body")
+        form = _form_fields(request.headers.get("content-type", ""), raw)
+    except (UnicodeDecodeError, ValueError):
+        return _page(400, "Not understood", "expected a form (x-www-form-urlencoded or multipart)")
     properties: dict[str, Any] = {"channel": "email", "source": "unsubscribe_link"}
     if payload.get("a") is not None:
         properties["action_id"] = payload["a"]
@@ -217,6 +220,24 @@ async def _read_form(request: Request) -> bytes | None:
     except ClientDisconnect:
         return b""
     return b"".join(chunks)
+
+
+def _form_fields(content_type: str, raw: bytes) -> dict[str, str]:
+    """The fields of a form body: ``multipart/form-data`` (what RFC 8058 says a one-click POST
+    SHOULD be, parsed with the standard library's MIME parser) or URL-encoded (anything else)."""
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    message = BytesParser(policy=email_policy.default).parsebytes(head + raw)
+    if not message.is_multipart():
+        raise ValueError("a multipart/form-data body without parts")
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = payload.decode("utf-8").strip()
+    return fields
 
 
 def _profile(store: EngineDB, customer: str) -> dict[str, Any] | None:

@@ -307,3 +307,13 @@ def test_a_trigger_with_tracking_false_sends_untracked_mail(world: World) -> Non
     html = html_of(world.send())
     assert "/o/" not in html and "/c/" not in html and "https://shop.example/cart" in html
     assert unsubscribe_url(world.send("e2")).startswith(f"{world.url}/u/")
+
+
+def test_one_click_as_multipart_form_data(world: World) -> None:
+    """RFC 8058: the POST SHOULD be multipart/form-data (httpx's files= sends exactly that)."""
+    url = unsubscribe_url(world.send())
+    response = httpx.post(url, files={"List-Unsubscribe": (None, "One-Click")})
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert response.status_code == 200 and world.profile()["consent_email"] is False
+    broken = httpx.post(url, content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+    assert broken.status_code == 400
