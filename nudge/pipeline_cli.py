@@ -74,6 +74,8 @@ def features(
         f"{len(built['snapshots'])} snapshots ({built['snapshots'][0][:10]} → "
         f"{built['snapshots'][-1][:10]}) of {built['data_range']}; views {', '.join(built['views'])}"
     )
+    for model, why in (built.get("models_without_data") or {}).items():
+        console.print(f"[yellow]{model}:[/] {why}; `nudge pipeline train` will skip it")
 
 
 def run_features(

@@ -80,6 +80,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    service.defined_models = known
     _document_model_names(app, known)
     app.include_router(scores.router)
     app.include_router(models.router)

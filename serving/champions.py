@@ -64,6 +64,8 @@ class Champion:
     features: dict[str, Dtype]
     prior: float
     prior_send_hour: int | None
+    # What each feature means, in training order (reason codes in words; `features.catalog`).
+    meanings: tuple[str | None, ...] = ()
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``score`` (and ``best_send_hour`` for engagement), one row per row of `frame`: the
@@ -299,6 +301,7 @@ class Champions:
             features=features,
             prior=math.nan,
             prior_send_hour=None,
+            meanings=_meanings(features),
         )
         return _with_prior(champion, self._population(name))
 
@@ -315,6 +318,13 @@ class Champions:
         chosen = own or dict(metrics)
         started = datetime.fromtimestamp(run.info.start_time / 1000, tz=UTC)
         return started, {k: float(v) for k, v in chosen.items() if math.isfinite(v)}
+
+
+def _meanings(features: Mapping[str, Dtype]) -> tuple[str | None, ...]:
+    from features.catalog import catalog
+
+    found = catalog()
+    return tuple(found.meaning(name) for name in features)
 
 
 def population_from_tables(settings: ServingSettings) -> Callable[[str], pd.DataFrame | None]:

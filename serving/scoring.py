@@ -101,13 +101,12 @@ def _score_known(
 def _reasons(champion: Champion, rows: OnlineRows, k: int) -> list[list[dict[str, Any]]]:
     """The top `k` features pushing each row's score up (LightGBM pred_contrib), each with what
     it means in words ("42 days since the last purchase")."""
-    from features.catalog import catalog, describe
+    from features.catalog import describe
     from models.lgbm import top_reason_indices
 
     contributions = champion.contributions(rows.matrix)[:, : len(rows.features)]  # no bias
     picked = top_reason_indices(contributions, k)
-    found = catalog()
-    meanings = [found.meaning(name) for name in rows.features]
+    meanings = champion.meanings or (None,) * len(rows.features)
     return [
         [
             {

@@ -51,6 +51,8 @@ class ScoringService:
         for model in settings.models or ():
             self.metrics.model_version.labels(model).set(0)
         self.started = False
+        # The model definitions' names, the models a request may name (set by create_app).
+        self.defined_models: tuple[str, ...] = ()
 
     def start(self) -> ScoringService:
         """Open the feature store, load every champion, start watching the aliases."""

@@ -25,15 +25,24 @@ def compute_feature_tables(home: str, step_days: int = 30, count: int = 12) -> d
     """Compute every view at the snapshot grid and write the tables; returns what was written."""
     from engine.lake import EventLake
     from features.compute import build_feature_tables
+    from models.definitions import load_definitions
 
     lake = EventLake(Path(home) / "lake")
     data = covered_range(lake)
     snapshots = feature_snapshots(data, step_days=step_days, count=count)
     paths = build_feature_tables(lake, snapshots, home)
+    # A definition whose events the lake lacks gets empty features; say so now, not at training.
+    present = set(lake.info().events_per_type)
+    lacking = {
+        d.name: f"the lake has no {', '.join(sorted(d.event_types() - present))} events"
+        for d in load_definitions()
+        if d.event_types() - present
+    }
     return {
         "snapshots": [t.isoformat() for t in snapshots],
         "tables": {view: str(path) for view, path in paths.items()},
         "data_range": data.describe(),
+        "models_without_data": lacking,
     }
 
 

@@ -42,7 +42,7 @@ def post_scores(body: ScoreRequest, service: Service) -> JSONResponse:
                 }
             ],
         )
-    models = _defined(list(body.models), "body") if body.models else None
+    models = _defined(list(body.models), "body", service) if body.models else None
     # Plain dicts straight to JSON: validating thousands of nested models per batch would
     # cost more than scoring them (the response_model documents the shape).
     return JSONResponse({"results": _score(service, body.customer_ids, models, body.explain)})
@@ -60,7 +60,7 @@ def get_customer_scores(
     explain: Annotated[bool, Query(description="Add the top reason codes.")] = False,
 ) -> JSONResponse:
     """One customer's scores (the same answer as one item of `POST /v1/scores`)."""
-    wanted = _defined(list(models), "query") if models else None
+    wanted = _defined(list(models), "query", service) if models else None
     return JSONResponse(_score(service, [customer_id], wanted, explain)[0])
 
 
@@ -73,12 +73,14 @@ def _score(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
-def _defined(models: list[str], where: str) -> list[str]:
+def _defined(models: list[str], where: str, service: ScoringService) -> list[str]:
     """The requested models, each one a model definition's name; else a 422 naming the first
     unknown one (shaped like pydantic's own errors, so clients parse one kind of 422)."""
-    from models.definitions import load_definitions
+    known = service.defined_models
+    if not known:  # a service built without create_app
+        from models.definitions import load_definitions
 
-    known = load_definitions().names
+        known = load_definitions().names
     for index, name in enumerate(models):
         if name not in known:
             raise HTTPException(

@@ -23,7 +23,7 @@ def test_build_features_writes_applies_and_materializes_the_latest_snapshot(buil
     from features.store import online_features, open_store
 
     assert len(built["snapshots"]) == 12 and built["views"] == sorted(VIEW_NAMES)
-    assert built["materialized"] == 1
+    assert built["materialized"] == 1 and built["models_without_data"] == {}
     for view in VIEW_NAMES:
         assert (pipeline_home / "features" / f"{view}.parquet").exists()
     latest = pd.Timestamp(built["snapshots"][-1])

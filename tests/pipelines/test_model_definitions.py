@@ -89,6 +89,7 @@ def test_features_views_and_services_come_from_the_definitions(world, defined):
 
     home = world["home"]
     assert {"refund_30d_features", "big_order_90d_features"} <= set(world["built"]["views"])
+    assert world["built"]["models_without_data"] == {}
     for view in ("refund_30d_features", "big_order_90d_features"):
         assert (home / "features" / f"{view}.parquet").exists()
     store = open_store(home)
