@@ -21,7 +21,6 @@ from features.compute.custom import (
     custom_view_table,
     definition_event_types,
     definition_labels,
-    needs_properties,
 )
 from features.compute.engagement import engagement_from
 from features.compute.ltv import ltv_from
@@ -112,10 +111,14 @@ def compute_definition_labels(
 
 
 def lake_columns(definitions: Definitions | None = None) -> list[str]:
-    """The lake columns features and labels read: `EVENT_COLUMNS`, and ``properties`` when a
-    definition reads event properties."""
-    extra = ["properties"] if needs_properties(_definitions(definitions)) else []
-    return [*EVENT_COLUMNS, *extra]
+    """The lake columns features and labels read: `EVENT_COLUMNS` and ``properties`` — which
+    definitions' property features read, and which say that an open or click was a machine's
+    (``properties.machine``: left out of engagement, `features.compute.workspace`). Reading them
+    costs 0.5 → 0.6 s and 13 → 23 MB for 306,651 events (5,000 simulated customers, 180 days);
+    the engagement features took the same time (0.6 s). `definitions` is accepted for callers
+    that pass theirs; every definition gets the properties."""
+    del definitions  # the same columns for every set of definitions
+    return [*EVENT_COLUMNS, "properties"]
 
 
 def _definitions(definitions: Definitions | None) -> Definitions:

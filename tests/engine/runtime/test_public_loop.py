@@ -28,7 +28,7 @@ from engine.runtime.lake_sync import sync_once
 from engine.runtime.processor import Processor
 from engine.store.customers import load_states, upsert_profiles
 from engine.store.exposures import load_exposures
-from features.compute import EVENT_COLUMNS
+from features.compute import lake_columns
 from features.compute.engagement import engagement_features
 from tests.support import LocalServer, SmtpSink
 
@@ -123,7 +123,7 @@ def test_sent_over_smtp_opened_and_clicked_over_http(engine_store, tmp_path, mon
     # The lake, synced from the engine, and the engagement features computed from it.
     lake = EventLake(tmp_path / "lake")
     sync_once(engine_store, lake, settle=0)
-    events = lake.read(columns=[*EVENT_COLUMNS, "properties"]).to_pandas()
+    events = lake.read(columns=lake_columns()).to_pandas()  # what the feature pipelines read
     features = engagement_features(events, [datetime.fromtimestamp(now + 3600, UTC)])
     row = features.set_index("customer_id")
     assert row.loc["c1", "emails_opened_30d"] == 1 and row.loc["c1", "emails_clicked_30d"] == 1
