@@ -75,9 +75,19 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
 
 
-def field(data: Any, path: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+def field(
+    data: Any, path: str, kind: type | tuple[type, ...], *, required: bool = True, where: str = ""
+) -> Any:
     """``data[a][b]…`` for the dotted `path`, checked to be a `kind`; FeedbackError naming the
-    path when it is missing (and `required`) or of another type."""
+    path (after `where`, the place of `data` in the body) when it is missing (and `required`)
+    or of another type."""
+    try:
+        return _field(data, path, kind, required)
+    except FeedbackError as exc:
+        raise FeedbackError(f"{where}{exc}") from None
+
+
+def _field(data: Any, path: str, kind: type | tuple[type, ...], required: bool) -> Any:
     value = data
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value or value[part] is None:

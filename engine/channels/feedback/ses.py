@@ -160,32 +160,35 @@ def _events(kind: str, data: dict[str, Any], base: dict[str, Any], sns_id: str,
 
     if kind == "Bounce":
         bounce = field(data, "bounce", dict)
-        hard = field(bounce, "bounceType", str) == "Permanent"
-        at = as_time(field(bounce, "timestamp", str), "bounce.timestamp")
-        recipients = field(bounce, "bouncedRecipients", list)
+        hard = field(bounce, "bounceType", str, where="bounce.") == "Permanent"
+        at = as_time(field(bounce, "timestamp", str, where="bounce."), "bounce.timestamp")
+        recipients = field(bounce, "bouncedRecipients", list, where="bounce.")
         return [
             FeedbackEvent(**base, event_id=eid, kind="bounced", occurred_at=at,
-                          recipient=field(r, "emailAddress", str), bounce="hard" if hard else "soft",
+                          recipient=field(r, "emailAddress", str, where=f"bounce.bouncedRecipients[{n}]."),
+                          bounce="hard" if hard else "soft",
                           code=text_of(r.get("status")) or text_of(bounce.get("bounceSubType")),
                           reason=text_of(r.get("diagnosticCode")) or text_of(bounce.get("bounceSubType")))
-            for eid, r in zip(ids(len(recipients)), recipients, strict=True)
+            for n, (eid, r) in enumerate(zip(ids(len(recipients)), recipients, strict=True))
             if isinstance(r, dict)
         ]  # fmt: skip
     if kind == "Complaint":
         complaint = field(data, "complaint", dict)
-        at = as_time(field(complaint, "timestamp", str), "complaint.timestamp")
-        recipients = field(complaint, "complainedRecipients", list)
+        at = as_time(field(complaint, "timestamp", str, where="complaint."), "complaint.timestamp")
+        recipients = field(complaint, "complainedRecipients", list, where="complaint.")
         return [
             FeedbackEvent(**base, event_id=eid, kind="complained", occurred_at=at,
-                          recipient=field(r, "emailAddress", str),
+                          recipient=field(r, "emailAddress", str,
+                                          where=f"complaint.complainedRecipients[{n}]."),
                           reason=text_of(complaint.get("complaintFeedbackType")))
-            for eid, r in zip(ids(len(recipients)), recipients, strict=True)
+            for n, (eid, r) in enumerate(zip(ids(len(recipients)), recipients, strict=True))
             if isinstance(r, dict)
         ]  # fmt: skip
     if kind == "Delivery":
         delivery = field(data, "delivery", dict)
-        at = as_time(field(delivery, "timestamp", str), "delivery.timestamp")
-        recipients = [r for r in field(delivery, "recipients", list) if isinstance(r, str)]
+        at = as_time(field(delivery, "timestamp", str, where="delivery."), "delivery.timestamp")
+        recipients = [r for r in field(delivery, "recipients", list, where="delivery.")
+                      if isinstance(r, str)]  # fmt: skip
         return [
             FeedbackEvent(**base, event_id=eid, kind="delivered", occurred_at=at, recipient=r,
                           reason=text_of(delivery.get("smtpResponse")))
@@ -193,7 +196,8 @@ def _events(kind: str, data: dict[str, Any], base: dict[str, Any], sns_id: str,
         ]  # fmt: skip
     if kind in ("Open", "Click"):
         detail = field(data, kind.lower(), dict)
-        at = as_time(field(detail, "timestamp", str), f"{kind.lower()}.timestamp")
+        at = as_time(field(detail, "timestamp", str, where=f"{kind.lower()}."),
+                     f"{kind.lower()}.timestamp")  # fmt: skip
         return [FeedbackEvent(**base, event_id=sns_id, kind="opened" if kind == "Open" else "clicked",
                               occurred_at=at, recipient=destination[0] if destination else None,
                               url=text_of(detail.get("link"), 2000),
