@@ -490,3 +490,34 @@ def test_a_batch_that_fails_is_applied_one_by_one_and_nothing_is_lost(sent, monk
     assert response.status_code == 200 and response.json()["duplicates"] == 1, "stored once"
     assert [t for t, _ in feedback(store)] == ["email_bounced"]
     assert [e.reason for e in store.read(list_suppressions)] == ["bounced"]
+
+
+def test_engine_serve_app_reads_the_secrets_from_the_settings(sent, monkeypatch):
+    from engine.runtime.api import create_app
+
+    store, message_id, action = sent
+    monkeypatch.setenv("NUDGE_MAILGUN_WEBHOOK_SIGNING_KEY", "from-env")
+    monkeypatch.delenv("NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY", raising=False)
+    delivered = {"id": "env-1", "event": "delivered", "recipient": ADA, "timestamp": 1767225600,
+                 "message": {"headers": {"message-id": message_id}}}  # fmt: skip
+    with LocalServer(create_app(store, "api-key")) as server:
+        ok = httpx.post(server.url + "/webhooks/mailgun", json=mailgun_body("from-env", delivered))
+        assert ok.status_code == 200 and ok.json()["accepted"] == 1, "no API key needed"
+        off = httpx.post(server.url + "/webhooks/sendgrid", content=b"[]")
+        assert off.status_code == 503 and "NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY" in off.text
+    [(kind, props)] = feedback(store)
+    assert kind == "email_delivered" and props["message_id"] == action.idempotency_key
+
+
+def test_sns_messages_of_another_topic_are_refused_when_topics_are_set(sent, sns):
+    store, message_id, _ = sent
+    key, https = sns
+    config = WebhookConfig(SALT, sns_cert_hosts=(https.host,),
+                           sns_topic_arns=("arn:aws:sns:us-west-2:123456789012:other",))  # fmt: skip
+    delivery = ses_event(message_id, "Delivery", delivery={
+        "timestamp": "2026-01-01T10:00:00Z", "recipients": [ADA]})  # fmt: skip
+    with serve(store, config, tls=https.client_tls) as server:
+        signed = sns_message(key, https.host, "Notification", delivery, version="2")
+        response = httpx.post(server.url + "/webhooks/ses", content=json.dumps(signed))
+    assert response.status_code == 403 and "TopicArn" in response.json()["detail"]
+    assert feedback(store) == []
