@@ -160,12 +160,13 @@ def label_rows(
         for name in specs
     }
     for name, spec in specs.items():
-        check_label(spec, out[name])
+        rows = out[name]
+        check_label(spec, rows[rows[TIMESTAMP_COLUMN] < rows[TIMESTAMP_COLUMN].max()])
     return out
 
 
 def check_label(spec: ModelSpec, rows: pd.DataFrame) -> None:
-    """A label the model can learn: both classes among the rows (classification), some
+    """A label the model can learn from its training rows: both classes (classification), some
     non-zero value (regression); else a `PipelineError` at the definition's label line."""
     label = rows[spec.label]
     if spec.task == "binary":
@@ -177,7 +178,7 @@ def check_label(spec: ModelSpec, rows: pd.DataFrame) -> None:
         return
     event = spec.definition.label.event if spec.definition else (spec.label,)
     message = (
-        f"the label has {problem} in the {len(label):,} training and holdout rows "
+        f"the label has {problem} in the {len(label):,} training rows "
         f"({', '.join(event)} within {spec.horizon_days:g} days): widen the horizon or the "
         "where filter, or bring more history"
     )
@@ -239,7 +240,7 @@ def memory_sets(
     )
     sets = {}
     for name, spec in specs.items():
-        check_label(spec, pd.concat([train_labels[name], hold_labels[name]]))
+        check_label(spec, train_labels[name])
         train = train_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
         holdout = hold_labels[name].merge(features, on=KEYS, how="left", validate="1:1")
         sets[name] = ProblemSet(spec, _conform(spec, train), _conform(spec, holdout))

@@ -60,3 +60,18 @@ def test_without_named_models_the_unusable_ones_are_skipped_with_the_reason(tmp_
     assert kept.names == ("a",) and "unknown event 'email_opened'" in skipped["b"]
     with pytest.raises(DefinitionError, match="email_opened"):
         usable_definitions(load_definitions(tmp_path), EVENTS, explicit=True)
+
+
+def test_a_label_without_positives_is_refused_at_the_label_line(tmp_path: Path):
+    from models.specs import spec_for
+    from pipelines.datasets import PipelineError, check_label
+
+    text = "name: m\ntask: classification\nlabel:\n  event: refund\n  horizon: 30d\n"
+    definitions = load_definitions(_folder(tmp_path, text))
+    spec = spec_for("m", definitions=definitions)
+    rows = pd.DataFrame({"label": [0, 0, 0]})
+    with pytest.raises(PipelineError, match=r"m\.yaml:3: label: the label has no positives in"):
+        check_label(spec, rows)
+    check_label(spec, pd.DataFrame({"label": [0, 1, 0]}))
+    with pytest.raises(PipelineError, match="only positives"):
+        check_label(spec, pd.DataFrame({"label": [1, 1]}))
