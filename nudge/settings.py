@@ -369,9 +369,11 @@ class Settings(SharedSettings):
     twilio_timeout: float = Field(default=10.0, gt=0, description="Seconds per Twilio request.")
     public_url: str | None = Field(
         default=None,
-        description="The engine API's public base URL (https://nudge.example.com): Twilio signs "
-        "the URL it posts to, so behind a proxy the signature is checked against this one; "
-        "unset: the request's own URL.",
+        description="The engine API's public base URL (https://nudge.example.com), where "
+        "recipients and providers reach `engine serve`: every link in a message starts with it "
+        "(unsubscribe /u, open pixel /o, clicks /c); Twilio signs the URL it posts to, so "
+        "behind a proxy the signature is checked against this one. Unset: placeholder "
+        "unsubscribe links, no tracking, Twilio checked against the request's own URL.",
     )
     vapid_private_key: SecretStr | None = Field(
         default=None,
