@@ -4,7 +4,8 @@ Each request is verified as its provider documents it (engine.channels.feedback.
 missing or wrong signature or password is 401/403 and nothing is stored; a provider that is not
 configured answers 503 (it cannot tell the provider from anyone). A verified body that is not
 what the provider sends is kept in the dead letters with the reason and answered 400 — never a
-500. Every event becomes a normalised event in the inbox — ``email_delivered``,
+500; a body that cannot even be checked (Mailgun's or SNS's JSON, which carries the signature,
+unreadable) is answered 400 and not stored, so that nobody can fill the dead letters unsigned. Every event becomes a normalised event in the inbox — ``email_delivered``,
 ``email_bounced`` (``bounce`` hard/soft, ``code``, ``reason``), ``email_complained``,
 ``email_opened``, ``email_clicked``, ``unsubscribed`` — whose ``properties.message_id`` is the
 action's idempotency key (as the funnel reads it): the action is found by the Message-ID header
@@ -187,12 +188,18 @@ def email_webhook_router(
             elif provider == "mailgun":
                 if not cfg.mailgun_signing_key:
                     return _unconfigured("set NUDGE_MAILGUN_WEBHOOK_SIGNING_KEY")
-                data = mailgun.load(raw)
+                try:
+                    data = mailgun.load(raw)
+                except FeedbackError as exc:  # no signature to check: not stored
+                    return _json(400, {"detail": str(exc)})
                 if not mailgun.verify(cfg.mailgun_signing_key, data):
                     return _json(403, {"detail": "missing or wrong signature"})
                 events = mailgun.parse(data)
             else:
-                message = ses.parse_envelope(raw)
+                try:
+                    message = ses.parse_envelope(raw)
+                except FeedbackError as exc:  # no signature to check: not stored
+                    return _json(400, {"detail": str(exc)})
                 refused = await run_in_threadpool(_check_sns, cfg, message, certificate)
                 if refused is not None:
                     return refused

@@ -521,3 +521,13 @@ def test_sns_messages_of_another_topic_are_refused_when_topics_are_set(sent, sns
         response = httpx.post(server.url + "/webhooks/ses", content=json.dumps(signed))
     assert response.status_code == 403 and "TopicArn" in response.json()["detail"]
     assert feedback(store) == []
+
+
+def test_a_body_that_cannot_be_checked_is_400_and_not_stored(engine_store):
+    config = WebhookConfig(SALT, mailgun_signing_key="k", sns_cert_hosts=("127.0.0.1:1",))
+    with serve(engine_store, config) as server:
+        for provider, body in [("mailgun", b"{not json"), ("ses", b"\xff\xfe"),
+                               ("ses", json.dumps({"Type": "Notification"}).encode())]:  # fmt: skip
+            response = httpx.post(server.url + f"/webhooks/{provider}", content=body)
+            assert response.status_code == 400, (provider, response.text)
+    assert engine_store.read(list_dead_letters) == [], "unsigned junk fills nothing"
