@@ -25,9 +25,9 @@ from starlette.requests import ClientDisconnect
 
 from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
+from engine.runtime.email_webhooks import email_webhook_router
 from engine.runtime.inbox import accept_events
 from engine.runtime.metrics import EngineMetrics, metrics_router
-from engine.runtime.email_webhooks import email_webhook_router
 from engine.runtime.provider_routes import provider_router
 from engine.runtime.public_routes import public_router
 from engine.store import EngineDB, execution_log
