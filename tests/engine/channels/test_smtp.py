@@ -22,6 +22,7 @@ from engine.runtime.inbox import accept_events
 from engine.runtime.processor import Processor
 from engine.store.customers import upsert_profiles
 from engine.store.outbox import list_actions
+from nudge.local_server import free_port
 from tests.engine.channels.smtp_relay import Pki, Relay, make_pki
 
 USERS = {"apikey": "s3cret-key"}
@@ -238,9 +239,19 @@ def test_connection_lost_after_the_data_is_not_a_delivery_error_and_is_not_resen
         assert marks.seen == [0, 1, 2] and relay.connections == 2
 
 
-def test_unreachable_relay_is_retryable():
-    from nudge.local_server import free_port
+def test_an_address_that_would_end_the_command_fails_before_connecting():
+    from engine.channels.email import TemplateError
 
+    smtp = sender(
+        free_port(), ca=None
+    )  # nothing listens there: connecting would be a DeliveryError
+    bad = RenderedEmail("eve@example.com\r\nRCPT TO:<x@evil.example>", "s", "b", "<m@n>", {})
+    with pytest.raises(TemplateError, match="line break"):
+        smtp.send(bad, pytest.fail)
+    assert smtp.connections == 0
+
+
+def test_unreachable_relay_is_retryable():
     with pytest.raises(DeliveryError, match=r"unreachable .*Connection") as caught:
         sender(free_port(), ca=None).send(email(1), pytest.fail)
     assert caught.value.retryable
