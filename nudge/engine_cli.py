@@ -161,7 +161,7 @@ def build_dispatcher(
     channels = provider_channels(s, store, webhooks)
     return Dispatcher(
         store, index, email=email, webhooks=webhooks, channels=channels, worker_id=worker_id,
-        send_rate=build_send_rate(s, store),
+        send_rate=build_send_rate(s, store), erasure_salt=s.erasure_key(),
     )  # fmt: skip
 
 

@@ -62,8 +62,10 @@ from engine.decisions.state import CustomerState
 from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
 from engine.dsl.triggers import TriggerIndex
 from engine.runtime.deliverability import marketing_pause
+from engine.runtime.erasure import address_hash
 from engine.store import ActionRow, EngineDB
 from engine.store.customers import load_profiles
+from engine.store.erasure import suppressed_hashes
 from engine.store.execution_log import scores_of
 from engine.store.inbox import customer_events, event_payloads
 from engine.store.outbox import (
@@ -126,8 +128,12 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         send_rate: SendRate | None = None,
         throttle_deadline: float = 86_400.0,
+        erasure_salt: bytes | None = None,
     ) -> None:
         self.store = store
+        # With the salt of the erasure hashes, an address of an erased customer is never sent
+        # to again, whatever path put it back on a profile (PUT /v1/customers, a signup event).
+        self.erasure_salt = erasure_salt
         self.index = index
         # Action kind → the channel that delivers it; `channels` adds to or replaces the defaults.
         self.channels: dict[str, Channel] = {
@@ -206,6 +212,15 @@ class Dispatcher:
         self._cache["suppressed"] = self.store.read(
             suppressions_for, [e for e in emails if isinstance(e, str)]
         )
+        if self.erasure_salt is not None:
+            addresses = [
+                value
+                for profile in self._cache["profiles"].values()
+                for value in (profile.get("email"), profile.get("phone"))
+                if isinstance(value, str) and value
+            ]
+            hashes = {address_hash(a, self.erasure_salt) for a in addresses}
+            self._cache["erased"] = dict.fromkeys(self.store.read(suppressed_hashes, hashes))
 
     # -- one action --------------------------------------------------------------------------
 
@@ -318,6 +333,9 @@ class Dispatcher:
         if marketing and self._marketing_paused(now):
             self.store.write(defer_action, action.id, now + PAUSE_RECHECK, PAUSED)
             return "paused"
+        if self._erased(profile, channel):
+            self.store.write(mark_action, action.id, "cancelled", now, result="suppressed: erased")
+            return "cancelled"
         address = profile.get("email") if channel == "email" else None
         if not isinstance(address, str) or not address:
             return None
@@ -330,6 +348,18 @@ class Dispatcher:
             return None  # a complaint ends marketing; a receipt or a reset still goes
         self.store.write(mark_action, action.id, "cancelled", now, result=f"suppressed: {reason}")
         return "cancelled"
+
+    def _erased(self, profile: Mapping[str, Any], channel: str) -> bool:
+        """Whether the address this channel would use belongs to an erased customer."""
+        field = {"email": "email", "sms": "phone"}.get(channel)
+        address = profile.get(field) if field else None
+        if self.erasure_salt is None or not isinstance(address, str) or not address:
+            return False
+        digest = address_hash(address, self.erasure_salt)
+        erased = self._cache.get("erased")
+        if erased is None:  # no prefetch (a single action, or the prefetch failed)
+            return bool(self.store.read(suppressed_hashes, [digest]))
+        return digest in erased
 
     def _marketing_paused(self, now: float) -> bool:
         if self._paused_at != now:  # asked once per run

@@ -141,3 +141,20 @@ def test_judge_thresholds():
     assert judge("d", 10_000, 10, settings).action == "warn"
     assert judge("d", 10_000, 30, settings).action == "pause"
     assert judge("d", 999, 500, settings).action == "ok"
+
+
+def test_an_erased_customers_address_put_back_on_a_profile_is_never_mailed(engine_store):
+    """The erasure keeps only a hash of the address; whatever path puts the address on a profile
+    again (PUT /v1/customers, a signup event), the dispatcher with the salt holds the email back."""
+    store, salt = engine_store, b"test-salt"
+    index = setup(store)
+    store.write(suppress, {address_hash("Ada@Example.com ", salt): "email"}, "erased", 0.0)
+    accept_events(store, [ev("e1", "c1", "cart_abandoned", 0, cart_value=5)], source="t")
+    Processor(store, index).run_until_empty()
+    with SmtpSink() as smtp:
+        run = dispatcher(store, index, smtp_port=smtp.port, erasure_salt=salt).run_due(at(61))
+        assert dict(run.outcomes) == {"cancelled": 1} and smtp.messages == []
+    [action] = store.read(list_actions)
+    assert (action.status, action.result) == ("cancelled", "suppressed: erased")
+    # Without the salt the dispatcher cannot tell (the list holds no address), so it is wired in
+    # by nudge.engine_cli.build_dispatcher from NUDGE_ERASURE_SALT / the signing secret.
