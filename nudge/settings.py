@@ -495,11 +495,14 @@ class Settings(SharedSettings):
         default=0.001, gt=0, le=1, description="Complaints / delivered in a day that warn (0.1%)."
     )
     complaint_pause_rate: float = Field(
-        default=0.003, gt=0, le=1,
+        default=0.003,
+        gt=0,
+        le=1,
         description="Complaints / delivered in a day that pause marketing sends (0.3%).",
     )
     guard_min_delivered: int = Field(
-        default=500, ge=1,
+        default=500,
+        ge=1,
         description="Deliveries a day needs before its complaint rate can warn or pause.",
     )
 
