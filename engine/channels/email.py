@@ -31,7 +31,9 @@ campaign; transactional mail (receipts, payment failures) is not list mail and h
 Every email has ``Message-ID: <digest@DOMAIN>`` (the digest of the action's idempotency key;
 DOMAIN is ``NUDGE_MESSAGE_ID_DOMAIN``, else the sender's domain), ``Date``, ``MIME-Version``,
 ``X-Nudge-Trigger`` and — when rendered for an action — ``X-Nudge-Message: <action id>``, which
-provider events (bounces, complaints) echo back so they can be matched to the action. How the
+provider events (bounces, complaints) echo back so they can be matched to the action (and the
+same id as ``X-PM-Metadata-nudge_action`` and in ``X-Mailgun-Variables``, which Postmark and
+Mailgun return as the event's Metadata / user-variables). How the
 headers are written on the wire (plain folded ASCII, never an encoded-word for List-*) is
 `engine.channels.email_wire`'s docstring; DKIM signing is `engine.channels.dkim`'s.
 
@@ -371,6 +373,10 @@ def render_email(
     headers["X-Nudge-Trigger"] = trigger_id
     if action_id is not None:
         headers["X-Nudge-Message"] = str(action_id)
+        # Postmark keeps no custom header in its events but turns X-PM-Metadata-* into the
+        # event's Metadata, so its bounces and opens are matched to the action too.
+        headers["X-PM-Metadata-nudge_action"] = str(action_id)
+        headers["X-Mailgun-Variables"] = f'{{"nudge_action": "{action_id}"}}'  # user-variables
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
     return RenderedEmail(
         to, subject, body, f"<{digest}@{domain}>", headers, html=html, sender=sender,

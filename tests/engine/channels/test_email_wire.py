@@ -135,6 +135,10 @@ def test_message_id_list_id_and_the_action_id():
     )
     assert header_field(raw, "List-Id") == b"List-Id: <cart_recovery.nudge.example>"
     assert header_field(raw, "X-Nudge-Message") == b"X-Nudge-Message: 4711"
+    assert header_field(raw, "X-PM-Metadata-nudge_action") == b"X-PM-Metadata-nudge_action: 4711"
+    assert (
+        header_field(raw, "X-Mailgun-Variables") == b'X-Mailgun-Variables: {"nudge_action": "4711"}'
+    )
     assert header_field(raw, "X-Nudge-Trigger") == b"X-Nudge-Trigger: cart_recovery"
     assert header_field(raw, "MIME-Version") == b"MIME-Version: 1.0"
     assert re.fullmatch(
