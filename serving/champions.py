@@ -131,6 +131,8 @@ class Champions:
         # version under the alias, found again at each refresh.
         self._fixed = settings.models is not None
         self._states = {name: ModelState(name) for name in settings.models or ()}
+        self._defined: list[str] = []  # the definitions' names, as `discover` last read them
+        self._reported_missing: set[str] = set()  # defined, not registered: logged once each
         # Readers take this dict once per request; swaps assign a new one (never mutate it).
         self._served: dict[str, Champion] = {}
         self._refresh_lock = threading.Lock()
@@ -148,6 +150,12 @@ class Champions:
         """The models this service serves: NUDGE_MODELS, else those found in the registry."""
         return list(self._states)
 
+    @property
+    def expected(self) -> list[str]:
+        """The served models, then the defined ones not registered yet (readiness lists them,
+        not loaded, so that a fresh service says which models it waits for)."""
+        return self.models + [name for name in self._defined if name not in self._states]
+
     def states(self) -> list[ModelState]:
         return [self._states[name] for name in self.models]
 
@@ -164,12 +172,20 @@ class Champions:
 
         try:
             defined = load_definitions().names
+            self._defined = list(defined)
             registered = {m.name for m in self.client.search_registered_models()}
         except Exception as exc:  # registry unreachable: serve what is known, ask again later
             log.warning("cannot list the registered models: %s", exc)
             return []
         # A registered model without a version under the alias is listed too: `/v1/models`
         # says why it is not served, and the service is not ready until it is.
+        for name in defined:
+            if name not in registered and name not in self._reported_missing:
+                self._reported_missing.add(name)
+                log.warning(
+                    "model %s is defined but not registered in MLflow yet (nudge pipeline train "
+                    "registers it); it is served once it has a champion", name,
+                )  # fmt: skip
         found = [name for name in defined if name in registered and name not in self._states]
         for name in found:
             self._states[name] = ModelState(name)

@@ -33,7 +33,7 @@ def readyz(service: Service) -> JSONResponse:
         feature_store=service.features is not None,
         models={
             name: served[name].version if name in served else None
-            for name in service.champions.models
+            for name in service.champions.expected
         },
     )
     code = status.HTTP_200_OK if body.ready else status.HTTP_503_SERVICE_UNAVAILABLE

@@ -318,6 +318,8 @@ def test_status_on_the_log_and_an_mlflow_store(report_env, tmp_path, monkeypatch
     a real MLflow store; nothing created where nothing is."""
     from mlflow import MlflowClient
 
+    # mlflow.set_tracking_uri (earlier tests of the session) exports MLFLOW_TRACKING_URI.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     missing = runner.invoke(app, ["status", "--json"])
     assert missing.exit_code == 0, missing.output
     report = json.loads(missing.stdout)
