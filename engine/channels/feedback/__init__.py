@@ -10,6 +10,7 @@ engine.runtime.email_webhooks is the router around them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "as_time",
     "field",
     "header_action",
+    "json_body",
     "message_id_of",
     "text_of",
 ]
@@ -69,6 +71,14 @@ class FeedbackEvent:
 
 
 MAX_ADDRESS = 320
+
+
+def json_body(body: bytes, what: str) -> Any:
+    """The JSON of a provider's body; FeedbackError "body: expected <what> (…)" when it is not."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FeedbackError(f"body: expected {what} ({exc})") from None
 
 
 def _storable(text: str) -> str:

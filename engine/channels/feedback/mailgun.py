@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from engine.channels.feedback import (
@@ -24,6 +23,7 @@ from engine.channels.feedback import (
     as_time,
     field,
     header_action,
+    json_body,
     message_id_of,
     text_of,
 )
@@ -55,10 +55,7 @@ def verify(key: str, data: Any) -> bool:
 
 def load(body: bytes) -> Any:
     """The JSON of a Mailgun body (FeedbackError when it is not JSON)."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FeedbackError(f"body: expected Mailgun's JSON ({exc})") from None
+    return json_body(body, "Mailgun's JSON")
 
 
 def parse(data: Any) -> list[FeedbackEvent]:

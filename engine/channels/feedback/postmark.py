@@ -21,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from engine.channels.feedback import (
@@ -30,6 +29,7 @@ from engine.channels.feedback import (
     as_time,
     field,
     header_action,
+    json_body,
     message_id_of,
     text_of,
 )
@@ -59,10 +59,7 @@ def verify(user: str, password: str, authorization: str | None) -> bool:
 
 def parse(body: bytes) -> list[FeedbackEvent]:
     """The event of a Postmark webhook body (none when it is one nudge does not use)."""
-    try:
-        item = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FeedbackError(f"body: expected a JSON object ({exc})") from None
+    item = json_body(body, "a JSON object")
     if not isinstance(item, dict):
         raise FeedbackError(f"body: expected a JSON object (got {type(item).__name__})")
     record = field(item, "RecordType", str)

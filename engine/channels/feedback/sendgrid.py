@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -31,6 +30,7 @@ from engine.channels.feedback import (
     as_time,
     field,
     header_action,
+    json_body,
     message_id_of,
     text_of,
 )
@@ -77,10 +77,7 @@ def verify(
 
 def parse(body: bytes) -> list[FeedbackEvent]:
     """The events of a (verified) Event Webhook body."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FeedbackError(f"body: expected a JSON list of events ({exc})") from None
+    data = json_body(body, "a JSON list of events")
     if not isinstance(data, list):
         raise FeedbackError(f"body: expected a JSON list of events (got {type(data).__name__})")
     events = []

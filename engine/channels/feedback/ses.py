@@ -39,6 +39,7 @@ from engine.channels.feedback import (
     as_time,
     field,
     header_action,
+    json_body,
     message_id_of,
     text_of,
 )
@@ -62,10 +63,7 @@ _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 
 def parse_envelope(body: bytes) -> dict[str, str]:
     """The SNS message (FeedbackError naming the field when it is not one)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FeedbackError(f"body: expected an SNS message in JSON ({exc})") from None
+    data = json_body(body, "an SNS message in JSON")
     if not isinstance(data, dict):
         raise FeedbackError("body: expected an SNS message (a JSON object)")
     kind = field(data, "Type", str)
