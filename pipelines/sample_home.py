@@ -15,7 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["SIMULATION_END", "SNAPSHOTS", "PreparedHome", "prepare_home"]
+__all__ = [
+    "SIMULATION_END",
+    "SNAPSHOTS",
+    "LakeModels",
+    "PreparedHome",
+    "prepare_home",
+    "train_from_lake",
+]
 
 # Monthly snapshots over the simulated 240 days (2025-01-01 → 2025-08-29); the latest is the
 # one materialized online.
@@ -41,9 +48,7 @@ def prepare_home(
     """Simulate, build features, materialize the latest snapshot, fit and register the three
     models as ``champion`` (a small stand-in for the Prefect `train` flow, same artifacts)."""
     from engine.lake import EventLake
-    from features.compute import compute_features, write_feature_tables
-    from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
-    from features.store import apply_definitions, materialize_snapshot, open_store
+    from features.schema import ENTITY_KEY
     from pipelines.simulator import simulate
 
     home = home.resolve()
@@ -52,6 +57,38 @@ def prepare_home(
     lake = EventLake(home / "lake")
     lake.append(sim.events)
     lake.upsert_customers(sim.customers)
+    scored = train_from_lake(home, lake, max_rounds=max_rounds)
+    uri, versions, online = scored.tracking_uri, scored.versions, scored.online_ids
+    everyone = sim.customers[ENTITY_KEY].astype(str).tolist()
+    return PreparedHome(
+        home=home,
+        tracking_uri=uri,
+        versions=versions,
+        known_ids=sorted(online),
+        unknown_ids=[c for c in everyone if c not in online],
+        snapshot=SNAPSHOTS[-1],
+    )
+
+
+@dataclass(frozen=True)
+class LakeModels:
+    """What `train_from_lake` made: the lake's events, the joined feature frame, the MLflow
+    store, the registered champion versions and the customers online at the last snapshot."""
+
+    events: Any
+    features: pd.DataFrame
+    tracking_uri: str
+    versions: dict[str, str]
+    online_ids: set[str]
+
+
+def train_from_lake(home: Path, lake: Any, *, max_rounds: int = 60) -> LakeModels:
+    """Feature tables from `lake` under `home`, the latest snapshot materialized online, and
+    the three models fitted and registered as ``champion`` in ``home/mlflow.db``."""
+    from features.compute import compute_features, write_feature_tables
+    from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
+    from features.store import apply_definitions, materialize_snapshot, open_store
+
     events = lake.read()
     tables = compute_features(events, SNAPSHOTS, lake.read_customers())
     write_feature_tables(tables, home)
@@ -67,15 +104,7 @@ def prepare_home(
     uri = f"sqlite:///{(home / 'mlflow.db').as_posix()}"
     versions = _train_and_register(events, joined, home, uri, max_rounds)
     online = set(joined.loc[joined[TIMESTAMP_COLUMN] == SNAPSHOTS[-1], ENTITY_KEY])
-    everyone = sim.customers[ENTITY_KEY].astype(str).tolist()
-    return PreparedHome(
-        home=home,
-        tracking_uri=uri,
-        versions=versions,
-        known_ids=sorted(online),
-        unknown_ids=[c for c in everyone if c not in online],
-        snapshot=SNAPSHOTS[-1],
-    )
+    return LakeModels(events, joined, uri, versions, online)
 
 
 def _train_and_register(

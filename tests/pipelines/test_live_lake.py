@@ -37,10 +37,8 @@ def live_home(tmp_path_factory):
     from engine.runtime.api import create_app
     from engine.runtime.lake_sync import sync_once
     from engine.store import EngineDB
-    from features.compute import compute_features, write_feature_tables
-    from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
-    from features.store import apply_definitions, materialize_snapshot, open_store
-    from pipelines.sample_home import SNAPSHOTS, _train_and_register
+    from features.schema import ENTITY_KEY
+    from pipelines.sample_home import train_from_lake
     from pipelines.simulator import simulate
 
     home = tmp_path_factory.mktemp("live") / "home"
@@ -71,20 +69,8 @@ def live_home(tmp_path_factory):
     before = set(lake.read(columns=["customer_id"])["customer_id"].to_pylist())
     report = sync_once(db, lake, settle=0)
     assert report.added == len(posted) and report.profiles == 80
-    lake_events = lake.read()
-    tables = compute_features(lake_events, SNAPSHOTS, lake.read_customers())
-    write_feature_tables(tables, home)
-    store = open_store(home, production=False)
-    apply_definitions(store, home)
-    materialize_snapshot(store, SNAPSHOTS[-1])
-    keys = [ENTITY_KEY, TIMESTAMP_COLUMN]
-    frames = iter(tables.values())
-    joined = next(frames)
-    for table in frames:
-        joined = joined.merge(table, on=keys, validate="1:1")
-    uri = f"sqlite:///{(home / 'mlflow.db').as_posix()}"
-    versions = _train_and_register(lake_events, joined, home, uri, 30)
-    online = set(joined.loc[joined[TIMESTAMP_COLUMN] == SNAPSHOTS[-1], ENTITY_KEY])
+    scored = train_from_lake(home, lake, max_rounds=30)
+    uri, versions, online = scored.tracking_uri, scored.versions, scored.online_ids
     yield {"home": home, "db": db, "uri": uri, "versions": versions, "before": before,
            "live_online": sorted(live & online), "live": sorted(live)}  # fmt: skip
     db.dispose()
