@@ -62,6 +62,11 @@ class ScoreValue:
     model_version: str
     computed_at: float  # epoch seconds when the engine received it
     known: bool = True
+    # When the features behind the score were computed (the scoring service's snapshot time,
+    # epoch seconds); None when the service does not say. `max_age` is measured from it.
+    features_at: float | None = None
+    # The engagement model's best local send hour (0-23), when the service gives one.
+    best_send_hour: int | None = None
 
 
 @dataclass(frozen=True)
