@@ -13,6 +13,7 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
 from enum import StrEnum
 from typing import Any, TypedDict
 
@@ -21,7 +22,14 @@ from engine.decisions.suppression import SuppressionPolicy, check_suppression
 from engine.decisions.timezones import customer_zone, next_local_time
 from engine.dsl.conditions import EvaluationContext, Outcome, ScoreValue
 from engine.dsl.durations import parse_duration
-from engine.dsl.triggers import PlannedStep, Trigger, TriggerIndex, local_schedule
+from engine.dsl.triggers import (
+    BEST_HOUR_MODEL,
+    PlannedStep,
+    Trigger,
+    TriggerIndex,
+    best_hour_schedule,
+    local_schedule,
+)
 from engine.events import is_machine_engagement
 from engine.optimizer.assignment import HOLDOUT, assign_variant
 
@@ -31,9 +39,13 @@ __all__ = [
     "EventView",
     "PlannedAction",
     "decide",
+    "decide_trigger",
     "explain_event",
     "scores_needed",
 ]
+
+# `at: best_send_hour` without the engagement model's hour and without its own fallback_hour.
+DEFAULT_SEND_HOUR = 10
 
 
 class DecisionOutcome(StrEnum):
@@ -127,6 +139,30 @@ def decide(
                 decision = _failure(trigger, event, exc)
         decisions.append(decision)
     return decisions
+
+
+def decide_trigger(
+    trigger: Trigger,
+    event: EventView,
+    profile: Mapping[str, Any],
+    state: CustomerState,
+    scores: Mapping[str, ScoreValue | None],
+    policy: SuppressionPolicy,
+    limits: StateLimits,
+    default_zone: str = "UTC",
+) -> Decision | None:
+    """One trigger on one occasion that is not an incoming event — a schedule's audience, a
+    closed absence window, a score crossing: `event` describes the occasion (its id makes the
+    actions' idempotency keys). None when the trigger's `if` does not hold; updates `state`
+    with the fire, as `decide` does."""
+    ctx = _context(event, profile, state, scores, default_zone)
+    try:
+        outcome = trigger.condition.check(ctx) if trigger.condition is not None else Outcome.PASSED
+        if outcome is Outcome.FAILED:
+            return None
+        return _decide_one(trigger, event, ctx, policy, limits, outcome)
+    except Exception as exc:  # a broken trigger fails its own decision, never the audience
+        return _failure(trigger, event, exc)
 
 
 def explain_event(
@@ -295,12 +331,24 @@ def _send_time(
 ) -> float:
     """When a step runs: after its delay, then at the next allowed local wall time if it has one."""
     due = at + _delay_of(step, overrides)
-    schedule = step.at
+    schedule, best = step.at, step.best_hour
     if "at" in overrides:
-        schedule = local_schedule(overrides["at"])
+        schedule, best = local_schedule(overrides["at"]), best_hour_schedule(overrides["at"])
     if schedule is not None:
         due = next_local_time(due, ctx.zone, schedule[0], schedule[1])
+    elif best is not None:
+        due = next_local_time(due, ctx.zone, time(_best_hour(ctx, best[0])), best[1])
     return due
+
+
+def _best_hour(ctx: EvaluationContext, fallback: int | None) -> int:
+    """The engagement model's best local hour for the customer, else the action's fallback."""
+    score = ctx.scores.get(BEST_HOUR_MODEL)
+    if score is not None and score.known and score.best_send_hour is not None:
+        hour = int(score.best_send_hour)
+        if 0 <= hour <= 23:
+            return hour
+    return DEFAULT_SEND_HOUR if fallback is None else fallback
 
 
 def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:

@@ -79,6 +79,9 @@ class CustomerState:
     # channel → send times (bounded by retention), for frequency caps
     sends: dict[str, deque[float]] = field(default_factory=dict)
     seen_event_ids: deque[str] = field(default_factory=lambda: deque(maxlen=64))
+    # model → (score, model version, when it was refreshed): the last score the engine was told
+    # (score refreshes), which `score_crosses` triggers compare a new score with.
+    last_scores: dict[str, tuple[float, str, float]] = field(default_factory=dict)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -162,7 +165,9 @@ class CustomerState:
             "fire_counts": self.fire_counts,
             "sends": {k: list(v) for k, v in self.sends.items()},
             "seen": list(self.seen_event_ids),
-        }
+            **({"scores": {k: list(v) for k, v in self.last_scores.items()}}
+               if self.last_scores else {}),
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, customer_id: str, data: dict[str, Any] | None) -> CustomerState:
@@ -175,6 +180,9 @@ class CustomerState:
             fire_counts=dict(data.get("fire_counts", {})),
             sends={k: deque(v) for k, v in data.get("sends", {}).items()},
             seen_event_ids=deque(data.get("seen", []), maxlen=64),
+            last_scores={
+                k: (float(v[0]), str(v[1]), float(v[2])) for k, v in data.get("scores", {}).items()
+            },
         )
 
     @classmethod

@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["COUNTRY_ZONES", "customer_zone", "next_local_time"]
+__all__ = ["COUNTRY_ZONES", "customer_zone", "is_zone", "next_local_time", "zone_named"]
 
 # The most populous zone of each country; a fallback when a profile names only its country.
 COUNTRY_ZONES: dict[str, str] = {
@@ -31,6 +31,16 @@ def _zone(name: str) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return None
+
+
+def is_zone(name: str) -> bool:
+    """Whether `name` is an IANA time zone this machine knows."""
+    return _zone(name) is not None
+
+
+def zone_named(name: str) -> ZoneInfo:
+    """The zone called `name`, or UTC when there is none of that name."""
+    return _zone(name) or ZoneInfo("UTC")
 
 
 def customer_zone(profile: Mapping[str, Any], default: str = "UTC") -> ZoneInfo:

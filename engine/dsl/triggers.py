@@ -55,7 +55,8 @@ from pydantic import (
 
 from engine.channels.channel_templates import load_channel_template
 from engine.channels.email import TemplateError, load_template, template_name_problem
-from engine.decisions.timezones import WEEKDAYS
+from engine.decisions.cron import cron_problem
+from engine.decisions.timezones import WEEKDAYS, is_zone
 from engine.dsl.bounded_yaml import (
     MAX_DEPTH,
     MAX_FILE_BYTES,
@@ -95,6 +96,9 @@ __all__ = [
     "write_variant_version",
 ]
 
+# `at: best_send_hour`: the next occurrence of the customer's best hour from this model.
+BEST_SEND_HOUR = "best_send_hour"
+BEST_HOUR_MODEL = "engagement"
 PRIORITIES = {"critical": 3, "high": 2, "normal": 1, "low": 0}
 ACTION_KINDS = (
     "send_email",
@@ -139,7 +143,7 @@ class Action(BaseModel):
     update_profile: dict[str, Any] | None = None
     create_task: dict[str, Any] | None = None
     delay: timedelta | None = None
-    at: dict[str, Any] | None = None
+    at: dict[str, Any] | None = None  # {local_time, days} or {best_send_hour: true, …}
     cancel_if: dict[str, Any] | None = None
 
     _delay = field_validator("delay", mode="before")(lambda v: _duration(v))
@@ -154,16 +158,36 @@ class Action(BaseModel):
                 raise ValueError(f"template: {problem}")
         return value
 
+    @field_validator("at", mode="before")
+    @classmethod
+    def _best_hour_shorthand(cls, value: Any) -> Any:
+        return {"best_send_hour": True} if value == BEST_SEND_HOUR else value
+
     @field_validator("at", mode="after")
     @classmethod
     def local_schedule(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        unknown = set(value) - {"local_time", "days"}
-        if unknown or "local_time" not in value:
-            raise ValueError('at: expected {local_time: "HH:MM", days: [mon, ...]}')
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value["local_time"])):
-            raise ValueError(f"at.local_time: expected HH:MM (got {value['local_time']!r})")
+        if "best_send_hour" in value:
+            unknown = set(value) - {"best_send_hour", "fallback_hour", "days"}
+            fallback = value.get("fallback_hour")
+            if (
+                unknown
+                or value["best_send_hour"] is not True
+                or not (fallback is None or (type(fallback) is int and 0 <= fallback <= 23))
+            ):
+                raise ValueError(
+                    "at: expected best_send_hour, or {best_send_hour: true, fallback_hour: 0-23, "
+                    "days: [mon, ...]}"
+                )
+        else:
+            unknown = set(value) - {"local_time", "days"}
+            if unknown or "local_time" not in value:
+                raise ValueError(
+                    'at: expected {local_time: "HH:MM", days: [mon, ...]} or best_send_hour'
+                )
+            if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(value["local_time"])):
+                raise ValueError(f"at.local_time: expected HH:MM (got {value['local_time']!r})")
         bad = [d for d in value.get("days") or [] if d not in WEEKDAYS]
         if bad:
             raise ValueError(f"at.days: unknown day(s) {bad}; days are {', '.join(WEEKDAYS)}")
@@ -241,11 +265,115 @@ class Limits(BaseModel):
     _cooldown = field_validator("cooldown", mode="before")(lambda v: _duration(v))
 
 
-class When(BaseModel):
+EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,63}$"
+# An absence window is a durable timer in the engine database; a year is the longest that
+# state retention can still answer for.
+MAX_ABSENCE_WINDOW = timedelta(days=366)
+
+
+class ThenAbsent(BaseModel):
+    """`then_absent: {event, within}`: fire when `within` passes without `event`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    event: str = Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")
+    event: str = Field(pattern=EVENT_TYPE)
+    within: timedelta
+
+    @field_validator("within", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> timedelta:
+        window = parse_duration(value)
+        if not timedelta(0) < window <= MAX_ABSENCE_WINDOW:
+            raise ValueError(f"expected a duration above 0 and at most 366d (got {value!r})")
+        return window
+
+
+class Schedule(BaseModel):
+    """`schedule: {cron, timezone}`: an audience of every known customer at each cron time.
+
+    Without `timezone` the cron runs in each customer's own zone (10:00 in Paris, then 10:00 in
+    New York); `timezone: UTC` (or any zone) runs it once for everybody at that zone's time.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str
+    timezone: str | None = None
+
+    @field_validator("cron", mode="after")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        problem = cron_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timezone", mode="after")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None and not is_zone(value):
+            raise ValueError(
+                f"expected an IANA time zone such as UTC or Europe/Paris (got {value!r})"
+            )
+        return value
+
+
+class ScoreCrosses(BaseModel):
+    """`score_crosses: {model, above | below}`: fire when a refreshed score crosses the line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    above: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_side(self) -> ScoreCrosses:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("score_crosses needs exactly one of above or below")
+        return self
+
+    def crossed(self, previous: float | None, current: float) -> bool:
+        """Whether going from `previous` to `current` crosses the line (a first score that is
+        already past it counts: the customer was never seen on the other side)."""
+        if self.above is not None:
+            return current > self.above and (previous is None or previous <= self.above)
+        assert self.below is not None
+        return current < self.below and (previous is None or previous >= self.below)
+
+
+class When(BaseModel):
+    """What starts a trigger: an event (optionally followed by an absence), a schedule, or a
+    score crossing — exactly one of `event`, `schedule`, `score_crosses`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event: str | None = Field(default=None, pattern=EVENT_TYPE)
     where: dict[str, Any] | None = None
+    then_absent: ThenAbsent | None = None
+    schedule: Schedule | None = None
+    score_crosses: ScoreCrosses | None = None
+
+    @model_validator(mode="after")
+    def _one_start(self) -> When:
+        starts = [k for k in ("event", "schedule", "score_crosses") if getattr(self, k) is not None]
+        if len(starts) != 1:
+            raise ValueError(
+                "when needs exactly one of event, schedule or score_crosses "
+                f"(got {', '.join(starts) or 'none'})"
+            )
+        if self.event is None and (self.where is not None or self.then_absent is not None):
+            raise ValueError("where and then_absent go with when.event")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """event | absence | schedule | score_crosses"""
+        if self.schedule is not None:
+            return "schedule"
+        if self.score_crosses is not None:
+            return "score_crosses"
+        return "absence" if self.then_absent is not None else "event"
 
 
 class TriggerSpec(BaseModel):
@@ -285,13 +413,22 @@ class PlannedStep(NamedTuple):
     delay: float  # seconds
     cancel_if: dict[str, Any] | None
     at: tuple[time, tuple[str, ...]] | None  # local wall time and allowed days
+    # `at: best_send_hour`: (fallback hour or None for the engine's default, allowed days)
+    best_hour: tuple[int | None, tuple[str, ...]] | None = None
 
 
 def local_schedule(at: dict[str, Any] | None) -> tuple[time, tuple[str, ...]] | None:
-    if at is None:
+    if at is None or "best_send_hour" in at:
         return None
     hours, minutes = (int(x) for x in str(at["local_time"]).split(":"))
     return time(hours, minutes), tuple(at.get("days") or WEEKDAYS)
+
+
+def best_hour_schedule(at: dict[str, Any] | None) -> tuple[int | None, tuple[str, ...]] | None:
+    """`at: best_send_hour` as (fallback hour, allowed days); None for other `at`s."""
+    if at is None or "best_send_hour" not in at:
+        return None
+    return at.get("fallback_hour"), tuple(at.get("days") or WEEKDAYS)
 
 
 class TemplateRef(NamedTuple):
@@ -322,8 +459,29 @@ class Trigger:
         return self.spec.id
 
     @property
-    def event_type(self) -> str:
+    def event_type(self) -> str | None:
+        """The event that starts the trigger (None for schedules and score crossings)."""
         return self.spec.when.event
+
+    @property
+    def kind(self) -> str:
+        """event | absence | schedule | score_crosses (see `When.kind`)."""
+        return self.spec.when.kind
+
+    @property
+    def starts_on(self) -> str:
+        """What starts the trigger, for listings: the event, the cron, or the crossing."""
+        when = self.spec.when
+        if when.schedule is not None:
+            zone = when.schedule.timezone or "customer zone"
+            return f"schedule {when.schedule.cron} ({zone})"
+        if when.score_crosses is not None:
+            cross = when.score_crosses
+            side = f"above {cross.above}" if cross.above is not None else f"below {cross.below}"
+            return f"{cross.model} crosses {side}"
+        if when.then_absent is not None:
+            return f"{when.event} then no {when.then_absent.event} within {when.then_absent.within}"
+        return str(when.event)
 
     @property
     def rank(self) -> int:
@@ -348,13 +506,17 @@ class Trigger:
                 a.delay.total_seconds() if a.delay else 0.0,
                 a.cancel_if,
                 local_schedule(a.at),
+                best_hour_schedule(a.at),
             )
             for a in self.spec.actions
         )
 
     @cached_property
     def _score_models(self) -> frozenset[str]:
-        return frozenset(self.condition.score_models()) if self.condition else frozenset()
+        models = frozenset(self.condition.score_models()) if self.condition else frozenset()
+        if any(step.best_hour is not None for step in self.plan):
+            models |= {BEST_HOUR_MODEL}  # its best send hour times the action
+        return models
 
     def score_models(self) -> frozenset[str]:
         return self._score_models
@@ -391,14 +553,28 @@ class TriggerIndex:
             (t for t in triggers if t.spec.enabled), key=lambda t: (-t.rank, t.id)
         )
         self.by_event_type: dict[str, list[Trigger]] = {}
+        # `when: {event, then_absent}` triggers by their first event: a timer, decided later.
+        self.absences_by_event_type: dict[str, list[Trigger]] = {}
+        self.schedules: list[Trigger] = []
+        self.crossings_by_model: dict[str, list[Trigger]] = {}
         for trigger in self.triggers:
-            self.by_event_type.setdefault(trigger.event_type, []).append(trigger)
+            when = trigger.spec.when
+            if when.schedule is not None:
+                self.schedules.append(trigger)
+            elif when.score_crosses is not None:
+                self.crossings_by_model.setdefault(when.score_crosses.model, []).append(trigger)
+            elif when.then_absent is not None:
+                self.absences_by_event_type.setdefault(str(when.event), []).append(trigger)
+            else:
+                self.by_event_type.setdefault(str(when.event), []).append(trigger)
         self.by_id = {t.id: t for t in self.triggers}
         self._matchers: dict[str, Matcher] = {}
-        # Only these event types are kept in customer state: what conditions and suppression read.
+        # Only these event types are kept in customer state: what conditions and suppression
+        # read, and the events an absence waits for.
+        absent = {t.spec.when.then_absent.event for t in self.triggers if t.spec.when.then_absent}
         self.tracked_event_types = frozenset(
             SUPPRESSION_EVENT_TYPES.union(
-                *(t.condition.event_types() for t in self.triggers if t.condition)
+                absent, *(t.condition.event_types() for t in self.triggers if t.condition)
             )
         )
 
@@ -523,10 +699,23 @@ def _score_refs(raw: Any, node: yaml.Node) -> tuple[TemplateRef, ...]:
                 walk(child, (*loc, index))
 
     if isinstance(raw, Mapping):
+        when = raw.get("when")
+        crossing = when.get("score_crosses") if isinstance(when, Mapping) else None
+        if isinstance(crossing, Mapping) and "model" in crossing:
+            cross_at: tuple[str | int, ...] = ("when", "score_crosses", "model")
+            found.append(
+                TemplateRef(str(crossing["model"]), _dotted(cross_at), _line_of(node, cross_at))
+            )
         walk(raw.get("if"), ("if",))
         for index, action in enumerate(raw.get("actions") or []):
             if isinstance(action, Mapping):
                 walk(action.get("cancel_if"), ("actions", index, "cancel_if"))
+                at = action.get("at")
+                if at == BEST_SEND_HOUR or (isinstance(at, Mapping) and "best_send_hour" in at):
+                    at_loc: tuple[str | int, ...] = ("actions", index, "at")
+                    found.append(
+                        TemplateRef(BEST_HOUR_MODEL, _dotted(at_loc), _line_of(node, at_loc))
+                    )
     return tuple(found)
 
 

@@ -47,4 +47,10 @@ def merge_states(
         )
     merged.seen_event_ids.extend(source.seen_event_ids)
     merged.seen_event_ids.extend(target.seen_event_ids)
+    # The newer refreshed score of each model wins (a score describes the person, not the id).
+    for model in set(target.last_scores) | set(source.last_scores):
+        candidates = [
+            s for s in (target.last_scores.get(model), source.last_scores.get(model)) if s
+        ]
+        merged.last_scores[model] = max(candidates, key=lambda score: score[2])
     return merged

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 from engine.runtime.dispatcher import Dispatcher, DispatchStats
 from engine.runtime.processor import Processor, ProcessStats
+from engine.store.inbox import earliest_pending
 from engine.store.outbox import next_throttled_at
 
 __all__ = ["EngineLoop", "EventClock", "LoopObserver", "LoopStats"]
@@ -90,12 +91,7 @@ class EngineLoop:
         while not stop.is_set():
             worked = 0
             if self.processor is not None:
-                batch = self._step("processor", self.processor.run_once)
-                stats.events += batch.events
-                stats.decisions.update(batch.outcomes)
-                if isinstance(self.clock, EventClock) and batch.latest_event_at:
-                    self.clock.advance(batch.latest_event_at)
-                worked += batch.events + batch.dead
+                worked += self._process(self.processor, stats)
             if self.dispatcher is not None:
                 dispatched = self._step(
                     "dispatcher", partial(self.dispatcher.run_due, self.clock())
@@ -117,6 +113,36 @@ class EngineLoop:
                     continue
                 stop.wait(self.poll)
         return stats
+
+    def _process(self, processor: Processor, stats: LoopStats) -> int:
+        """Timers and schedules due now, then a batch of events; what was done, counted.
+
+        On the replay clock, events are taken only up to the next timer or cron time; when the
+        events before it are done, the clock moves to it, so it runs at its own time.
+        """
+        replay = self.clock if isinstance(self.clock, EventClock) else None
+        if replay is not None and replay.now == 0.0:
+            first = processor.store.read(earliest_pending, processor.worker)
+            if first is not None:
+                replay.advance(first)  # replay time starts at the first event
+        # Timers and schedules are the processor's work too (its errors count as the processor's).
+        occasions = self._step("processor", partial(processor.run_occasions, self.clock()))
+        stats.decisions.update({"fired": occasions.fired} if occasions.fired else {})
+        worked = occasions.handled
+        wake = processor.next_wake(self.clock()) if replay is not None else None
+        batch = self._step("processor", partial(processor.run_once, wake))
+        stats.events += batch.events
+        stats.decisions.update(batch.outcomes)
+        worked += batch.events + batch.dead
+        if replay is not None:
+            if batch.latest_event_at:
+                replay.advance(batch.latest_event_at)
+            if not batch.events and not batch.dead and wake is not None and wake > replay.now:
+                waiting = processor.store.read(earliest_pending, processor.worker)
+                if waiting is not None and waiting > wake:
+                    replay.advance(wake)  # nothing before the timer / cron time: go to it
+                    worked += 1
+        return worked
 
     def _throttled_wake(self) -> float | None:
         """The next slot of a throttled send, when it is near enough to wait for."""

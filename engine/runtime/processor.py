@@ -17,14 +17,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.decisions.decide import Decision, EventView, decide, scores_needed
+from engine.decisions.decide import Decision, EventView, decide, decide_trigger, scores_needed
+from engine.decisions.predictive import (
+    SCORE_REFRESH_EVENT,
+    AbsenceTimer,
+    absence_timers,
+    apply_refresh,
+    refreshed_scores,
+)
 from engine.decisions.state import CustomerState, StateLimits
 from engine.decisions.suppression import SuppressionPolicy
-from engine.dsl.conditions import ScoreValue
+from engine.decisions.timezones import customer_zone
+from engine.dsl.conditions import EvaluationContext, ScoreValue
 from engine.dsl.triggers import TriggerIndex
 from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
 from engine.runtime.identity import LINK_EVENT_TYPES, MERGE_KEY, merge_states
+from engine.runtime.occasions import Occasions, OccasionStats
 from engine.store import EngineDB, InboxEvent
 from engine.store.batch import commit_batch
 from engine.store.customer_view import segments_of
@@ -88,6 +97,16 @@ class Processor:
         self._states: OrderedDict[str, CustomerState] = OrderedDict()
         self._state_cache_size = state_cache_size
         self.worker = worker
+        # Absence timers and scheduled audiences run in the processor that owns the customers.
+        self.occasions = Occasions(self)
+
+    def run_occasions(self, now: float) -> OccasionStats:
+        """Fire the absence timers due by `now` and run the scheduled audiences due."""
+        return self.occasions.run(now)
+
+    def next_wake(self, now: float) -> float | None:
+        """When the next timer or cron time is due (the replay clock stops there)."""
+        return self.occasions.next_wake(now)
 
     def run_until_empty(
         self, progress: Callable[[ProcessStats], None] | None = None
@@ -102,10 +121,10 @@ class Processor:
             if progress:
                 progress(total)
 
-    def run_once(self) -> ProcessStats:
-        """Process one batch of pending events."""
+    def run_once(self, until: float | None = None) -> ProcessStats:
+        """Process one batch of pending events (with `until`: only events that happened by then)."""
         started = time.perf_counter()
-        batch = self.store.read(pending_events, self.batch_size, self.worker)
+        batch = self.store.read(pending_events, self.batch_size, self.worker, until)
         stats = ProcessStats()
         if not batch:
             return stats
@@ -116,6 +135,7 @@ class Processor:
         member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
         scores = self._fetch_scores(batch)
         decision_rows, action_rows, dead, processed = [], [], [], []
+        timers: list[AbsenceTimer] = []
         changed_profiles: dict[str, dict[str, Any]] = {}
         merges: list[tuple[str, str]] = []
         renamed: dict[str, str] = {}  # merged away in this batch → the customer it is now
@@ -148,8 +168,15 @@ class Processor:
             memberships = member_of.get(item.customer_id)
             seen = {**profile, "segments": memberships} if memberships else profile  # not stored
             try:
-                made = decide(view, seen, state, self.index, scores.get(item.customer_id, {}),
+                fresh = item.event_id not in state.seen_event_ids
+                customer_scores = scores.get(item.customer_id, {})
+                made = decide(view, seen, state, self.index, customer_scores,
                               self.policy, self.limits, self.default_zone)  # fmt: skip
+                if fresh:
+                    made += self._predictive(view, seen, state, customer_scores, timers)
+            except ValueError as exc:  # a score refresh that does not say its scores right
+                dead.append(_dead_letter(item, f"invalid score refresh: {exc}"))
+                continue
             except Exception as exc:  # one event that breaks a trigger must not stop the others
                 log.exception("event %s: deciding failed", item.event_id)
                 dead.append(_dead_letter(item, f"processing failed: {type(exc).__name__}: {exc}"))
@@ -172,11 +199,70 @@ class Processor:
             profile_updates=changed_profiles,
             now=time.time(),
             merges=merges,
+            timers_opened=[t.row() for t in timers],
         )
+        if changed_profiles:
+            self.occasions.note_profiles(changed_profiles.values())
         stats.events, stats.dead = len(processed), len(dead)
         stats.latest_event_at = max(e.occurred_at for e in batch)
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def _predictive(
+        self,
+        view: EventView,
+        profile: dict[str, Any],
+        state: CustomerState,
+        scores: dict[str, ScoreValue | None],
+        timers: list[AbsenceTimer],
+    ) -> list[Decision]:
+        """What an event starts besides its own triggers: the absence windows it opens (added to
+        `timers`) and, for a score refresh, the `score_crosses` triggers it fires."""
+        if view.event_type in self.index.absences_by_event_type:
+            zone = customer_zone(profile, self.default_zone)
+            ctx = EvaluationContext(
+                view.event_type, view.fields, profile, state, scores, view.at, zone
+            )
+            timers.extend(absence_timers(view, ctx, self.index))
+        if view.event_type != SCORE_REFRESH_EVENT:
+            return []
+        refreshed = refreshed_scores(view.fields, view.at)  # ValueError: dead-lettered
+        made = []
+        for crossing in apply_refresh(self.index, state, refreshed, view.at):
+            decision = decide_trigger(crossing.trigger, view, profile, state,
+                                      {**scores, **refreshed}, self.policy, self.limits,
+                                      self.default_zone)  # fmt: skip
+            if decision is not None:
+                made.append(decision)
+        return made
+
+    # -- used by the occasions (timers, schedules) of this processor -----------------------------
+
+    def load_states(self, customers: set[str]) -> dict[str, CustomerState]:
+        """The customers' states, through this processor's cache (the one copy it owns)."""
+        return self._load_states(customers)
+
+    def decision_row(self, decision: Decision) -> dict[str, Any]:
+        return _decision_row(decision)
+
+    def action_rows(self, decision: Decision, trigger_at: float) -> list[dict[str, Any]]:
+        return _action_rows(decision, trigger_at)
+
+    def commit(
+        self,
+        *,
+        decision_rows: list[dict[str, Any]] | None = None,
+        action_rows: list[dict[str, Any]] | None = None,
+        states: dict[str, Any] | None = None,
+        timers_finished: dict[int, str] | None = None,
+        schedule_run: Any = None,
+    ) -> None:
+        """Commit what an occasion decided, in one transaction (see commit_batch)."""
+        self.store.write(
+            commit_batch, processed=[], dead=[], decision_rows=decision_rows or [],
+            action_rows=action_rows or [], states=states or {}, profile_updates={},
+            now=time.time(), timers_finished=timers_finished, schedule_run=schedule_run,
+        )  # fmt: skip
 
     def forget(self, customer_id: str) -> dict[str, int]:
         """Drop a customer's state from the in-memory cache (after an erasure), so that a later
@@ -239,8 +325,14 @@ class Processor:
         if self.scores is None:
             return {}
         wanted: dict[str, set[str]] = {}
+        crossing_models: set[str] = set()
+        for triggers in self.index.crossings_by_model.values():
+            for trigger in triggers:
+                crossing_models |= trigger.score_models()
         for item in batch:
             models = scores_needed(item.event_type, self.index)
+            if item.event_type == SCORE_REFRESH_EVENT:
+                models = models | crossing_models
             if models:
                 wanted.setdefault(item.customer_id, set()).update(models)
         if not wanted:

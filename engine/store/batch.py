@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from engine.store import customers, dead_letters, execution_log, identity, inbox, outbox
+from engine.store import customers, dead_letters, execution_log, identity, inbox, outbox, timers
+from engine.store.timers import ScheduleRun
 
 __all__ = ["commit_batch"]
 
@@ -28,13 +29,18 @@ def commit_batch(
     profile_updates: Mapping[str, Mapping[str, Any]],
     now: float,
     merges: Sequence[tuple[str, str]] = (),
+    timers_opened: Sequence[Mapping[str, Any]] = (),
+    timers_finished: Mapping[int, str] | None = None,
+    schedule_run: ScheduleRun | None = None,
 ) -> None:
     """Record what processing a batch of inbox events gave, in `conn`'s transaction.
 
     `dead` are dead-letter rows of events that could not be processed (event_id, payload, reason,
     source); `processed` the ids of the others. `merges` are (source, target) customers merged
     by identify / alias in this batch, in order: the source's rows become the target's
-    (engine.store.identity.merge_customer) before the states are saved.
+    (engine.store.identity.merge_customer) before the states are saved. `timers_opened` are the
+    absence windows the batch's events open, `timers_finished` the timers it ended (id →
+    outcome), `schedule_run` the progress of the scheduled audience it decided a page of.
     """
     execution_log.record_decisions(conn, decision_rows)
     outbox.plan_actions(conn, action_rows)
@@ -46,3 +52,8 @@ def commit_batch(
         dead_letters.add_dead_letters(conn, dead, now)
         inbox.mark_dead(conn, [d["event_id"] for d in dead], now)
     inbox.mark_processed(conn, processed, now)
+    timers.add_timers(conn, timers_opened)
+    if timers_finished:
+        timers.finish_timers(conn, timers_finished, now)
+    if schedule_run is not None:
+        timers.save_schedule_run(conn, schedule_run, now)

@@ -30,6 +30,7 @@ from engine.store.schema import (
     segments,
     suppressed_addresses,
     tasks,
+    timers,
 )
 from engine.store.sql import chunks, insert_ignore
 
@@ -87,7 +88,7 @@ def erase_rows(conn: Connection, customer_id: str, customer_hash: str, now: floa
         ).rowcount
     )
     for name, table in (("profile", profiles), ("state", customer_state), ("events", inbox),
-                        ("segments", segments)):  # fmt: skip
+                        ("segments", segments), ("timers", timers)):  # fmt: skip
         counts[name] = conn.execute(
             table.delete().where(table.c.customer_id == customer_id)
         ).rowcount

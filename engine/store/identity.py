@@ -47,6 +47,7 @@ from engine.store.schema import (
     profiles,
     segments,
     tasks,
+    timers,
 )
 from engine.store.sql import chunks, insert_ignore
 
@@ -170,6 +171,11 @@ def merge_customer(
     moved_tasks = conn.execute(
         tasks.update().where(tasks.c.customer_id == source).values(customer_id=target)
     ).rowcount
+    conn.execute(  # open absence windows follow the person (and the worker that owns them)
+        timers.update()
+        .where(timers.c.customer_id == source)
+        .values(customer_id=target, bucket=bucket)
+    )
     memberships = [
         {"customer_id": target, "segment": s, "added_at": at, "source_action": a}
         for s, at, a in conn.execute(

@@ -23,6 +23,8 @@ __all__ = [
     "InboxEvent",
     "add_events",
     "customer_events",
+    "customers_with_pending",
+    "earliest_pending",
     "event_payloads",
     "event_times",
     "mark_dead",
@@ -72,9 +74,11 @@ def add_events(conn: Connection, rows: Sequence[Mapping[str, Any]], now: float) 
 
 
 def pending_events(
-    conn: Connection, limit: int, worker: tuple[int, int] = (0, 1)
+    conn: Connection, limit: int, worker: tuple[int, int] = (0, 1), until: float | None = None
 ) -> list[InboxEvent]:
-    """The oldest pending events (arrival order) of the buckets `worker` = (index, count) owns."""
+    """The oldest pending events (arrival order) of the buckets `worker` = (index, count) owns;
+    with `until`, only those that happened by then (a replay stops at the next timer or cron
+    time, runs it, then goes on)."""
     index, count = worker
     query = (
         sa.select(*columns(InboxEvent, inbox))
@@ -82,9 +86,33 @@ def pending_events(
         .order_by(inbox.c.seq)
         .limit(limit)
     )
+    if until is not None:
+        query = query.where(inbox.c.occurred_at <= until)
     if count > 1:
         query = query.where(inbox.c.bucket % count == index)
     return typed(InboxEvent, conn.execute(query))
+
+
+def earliest_pending(conn: Connection, worker: tuple[int, int] = (0, 1)) -> float | None:
+    """The time of the earliest pending event of `worker`'s buckets (None: nothing pending)."""
+    index, count = worker
+    query = sa.select(sa.func.min(inbox.c.occurred_at)).where(inbox.c.status == "pending")
+    if count > 1:
+        query = query.where(inbox.c.bucket % count == index)
+    earliest: float | None = conn.execute(query).scalar_one_or_none()
+    return earliest
+
+
+def customers_with_pending(conn: Connection, customer_ids: Sequence[str], until: float) -> set[str]:
+    """Those of `customer_ids` with an event that happened by `until` still waiting in the inbox."""
+    found: set[str] = set()
+    for chunk in chunks(list(customer_ids)):
+        query = sa.select(inbox.c.customer_id).where(
+            inbox.c.customer_id.in_(chunk), inbox.c.status == "pending",
+            inbox.c.occurred_at <= until,
+        )  # fmt: skip
+        found.update(str(c) for c in conn.execute(query).scalars())
+    return found
 
 
 def pending_count(conn: Connection) -> int:

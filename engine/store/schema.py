@@ -26,10 +26,12 @@ __all__ = [
     "metadata",
     "profiles",
     "provider_events",
+    "schedule_runs",
     "segments",
     "send_rates",
     "suppressed_addresses",
     "tasks",
+    "timers",
 ]
 
 metadata = sa.MetaData()
@@ -243,4 +245,49 @@ erasures = sa.Table(
     sa.Column("requested_by", sa.String(64), nullable=False),
     sa.Column("erased_at", sa.Double, nullable=False),
     sa.Column("removed", sa.Text, nullable=False),  # JSON: what was removed, counted
+)
+
+# -- Predictive triggers (issue 16) -------------------------------------------------------------
+
+# Durable timers of `when: {event, then_absent}` triggers: the first event opened a window; when
+# it closes (`due_at`) without the awaited event the trigger decides. One row per (trigger, first
+# event); `bucket` is the customer's inbox bucket, so the processor worker that owns the customer's
+# events (and state) runs its timers. pending → done, in the transaction that records the outcome.
+timers = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trigger_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("event_id", sa.String(128), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("due_at", sa.Double, nullable=False),
+    sa.Column("absent_event", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),  # the first event's JSON, decided with later
+    sa.Column("bucket", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("outcome", sa.Text),
+    sa.Column("finished_at", sa.Double),
+    sa.UniqueConstraint("trigger_id", "event_id", name="timers_once_per_event"),
+    sa.Index("timers_due", "status", "due_at"),
+    sa.Index("timers_by_customer", "customer_id"),
+)
+
+# Runs of scheduled audiences: one row per (trigger, zone, cron time, worker share). `cursor` is
+# the last customer id done, committed with each page's decisions, so a run that is cut off
+# resumes where it stopped and nobody is decided twice.
+schedule_runs = sa.Table(
+    "schedule_runs",
+    metadata,
+    sa.Column("trigger_id", sa.String(64), primary_key=True),
+    sa.Column("zone", sa.String(64), primary_key=True),
+    sa.Column("occurrence", sa.Double, primary_key=True),
+    sa.Column("worker", sa.String(16), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # running | done | skipped
+    sa.Column("cursor", sa.String(128), nullable=False, server_default=""),
+    sa.Column("customers", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fired", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", sa.Double, nullable=False),
+    sa.Column("finished_at", sa.Double),
 )
