@@ -315,7 +315,7 @@ def validate(
     for trigger in index.triggers:
         models = ", ".join(sorted(trigger.score_models())) or "-"
         console.print(
-            f"  {trigger.id:<30} on {trigger.event_type:<20} {trigger.spec.priority:<8} scores: {models:<18} v{trigger.version}"
+            f"  {trigger.id:<30} on {trigger.starts_on:<20} {trigger.spec.priority:<8} scores: {models:<18} v{trigger.version}"
         )
 
 

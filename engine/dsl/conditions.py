@@ -349,26 +349,31 @@ class Sequence_(Condition):
         return t
 
     def check(self, ctx: EvaluationContext) -> Outcome:
-        return _OF[self._holds(ctx)[0]]
+        return self._holds(ctx)[0]
 
-    def _holds(self, ctx: EvaluationContext) -> tuple[bool, float | None, float | None]:
+    def _holds(self, ctx: EvaluationContext) -> tuple[Outcome, float | None, float | None]:
+        """Passed, failed, or — while an absence window is still open without its event —
+        missing: not known yet, never passed early (the event may still come)."""
         last_step = self.matched_at(ctx)
         if last_step is None:
-            return False, None, None
+            return Outcome.FAILED, None, None
         if self.absent_event is None:
-            return True, last_step, None
-        until = min(last_step + self.absent_within, ctx.now)
+            return Outcome.PASSED, last_step, None
+        closes = last_step + self.absent_within
+        until = min(closes, ctx.now)
         spoiler = next(
             (x for x in ctx.state.times(self.absent_event) if last_step < x <= until), None
         )
-        return spoiler is None, last_step, spoiler
+        if spoiler is not None:
+            return Outcome.FAILED, last_step, spoiler
+        return (Outcome.PASSED if ctx.now >= closes else Outcome.MISSING), last_step, None
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         holds, last_step, spoiler = self._holds(ctx)
         return {
             "kind": "sequence", "steps": list(self.steps), "within": self.within,
             "absent": self.absent_event, "completed_at": last_step, "absent_event_at": spoiler,
-            "outcome": Outcome(holds).label,
+            "outcome": holds.label,
         }  # fmt: skip
 
     def longest_window(self) -> float:

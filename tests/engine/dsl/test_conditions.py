@@ -203,6 +203,13 @@ def test_sequence_in_order_within_window_and_the_absence_step():
     assert compiled(absent).check(context(history=bought)) is Outcome.FAILED
     bought_later = [*order, ("purchase_completed", -0.5 * H, 10.0)]
     assert compiled(absent).check(context(history=bought_later)) is Outcome.PASSED
+    # The window is still open: not known yet (the purchase may still come), never passed early.
+    just_added = [("cart_add", -0.5 * H, None)]
+    assert compiled(absent).check(context(history=just_added)) is Outcome.MISSING
+    explained = compiled(absent).explain(context(history=just_added))
+    assert explained["outcome"] == "missing"
+    spoiled = [*just_added, ("purchase_completed", -0.25 * H, 5.0)]
+    assert compiled(absent).check(context(history=spoiled)) is Outcome.FAILED
 
 
 def test_score_conditions_follow_on_missing_and_max_age():
