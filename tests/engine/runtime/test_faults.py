@@ -1,4 +1,5 @@
-"""Faults, tested rather than claimed: SIGKILL during a replay, and two workers on PostgreSQL.
+"""Faults, tested rather than claimed: SIGKILL during a replay and around absence timers'
+deadlines, and two workers on PostgreSQL.
 
 The engine runs as a real `nudge engine run` process against a real SMTP server (aiosmtpd) and
 a real webhook receiver; it is killed with SIGKILL several times and restarted. Afterwards every
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,13 @@ actions:
   - send_email: {template: cart_reminder}
     delay: 1h
     cancel_if: {event: purchase_completed}
+limits: {cooldown: 1d}
+""",
+    "absence.yaml": """
+id: cart_no_checkout
+when: {event: cart_add, then_absent: {event: checkout_started, within: 30m}}
+actions:
+  - send_email: {template: cart_reminder}
 limits: {cooldown: 1d}
 """,
     "orders.yaml": """
@@ -270,3 +279,63 @@ def test_replay_events_are_enough(replay_events):
     events, _ = replay_events
     assert len(events) >= 20_000
     assert json.dumps(events[0])
+
+
+@pytest.mark.slow
+def test_timers_fire_exactly_once_when_the_engine_is_killed_around_their_deadlines(tmp_path):
+    """Wall clock: 24 absence windows close 0.25 s apart while `nudge engine run` is killed
+    with SIGKILL four times; every window fires once — one decision, one email."""
+    customers = [f"k{i:02d}" for i in range(24)]
+    folder = tmp_path / "triggers"
+    folder.mkdir()
+    (folder / "absence.yaml").write_text(
+        "id: cart_no_checkout\n"
+        "category: transactional\n"  # no quiet hours or caps: the test is about the timer
+        "when: {event: cart_add, then_absent: {event: checkout_started, within: 4s}}\n"
+        "actions: [{send_email: {template: cart_reminder}}]\n"
+    )
+    db = f"sqlite:///{tmp_path / 'engine.db'}"
+    store = EngineDB.open(db)
+    store.write(upsert_profiles, {c: {"customer_id": c, "email": f"{c}@example.com", "consent_email": True}
+                                  for c in customers}, 0.0)  # fmt: skip
+    with SmtpSink() as smtp:
+        env = {**os.environ, "NUDGE_HOME": str(tmp_path / "home"), "NUDGE_ENGINE_DB": db,
+               "NUDGE_TRIGGERS_DIR": str(folder), "NUDGE_SMTP_HOST": "127.0.0.1",
+               "NUDGE_SMTP_PORT": str(smtp.port), "NUDGE_SIGNING_SECRET": "s" * 32}  # fmt: skip
+        command = [sys.executable, "-m", "nudge.cli", "engine", "run"]
+        worker = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(4.0)  # started and idle
+        start = time.time()
+        events = [
+            {"event_id": f"cart-{c}", "customer_id": c, "event_type": "cart_add",
+             "timestamp": datetime.fromtimestamp(start + i * 0.25, UTC).isoformat()}
+            for i, c in enumerate(customers)
+        ]  # fmt: skip
+        accept_stream(store, events, source="test")
+        kills = 0
+        rnd = random.Random(3)
+        while time.time() < start + 4.0 + len(customers) * 0.25:  # the deadlines' span
+            time.sleep(rnd.uniform(0.6, 1.6))
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGKILL)
+                kills += 1
+            worker.wait(timeout=30)
+            worker = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        time.sleep(1.0)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+        final = subprocess.run([*command, "--until-idle"], env=env, capture_output=True, text=True,
+                               timeout=300)  # fmt: skip
+        assert final.returncode == 0, final.stderr
+        time.sleep(0.2)
+        assert kills >= 3
+        fired = Counter(d.customer_id for d in store.read(list_decisions) if d.outcome == "fired")
+        assert fired == Counter(customers), "each window fired exactly once"
+        recipients = Counter(m["To"] for m in smtp.messages)
+        unconfirmed = [a for a in store.read(list_actions) if a.status == "unconfirmed"]
+        assert max(recipients.values()) == 1, "no email twice"
+        assert len(recipients) + len(unconfirmed) == len(customers), "no email lost"
