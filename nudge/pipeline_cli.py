@@ -218,6 +218,7 @@ def deploy(
         train_cron=train_cron or settings.train_cron,
         timezone=settings.schedule_timezone,
         optimize_cron=optimize_cron or settings.optimize_cron,
+        score_cron=settings.score_cron,
     )
     home = str(settings.home.resolve())
     feature_params = {"step_days": settings.snapshot_step_days, "count": settings.snapshot_count}
@@ -238,13 +239,60 @@ def deploy(
         console.print(f"[green]✓[/] {name} ({deployment_id})")
     console.print(
         f"schedules: features [bold]{schedules.features_cron}[/], train "
-        f"[bold]{schedules.train_cron}[/], optimize [bold]{schedules.optimize_cron}[/] "
-        f"({schedules.timezone})"
+        f"[bold]{schedules.train_cron}[/], optimize [bold]{schedules.optimize_cron}[/], "
+        f"score-batch [bold]{schedules.score_cron}[/] ({schedules.timezone})"
     )
     if serve:
         run_served(home, schedules, feature_params, train_params, optimize_params)
     else:
         console.print("run them with [bold]nudge pipeline deploy --serve[/] (or a Prefect worker)")
+
+
+# -- pipeline score-batch --------------------------------------------------------------------------
+
+
+@pipeline_app.command("score-batch")
+@pipeline_errors
+def score_batch(
+    models: Annotated[
+        str | None,
+        typer.Option(help="Models to refresh, comma-separated (default: every model definition)."),
+    ] = None,
+    page_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Customers per scoring request (at most 1,000).")
+    ] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Refresh every known customer's scores into the engine (what `deploy` schedules daily and
+    `train` runs after training): the scoring service (NUDGE_SCORING_URL) is asked in batches,
+    and one `score_refreshed` event per customer reaches the inbox, where `score_crosses`
+    triggers compare it with the last score.
+
+    JSON: {"refresh_id", "models", "customers", "refreshed", "unscored", "seconds"}.
+    """
+    settings = prepare()
+    from engine.store import EngineDB
+    from pipelines.flows.score_batch import refresh_scores
+
+    EngineDB.open(settings.engine_url).dispose()  # out of date: one line, before any scoring
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    with nullcontext() if as_json else console.status("scoring customers …") as status:
+
+        def progress(done: int) -> None:
+            if status is not None:
+                status.update(f"scoring customers … {done:,}")
+
+        outcome = refresh_scores(settings.engine_url, settings.scoring_url, chosen, api_key=key,
+                                 page_size=page_size, progress=progress)  # fmt: skip
+    if as_json:
+        sys.stdout.write(json.dumps(outcome) + "\n")
+        return
+    console.print(
+        f"refreshed {outcome['refreshed']:,} of {outcome['customers']:,} customers "
+        f"({', '.join(outcome['models'])}) in {outcome['seconds']:.1f} s; "
+        f"{outcome['unscored']:,} without a score; the engine decides them as it processes its inbox"
+    )
 
 
 # -- pipeline optimize -----------------------------------------------------------------------------

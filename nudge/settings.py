@@ -340,6 +340,10 @@ class Settings(SharedSettings):
     optimize_cron: str = Field(
         default="0 4 * * *", description="Schedule of the optimize deployment (daily reviews)."
     )
+    score_cron: str = Field(
+        default="0 5 * * *",
+        description="Schedule of the score-batch deployment (every customer's scores refreshed).",
+    )
     optimize_days: int = Field(
         default=30, ge=1, le=366, description="How many past days a review logs at most."
     )

@@ -38,6 +38,7 @@ __all__ = [
 FEATURES_DEPLOYMENT = "nudge-features"
 TRAIN_DEPLOYMENT = "nudge-train"
 OPTIMIZE_DEPLOYMENT = "nudge-optimize"
+SCORE_BATCH_DEPLOYMENT = "nudge-score-batch"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Schedules:
     train_cron: str = "0 3 * * 1"
     timezone: str = "UTC"
     optimize_cron: str = "0 4 * * *"
+    score_cron: str = "0 5 * * *"
 
 
 def deployments(
@@ -69,7 +71,22 @@ def deployments(
         ),
         *train_deployments(home, schedules, train_params),
         optimize_deployment(home, schedules, optimize_params or {}),
+        score_batch_deployment(schedules),
     ]
+
+
+def score_batch_deployment(schedules: Schedules) -> RunnerDeployment:
+    """Every customer's scores refreshed into the engine (score crossings, fresh audiences)."""
+    from pipelines.flows.score_batch import score_batch
+
+    # No parameters: the flow reads NUDGE_ENGINE_DB and NUDGE_SCORING_URL where it runs, so no
+    # database password is stored on the Prefect server.
+    return score_batch.to_deployment(  # type: ignore[return-value]
+        name=SCORE_BATCH_DEPLOYMENT,
+        schedules=[CronSchedule(cron=schedules.score_cron, timezone=schedules.timezone)],
+        description="Refresh every known customer's scores into the engine.",
+        tags=["nudge"],
+    )
 
 
 def optimize_deployment(

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -112,8 +112,11 @@ def train(
     tracking_uri: str | None = None,
     dask_address: str | None = None,
     max_rounds: int = 1_000,
+    refresh_scores: bool = True,
 ) -> dict[str, Any]:
-    """Build the training sets, fit every model (on Dask when an address is set), log, register."""
+    """Build the training sets, fit every model (on Dask when an address is set), log, register;
+    then (`refresh_scores`, with NUDGE_SCORING_URL set) refresh every customer's scores into the
+    engine through the score-batch flow."""
     from pipelines.tracking import default_tracking_uri, git_commit
 
     root = str(home_dir(home))
@@ -137,4 +140,23 @@ def train(
     }
     if skipped:
         logged["skipped"] = skipped
+    if refresh_scores:
+        logged["score_refresh"] = _refresh_scores()
     return logged
+
+
+def _refresh_scores() -> dict[str, Any] | None:
+    """After training, every customer's scores into the engine (score crossings), when a
+    scoring service is configured; a failure is logged, never fails the training run. The
+    service picks a new champion up within its alias poll (NUDGE_MODEL_POLL_SECONDS); the daily
+    score-batch deployment refreshes again."""
+    from nudge.settings import Settings
+    from pipelines.flows.score_batch import score_batch
+
+    if not Settings().scoring_url:
+        return None
+    try:
+        return score_batch()
+    except Exception as exc:  # the models are registered; the refresh can be run again
+        get_run_logger().warning("score refresh after training failed: %s", exc)
+        return {"error": str(exc)}

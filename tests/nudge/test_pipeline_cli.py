@@ -185,10 +185,14 @@ def test_deploy_registers_scheduled_deployments_on_a_real_server(tmp_path):
         assert "optimize/nudge-optimize" in done.stdout
         deployments = httpx.post(f"{api}/deployments/filter", json={}).json()
         by_name = {d["name"]: d for d in deployments}
-        assert set(by_name) == {"nudge-features", "nudge-train", "nudge-optimize"}
+        assert set(by_name) == {"nudge-features", "nudge-train", "nudge-optimize",
+                                "nudge-score-batch"}  # fmt: skip
         crons = {n: [s["schedule"]["cron"] for s in d["schedules"]] for n, d in by_name.items()}
         assert crons == {"nudge-features": ["*/5 * * * *"], "nudge-train": ["0 3 * * 1"],
-                         "nudge-optimize": ["0 4 * * *"]}  # fmt: skip
+                         "nudge-optimize": ["0 4 * * *"], "nudge-score-batch": ["0 5 * * *"]}  # fmt: skip
+        assert (
+            by_name["nudge-score-batch"]["parameters"] == {}
+        )  # it reads the settings where it runs
         params = by_name["nudge-train"]["parameters"]
         assert params["home"] == str((tmp_path / "home").resolve())
         # The daily review logs to the MLflow store of the settings; the engine database's URL
