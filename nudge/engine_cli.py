@@ -293,9 +293,14 @@ def validate(
             help="Folder of *.yaml triggers (default: NUDGE_TRIGGERS_DIR or the examples)."
         ),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Warnings (unknown event types) fail too (exit 1).")
+    ] = False,
 ) -> None:
     """Check every trigger file and the templates it sends (NUDGE_TEMPLATES_DIR or the bundled
-    ones); print every problem with file, path and line; exit 1 on any."""
+    ones); print every problem with file, path and line; exit 1 on any. Event types that are
+    not standard and that neither the lake nor the inbox has seen are warnings (exit 0 unless
+    --strict)."""
     from rich.markup import escape
 
     from engine.dsl.triggers import TriggerIndex, load_trigger_dir
@@ -310,6 +315,13 @@ def validate(
         for issue in result.issues:
             console.print(f"[red]✗[/] {escape(str(issue))}", soft_wrap=True)
         fail(f"{len(result.issues)} problem(s) in the triggers of {folder}", code=1)
+    from engine.runtime.event_vocabulary import event_type_warnings_at
+
+    warnings = event_type_warnings_at(result.triggers, s.engine_url, s.lake_dir)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
+    if strict and warnings:
+        fail(f"{len(warnings)} warning(s) in the triggers of {folder} (--strict)", code=1)
     index = TriggerIndex(result.triggers)
     console.print(f"[green]✓[/] {len(index)} trigger(s) in {folder} are valid")
     for trigger in index.triggers:

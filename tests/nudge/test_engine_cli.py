@@ -41,6 +41,20 @@ def test_validate_reports_every_problem_with_file_and_line(tmp_path):
     assert "Traceback" not in out
 
 
+def test_validate_warns_on_an_unknown_event_type_and_fails_only_when_strict(nudge_home, tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "id: typo\nwhen: {event: cart_abandonedd}\nactions: [{add_to_segment: {segment: s}}]\n"
+    )
+    result = invoke("triggers", "validate", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    out = result.output.replace("\n", " ")
+    where = f"warning: {tmp_path / 't.yaml'}:2: when.event"
+    assert f"{where}: unknown event type 'cart_abandonedd'" in out
+    assert "did you mean 'cart_abandoned'?" in out and "1 trigger(s)" in out
+    strict = invoke("triggers", "validate", str(tmp_path), "--strict")
+    assert strict.exit_code == 1 and "1 warning(s)" in strict.output
+
+
 @pytest.fixture
 def events_file(tmp_path) -> Path:
     lines = [
