@@ -121,16 +121,17 @@ def live_config(
         fail(str(refused), code=1)
 
 
-def reload_on_sighup(live: LiveConfig) -> None:
+def reload_on_sighup(live: LiveConfig) -> Callable[[], None]:
     """``kill -HUP`` reloads `live` in a thread of its own (the handler must not wait for a
-    batch); a refused set is reported by `live` and the running one stays."""
+    batch); a refused set is reported by `live` and the running one stays. Returns what puts
+    the previous handler back."""
     import signal
     import threading
 
     from engine.runtime.live_config import ConfigRefused
 
     if not hasattr(signal, "SIGHUP"):  # Windows
-        return
+        return lambda: None
 
     def reload() -> None:
         try:
@@ -142,7 +143,8 @@ def reload_on_sighup(live: LiveConfig) -> None:
     def handler(signum: int, frame: object) -> None:
         threading.Thread(target=reload, name="reload", daemon=True).start()
 
-    signal.signal(signal.SIGHUP, handler)
+    previous = signal.signal(signal.SIGHUP, handler)
+    return lambda: signal.signal(signal.SIGHUP, previous)
 
 
 def open_store(s: Settings) -> EngineDB:
@@ -663,8 +665,9 @@ def run(
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")
     index_, count = parse_worker(worker)
     s = server_settings()
-    index = load_index(s.trigger_folder)
     store = open_store(s)
+    live = live_config(s, store)  # reloaded by SIGHUP
+    index = live.current.index
     processor = (
         build_processor(s, store, index, worker=(index_, count)) if role != "dispatcher" else None
     )
@@ -673,9 +676,12 @@ def run(
         if role != "processor"
         else None
     )
+    live.bind(processor, dispatcher)
+    restore_sighup = reload_on_sighup(live)
     metrics = EngineMetrics(store, send_limits=send_limits(s))
     watch_scores(metrics, processor)
-    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics)
+    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics,
+                      guard=live.guard)  # fmt: skip
     stop = threading.Event()
     server = None
     port = metrics_port if metrics_port is not None else s.metrics_port
@@ -691,6 +697,7 @@ def run(
         stop.set()
         return
     finally:
+        restore_sighup()
         if server is not None:
             server.close()
     console.print(
@@ -817,7 +824,7 @@ def serve(
     live.bind(processor, dispatcher)
     loop = EngineLoop(processor, dispatcher, poll=poll, observer=metrics, guard=live.guard)
     stop = threading.Event()
-    reload_on_sighup(live)
+    restore_sighup = reload_on_sighup(live)
 
     def report(exc: Exception, pause: float) -> None:
         console.print(f"[red]engine error:[/] {type(exc).__name__}: {exc} (retry in {pause:.0f} s)")
@@ -840,6 +847,7 @@ def serve(
                          erasure=build_eraser(s, store, also=[("processor", processor.forget)]))  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        restore_sighup()
         stop.set()
         worker.join(timeout=10)
 

@@ -197,3 +197,12 @@ def test_an_invalid_set_at_start_raises_with_every_problem(tmp_path: Path) -> No
     with pytest.raises(ConfigRefused) as refused:
         LiveConfig(lambda: load_engine_config(tmp_path / "missing", TEMPLATES))
     assert refused.value.issues == [f"{tmp_path / 'missing'}: no such folder of triggers"]
+
+
+def test_without_a_reloadable_configuration_the_route_answers_503(engine_store: EngineDB) -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(engine_store, "admin-key"))
+    response = client.post("/v1/admin/reload", headers=KEY)
+    assert response.status_code == 503
+    assert response.json() == {"detail": "this server has no reloadable configuration"}
