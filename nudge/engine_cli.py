@@ -144,7 +144,11 @@ def reload_on_sighup(live: LiveConfig) -> Callable[[], None]:
         threading.Thread(target=reload, name="reload", daemon=True).start()
 
     previous = signal.signal(signal.SIGHUP, handler)
-    return lambda: signal.signal(signal.SIGHUP, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
 
 
 def open_store(s: Settings) -> EngineDB:
