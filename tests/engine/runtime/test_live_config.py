@@ -206,3 +206,22 @@ def test_without_a_reloadable_configuration_the_route_answers_503(engine_store: 
     response = client.post("/v1/admin/reload", headers=KEY)
     assert response.status_code == 503
     assert response.json() == {"detail": "this server has no reloadable configuration"}
+
+
+def test_warnings_are_reported_at_start(engine_store: EngineDB, tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "typo.yaml").write_text(
+        "id: typo\nwhen: {event: cart_abandonedd}\nactions: [{add_to_segment: {segment: s}}]\n"
+    )
+    lake = EventLake(tmp_path / "lake")
+    reported: list[str] = []
+    LiveConfig(
+        lambda: load_engine_config(
+            folder, TEMPLATES, warnings=lambda found: event_type_warnings(found, engine_store, lake)
+        ),
+        report=reported.append,
+    )
+    [line] = reported
+    assert line.startswith(f"warning: {folder / 'typo.yaml'}:2: when.event: unknown event type")
+    assert line.endswith("did you mean 'cart_abandoned'?")
