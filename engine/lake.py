@@ -139,6 +139,14 @@ class EventLake:
             return pd.DataFrame(columns=["customer_id"])
         return pd.read_parquet(self.customers_path)
 
+    def event_types(self) -> set[str]:
+        """Every event type the lake holds (empty when it has no events): one DuckDB query."""
+        if not self._has_files():
+            return set()
+        with _duckdb() as con:
+            rows = con.execute(f"SELECT DISTINCT event_type FROM {self._scan()}").fetchall()
+        return {row[0] for row in rows}
+
     def info(self) -> LakeInfo:
         """Counts, date range, per-type totals and disk usage."""
         files = sorted(self.events_dir.glob("date=*/*.parquet")) if self.events_dir.exists() else []

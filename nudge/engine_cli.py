@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from engine.channels.smtp import SmtpSecurity
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
+    from engine.runtime.live_config import EngineConfig, LiveConfig, PolicyLoader
     from engine.runtime.metrics import EngineMetrics
     from engine.runtime.processor import Processor
     from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, TaskRow
@@ -82,6 +83,72 @@ def load_index(folder: Path) -> TriggerIndex:
             console.print(f"[red]✗[/] {issue}", soft_wrap=True)
         fail(f"{len(result.issues)} problem(s) in the triggers of {folder}", code=1)
     return TriggerIndex(result.triggers)
+
+
+def live_config(
+    s: Settings, store: EngineDB, *, load_policy: PolicyLoader | None = None
+) -> LiveConfig:
+    """The running engine's reloadable configuration (engine.runtime.live_config): the triggers
+    of NUDGE_TRIGGERS_DIR checked against NUDGE_TEMPLATES_DIR and the model definitions, the
+    policy of `load_policy` (default: the built-in one), and warnings for event types no input
+    has had. An invalid set at start is a clean exit listing every problem (as `load_index`)."""
+    from rich.markup import escape
+
+    from engine.lake import EventLake
+    from engine.runtime.event_vocabulary import event_type_warnings
+    from engine.runtime.live_config import ConfigRefused, LiveConfig, load_engine_config
+
+    lake = EventLake(s.lake_dir)
+
+    def load() -> EngineConfig:
+        try:
+            models = model_names()
+        except UserError as exc:  # a broken model definition refuses the set, not the server
+            raise ConfigRefused([str(exc)], s.trigger_folder) from None
+        return load_engine_config(
+            s.trigger_folder, s.template_folder, models=models, load_policy=load_policy,
+            warnings=lambda triggers: event_type_warnings(triggers, store, lake),
+        )  # fmt: skip
+
+    def report(line: str) -> None:
+        console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
+
+    try:
+        return LiveConfig(load, report=report)
+    except ConfigRefused as refused:
+        for issue in refused.issues:
+            console.print(f"[red]✗[/] {escape(issue)}", soft_wrap=True)
+        fail(str(refused), code=1)
+
+
+def reload_on_sighup(live: LiveConfig) -> Callable[[], None]:
+    """``kill -HUP`` reloads `live` in a thread of its own (the handler must not wait for a
+    batch); a refused set is reported by `live` and the running one stays. Returns what puts
+    the previous handler back."""
+    import signal
+    import threading
+
+    from engine.runtime.live_config import ConfigRefused
+
+    if not hasattr(signal, "SIGHUP"):  # Windows
+        return lambda: None
+
+    def reload() -> None:
+        try:
+            config = live.reload()
+        except ConfigRefused:
+            return
+        console.print(f"reloaded: {len(config.index)} trigger(s)", soft_wrap=True)
+
+    def handler(signum: int, frame: object) -> None:
+        threading.Thread(target=reload, name="reload", daemon=True).start()
+
+    previous = signal.signal(signal.SIGHUP, handler)
+
+    def restore() -> None:
+        signal.signal(signal.SIGHUP, previous)
+
+    return restore
 
 
 def open_store(s: Settings) -> EngineDB:
@@ -293,9 +360,14 @@ def validate(
             help="Folder of *.yaml triggers (default: NUDGE_TRIGGERS_DIR or the examples)."
         ),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Warnings (unknown event types) fail too (exit 1).")
+    ] = False,
 ) -> None:
     """Check every trigger file and the templates it sends (NUDGE_TEMPLATES_DIR or the bundled
-    ones); print every problem with file, path and line; exit 1 on any."""
+    ones); print every problem with file, path and line; exit 1 on any. Event types that are
+    not standard and that neither the lake nor the inbox has seen are warnings (exit 0 unless
+    --strict)."""
     from rich.markup import escape
 
     from engine.dsl.triggers import TriggerIndex, load_trigger_dir
@@ -310,6 +382,13 @@ def validate(
         for issue in result.issues:
             console.print(f"[red]✗[/] {escape(str(issue))}", soft_wrap=True)
         fail(f"{len(result.issues)} problem(s) in the triggers of {folder}", code=1)
+    from engine.runtime.event_vocabulary import event_type_warnings_at
+
+    warnings = event_type_warnings_at(result.triggers, s.engine_url, s.lake_dir)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
+    if strict and warnings:
+        fail(f"{len(warnings)} warning(s) in the triggers of {folder} (--strict)", code=1)
     index = TriggerIndex(result.triggers)
     console.print(f"[green]✓[/] {len(index)} trigger(s) in {folder} are valid")
     for trigger in index.triggers:
@@ -590,8 +669,9 @@ def run(
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")
     index_, count = parse_worker(worker)
     s = server_settings()
-    index = load_index(s.trigger_folder)
     store = open_store(s)
+    live = live_config(s, store)  # reloaded by SIGHUP
+    index = live.current.index
     processor = (
         build_processor(s, store, index, worker=(index_, count)) if role != "dispatcher" else None
     )
@@ -600,9 +680,12 @@ def run(
         if role != "processor"
         else None
     )
+    live.bind(processor, dispatcher)
+    restore_sighup = reload_on_sighup(live)
     metrics = EngineMetrics(store, send_limits=send_limits(s))
     watch_scores(metrics, processor)
-    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics)
+    loop = EngineLoop(processor, dispatcher, clock=parse_clock(clock), observer=metrics,
+                      guard=live.guard)  # fmt: skip
     stop = threading.Event()
     server = None
     port = metrics_port if metrics_port is not None else s.metrics_port
@@ -618,6 +701,7 @@ def run(
         stop.set()
         return
     finally:
+        restore_sighup()
         if server is not None:
             server.close()
     console.print(
@@ -733,14 +817,18 @@ def serve(
             "[yellow]warning:[/] NUDGE_PUBLIC_URL is not set: unsubscribe links point at a "
             "placeholder and opens and clicks are not tracked"
         )
-    index = load_index(s.trigger_folder)
     store = open_store(s)
+    live = live_config(s, store)  # reloaded by SIGHUP and POST /v1/admin/reload
+    index = live.current.index
     metrics = EngineMetrics(store, send_limits=send_limits(s))
     metrics.watch_acceptance()  # events received over every route, by source
     processor = build_processor(s, store, index)
     watch_scores(metrics, processor)
-    loop = EngineLoop(processor, build_dispatcher(s, store, index), poll=poll, observer=metrics)
+    dispatcher = build_dispatcher(s, store, index)
+    live.bind(processor, dispatcher)
+    loop = EngineLoop(processor, dispatcher, poll=poll, observer=metrics, guard=live.guard)
     stop = threading.Event()
+    restore_sighup = reload_on_sighup(live)
 
     def report(exc: Exception, pause: float) -> None:
         console.print(f"[red]engine error:[/] {type(exc).__name__}: {exc} (retry in {pause:.0f} s)")
@@ -759,10 +847,11 @@ def serve(
     try:
         from nudge.data_cli import build_eraser
 
-        app = create_app(store, key, max_future=s.max_future, metrics=metrics,
+        app = create_app(store, key, max_future=s.max_future, metrics=metrics, reload=live.reload,
                          erasure=build_eraser(s, store, also=[("processor", processor.forget)]))  # fmt: skip
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        restore_sighup()
         stop.set()
         worker.join(timeout=10)
 

@@ -176,12 +176,50 @@ def apply(
     yes: Annotated[
         bool, typer.Option("--yes", help="Write the new version (without it: preview only).")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Apply although the guardrails fail (needs --reason, recorded)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why the guardrails are overridden; written into the new version."),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Attribution window for conversions, e.g. 72h.")
+    ] = "72h",
+    min_users: Annotated[
+        int, typer.Option(help="Minimum users per arm before recommending.")
+    ] = 1000,
 ) -> None:
-    """End a trigger's experiment with one variant: writes a new trigger version (after --yes)."""
+    """End a trigger's experiment with one variant: writes a new trigger version (after --yes).
+
+    Refused unless the experiment's recommendation (as `experiment report` computes it from the
+    execution log: minimum sample, sample ratio, corrected significance) names that variant;
+    --force --reason TEXT overrides it. The new file starts with a note of who applied it, when,
+    what the recommendation said and the reason."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from engine.dsl.durations import parse_duration
     from engine.dsl.triggers import load_trigger_dir, variant_version, write_variant_version
+    from engine.dsl.version_notes import comment_line, with_note
     from nudge.settings import Settings
 
-    folder = Settings().trigger_folder
+    if force != (reason is not None):
+        fail("--force and --reason go together: --force --reason TEXT says why the guardrails "
+             "are overridden, and the reason is recorded in the new version")  # fmt: skip
+    if reason is not None and not comment_line(reason):
+        fail("--reason: say why the guardrails are overridden (got an empty reason)")
+    if min_users < 1:
+        fail(f"--min-users must be at least 1 (got {min_users})")
+    try:
+        seconds = parse_duration(window).total_seconds()
+    except ValueError as exc:
+        fail(f"--window: {exc}")
+    settings = Settings()
+    folder = settings.trigger_folder
     loaded = load_trigger_dir(folder)
     found = next((t for t in loaded.triggers if t.id == trigger), None)
     if found is None:
@@ -191,11 +229,60 @@ def apply(
     for before, after in version.changed_actions:
         console.print(f"  action {before} → {after}", soft_wrap=True)
     console.print("  experiment removed: every customer gets the variant")
+
+    verdict, refusals = _guardrails(settings.engine_url, trigger, variant, seconds, min_users)
+    console.print(f"  recommendation: {verdict}", soft_wrap=True)
+    for refusal in refusals:
+        console.print(f"  [red]✗[/] {refusal}", soft_wrap=True)
+    if refusals and not force:
+        fail(f"refused: the experiment's recommendation does not back {variant!r} "
+             f"({len(refusals)} reason(s) above); --force --reason TEXT applies it anyway")  # fmt: skip
+    if refusals:
+        console.print(f"[yellow]forced[/]: {comment_line(reason or '')}", soft_wrap=True)
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        who = "unknown"
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    note = [
+        f"experiment apply: variant {variant} of {trigger} for everyone "
+        f"(version {found.version} → {version.new.version})",
+        f"by {who} at {when}",
+        f"recommendation (window {window}, min {min_users:,} users per arm): {verdict}",
+    ]
+    if refusals:
+        note += [f"guardrails overridden (--force): {'; '.join(refusals)}",
+                 f"reason: {reason}"]  # fmt: skip
+    noted = with_note(version, note)
     if not yes:
         console.print("[yellow]preview only[/]: run again with --yes to write it")
         return
-    backup = write_variant_version(version)
+    backup = write_variant_version(noted)
     console.print(f"[green]written[/]; the previous version is kept in {backup.name}")
+
+
+def _guardrails(
+    url: str, trigger: str, variant: str, window: float, min_users: int
+) -> tuple[str, list[str]]:
+    """The recommendation of `trigger`'s experiment in the log at `url`, in one line, and why
+    it does not back `variant` (empty: it does)."""
+    from engine.optimizer.apply_check import apply_refusals
+    from engine.optimizer.recommendation import recommend
+    from engine.store import EngineDB
+    from engine.store.exposures import load_exposures
+
+    store = EngineDB.open(url)
+    try:
+        exposures = store.read(load_exposures, trigger, attribution_window=window)
+    finally:
+        store.dispose()
+    recommendations = () if exposures.empty else recommend(exposures, min_users_per_arm=min_users)
+    refusals = apply_refusals(trigger, recommendations, variant)
+    verdicts = [
+        f"use {r.variant}: {r.detail}" if r.variant else f"none ({r.reason}): {r.detail}"
+        for r in recommendations
+    ]
+    return "; ".join(verdicts) or "none (no experiment decisions in the log)", refusals
 
 
 def _funnel_table(funnel: Any) -> Table:

@@ -25,8 +25,10 @@ from starlette.requests import ClientDisconnect
 
 from engine.events import CustomerProfile, describe_validation_error
 from engine.limits import MAX_STORED_TEXT, json_problem, parse_json, storable_text, text_problem
+from engine.runtime.admin_routes import admin_router
 from engine.runtime.email_webhooks import email_webhook_router
 from engine.runtime.inbox import accept_events
+from engine.runtime.live_config import EngineConfig
 from engine.runtime.metrics import EngineMetrics, metrics_router
 from engine.runtime.provider_routes import provider_router
 from engine.runtime.public_routes import public_router
@@ -64,13 +66,15 @@ def create_app(
     clock: Callable[[], float] = time.time,
     metrics: EngineMetrics | None = None,
     erasure: Callable[[str], dict[str, Any]] | None = None,
+    reload: Callable[[], EngineConfig] | None = None,
 ) -> FastAPI:
     """The ingestion app over `store`; with no `api_key` configured, writes are refused (503).
 
     Event timestamps may be at most `max_future` (default 1 day) ahead of `clock()`, the
     engine's time when the request arrives. With `metrics`, ``GET /metrics`` serves them.
     `erasure(customer_id)` erases a customer (engine.runtime.erasure.Eraser) for
-    ``DELETE /v1/customers/{id}``; without it that route answers 503.
+    ``DELETE /v1/customers/{id}``; without it that route answers 503. `reload` (a
+    `LiveConfig.reload`) serves ``POST /v1/admin/reload`` (engine.runtime.admin_routes).
     """
     app = FastAPI(title="nudge engine", version="1", docs_url="/docs")
     if metrics is not None:
@@ -180,6 +184,7 @@ def create_app(
     app.include_router(provider_router(store, clock=clock))  # Twilio's inbound SMS webhook
     app.include_router(email_webhook_router(store, clock=clock))  # /webhooks/{email provider}
     app.include_router(public_router(store, clock=clock))  # /u /o /c: unsubscribe, tracking
+    app.include_router(admin_router(api_key, reload))  # POST /v1/admin/reload
     return app
 
 

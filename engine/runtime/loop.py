@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -69,12 +70,15 @@ class EngineLoop:
         clock: Callable[[], float] = time.time,
         poll: float = 0.5,
         observer: LoopObserver | None = None,
+        guard: AbstractContextManager[object] | None = None,
     ) -> None:
         self.processor = processor
         self.dispatcher = dispatcher
         self.clock = clock
         self.poll = poll
         self.observer = observer
+        # Held for each step (one batch): `LiveConfig.guard`, so a reload swaps between batches.
+        self.guard: AbstractContextManager[object] = guard if guard is not None else nullcontext()
 
     def run(
         self,
@@ -157,7 +161,8 @@ class EngineLoop:
         """One step, timed and told to the observer (an error too, then raised again)."""
         started = time.perf_counter()
         try:
-            result = run()
+            with self.guard:
+                result = run()
         except Exception as exc:
             if self.observer is not None:
                 self.observer.failed(name, exc)

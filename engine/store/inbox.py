@@ -27,6 +27,7 @@ __all__ = [
     "earliest_pending",
     "event_payloads",
     "event_times",
+    "event_types",
     "mark_dead",
     "mark_processed",
     "pending_count",
@@ -163,6 +164,11 @@ def event_payloads(conn: Connection, event_ids: Iterable[str]) -> dict[str, dict
         query = sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk))
         out.update((e, json.loads(p)) for e, p in conn.execute(query))
     return out
+
+
+def event_types(conn: Connection) -> set[str]:
+    """Every event type the inbox has ever accepted (processed, pending or dead)."""
+    return set(conn.execute(sa.select(inbox.c.event_type).distinct()).scalars())
 
 
 def _mark(conn: Connection, event_ids: Sequence[str], status: str, now: float) -> None:

@@ -41,6 +41,20 @@ def test_validate_reports_every_problem_with_file_and_line(tmp_path):
     assert "Traceback" not in out
 
 
+def test_validate_warns_on_an_unknown_event_type_and_fails_only_when_strict(nudge_home, tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        "id: typo\nwhen: {event: cart_abandonedd}\nactions: [{add_to_segment: {segment: s}}]\n"
+    )
+    result = invoke("triggers", "validate", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    out = result.output.replace("\n", " ")
+    where = f"warning: {tmp_path / 't.yaml'}:2: when.event"
+    assert f"{where}: unknown event type 'cart_abandonedd'" in out
+    assert "did you mean 'cart_abandoned'?" in out and "1 trigger(s)" in out
+    strict = invoke("triggers", "validate", str(tmp_path), "--strict")
+    assert strict.exit_code == 1 and "1 warning(s)" in strict.output
+
+
 @pytest.fixture
 def events_file(tmp_path) -> Path:
     lines = [
@@ -214,3 +228,71 @@ def test_json_of_an_empty_log_is_empty_lists(nudge_home):
     assert listed("engine", "actions") == {"actions": []}
     assert listed("engine", "tasks") == {"tasks": []}
     assert listed("engine", "dead-letters") == {"dead_letters": []}
+
+
+@pytest.mark.slow
+def test_engine_serve_reloads_its_triggers_on_sighup(nudge_home, tmp_path):
+    """A real `nudge engine serve`: after `kill -HUP` the next decisions carry the edited
+    trigger's version; an invalid edit and another HUP leave that version deciding."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from nudge.local_server import free_port, wait_until_ready
+
+    if not hasattr(signal, "SIGHUP"):
+        pytest.skip("no SIGHUP on this platform")
+    folder = tmp_path / "triggers"
+    folder.mkdir()
+    trigger = "id: greet\nwhen: {event: signup}\nactions: [{add_to_segment: {segment: %s}}]\n"
+    (folder / "greet.yaml").write_text(trigger % "first")
+    port, output = free_port(), tmp_path / "serve.out"
+    env = {**os.environ, "NUDGE_HOME": str(nudge_home), "NUDGE_API_KEY": "k-hup",
+           "NUDGE_TRIGGERS_DIR": str(folder), "NUDGE_LAKE_SYNC_SECONDS": "0",
+           "NUDGE_ENGINE_DB": f"sqlite:///{nudge_home / 'engine.db'}"}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "nudge.cli", "engine", "serve", "--port",
+                                str(port), "--poll", "0.1"], env=env, stdout=output.open("w"))  # fmt: skip
+    base, key = f"http://127.0.0.1:{port}", {"X-API-Key": "k-hup"}
+    sent = iter(range(1000))
+
+    def decided_version() -> str:
+        customer = f"c{next(sent)}"
+        event = {"event_id": f"e-{customer}", "customer_id": customer, "event_type": "signup",
+                 "timestamp": datetime.now(UTC).isoformat()}  # fmt: skip
+        assert httpx.post(f"{base}/v1/events", json=event, headers=key).status_code == 202
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = httpx.get(f"{base}/v1/decisions", params={"customer_id": customer},
+                             headers=key).json()["decisions"]  # fmt: skip
+            if rows:
+                return str(rows[-1]["trigger_version"])
+            time.sleep(0.1)
+        raise AssertionError(f"no decision for {customer}")
+
+    try:
+        wait_until_ready(f"{base}/healthz", process, 90, "engine serve")
+        first = decided_version()
+        (folder / "greet.yaml").write_text(trigger % "second")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        version = first
+        while version == first and time.monotonic() < deadline:  # the reload runs in a thread
+            version = decided_version()
+        assert version != first, "decisions after SIGHUP carry the new version"
+        (folder / "greet.yaml").write_text("id: greet\nwhen: {event: signup}\nactions: []\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reload refused" not in output.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        refused = " ".join(output.read_text().split())
+        assert f"reload refused: {folder / 'greet.yaml'}:3: actions:" in refused, refused
+        assert process.poll() is None, "an invalid set does not stop the server"
+        assert decided_version() == version, "the running set keeps deciding"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

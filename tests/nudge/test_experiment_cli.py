@@ -167,7 +167,7 @@ def test_importing_the_command_module_imports_nothing_heavy() -> None:
     assert done.stdout.strip() == ""
 
 
-def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch):
+def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch, nudge_home):
     import shutil
 
     from engine.dsl.triggers import load_trigger_dir
@@ -176,11 +176,15 @@ def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch
     shutil.copytree(Path(__file__).resolve().parents[2] / "engine" / "examples", folder)
     monkeypatch.setenv("NUDGE_TRIGGERS_DIR", str(folder))
     before = (folder / "cart_recovery.yaml").read_text()
-    preview = CliRunner().invoke(experiment_app, ["apply", "cart_recovery", "--variant", "d4h"])
+    # No experiment in this home's log: only a forced apply, with its reason, goes through.
+    forced = ["--force", "--reason", "tested elsewhere"]
+    preview = CliRunner().invoke(
+        experiment_app, ["apply", "cart_recovery", "--variant", "d4h", *forced]
+    )
     assert preview.exit_code == 0 and "preview only" in preview.output
     assert (folder / "cart_recovery.yaml").read_text() == before, "nothing changes without --yes"
     done = CliRunner().invoke(
-        experiment_app, ["apply", "cart_recovery", "--variant", "d4h", "--yes"]
+        experiment_app, ["apply", "cart_recovery", "--variant", "d4h", "--yes", *forced]
     )
     assert done.exit_code == 0, done.output
     [trigger] = [t for t in load_trigger_dir(folder).triggers if t.id == "cart_recovery"]
@@ -188,3 +192,135 @@ def test_apply_writes_a_new_trigger_version_only_after_yes(tmp_path, monkeypatch
     assert list(folder.glob("cart_recovery.yaml.*.bak"))
     wrong = CliRunner().invoke(experiment_app, ["apply", "cart_recovery", "--variant", "d9h"])
     assert wrong.exit_code == 2 and "no variant 'd9h'" in wrong.output
+
+
+# -- apply against the execution log ---------------------------------------------------------
+
+CART = """\
+id: cart_recovery
+when: {event: cart_abandoned}
+actions:
+  - send_email: {template: cart_reminder}
+    delay: 10m
+experiment:
+  variants: {early: {delay: 10m}, late: {delay: 20m}}
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment_log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A log made by the real processor: 600 customers abandon a cart and are assigned early
+    or late; 60 % of the late ones buy within the window, 10 % of the early ones."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from engine.dsl.triggers import TriggerIndex, load_trigger_dir
+    from engine.runtime.inbox import accept_events
+    from engine.runtime.processor import Processor
+    from engine.store import EngineDB
+    from engine.store.customers import upsert_profiles
+    from engine.store.execution_log import list_decisions
+
+    root = tmp_path_factory.mktemp("apply")
+    url = f"sqlite:///{root / 'engine.db'}"
+    store = EngineDB.open(url)
+    (root / "live").mkdir()
+    (root / "live" / "cart.yaml").write_text(CART)
+    customers = [f"c{i:03d}" for i in range(600)]
+    store.write(upsert_profiles, {c: {"customer_id": c, "email": f"{c}@example.com",
+                                      "consent_email": True, "timezone": "UTC"}
+                                  for c in customers}, 0.0)  # fmt: skip
+    start = datetime(2026, 4, 1, 9, tzinfo=UTC)
+    carts = [{"event_id": f"cart-{c}", "customer_id": c, "event_type": "cart_abandoned",
+              "timestamp": (start + timedelta(minutes=i)).isoformat()}
+             for i, c in enumerate(customers)]  # fmt: skip
+    clock = (start + timedelta(days=30)).timestamp()
+    accept_events(store, carts, source="t", now=clock)
+    Processor(store, TriggerIndex(load_trigger_dir(root / "live").triggers)).run_until_empty()
+    rng = random.Random(5)
+    buys = []
+    for row in store.read(list_decisions):
+        if rng.random() < (0.6 if row.variant == "late" else 0.1):
+            at = start + timedelta(minutes=customers.index(row.customer_id) + 90)
+            buys.append({"event_id": f"buy-{row.customer_id}", "customer_id": row.customer_id,
+                         "event_type": "purchase_completed", "timestamp": at.isoformat(),
+                         "properties": {"total": 30}})  # fmt: skip
+    accept_events(store, buys, source="t", now=clock)
+    store.dispose()
+    return {"url": Path(url.removeprefix("sqlite:///")), "root": root}
+
+
+@pytest.fixture
+def applying(experiment_log, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the trigger file, the log of `experiment_log`: the file to apply to."""
+    folder = tmp_path / "triggers"
+    folder.mkdir()
+    (folder / "cart.yaml").write_text(CART)
+    monkeypatch.setenv("NUDGE_TRIGGERS_DIR", str(folder))
+    monkeypatch.setenv("NUDGE_ENGINE_DB", f"sqlite:///{experiment_log['url']}")
+    return folder / "cart.yaml"
+
+
+def apply_cli(*args: str):
+    return CliRunner().invoke(experiment_app, ["apply", "cart_recovery", *args], terminal_width=200)
+
+
+def test_apply_the_recommended_variant_records_the_recommendation(applying: Path) -> None:
+    from engine.dsl.triggers import load_trigger_dir
+
+    done = apply_cli("--variant", "late", "--min-users", "50", "--yes")
+    assert done.exit_code == 0, done.output
+    assert "recommendation: use late" in done.output and "written" in done.output
+    text = applying.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert header[0].startswith("# experiment apply: variant late of cart_recovery for everyone")
+    assert header[1].startswith("# by ") and " at 20" in header[1]
+    assert header[2].startswith("# recommendation (window 72h, min 50 users per arm): use late")
+    assert not any("reason" in line for line in header), "nothing was overridden"
+    [trigger] = load_trigger_dir(applying.parent).triggers
+    assert trigger.spec.experiment is None and trigger.plan[0].delay == 20 * 60
+    backup = applying.with_name(f"cart.yaml.{trigger.version}.bak")
+    assert not backup.exists(), "the backup is named after the previous version"
+    assert list(applying.parent.glob("cart.yaml.*.bak"))
+
+
+def test_apply_refuses_a_variant_the_recommendation_does_not_name(applying: Path) -> None:
+    refused = apply_cli("--variant", "early", "--min-users", "50", "--yes")
+    assert refused.exit_code == 2, refused.output
+    out = " ".join(refused.output.split())
+    assert "the recommendation is late, not early" in out
+    assert "refused: the experiment's recommendation does not back 'early'" in out
+    assert applying.read_text() == CART, "nothing written"
+
+
+def test_failed_guardrails_refuse_unless_forced_with_a_reason(applying: Path) -> None:
+    refused = apply_cli("--variant", "late", "--yes")  # 1,000 users per arm by default
+    assert refused.exit_code == 2
+    out = " ".join(refused.output.split())
+    assert "guardrail min_sample failed: too few users: early has" in out
+    assert "need ≥ 1,000 per arm" in out and applying.read_text() == CART
+    alone = apply_cli("--variant", "late", "--yes", "--force")
+    assert alone.exit_code == 2 and "--force and --reason go together" in alone.output
+    assert "Traceback" not in alone.output
+    without = apply_cli("--variant", "late", "--yes", "--reason", "x")
+    assert without.exit_code == 2 and "--force and --reason go together" in without.output
+    empty = apply_cli("--variant", "late", "--yes", "--force", "--reason", "  ")
+    assert empty.exit_code == 2 and "empty reason" in empty.output
+    forced = apply_cli("--variant", "late", "--yes", "--force", "--reason",
+                       "launch before\nthe sale; 300 per arm is enough")  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert "forced" in forced.output and "written" in forced.output
+    header = [line for line in applying.read_text().splitlines() if line.startswith("#")]
+    assert header[-2].startswith("# guardrails overridden (--force): guardrail min_sample failed")
+    assert header[-1] == "# reason: launch before the sale; 300 per arm is enough"
+
+
+def test_the_note_leaves_the_new_version_as_computed(applying: Path) -> None:
+    from engine.dsl.triggers import load_trigger_dir, variant_version
+
+    [current] = load_trigger_dir(applying.parent).triggers
+    expected = variant_version(current, "late").new.version
+    done = apply_cli("--variant", "late", "--yes", "--force", "--reason", "r")
+    assert done.exit_code == 0, done.output
+    [written] = load_trigger_dir(applying.parent).triggers
+    assert written.version == expected and f"→ {expected}" in done.output
