@@ -98,6 +98,10 @@ def run_closed_loop(
         while processor.run_once().events:
             pass
         run_at = min(window_end, horizon)
+        # Absence timers and scheduled audiences due in the window, at its end (the loop's
+        # step is its resolution: a 10:00 schedule runs at the end of the window holding 10:00).
+        while processor.run_occasions(run_at).handled:
+            pass
         dispatcher.run_due(run_at)  # marks what it finishes with this time
         finished = store.read(
             outbox.list_actions, kind="send_email", status="sent", finished_since=run_at

@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from engine.store import EngineDB, execution_log, reporting
 from engine.store.outbox import pending_by_channel
+from engine.store.timers import pending_timer_count
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -106,6 +107,7 @@ class DatabaseCollector(Collector):
                 sends = reporting.sends_since(conn, now - SEND_RATE_WINDOW)
                 lake = reporting.lake_watermarks(conn)
                 channels = pending_by_channel(conn, now)
+                absences = pending_timer_count(conn)
         except Exception as exc:  # a scrape says the database is down; it never fails itself
             log.warning("metrics: the engine database could not be read: %s", exc)
             up.add_metric([], 0.0)
@@ -117,6 +119,12 @@ class DatabaseCollector(Collector):
         yield from _log_metrics(letters, outcomes, suppressed)
         yield from self._send_metrics(sends, {channel for channel, _ in queues.actions})
         yield from _lake_metrics(lake, now)
+        open_windows = GaugeMetricFamily(
+            "nudge_engine_absence_timers",
+            "Open absence windows (`then_absent` timers) waiting for their deadline.",
+        )
+        open_windows.add_metric([], float(absences))
+        yield open_windows
         throttled = GaugeMetricFamily(
             "nudge_engine_throttled_actions",
             "Pending actions held back by their channel's send rate (or a provider's 429).",

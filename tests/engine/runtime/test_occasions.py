@@ -16,6 +16,7 @@ from engine.dsl.conditions import ScoreValue
 from engine.dsl.triggers import TriggerIndex, load_trigger_text
 from engine.runtime.inbox import accept_events
 from engine.runtime.loop import EngineLoop, EventClock
+from engine.runtime.metrics import EngineMetrics
 from engine.runtime.processor import Processor
 from engine.store import schema
 from engine.store.customers import upsert_profiles
@@ -136,6 +137,7 @@ def test_an_absence_is_not_decided_before_its_deadline(engine_store):
                   source="test")  # fmt: skip
     processor = replay(engine_store, index_of(ABSENCE))
     assert decisions_of(engine_store, "cart_no_checkout") == []  # replay time is +30 min
+    assert "nudge_engine_absence_timers 1.0" in EngineMetrics(engine_store).render().decode()
     # Wall time past the deadline: the timer fires once, and again changes nothing.
     late = (T0 + timedelta(hours=2)).timestamp()
     assert processor.run_occasions(late).fired == 1
