@@ -26,30 +26,32 @@ Measured (bench/audience.py): see BENCHMARKS.md, "Scheduled audiences".
 
 from __future__ import annotations
 
-import json
+import bisect
 import logging
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.decisions.cron import next_cron_time, previous_cron_time
-from engine.decisions.decide import decide_trigger
+from engine.decisions.decide import Decision, decide_trigger
 from engine.decisions.predictive import absence_spoiler, absence_view, schedule_view
+from engine.decisions.state import CustomerState
 from engine.decisions.timezones import customer_zone, zone_named
 from engine.dsl.conditions import ScoreValue
 from engine.dsl.triggers import Trigger
 from engine.store.customer_view import segments_of
 from engine.store.customers import load_profiles
 from engine.store.inbox import BUCKETS, customers_with_pending
-from engine.store.schema import profiles as profiles_table
 from engine.store.timers import (
     ScheduleRun,
-    audience_page,
     due_timers,
-    next_timer_due,
+    known_customers,
+    profile_zones_since,
     schedule_runs_of,
+    states_since,
 )
 
 if TYPE_CHECKING:
@@ -89,7 +91,12 @@ class Occasions:
         self._worker_key = "{}/{}".format(*processor.worker)
         self._runs: dict[tuple[str, str], ScheduleRun] | None = None
         self._starts: dict[tuple[str, str], float] = {}  # first sight of a (trigger, zone)
-        self._zones: set[str] | None = None
+        # customer → zone of every known customer (read once, then refreshed from the rows
+        # changed since: profiles and states by their updated_at), and the cron times computed.
+        self._zone_of: dict[str, str] | None = None
+        self._zones_read_at = 0.0
+        self._next_times: dict[tuple[str, str, float], float] = {}
+        self._audience: dict[tuple[str, str, float], list[str]] = {}
 
     # -- the loop's entry points ----------------------------------------------------------------
 
@@ -102,28 +109,29 @@ class Occasions:
         return stats
 
     def next_wake(self, now: float) -> float | None:
-        """The next time something is due after `now`: a timer or a cron time (replay clock)."""
-        store, worker = self.processor.store, self.processor.worker
-        candidates = [t for t in (store.read(next_timer_due, worker),) if t is not None]
-        if self.processor.index.schedules:
-            runs = self._load_runs()
-            for trigger in self.processor.index.schedules:
-                for zone in self._zones_of(trigger):
-                    key = (trigger.id, zone)
-                    run = runs.get(key)
-                    if run is not None and run.status == "running":
-                        return now  # an audience is half way: finish it first
-                    last = run.occurrence if run is not None else self._starts.get(key)
-                    if last is None:
-                        continue  # not seen yet: starts when first seen
-                    candidates.append(_next_time(trigger, zone, last))
+        """The next cron time due after the last run (the replay clock stops there). Timers
+        need no wake: the processor closes windows in time order between a batch's events."""
+        if not self.processor.index.schedules:
+            return None
+        runs = self._load_runs()
+        candidates = []
+        for trigger in self.processor.index.schedules:
+            for zone in self._zones_of(trigger):
+                key = (trigger.id, zone)
+                run = runs.get(key)
+                if run is not None and run.status == "running":
+                    return now  # an audience is half way: finish it first
+                last = run.occurrence if run is not None else self._starts.get(key)
+                if last is not None:  # else not seen yet: starts when first seen
+                    candidates.append(self._next_time(trigger, zone, last))
         return min(candidates) if candidates else None
 
-    def note_profiles(self, changed: Iterable[Mapping[str, Any]]) -> None:
-        """Keep the set of customers' zones current as profiles change (schedules run per zone)."""
-        if self._zones is not None:
+    def note_profiles(self, changed: Mapping[str, Mapping[str, Any]]) -> None:
+        """Keep the customers' zones current as the processor changes profiles."""
+        if self._zone_of is not None:
             default = self.processor.default_zone
-            self._zones.update(str(customer_zone(p, default).key) for p in changed)
+            for customer, profile in changed.items():
+                self._zone_of[customer] = _zone_key(profile, default)
 
     # -- timers ---------------------------------------------------------------------------------
 
@@ -150,30 +158,14 @@ class Occasions:
         action_rows: list[dict[str, Any]] = []
         outcomes: dict[int, str] = {}
         for timer in due:
-            trigger = triggers[timer.trigger_id]
-            if trigger is None or trigger.kind != "absence":
-                outcomes[timer.id] = "dropped: the trigger is no longer an absence trigger"
-                continue
-            state = states[timer.customer_id]
-            spoiler = absence_spoiler(state, timer.absent_event, timer.started_at, timer.due_at)
-            if spoiler is not None:
-                outcomes[timer.id] = f"cancelled: {timer.absent_event} at {_iso(spoiler)}"
-                continue
-            profile = _seen(profiles, member_of, timer.customer_id)
-            view = absence_view(
-                timer.event_id, timer.customer_id, timer.event_type, timer.due_at, timer.payload
-            )
-            decision = decide_trigger(trigger, view, profile, state, scores.get(timer.customer_id, {}),
-                                      p.policy, p.limits, p.default_zone)  # fmt: skip
-            if decision is None:
-                outcomes[timer.id] = "not matched: if did not hold at the deadline"
-                continue
-            decision_rows.append(p.decision_row(decision))
-            action_rows.extend(p.action_rows(decision, view.at))
-            outcomes[timer.id] = decision.outcome.value + (
-                f": {decision.reason}" if decision.reason else ""
-            )
-            stats.fired += decision.outcome.value == "fired"
+            decision, outcomes[timer.id] = close_window(
+                p, timer, triggers[timer.trigger_id], states[timer.customer_id],
+                _seen(profiles, member_of, timer.customer_id), scores.get(timer.customer_id, {}),
+            )  # fmt: skip
+            if decision is not None:
+                decision_rows.append(p.decision_row(decision))
+                action_rows.extend(p.action_rows(decision, timer.due_at))
+                stats.fired += decision.outcome.value == "fired"
         p.commit(
             decision_rows=decision_rows,
             action_rows=action_rows,
@@ -214,9 +206,10 @@ class Occasions:
         """The run of the cron time due by `now` after `last`, if any (a stale one is skipped)."""
         key = (trigger.id, zone)
         after = last.occurrence if last is not None else self._starts.setdefault(key, now)
-        occurrence = _next_time(trigger, zone, after)
+        occurrence = self._next_time(trigger, zone, after)
         if occurrence > now:
             return None
+        self._refresh_zones()  # a run starts: customers added since (API, imports) are in it
         latest = _previous_time(trigger, zone, now) or occurrence
         run = ScheduleRun(trigger.id, zone, latest, self._worker_key, "running", "", 0, 0)
         if now - latest > self.schedule_grace:
@@ -236,14 +229,13 @@ class Occasions:
     def _run_page(self, trigger: Trigger, run: ScheduleRun) -> tuple[ScheduleRun, int, int]:
         """Decide one page of the audience and commit it with the run's new cursor."""
         p = self.processor
-        ids = p.store.read(audience_page, run.cursor, self.page_size)
-        done = len(ids) < self.page_size
-        index, count = p.worker
-        mine = [c for c in ids if count == 1 or zlib.crc32(c.encode()) % BUCKETS % count == index]
+        members = self._members(trigger, run)
+        start = bisect.bisect_right(members, run.cursor) if run.cursor else 0
+        ids = members[start : start + self.page_size]
+        done = start + self.page_size >= len(members)
+        # Still known (an erased customer is gone from the database, not from this map yet).
+        mine = sorted(p.store.read(known_customers, ids)) if ids else []
         profiles = p.store.read(load_profiles, mine) if mine else {}
-        fixed_zone = trigger.spec.when.schedule.timezone if trigger.spec.when.schedule else None
-        if fixed_zone is None:
-            mine = [c for c in mine if _zone_key(profiles.get(c), p.default_zone) == run.zone]
         decision_rows: list[dict[str, Any]] = []
         action_rows: list[dict[str, Any]] = []
         changed: dict[str, dict[str, Any]] = {}
@@ -267,7 +259,7 @@ class Occasions:
                     changed[customer] = state.to_json()
         run = replace(
             run,
-            cursor=ids[-1] if ids else run.cursor,
+            cursor=ids[-1] if ids else run.cursor,  # ids, not `mine`: the erased are passed too
             customers=run.customers + len(mine),
             fired=run.fired + fired,
             status="done" if done else "running",
@@ -276,9 +268,50 @@ class Occasions:
             decision_rows=decision_rows, action_rows=action_rows, states=changed, schedule_run=run
         )
         if done:
+            self._audience.pop((trigger.id, run.zone, run.occurrence), None)
             log.info("schedule %s (%s) at %s: %d customers, %d fired", trigger.id, run.zone,
                      _iso(run.occurrence), run.customers, run.fired)  # fmt: skip
         return run, len(mine), fired
+
+    def _members(self, trigger: Trigger, run: ScheduleRun) -> list[str]:
+        """The run's audience, sorted by id: this worker's customers of the run's zone (all
+        zones for a schedule with its own `timezone`), taken when the run starts."""
+        key = (trigger.id, run.zone, run.occurrence)
+        members = self._audience.get(key)
+        if members is None:
+            zone_of = self._refresh_zones()
+            index, count = self.processor.worker
+            fixed = trigger.spec.when.schedule is not None and trigger.spec.when.schedule.timezone
+            members = sorted(
+                c for c, zone in zone_of.items()
+                if (fixed or zone == run.zone)
+                and (count == 1 or zlib.crc32(c.encode()) % BUCKETS % count == index)
+            )  # fmt: skip
+            self._audience = {key: members}  # one run at a time is in memory
+        return members
+
+    def _refresh_zones(self) -> dict[str, str]:
+        """Every known customer's zone, with the rows changed since the last read."""
+        started = time.time()
+        default = self.processor.default_zone
+        changed = self.processor.store.read(profile_zones_since, self._zones_read_at - 1.0)
+        if self._zone_of is None:
+            self._zone_of = {}
+        for customer, profile in changed.items():
+            self._zone_of[customer] = _zone_key(profile, default)
+        for customer in self.processor.store.read(states_since, self._zones_read_at - 1.0):
+            self._zone_of.setdefault(customer, _zone_key(None, default))
+        self._zones_read_at = started
+        return self._zone_of
+
+    def _next_time(self, trigger: Trigger, zone: str, after: float) -> float:
+        key = (trigger.id, zone, after)
+        cached = self._next_times.get(key)
+        if cached is None:
+            if len(self._next_times) > 10_000:
+                self._next_times.clear()
+            cached = self._next_times[key] = _next_time(trigger, zone, after)
+        return cached
 
     def _load_runs(self) -> dict[tuple[str, str], ScheduleRun]:
         if self._runs is None:
@@ -298,12 +331,8 @@ class Occasions:
         schedule = trigger.spec.when.schedule
         if schedule is not None and schedule.timezone is not None:
             return {schedule.timezone}
-        if self._zones is None:
-            self._zones = {str(zone_named(self.processor.default_zone).key)}
-            self._zones.update(
-                self.processor.store.read(_profile_zones, self.processor.default_zone)
-            )
-        return self._zones
+        zone_of = self._zone_of if self._zone_of is not None else self._refresh_zones()
+        return {*zone_of.values(), _zone_key(None, self.processor.default_zone)}
 
     def _scores(
         self, customers: Iterable[str], triggers: Iterable[Trigger]
@@ -317,17 +346,50 @@ class Occasions:
         return source.fetch(list(customers), models)
 
 
-def _profile_zones(conn: Any, default_zone: str) -> set[str]:
-    """Every zone the stored profiles resolve to (read once; then kept current per batch)."""
-    zones = set()
-    for (data,) in conn.execute(profiles_table.select().with_only_columns(profiles_table.c.data)):
-        try:
-            profile = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(profile, dict):
-            zones.add(str(customer_zone(profile, default_zone).key))
-    return zones
+class Window(Protocol):
+    """An absence window: a stored timer (`DueTimer`) or one opened in the current batch."""
+
+    @property
+    def trigger_id(self) -> str: ...
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def due_at(self) -> float: ...
+    @property
+    def absent_event(self) -> str: ...
+    @property
+    def payload(self) -> str: ...
+
+
+def close_window(
+    processor: Processor,
+    window: Window,
+    trigger: Trigger | None,
+    state: CustomerState,
+    profile: Mapping[str, Any],
+    scores: Mapping[str, ScoreValue | None],
+) -> tuple[Decision | None, str]:
+    """Decide a window at its deadline: the decision (None if none), and the timer's outcome."""
+    if trigger is None or trigger.kind != "absence":
+        return None, "dropped: the trigger is no longer an absence trigger"
+    spoiler = absence_spoiler(state, window.absent_event, window.started_at, window.due_at)
+    if spoiler is not None:
+        return None, f"cancelled: {window.absent_event} at {_iso(spoiler)}"
+    view = absence_view(
+        window.event_id, window.customer_id, window.event_type, window.due_at, window.payload
+    )
+    p = processor
+    decision = decide_trigger(trigger, view, profile, state, scores, p.policy, p.limits,
+                              p.default_zone)  # fmt: skip
+    if decision is None:
+        return None, "not matched: if did not hold at the deadline"
+    return decision, decision.outcome.value + (f": {decision.reason}" if decision.reason else "")
 
 
 def _zone_key(profile: Mapping[str, Any] | None, default_zone: str) -> str:

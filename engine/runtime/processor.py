@@ -8,11 +8,13 @@ again, same outcome), and a crash after it leaves them done: each event is proce
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,13 +35,14 @@ from engine.dsl.triggers import TriggerIndex
 from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
 from engine.runtime.identity import LINK_EVENT_TYPES, MERGE_KEY, merge_states
-from engine.runtime.occasions import Occasions, OccasionStats
+from engine.runtime.occasions import Occasions, OccasionStats, close_window
 from engine.store import EngineDB, InboxEvent
 from engine.store.batch import commit_batch
 from engine.store.customer_view import segments_of
 from engine.store.customers import load_profiles, load_states
 from engine.store.identity import find_links
 from engine.store.inbox import pending_events
+from engine.store.timers import DueTimer, due_timers
 
 __all__ = ["ProcessStats", "Processor", "profile_changes"]
 
@@ -124,22 +127,53 @@ class Processor:
     def run_once(self, until: float | None = None) -> ProcessStats:
         """Process one batch of pending events (with `until`: only events that happened by then)."""
         started = time.perf_counter()
-        batch = self.store.read(pending_events, self.batch_size, self.worker, until)
+        batch = self.store.read(pending_events, self.batch_size, self.worker)
+        if until is not None:  # in arrival order, up to the first event past `until`
+            batch = batch[: next((i for i, e in enumerate(batch) if e.occurred_at > until), None)]
         stats = ProcessStats()
         if not batch:
             return stats
         merging = self._verified_merges(batch)
+        # Absence windows that close by the batch's latest event are decided between its events,
+        # in time order (replaying history fires each at its deadline, whatever the batch size).
+        horizon = max(e.occurred_at for e in batch)
+        closing = (
+            self.store.read(due_timers, horizon, 100_000, self.worker)
+            if self.index.absences_by_event_type
+            else []
+        )
         customers = {e.customer_id for e in batch} | set(merging.values())
+        customers |= {t.customer_id for t in closing}
         states = self._load_states(customers)
         profiles = self.store.read(load_profiles, customers)
         member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
-        scores = self._fetch_scores(batch)
+        scores = self._fetch_scores(batch, closing)
         decision_rows, action_rows, dead, processed = [], [], [], []
         timers: list[AbsenceTimer] = []
+        windows = _Windows(closing)
         changed_profiles: dict[str, dict[str, Any]] = {}
         merges: list[tuple[str, str]] = []
         renamed: dict[str, str] = {}  # merged away in this batch → the customer it is now
+
+        def close_windows(until: float) -> None:
+            for window in windows.due(until):
+                customer = renamed.get(window.customer_id, window.customer_id)
+                memberships = member_of.get(customer)
+                profile = profiles.get(customer) or {"customer_id": customer}
+                seen = {**profile, "segments": memberships} if memberships else profile
+                decision, outcome = close_window(
+                    self, window, self.index.by_id.get(window.trigger_id), states[customer],
+                    seen, scores.get(customer, {}),
+                )  # fmt: skip
+                windows.outcomes[window] = outcome
+                if decision is not None:
+                    decision_rows.append(_decision_row(decision))
+                    action_rows.extend(_action_rows(decision, window.due_at))
+                    stats.outcomes[decision.outcome.value] += 1
+
         for item in batch:
+            if windows:
+                close_windows(item.occurred_at)
             if item.customer_id in renamed:
                 item = replace(item, customer_id=renamed[item.customer_id])
             source = merging.get(item.event_id)
@@ -167,6 +201,7 @@ class Processor:
             state = states[item.customer_id]
             memberships = member_of.get(item.customer_id)
             seen = {**profile, "segments": memberships} if memberships else profile  # not stored
+            opened_before = len(timers)
             try:
                 fresh = item.event_id not in state.seen_event_ids
                 customer_scores = scores.get(item.customer_id, {})
@@ -175,9 +210,11 @@ class Processor:
                 if fresh:
                     made += self._predictive(view, seen, state, customer_scores, timers)
             except ValueError as exc:  # a score refresh that does not say its scores right
+                del timers[opened_before:]
                 dead.append(_dead_letter(item, f"invalid score refresh: {exc}"))
                 continue
             except Exception as exc:  # one event that breaks a trigger must not stop the others
+                del timers[opened_before:]
                 log.exception("event %s: deciding failed", item.event_id)
                 dead.append(_dead_letter(item, f"processing failed: {type(exc).__name__}: {exc}"))
                 continue
@@ -189,6 +226,9 @@ class Processor:
                 profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
+            windows.add(timers, len(windows.opened))
+        if windows:
+            close_windows(horizon)
         self.store.write(
             commit_batch,
             processed=processed,
@@ -199,10 +239,11 @@ class Processor:
             profile_updates=changed_profiles,
             now=time.time(),
             merges=merges,
-            timers_opened=[t.row() for t in timers],
+            timers_opened=windows.opened_rows(timers, time.time()),
+            timers_finished=windows.finished(),
         )
         if changed_profiles:
-            self.occasions.note_profiles(changed_profiles.values())
+            self.occasions.note_profiles(changed_profiles)
         stats.events, stats.dead = len(processed), len(dead)
         stats.latest_event_at = max(e.occurred_at for e in batch)
         stats.seconds = time.perf_counter() - started
@@ -321,10 +362,16 @@ class Processor:
             self._states.popitem(last=False)
         return out
 
-    def _fetch_scores(self, batch: list[InboxEvent]) -> dict[str, dict[str, ScoreValue | None]]:
+    def _fetch_scores(
+        self, batch: list[InboxEvent], closing: Iterable[DueTimer] = ()
+    ) -> dict[str, dict[str, ScoreValue | None]]:
         if self.scores is None:
             return {}
         wanted: dict[str, set[str]] = {}
+        for timer in closing:  # windows closing in this batch decide with their triggers' scores
+            trigger = self.index.by_id.get(timer.trigger_id)
+            if trigger is not None and trigger.score_models():
+                wanted.setdefault(timer.customer_id, set()).update(trigger.score_models())
         crossing_models: set[str] = set()
         for triggers in self.index.crossings_by_model.values():
             for trigger in triggers:
@@ -333,6 +380,8 @@ class Processor:
             models = scores_needed(item.event_type, self.index)
             if item.event_type == SCORE_REFRESH_EVENT:
                 models = models | crossing_models
+            for trigger in self.index.absences_by_event_type.get(item.event_type, ()):
+                models = models | trigger.score_models()  # its window may close in the batch
             if models:
                 wanted.setdefault(item.customer_id, set()).update(models)
         if not wanted:
@@ -405,3 +454,43 @@ def event_time(value: str | datetime) -> float:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.timestamp()
+
+
+class _Windows:
+    """The absence windows of one batch: stored timers closing by its end and those its events
+    open, closed in deadline order between the batch's events."""
+
+    def __init__(self, closing: Iterable[DueTimer]) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._order = itertools.count()
+        for timer in closing:
+            heapq.heappush(self._heap, (timer.due_at, next(self._order), timer))
+        self.opened: list[AbsenceTimer] = []
+        self.outcomes: dict[Any, str] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def add(self, timers: list[AbsenceTimer], known: int) -> None:
+        """Windows the last event opened (`timers` past `known` are new)."""
+        for timer in timers[known:]:
+            self.opened.append(timer)
+            heapq.heappush(self._heap, (timer.due_at, next(self._order), timer))
+
+    def due(self, until: float) -> Iterator[Any]:
+        while self._heap and self._heap[0][0] <= until:
+            yield heapq.heappop(self._heap)[2]
+
+    def opened_rows(self, timers: list[AbsenceTimer], now: float) -> list[dict[str, Any]]:
+        """Rows of the windows opened; those already closed in the batch are stored done."""
+        rows = []
+        for timer in timers:
+            row = timer.row()
+            if timer in self.outcomes:
+                row.update(status="done", outcome=self.outcomes[timer][:500], finished_at=now)
+            rows.append(row)
+        return rows
+
+    def finished(self) -> dict[int, str]:
+        """Stored timers closed in the batch: id → outcome."""
+        return {w.id: o for w, o in self.outcomes.items() if isinstance(w, DueTimer)}

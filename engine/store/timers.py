@@ -9,6 +9,7 @@ its audience in the same way.
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from engine.store.inbox import BUCKETS
 from engine.store.schema import customer_state, profiles, schedule_runs, timers
-from engine.store.sql import columns, insert_ignore, typed
+from engine.store.sql import chunks, columns, insert_ignore, typed
 
 __all__ = [
     "DueTimer",
@@ -28,10 +29,13 @@ __all__ = [
     "audience_page",
     "due_timers",
     "finish_timers",
+    "known_customers",
     "next_timer_due",
     "pending_timer_count",
+    "profile_zones_since",
     "save_schedule_run",
     "schedule_runs_of",
+    "states_since",
 ]
 
 
@@ -61,11 +65,12 @@ class ScheduleRun:
 
 
 def add_timers(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Open timers (columns of `timers` but id/bucket/status); one already open is left alone."""
+    """Open timers (columns of `timers` but id/bucket); one already open is left alone."""
     if rows:
+        # pending, unless the row says otherwise (a window opened and closed in one batch)
         fresh = [
-            {**row, "bucket": zlib.crc32(str(row["customer_id"]).encode()) % BUCKETS,
-             "status": "pending"}
+            {"status": "pending", "outcome": None, "finished_at": None, **row,
+             "bucket": zlib.crc32(str(row["customer_id"]).encode()) % BUCKETS}
             for row in rows
         ]  # fmt: skip
         conn.execute(insert_ignore(conn, timers, ["trigger_id", "event_id"]), fresh)
@@ -124,6 +129,36 @@ def audience_page(conn: Connection, after: str, limit: int) -> list[str]:
     ).subquery()
     query = sa.select(ids.c.id).order_by(ids.c.id).limit(limit)
     return [str(row[0]) for row in conn.execute(query)]
+
+
+def known_customers(conn: Connection, customer_ids: Sequence[str]) -> set[str]:
+    """Those of `customer_ids` the engine still knows (a profile or a state)."""
+    found: set[str] = set()
+    for chunk in chunks(list(customer_ids)):
+        for table in (profiles, customer_state):
+            query = sa.select(table.c.customer_id).where(table.c.customer_id.in_(chunk))
+            found.update(str(c) for c in conn.execute(query).scalars())
+    return found
+
+
+def profile_zones_since(conn: Connection, since: float) -> dict[str, dict[str, Any]]:
+    """Profiles changed after `since` (epoch seconds), as {customer: {timezone, country}}."""
+    out: dict[str, dict[str, Any]] = {}
+    query = sa.select(profiles.c.customer_id, profiles.c.data).where(profiles.c.updated_at > since)
+    for customer, data in conn.execute(query):
+        try:
+            profile = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(profile, dict):
+            out[str(customer)] = {k: profile.get(k) for k in ("timezone", "country")}
+    return out
+
+
+def states_since(conn: Connection, since: float) -> list[str]:
+    """Customers whose state was saved after `since` (known through their events)."""
+    query = sa.select(customer_state.c.customer_id).where(customer_state.c.updated_at > since)
+    return [str(c) for c in conn.execute(query).scalars()]
 
 
 def schedule_runs_of(conn: Connection, worker: str) -> list[ScheduleRun]:
