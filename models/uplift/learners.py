@@ -54,7 +54,7 @@ class UpliftMixin:
 
     def score(self, X: Any, treatment: ArrayLike, y: ArrayLike) -> float:
         """Qini AUC of the predicted uplift of ``X`` against the observed outcomes."""
-        return qini_auc_score(y, self.predict(X), treatment)  # type: ignore[attr-defined]
+        return qini_auc_score(y, self.predict(X), treatment)
 
     def predict(self, X: Any) -> NDArray[np.float64]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -119,7 +119,7 @@ class _LGBMUplift(UpliftMixin, BaseEstimator):
 
 
 def _p1(model: lgb.LGBMClassifier, X: Any) -> NDArray[np.float64]:
-    return np.asarray(model.predict_proba(X)[:, 1], dtype=float)
+    return np.asarray(np.asarray(model.predict_proba(X))[:, 1], dtype=float)
 
 
 class RandomUplift(UpliftMixin, BaseEstimator):
