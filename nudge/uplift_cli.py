@@ -170,5 +170,17 @@ def _print_backtest(run: BacktestRun, arms: str, outcome: str) -> None:
             else ""
         )
     )
+    policy = Table(title=f"Targeting rules on the test parts (inverse propensity; {r.policy_model}'s uplift)",
+                   title_justify="left", show_edge=False)  # fmt: skip
+    policy.add_column("rule", no_wrap=True)
+    policy.add_column("share sent", justify="right")
+    policy.add_column("incremental conversions per 1,000 sends", justify="right")
+    for row in r.policy:
+        value = row.incremental_per_1000_sends
+        shown = "—" if value.mean is None else f"{value.mean:+.1f} ± {value.std or 0:.1f}"
+        policy.add_row(row.policy, f"{row.share_sent:.0%}", shown)
+    console.print(policy)
+    verdict = "[green]target by uplift[/]" if r.recommendation.target_by_uplift else "[yellow]do not target by uplift[/]"  # fmt: skip
+    console.print(f"recommendation: {verdict} — {r.recommendation.reason}", soft_wrap=True)
     if r.encoded:
         console.print("encoded: " + ", ".join(f"{k} ({v})" for k, v in r.encoded.items()))

@@ -25,6 +25,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from engine.errors import UserError
+from models.uplift.guardrails import BASELINES, recommend_uplift_targeting
 from models.uplift.learners import make_candidates
 from models.uplift.metrics import (
     STRATEGY,
@@ -34,6 +35,7 @@ from models.uplift.metrics import (
     qini_curve,
     uplift_at_k,
 )
+from models.uplift.policy import policy_table
 
 __all__ = [
     "MIN_ROWS_PER_ARM",
@@ -241,6 +243,23 @@ class AteOut(BaseModel):
     ci_high: float
 
 
+class PolicyRow(BaseModel):
+    """A targeting rule judged on the test parts by inverse propensity (``models.uplift.policy``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    policy: str
+    share_sent: float
+    incremental_per_1000_sends: MeanStd
+
+
+class Recommendation(BaseModel):
+    """Whether to target by uplift (``models.uplift.guardrails.recommend_uplift_targeting``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_by_uplift: bool
+    reason: str
+
+
 class BacktestReport(BaseModel):
     """The JSON of ``nudge uplift backtest --json``: ``ate``, ``models``, ``chosen`` (the
     contract) and how they were measured."""
@@ -260,6 +279,12 @@ class BacktestReport(BaseModel):
     uplift_at_k_strategy: str
     features: list[str]
     encoded: dict[str, str]
+    policy_model: str
+    """The uplift model of the policy rules: the best non-baseline candidate by inner CV (the
+    chosen one, unless a baseline was chosen)."""
+    policy: list[PolicyRow]
+    """That model's targeting rules against send-to-all and response-score targeting."""
+    recommendation: Recommendation
 
 
 @dataclass
@@ -303,6 +328,8 @@ def run_backtest(
     cv: dict[str, list[float]] = {name: [] for name in prototypes}
     curves: dict[str, list[tuple[NDArray[np.float64], NDArray[np.float64]]]] = {n: [] for n in prototypes}  # fmt: skip
     perfect = []
+    predictions: dict[str, list[NDArray[np.float64]]] = {name: [] for name in prototypes}
+    test_parts: list[NDArray[np.intp]] = []
     outer = StratifiedShuffleSplit(n_splits=splits, test_size=TEST_SIZE, random_state=seed)
     for number, (train, test) in enumerate(outer.split(exp.X, _strata(exp)), start=1):
         if progress:
@@ -310,6 +337,7 @@ def run_backtest(
         inner = StratifiedKFold(inner_folds, shuffle=True, random_state=seed + number)
         folds = list(inner.split(train, _strata(exp, train)))
         t_test, y_test = exp.treatment[test], exp.y[test]
+        test_parts.append(test)
         perfect.append(_normalised(perfect_qini_curve(y_test, t_test), len(test)))
         for name, prototype in prototypes.items():
             for fit_part, check_part in folds:
@@ -324,6 +352,7 @@ def run_backtest(
                 )
             model = _fitted(prototype, exp, train, seed + number)
             uplift = model.predict(exp.X.iloc[test])
+            predictions[name].append(uplift)
             qini[name].append(qini_auc_score(y_test, uplift, t_test))
             at_k[name].append(uplift_at_k(y_test, uplift, t_test, k=TOP_SHARE))
             curves[name].append(_normalised(qini_curve(y_test, uplift, t_test), len(test)))
@@ -331,16 +360,22 @@ def run_backtest(
     chosen = max(cv_means, key=lambda n: -math.inf if math.isnan(cv_means[n]) else cv_means[n])
     ate = average_treatment_effect(exp.y, exp.treatment)
     treated = exp.treatment == 1
+    models = {
+        name: CandidateScores(
+            qini_auc=_mean_std(qini[name]),
+            uplift_at_30=_mean_std(at_k[name]),
+            cv_qini_auc=None if math.isnan(cv_means[name]) else cv_means[name],
+        )
+        for name in prototypes
+    }
+    check = recommend_uplift_targeting(chosen, models)
+    learners = [n for n in cv_means if n not in BASELINES and not math.isnan(cv_means[n])] or [
+        chosen
+    ]
+    policy_model = max(learners, key=lambda n: cv_means[n])
     report = BacktestReport(
         ate=AteOut(estimate=ate.estimate, ci_low=ate.ci_low, ci_high=ate.ci_high),
-        models={
-            name: CandidateScores(
-                qini_auc=_mean_std(qini[name]),
-                uplift_at_30=_mean_std(at_k[name]),
-                cv_qini_auc=None if math.isnan(cv_means[name]) else cv_means[name],
-            )
-            for name in prototypes
-        },
+        models=models,
         chosen=chosen,
         rows=len(exp.y),
         treated=int(treated.sum()),
@@ -356,8 +391,41 @@ def run_backtest(
         uplift_at_k_strategy=STRATEGY,
         features=exp.features,
         encoded=exp.encoded,
+        policy_model=policy_model,
+        policy=_policy(exp, test_parts, predictions, policy_model),
+        recommendation=Recommendation(target_by_uplift=check.ok, reason=check.reason),
     )
     return BacktestRun(report=report, curves=curves, perfect=perfect)
+
+
+def _policy(
+    exp: Experiment,
+    test_parts: Sequence[NDArray[np.intp]],
+    predictions: dict[str, list[NDArray[np.float64]]],
+    chosen: str,
+) -> list[PolicyRow]:
+    """The targeting rules of ``policy_table`` on every test part, the chosen model's uplift
+    against the response model's score; mean and std over the splits."""
+    tables = [
+        policy_table(
+            exp.y[test],
+            exp.treatment[test],
+            uplift=predictions[chosen][number],
+            name=chosen,
+            scores={"response score": predictions["response"][number]} if "response" in predictions else None,
+        )
+        for number, test in enumerate(test_parts)
+    ]  # fmt: skip
+    rows = []
+    for index, name in enumerate(tables[0]["policy"]):
+        per_split = [float(table["per_1000_sends"].iloc[index]) for table in tables]
+        share = float(np.mean([table["share_sent"].iloc[index] for table in tables]))
+        rows.append(
+            PolicyRow(
+                policy=name, share_sent=share, incremental_per_1000_sends=_mean_std(per_split)
+            )
+        )
+    return rows
 
 
 def _fitted(prototype: Any, exp: Experiment, rows: NDArray[np.intp], split_seed: int) -> Any:

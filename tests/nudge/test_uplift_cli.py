@@ -43,6 +43,8 @@ def test_json_is_the_contract(experiment_csv: Path) -> None:
     assert payload["chosen"] in CANDIDATES
     assert payload["splits"] == 2 and payload["seed"] == 4
     assert payload["encoded"] == {"channel": "one-hot, 2 values"}
+    assert payload["policy"][0]["policy"] == "send to all"
+    assert set(payload["recommendation"]) == {"target_by_uplift", "reason"}
     frame = pd.read_csv(experiment_csv)
     arms = frame[frame["segment"] != "Mens E-Mail"]
     rates = arms.groupby("segment")["visit"].mean()
@@ -63,6 +65,8 @@ def test_human_output_is_a_table_and_plots(experiment_csv: Path, tmp_path: Path)
         assert name in result.stdout
     assert "Qini AUC" in result.stdout and "ATE" in result.stdout
     assert "chosen by cross-validation inside the training parts" in result.stdout
+    assert "incremental conversions per 1,000 sends" in result.stdout
+    assert "recommendation:" in result.stdout
 
 
 @pytest.mark.parametrize(

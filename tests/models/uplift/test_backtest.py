@@ -168,3 +168,16 @@ def test_report_figures():
     x, y = run.curves["t_learner"][0]
     assert x[0] == 0 and x[-1] == pytest.approx(1.0) and y[0] == 0
     assert not any(math.isnan(v) for v in (report.ate.estimate, report.ate.ci_low))
+    # The policy rules of the best uplift learner by inner CV; send to all is the ATE per send.
+    assert report.policy_model not in ("random", "response")
+    rules = {row.policy: row for row in report.policy}
+    assert rules["send to all"].share_sent == 1.0
+    assert rules["send to all"].incremental_per_1000_sends.mean == pytest.approx(
+        1000 * report.ate.estimate, abs=40
+    )
+    best = rules[f"{report.policy_model}: top 30%"].incremental_per_1000_sends.mean
+    assert best > rules["send to all"].incremental_per_1000_sends.mean + 50
+    assert report.recommendation.target_by_uplift == (
+        report.chosen not in ("random", "response")
+        and report.models[report.chosen].qini_auc.mean > report.models["response"].qini_auc.mean
+    )
