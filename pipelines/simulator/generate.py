@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from engine.events import EventType
 from engine.lake import LAKE_SCHEMA
-from pipelines.simulator.planted import PlantedConfig
+from pipelines.simulator.planted import RESPONSE_TYPES, PlantedConfig
 from pipelines.simulator.zones import ZONE_COUNTRIES, ZONE_NAMES, ZONE_WEIGHTS, utc_offset_table
 
 __all__ = ["Simulation", "SimulationParams", "simulate"]
@@ -146,6 +146,11 @@ def simulate(
 
     say("drawing customers")
     people = _draw_customers(rng, n_customers, days, planted)
+    if planted.response_types is not None:
+        # A stream of its own: with response types on, every other draw stays as without them.
+        people["response_type"] = _draw_response_types(
+            np.random.default_rng([seed, 18]), people, planted
+        )
     say("drawing purchases and dropout")
     purchase_owner, purchase_t, dropout = _draw_purchases(rng, people, days, offsets)
     people["dropout"] = dropout
@@ -204,6 +209,24 @@ def _draw_customers(
         "sessions_per_purchase": per_segment("sessions_per_purchase"),
         "cart_add_rate": per_segment("cart_add_rate"),
     }
+
+
+def _draw_response_types(
+    rng: np.random.Generator, people: dict[str, np.ndarray], planted: PlantedConfig
+) -> np.ndarray:
+    """Each customer's response type (an index into RESPONSE_TYPES), from their segment's shares."""
+    assert planted.response_types is not None
+    kinds = np.empty(len(people["segment"]), dtype=int)
+    u = rng.random(len(kinds))
+    for index, segment in enumerate(planted.segment_names):
+        shares = planted.response_types.shares[segment]
+        cumulative = np.cumsum([shares.get(kind, 0.0) for kind in RESPONSE_TYPES])
+        mask = people["segment"] == index
+        kinds[mask] = np.minimum(
+            np.searchsorted(cumulative / cumulative[-1], u[mask], side="right"),
+            len(RESPONSE_TYPES) - 1,
+        )
+    return kinds
 
 
 # -- purchases and dropout -------------------------------------------------------------------------
@@ -427,6 +450,9 @@ def _email_events(
 
     # Unsubscribing happens from one email; no marketing email follows it.
     p_unsub = planted.unsubscribe_rate * (1 + recent) * np.where(inactive, 2.0, 1.0)
+    if planted.response_types is not None:  # sleeping dogs: mail pushes them away
+        extra = np.array([planted.response_types.types[k].unsubscribe for k in RESPONSE_TYPES])
+        p_unsub = p_unsub + extra[people["response_type"][owner]]
     unsub = rng.random(len(t)) < p_unsub
     first_unsub = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first_unsub, owner[unsub], np.nonzero(unsub)[0])
@@ -549,7 +575,7 @@ def _truth_table(
     purchase_owner: np.ndarray,
 ) -> pd.DataFrame:
     n = len(people["signup"])
-    return pd.DataFrame(
+    truth = pd.DataFrame(
         {
             "customer_id": _customer_ids(n).to_numpy(zero_copy_only=False),
             "segment": np.array(planted.segment_names)[people["segment"]],
@@ -567,6 +593,18 @@ def _truth_table(
             "n_purchases": np.bincount(purchase_owner, minlength=n),
         }
     )
+    if planted.response_types is not None:
+        # The oracle: each customer's type, conversion chance without an email, and the email's
+        # uplift at the best delay (the responder applies it scaled by the delay's factor).
+        types = planted.response_types.types
+        kind = np.array(RESPONSE_TYPES)[people["response_type"]]
+        truth["response_type"] = kind
+        truth["conversion_baseline"] = [types[k].baseline for k in kind]
+        truth["oracle_uplift"] = [
+            min(max(types[k].baseline + types[k].uplift, 0.0), 1.0) - types[k].baseline
+            for k in kind
+        ]
+    return truth
 
 
 def _profile_table(people: dict[str, np.ndarray], params: SimulationParams) -> pd.DataFrame:
