@@ -214,18 +214,36 @@ def _draw_customers(
 def _draw_response_types(
     rng: np.random.Generator, people: dict[str, np.ndarray], planted: PlantedConfig
 ) -> np.ndarray:
-    """Each customer's response type (an index into RESPONSE_TYPES), from their segment's shares."""
+    """Each customer's response type (an index into RESPONSE_TYPES): per segment, its shares of
+    sure things among the frequent buyers, then of persuadables among the most and of sleeping
+    dogs among the least engaged of the others, the lost causes between (rankings blended with
+    chance by ``signal``)."""
     assert planted.response_types is not None
-    kinds = np.empty(len(people["segment"]), dtype=int)
-    u = rng.random(len(kinds))
+    types = planted.response_types
+    code = {kind: index for index, kind in enumerate(RESPONSE_TYPES)}
+    kinds = np.full(len(people["segment"]), code["lost_cause"], dtype=int)
+    noise = rng.random((2, len(kinds)))
+
+    def blended(values: np.ndarray, chance: np.ndarray) -> np.ndarray:
+        rank = (np.argsort(np.argsort(values)) + 0.5) / len(values)
+        return types.signal * rank + (1 - types.signal) * chance
+
     for index, segment in enumerate(planted.segment_names):
-        shares = planted.response_types.shares[segment]
-        cumulative = np.cumsum([shares.get(kind, 0.0) for kind in RESPONSE_TYPES])
-        mask = people["segment"] == index
-        kinds[mask] = np.minimum(
-            np.searchsorted(cumulative / cumulative[-1], u[mask], side="right"),
-            len(RESPONSE_TYPES) - 1,
-        )
+        members = np.flatnonzero(people["segment"] == index)
+        if not len(members):
+            continue
+        share = types.shares[segment]
+        counts = {k: round(share.get(k, 0.0) * len(members)) for k in RESPONSE_TYPES}
+        by_rate = members[np.argsort(-blended(people["rate"][members], noise[0, members]))]
+        kinds[by_rate[: counts["sure_thing"]]] = code["sure_thing"]
+        rest = by_rate[counts["sure_thing"] :]
+        if not len(rest):
+            continue
+        by_engagement = rest[np.argsort(-blended(people["engagement"][rest], noise[1, rest]))]
+        kinds[by_engagement[: counts["persuadable"]]] = code["persuadable"]
+        dogs = min(counts["sleeping_dog"], len(by_engagement) - counts["persuadable"])
+        if dogs > 0:
+            kinds[by_engagement[len(by_engagement) - dogs :]] = code["sleeping_dog"]
     return kinds
 
 

@@ -174,8 +174,11 @@ DEFAULT_TYPE_SHARES: dict[str, dict[str, float]] = {
 class ResponseTypes(BaseModel):
     """Customer-level treatment effects, planted on top of the segments (off by default).
 
-    Each customer draws a response type from their segment's shares (from a random stream of its
-    own, so that every other draw of the simulation stays as it is). A typed customer's chance
+    Each segment's customers are split into response types by its shares (from a random stream
+    of its own, so that every other draw of the simulation stays as it is). ``signal`` ties the
+    type to behaviour a marketer can see: sure things are picked among the frequent buyers,
+    then persuadables among the most and sleeping dogs among the least email-engaged of the
+    rest — each ranking blended with chance, ``signal · rank + (1 − signal) · noise``. A typed customer's chance
     to buy within the attribution window is the type's ``baseline`` without an email, and
     ``baseline + uplift · f(delay)`` with one, where f scales the segment's delay table to 1 at
     its best delay (the delay experiment keeps its answer). Sleeping dogs also unsubscribe with
@@ -191,6 +194,12 @@ class ResponseTypes(BaseModel):
     )
     shares: dict[str, dict[str, float]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TYPE_SHARES.items()}
+    )
+    signal: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="how much behaviour decides the type within a segment (0: chance alone)",
     )
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
+from engine.dsl.durations import parse_duration
 from pipelines.simulator.generate import Simulation
 from pipelines.simulator.responder import Responder
 
@@ -45,12 +46,13 @@ def uplift_experiment(
     at: pd.Timestamp | None = None,
     seed: int = 0,
     treated_share: float = 0.5,
-    delay: timedelta = timedelta(hours=24),
+    delay: timedelta | None = None,
 ) -> pd.DataFrame:
     """One row per subscribed customer at ``at`` (default: the simulation's end): features,
     ``treatment`` (``email`` or ``holdout``), ``converted`` (0/1) and ``oracle_uplift``.
 
-    Needs planted response types (``PlantedConfig.response_types``): without them every
+    The email goes out ``delay`` after the decision, or (None) at each segment's planted best
+    delay — as a trigger whose delay experiment has ended. Needs planted response types (``PlantedConfig.response_types``): without them every
     customer of a segment shares one effect, and there is nothing customer-level to find.
     """
     if sim.planted.response_types is None:
@@ -70,15 +72,25 @@ def uplift_experiment(
     sent = rng.random(len(customers)) < treated_share
     responder = Responder(truth, sim.planted, sim.params.seed)
     moment = at.to_pydatetime()
+    segment_of = truth.set_index("customer_id")["segment"]
+    planted = sim.planted
+
+    def delay_of(customer: str) -> timedelta:
+        if delay is not None:
+            return delay
+        best = planted.best_delay(str(segment_of[customer]))
+        return parse_duration(best) if best else planted.delays[0]
+
+    delays = [delay_of(c) for c in customers["customer_id"]]
     converted = [
         (
-            responder.respond(c, moment, "uplift_experiment", delay)
+            responder.respond(c, moment, "uplift_experiment", d)
             if s
             else responder.respond_without_email(c, moment)
         ).converted
-        for c, s in zip(customers["customer_id"], sent, strict=True)
+        for c, s, d in zip(customers["customer_id"], sent, delays, strict=True)
     ]
-    oracle = [responder.uplift(c, delay) for c in customers["customer_id"]]
+    oracle = [responder.uplift(c, d) for c, d in zip(customers["customer_id"], delays, strict=True)]
     return features.assign(
         treatment=np.where(sent, "email", "holdout"),
         converted=np.asarray(converted, dtype=int),

@@ -131,3 +131,21 @@ def test_experiment_table_is_randomized_and_holds_observable_features(typed_simu
     assert ate == pytest.approx(table["oracle_uplift"].mean(), abs=0.025)
     with pytest.raises(ValueError, match="no planted response types"):
         uplift_experiment(simulate(200, 60, seed=1))
+
+
+def test_behaviour_reveals_the_type(typed_simulation):
+    """With the default signal, sure things buy most often, persuadables open the most email and
+    sleeping dogs the least; with signal 0 the type is chance within a segment."""
+    truth = typed_simulation.truth
+    by_kind = truth.groupby("response_type")[["email_engagement", "purchase_rate_per_day"]].mean()
+    assert (
+        by_kind.loc["sure_thing", "purchase_rate_per_day"] == by_kind["purchase_rate_per_day"].max()
+    )
+    assert (
+        by_kind.loc["persuadable", "email_engagement"]
+        > 1.5 * by_kind.loc["sleeping_dog", "email_engagement"]
+    )
+    chance = PlantedConfig(response_types=ResponseTypes(signal=0.0))
+    loyal = simulate(3_000, 60, seed=5, planted=chance).truth.query("segment == 'loyal'")
+    engagement = loyal.groupby("response_type")["email_engagement"].mean()
+    assert engagement["persuadable"] == pytest.approx(engagement["sleeping_dog"], rel=0.2)
