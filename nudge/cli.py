@@ -25,6 +25,7 @@ from nudge.serve_cli import serve
 from nudge.status import status
 from nudge.suppressions_cli import suppressions_app
 from nudge.templates_cli import templates_app
+from nudge.uplift_cli import uplift_app
 
 if TYPE_CHECKING:
     from nudge.settings import Settings
@@ -48,6 +49,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(mlflow_app, name="mlflow")
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(uplift_app, name="uplift")
 app.command()(serve)
 app.command("status")(status)
 app.command("import-profiles")(import_profiles)

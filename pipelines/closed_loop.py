@@ -165,6 +165,10 @@ def _feedback_events(action: ActionRow, answer: EmailResponse) -> list[dict[str,
     if answer.converted_at:
         out.append({**base, "event_id": f"{key}:purchase", "event_type": "purchase_completed", "timestamp": answer.converted_at.isoformat(),
                     "properties": {**props, "order_id": f"o-{key}", "total": answer.revenue, "items": 1}})  # fmt: skip
+    if answer.unsubscribed:  # a sleeping dog (planted response types): the email pushed it away
+        out.append({**base, "event_id": f"{key}:unsubscribed", "event_type": "unsubscribed",
+                    "timestamp": (sent_at + timedelta(minutes=5)).isoformat(),
+                    "properties": {**props, "list": "marketing"}})  # fmt: skip
     return out
 
 

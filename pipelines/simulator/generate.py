@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from engine.events import EventType
 from engine.lake import LAKE_SCHEMA
-from pipelines.simulator.planted import PlantedConfig
+from pipelines.simulator.planted import RESPONSE_TYPES, PlantedConfig
 from pipelines.simulator.zones import ZONE_COUNTRIES, ZONE_NAMES, ZONE_WEIGHTS, utc_offset_table
 
 __all__ = ["Simulation", "SimulationParams", "simulate"]
@@ -146,6 +146,11 @@ def simulate(
 
     say("drawing customers")
     people = _draw_customers(rng, n_customers, days, planted)
+    if planted.response_types is not None:
+        # A stream of its own: with response types on, every other draw stays as without them.
+        people["response_type"] = _draw_response_types(
+            np.random.default_rng([seed, 18]), people, planted
+        )
     say("drawing purchases and dropout")
     purchase_owner, purchase_t, dropout = _draw_purchases(rng, people, days, offsets)
     people["dropout"] = dropout
@@ -204,6 +209,42 @@ def _draw_customers(
         "sessions_per_purchase": per_segment("sessions_per_purchase"),
         "cart_add_rate": per_segment("cart_add_rate"),
     }
+
+
+def _draw_response_types(
+    rng: np.random.Generator, people: dict[str, np.ndarray], planted: PlantedConfig
+) -> np.ndarray:
+    """Each customer's response type (an index into RESPONSE_TYPES): per segment, its shares of
+    sure things among the frequent buyers, then of persuadables among the most and of sleeping
+    dogs among the least engaged of the others, the lost causes between (rankings blended with
+    chance by ``signal``)."""
+    assert planted.response_types is not None
+    types = planted.response_types
+    code = {kind: index for index, kind in enumerate(RESPONSE_TYPES)}
+    kinds = np.full(len(people["segment"]), code["lost_cause"], dtype=int)
+    noise = rng.random((2, len(kinds)))
+
+    def blended(values: np.ndarray, chance: np.ndarray) -> np.ndarray:
+        rank = (np.argsort(np.argsort(values)) + 0.5) / len(values)
+        return types.signal * rank + (1 - types.signal) * chance
+
+    for index, segment in enumerate(planted.segment_names):
+        members = np.flatnonzero(people["segment"] == index)
+        if not len(members):
+            continue
+        share = types.shares[segment]
+        counts = {k: round(share.get(k, 0.0) * len(members)) for k in RESPONSE_TYPES}
+        by_rate = members[np.argsort(-blended(people["rate"][members], noise[0, members]))]
+        kinds[by_rate[: counts["sure_thing"]]] = code["sure_thing"]
+        rest = by_rate[counts["sure_thing"] :]
+        if not len(rest):
+            continue
+        by_engagement = rest[np.argsort(-blended(people["engagement"][rest], noise[1, rest]))]
+        kinds[by_engagement[: counts["persuadable"]]] = code["persuadable"]
+        dogs = min(counts["sleeping_dog"], len(by_engagement) - counts["persuadable"])
+        if dogs > 0:
+            kinds[by_engagement[len(by_engagement) - dogs :]] = code["sleeping_dog"]
+    return kinds
 
 
 # -- purchases and dropout -------------------------------------------------------------------------
@@ -427,6 +468,9 @@ def _email_events(
 
     # Unsubscribing happens from one email; no marketing email follows it.
     p_unsub = planted.unsubscribe_rate * (1 + recent) * np.where(inactive, 2.0, 1.0)
+    if planted.response_types is not None:  # sleeping dogs: mail pushes them away
+        extra = np.array([planted.response_types.types[k].unsubscribe for k in RESPONSE_TYPES])
+        p_unsub = p_unsub + extra[people["response_type"][owner]]
     unsub = rng.random(len(t)) < p_unsub
     first_unsub = np.full(n, np.iinfo(np.int64).max)
     np.minimum.at(first_unsub, owner[unsub], np.nonzero(unsub)[0])
@@ -549,7 +593,7 @@ def _truth_table(
     purchase_owner: np.ndarray,
 ) -> pd.DataFrame:
     n = len(people["signup"])
-    return pd.DataFrame(
+    truth = pd.DataFrame(
         {
             "customer_id": _customer_ids(n).to_numpy(zero_copy_only=False),
             "segment": np.array(planted.segment_names)[people["segment"]],
@@ -567,6 +611,18 @@ def _truth_table(
             "n_purchases": np.bincount(purchase_owner, minlength=n),
         }
     )
+    if planted.response_types is not None:
+        # The oracle: each customer's type, conversion chance without an email, and the email's
+        # uplift at the best delay (the responder applies it scaled by the delay's factor).
+        types = planted.response_types.types
+        kind = np.array(RESPONSE_TYPES)[people["response_type"]]
+        truth["response_type"] = kind
+        truth["conversion_baseline"] = [types[k].baseline for k in kind]
+        truth["oracle_uplift"] = [
+            min(max(types[k].baseline + types[k].uplift, 0.0), 1.0) - types[k].baseline
+            for k in kind
+        ]
+    return truth
 
 
 def _profile_table(people: dict[str, np.ndarray], params: SimulationParams) -> pd.DataFrame:

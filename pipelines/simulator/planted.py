@@ -20,7 +20,14 @@ from engine.dsl.bounded_yaml import load_yaml_file
 from engine.dsl.durations import format_duration, parse_duration
 from engine.errors import UserError
 
-__all__ = ["PlantedConfig", "SegmentSpec", "load_planted"]
+__all__ = [
+    "RESPONSE_TYPES",
+    "PlantedConfig",
+    "ResponseTypeSpec",
+    "ResponseTypes",
+    "SegmentSpec",
+    "load_planted",
+]
 
 
 class SegmentSpec(BaseModel):
@@ -120,6 +127,100 @@ DEFAULT_UPLIFT: dict[str, dict[str, float]] = {
 }
 
 
+RESPONSE_TYPES = ("persuadable", "sure_thing", "lost_cause", "sleeping_dog")
+"""The four answers to a message of uplift modelling: buys only if mailed, buys anyway, never
+buys, and buys less (and unsubscribes more) when mailed."""
+
+
+class ResponseTypeSpec(BaseModel):
+    """How a customer of one response type answers a triggered email."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline: float = Field(
+        ge=0, lt=1, description="chance to buy within the attribution window without an email"
+    )
+    uplift: float = Field(
+        gt=-1, lt=1, description="change in that chance from an email sent at the best delay"
+    )
+    unsubscribe: float = Field(
+        default=0.0, ge=0, lt=1, description="extra chance to unsubscribe per email"
+    )
+
+
+DEFAULT_RESPONSE_TYPES: dict[str, dict[str, float]] = {
+    "persuadable": dict(baseline=0.03, uplift=0.15),
+    "sure_thing": dict(baseline=0.30, uplift=0.0),
+    "lost_cause": dict(baseline=0.005, uplift=0.0),
+    "sleeping_dog": dict(baseline=0.12, uplift=-0.08, unsubscribe=0.08),
+}
+
+# Which response types each segment holds: loyal customers are mostly sure things, bargain
+# hunters mostly persuadable, browsers mostly lost causes, at-risk customers split between
+# persuadables and sleeping dogs — so that behaviour (the features) reveals the type, partly.
+DEFAULT_TYPE_SHARES: dict[str, dict[str, float]] = {
+    "loyal": {"persuadable": 0.15, "sure_thing": 0.55, "lost_cause": 0.10, "sleeping_dog": 0.20},
+    "bargain_hunter": {
+        "persuadable": 0.50,
+        "sure_thing": 0.20,
+        "lost_cause": 0.20,
+        "sleeping_dog": 0.10,
+    },
+    "browser": {"persuadable": 0.15, "sure_thing": 0.05, "lost_cause": 0.60, "sleeping_dog": 0.20},
+    "at_risk": {"persuadable": 0.35, "sure_thing": 0.10, "lost_cause": 0.20, "sleeping_dog": 0.35},
+}
+
+
+class ResponseTypes(BaseModel):
+    """Customer-level treatment effects, planted on top of the segments (off by default).
+
+    Each segment's customers are split into response types by its shares (from a random stream
+    of its own, so that every other draw of the simulation stays as it is). ``signal`` ties the
+    type to behaviour a marketer can see: sure things are picked among the frequent buyers,
+    then persuadables among the most and sleeping dogs among the least email-engaged of the
+    rest — each ranking blended with chance, ``signal · rank + (1 − signal) · noise``. A typed customer's chance
+    to buy within the attribution window is the type's ``baseline`` without an email, and
+    ``baseline + uplift · f(delay)`` with one, where f scales the segment's delay table to 1 at
+    its best delay (the delay experiment keeps its answer). Sleeping dogs also unsubscribe with
+    the chance ``unsubscribe`` per email, triggered or campaign.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    types: dict[str, ResponseTypeSpec] = Field(
+        default_factory=lambda: {
+            k: ResponseTypeSpec(**v) for k, v in DEFAULT_RESPONSE_TYPES.items()
+        }
+    )
+    shares: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TYPE_SHARES.items()}
+    )
+    signal: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="how much behaviour decides the type within a segment (0: chance alone)",
+    )
+
+    @model_validator(mode="after")
+    def _known_types(self) -> ResponseTypes:
+        if set(self.types) != set(RESPONSE_TYPES):
+            raise ValueError(f"response_types.types: expected exactly {', '.join(RESPONSE_TYPES)}")
+        for segment, table in self.shares.items():
+            unknown = set(table) - set(RESPONSE_TYPES)
+            if unknown:
+                raise ValueError(
+                    f"response_types.shares.{segment}: unknown type(s) {sorted(unknown)}"
+                )
+            if any(v < 0 for v in table.values()) or not math.isclose(
+                sum(table.values()), 1.0, abs_tol=0.01
+            ):
+                raise ValueError(
+                    f"response_types.shares.{segment}: shares must be >= 0 and add up to 1"
+                )
+        return self
+
+
 class PlantedConfig(BaseModel):
     """Everything the simulator plants; validated, so a typo in the YAML is an error."""
 
@@ -139,6 +240,9 @@ class PlantedConfig(BaseModel):
     refund_rate: float = Field(default=0.04, ge=0, lt=1)
     acquisition_share: float = Field(
         default=0.9, gt=0, le=1, description="signups spread over this first part of the window"
+    )
+    response_types: ResponseTypes | None = Field(
+        default=None, description="customer-level treatment effects (issue 18); off when absent"
     )
 
     @field_validator("attribution_window", mode="before")
@@ -174,6 +278,14 @@ class PlantedConfig(BaseModel):
         delays = {frozenset(t) for t in self.uplift.values()}
         if len(delays) != 1:
             raise ValueError("uplift: every segment must list the same delays")
+        if self.response_types is not None:
+            missing = set(self.segments) - set(self.response_types.shares)
+            extra = set(self.response_types.shares) - set(self.segments)
+            if missing or extra:
+                raise ValueError(
+                    "response_types.shares: expected one entry per segment "
+                    f"({', '.join(self.segments)})"
+                )
         return self
 
     @property
@@ -200,6 +312,12 @@ class PlantedConfig(BaseModel):
                 return table[lo] + w * (table[hi] - table[lo])
         return table[points[-1]]
 
+    def delay_factor(self, segment: str, delay: timedelta) -> float:
+        """The segment's planted effect at ``delay`` relative to its best delay's (1 there); 1
+        for a segment whose table holds no positive effect (a flat table carries no timing)."""
+        best = max(self.uplift[segment].values())
+        return self.effect(segment, delay) / best if best > 0 else 1.0
+
     def best_delay(self, segment: str) -> str | None:
         """The planted best delay label for a segment, or None when all delays are equal."""
         table = self.uplift[segment]
@@ -211,6 +329,8 @@ class PlantedConfig(BaseModel):
     def to_yaml(self) -> str:
         data = self.model_dump(mode="python")
         data["attribution_window"] = format_duration(self.attribution_window)
+        if data["response_types"] is None:  # off: the file reads as before the option existed
+            del data["response_types"]
         return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -39,6 +39,8 @@ class EmailResponse:
     converted_at: datetime | None
     revenue: float
     conversion_probability: float
+    unsubscribed: bool = False
+    """A sleeping dog pushed away by the email (only with planted response types)."""
 
     @property
     def converted(self) -> bool:
@@ -65,12 +67,30 @@ class Responder:
         return str(self._row(customer_id)["segment"])
 
     def conversion_probability(self, customer_id: str, delay: timedelta | None) -> float:
-        """Chance to buy within the attribution window: baseline, plus the email's planted uplift."""
-        segment = self.segment_of(customer_id)
+        """Chance to buy within the attribution window: baseline, plus the email's planted uplift.
+
+        With planted response types, the customer's type decides both (its baseline, and its
+        uplift scaled by the segment's delay factor); without, the segment does.
+        """
+        row = self._row(customer_id)
+        segment = str(row["segment"])
+        types = self.planted.response_types
+        if types is not None:
+            spec = types.types[str(row["response_type"])]
+            if delay is None:
+                return spec.baseline
+            lift = spec.uplift * self.planted.delay_factor(segment, delay)
+            return min(max(spec.baseline + lift, 0.0), 1.0)
         base = self.planted.segments[segment].conversion_baseline
         if delay is None:
             return base
         return min(max(base + self.planted.effect(segment, delay), 0.0), 1.0)
+
+    def uplift(self, customer_id: str, delay: timedelta) -> float:
+        """The oracle: how much an email sent ``delay`` after the trigger changes the chance."""
+        return self.conversion_probability(customer_id, delay) - self.conversion_probability(
+            customer_id, None
+        )
 
     def respond(
         self, customer_id: str, sent_at: datetime, template: str, delay: timedelta
@@ -103,8 +123,21 @@ class Responder:
             converted_at = sent_at + timedelta(seconds=float(draws[4]) * window)
             mean = float(row["order_value_mean"])
             revenue = round(float(rng.gamma(4.0, mean / 4.0)), 2)
+        unsubscribed = False
+        if delivered and self.planted.response_types is not None:
+            # draws[5] was drawn and unused before: the other answers stay as they were.
+            spec = self.planted.response_types.types[str(row["response_type"])]
+            unsubscribed = bool(draws[5] < spec.unsubscribe)
         return EmailResponse(
-            customer_id, segment, delivered, opened_at, clicked_at, converted_at, revenue, p_convert
+            customer_id,
+            segment,
+            delivered,
+            opened_at,
+            clicked_at,
+            converted_at,
+            revenue,
+            p_convert,
+            unsubscribed,
         )
 
     def respond_without_email(self, customer_id: str, at: datetime) -> EmailResponse:
