@@ -44,7 +44,7 @@ actions: [{send_email: {template: winback_offer}}]
 OCCURRENCE = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()  # in the past: events accepted
 
 
-def stub_app():  # type: ignore[no-untyped-def]
+def stub_app():
     """A scoring service for benchmarks: the contract, a fixed pseudo-random score each."""
     from fastapi import FastAPI
     from fastapi.responses import Response
@@ -140,7 +140,7 @@ def main() -> None:
           f"{'met' if audience_s <= 60 else 'NOT met'}; load average {load[0]:.2f} {load[1]:.2f}")  # fmt: skip
 
 
-def _outcomes(store):  # type: ignore[no-untyped-def]
+def _outcomes(store):
     from collections import Counter
 
     from engine.store.execution_log import list_decisions
