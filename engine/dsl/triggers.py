@@ -62,10 +62,14 @@ from engine.dsl.bounded_yaml import (
     BoundedLoader,
     Expansion,
     TooBig,
+    YamlIssue,
+    validation_issues,
     walk_expanded,
     yaml_line,
     yaml_message,
 )
+from engine.dsl.bounded_yaml import node_line as _line_of
+from engine.dsl.bounded_yaml import yaml_path as _dotted
 from engine.dsl.conditions import (
     Condition,
     ConditionError,
@@ -363,18 +367,7 @@ class Trigger:
         return self.condition.longest_window() if self.condition else 0.0
 
 
-@dataclass(frozen=True)
-class TriggerIssue:
-    """One problem in a trigger file."""
-
-    file: str
-    path: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path or '(top)'}: {self.message}"
+TriggerIssue = YamlIssue  # one problem in a trigger file: file, path, line, message
 
 
 @dataclass
@@ -656,14 +649,7 @@ def _load_one(
     try:
         spec = TriggerSpec.model_validate(raw)
     except ValidationError as exc:
-        for problem in exc.errors(include_url=False):
-            loc = tuple(problem["loc"])
-            msg = problem["msg"].removeprefix("Value error, ")
-            if problem["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif problem["type"] == "missing":
-                msg = "is required"
-            issues.append(TriggerIssue(source, _dotted(loc), _line_of(node, loc), msg))
+        issues.extend(validation_issues(exc, node, source))
         spec = None
     errors: list[ConditionError] = []
     where = None
@@ -684,35 +670,6 @@ def _load_one(
     return Trigger(
         spec, where, condition, version, source, _template_refs(spec, node), _score_refs(raw, node)
     )
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text.replace("if_", "if")
-
-
-def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest YAML node that `loc` reaches."""
-    current = node
-    for part in loc:
-        part = "if" if part == "if_" else part
-        if isinstance(current, yaml.MappingNode):
-            match = next((v for k, v in current.value if k.value == part), None)
-            if match is None:
-                key = next((k for k, _ in current.value if k.value == part), None)
-                return (key or current).start_mark.line + 1
-            current = match
-        elif (
-            isinstance(current, yaml.SequenceNode)
-            and isinstance(part, int)
-            and part < len(current.value)
-        ):
-            current = current.value[part]
-        else:
-            break
-    return current.start_mark.line + 1
 
 
 def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:
