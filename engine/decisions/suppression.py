@@ -62,6 +62,9 @@ class SuppressionPolicy:
     engagement_model: str = "engagement"
     engagement_floor: float = 0.02  # suppress marketing email below this engagement score
     unengaged_sends: int = 8  # … or after this many sends in 90 days without an open or click
+    # Share of customers held out of every marketing trigger (engine.optimizer.assignment's
+    # in_global_holdout); 0: nobody. Set in the policy file (engine.dsl.policy).
+    global_holdout: float = 0.0
 
 
 @dataclass(frozen=True)

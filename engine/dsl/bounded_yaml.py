@@ -143,6 +143,8 @@ def validation_issues(exc: ValidationError, node: yaml.Node, source: str) -> lis
     for problem in exc.errors(include_url=False):
         loc = tuple(problem["loc"])
         msg = problem["msg"].removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":  # a mapping's key refused: say so at the key
+            loc, msg = loc[:-1], f"not a valid name here: {msg}"
         if problem["type"] == "extra_forbidden":
             msg = "unknown key"
         elif problem["type"] == "missing":

@@ -40,7 +40,7 @@ from datetime import time, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -79,7 +79,11 @@ from engine.dsl.conditions import (
 )
 from engine.dsl.durations import parse_duration
 from engine.dsl.matcher import Matcher, compile_matcher
+from engine.dsl.policy import TriggerPolicy
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.decisions.suppression import SuppressionPolicy
 
 __all__ = [
     "Action",
@@ -271,6 +275,8 @@ class TriggerSpec(BaseModel):
     # Open pixel and tracked links in this trigger's HTML email (issue 14); NUDGE_TRACKING=false
     # turns them off everywhere.
     tracking: StrictBool = True
+    # This trigger's suppression policy over the global one (engine.dsl.policy; issue 16).
+    policy: TriggerPolicy | None = None
 
     @field_validator("id", mode="after")
     @classmethod
@@ -320,6 +326,19 @@ class Trigger:
     # Every `score: {model: NAME}` of the trigger, where it is written (checked by
     # `check_score_models` against the model definitions' names).
     score_refs: tuple[TemplateRef, ...] = ()
+    # The last global policy `policy_for` merged the trigger's `policy:` over, and the result.
+    _merged: list[tuple[SuppressionPolicy, SuppressionPolicy]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    def policy_for(self, base: SuppressionPolicy) -> SuppressionPolicy:
+        """The suppression policy this trigger acts under: its `policy:` merged over `base`."""
+        override = self.spec.policy
+        if override is None:
+            return base
+        if not self._merged or self._merged[0][0] is not base:  # merged once per global policy
+            self._merged[:] = [(base, override.apply(base))]
+        return self._merged[0][1]
 
     @property
     def id(self) -> str:
