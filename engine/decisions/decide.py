@@ -17,13 +17,13 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from engine.decisions.state import CustomerState, StateLimits
-from engine.decisions.suppression import SuppressionPolicy, check_suppression
+from engine.decisions.suppression import SuppressionPolicy, check_suppression, quiet_hours_end
 from engine.decisions.timezones import customer_zone, next_local_time
 from engine.dsl.conditions import EvaluationContext, Outcome, ScoreValue
 from engine.dsl.durations import parse_duration
 from engine.dsl.triggers import PlannedStep, Trigger, TriggerIndex, local_schedule
 from engine.events import is_machine_engagement
-from engine.optimizer.assignment import HOLDOUT, assign_variant
+from engine.optimizer.assignment import HOLDOUT, assign_variant, in_global_holdout
 
 __all__ = [
     "Decision",
@@ -185,6 +185,7 @@ def _decide_one(
     limits: StateLimits,
     outcome: Outcome,
 ) -> Decision:
+    policy = trigger.policy_for(policy)  # the trigger's own `policy:` over the global one
     used = _scores_used(trigger, ctx)
     common = _Common(
         event_id=event.event_id, customer_id=event.customer_id, trigger_id=trigger.id,
@@ -198,6 +199,15 @@ def _decide_one(
             outcome=DecisionOutcome.SKIPPED,
             reason=f"missing: {', '.join(missing)}",
             trace=trace,
+        )
+
+    if (
+        not trigger.transactional
+        and policy.global_holdout > 0
+        and in_global_holdout(event.customer_id, policy.global_holdout)
+    ):  # no variant: the experiment analyses read only their own holdout as "holdout"
+        return Decision(
+            **common, outcome=DecisionOutcome.HELD_OUT, reason="global holdout", trace=trace
         )
 
     variant, overrides = None, {}
@@ -233,12 +243,17 @@ def _decide_one(
         )
 
     shift = (verdict.send_at or first_send) - first_send
+    deferred = shift > 0
     actions = []
     for i, step in enumerate(plan):
         params = step.params
         if step.kind == "send_email" and "template" in overrides:
             params = {**params, "template": overrides["template"]}
-        due = _send_time(step, event.at, overrides, ctx) + shift
+        # The plan keeps its spacing past the first send's quiet hours, and then each action
+        # passes quiet hours at its own due time (email #2 at 22:00 goes the next morning).
+        planned = _send_time(step, event.at, overrides, ctx) + shift
+        due = _past_quiet_hours(trigger, step, planned, ctx, policy)
+        deferred = deferred or due > planned
         actions.append(PlannedAction(i, step.kind, params, step.channel, due, step.cancel_if))
     ctx.state.record_fire(trigger.id, event.at, limits)
     for action in actions:
@@ -247,7 +262,7 @@ def _decide_one(
     return Decision(
         **common,
         outcome=DecisionOutcome.FIRED,
-        reason="deferred past quiet hours" if shift > 0 else None,
+        reason="deferred past quiet hours" if deferred else None,
         trace=trace,
         variant=variant,
         actions=tuple(actions),
@@ -301,6 +316,18 @@ def _send_time(
     if schedule is not None:
         due = next_local_time(due, ctx.zone, schedule[0], schedule[1])
     return due
+
+
+def _past_quiet_hours(
+    trigger: Trigger, step: PlannedStep, due: float, ctx: EvaluationContext,
+    policy: SuppressionPolicy,
+) -> float:  # fmt: skip
+    """A marketing action that reaches a channel, moved to the end of the quiet hours it falls
+    in (a trigger that drops has its first send suppressed here, a later one at dispatch)."""
+    if trigger.transactional or step.channel is None or trigger.spec.quiet_hours != "defer":
+        return due
+    end = quiet_hours_end(due, ctx.zone, policy.quiet_start, policy.quiet_end)
+    return due if end is None else end
 
 
 def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:
