@@ -1,0 +1,43 @@
+"""What really went to a customer on a channel: the counts the dispatcher's frequency caps read.
+
+A send counts from the moment it reached its point of no return: actions *sent*, *sending* (in
+doubt after a crash) and *unconfirmed* (the connection broke after the end of data) — each may
+have reached the customer, so each counts. Their time is `finished_at`, when the dispatcher
+recorded that status: the real send moment, not the planned one. Functions over a `Connection`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from engine.store.schema import actions
+
+__all__ = ["SENT_STATUSES", "sends_in_windows"]
+
+SENT_STATUSES = ("sent", "sending", "unconfirmed")
+
+
+def sends_in_windows(
+    conn: Connection, customer_id: str, channel: str, windows: Sequence[tuple[float, float]]
+) -> list[int]:
+    """How many sends of `channel` reached `customer_id` in each window ``[start, end)`` (epoch
+    seconds), in one query."""
+    if not windows:
+        return []
+    sent_at = actions.c.finished_at
+    counts = [
+        sa.func.count(sa.case((sa.and_(sent_at >= start, sent_at < end), 1)))
+        for start, end in windows
+    ]
+    query = sa.select(*counts).where(
+        actions.c.customer_id == customer_id,
+        actions.c.channel == channel,
+        actions.c.status.in_(SENT_STATUSES),
+        sent_at >= min(start for start, _ in windows),
+        sent_at < max(end for _, end in windows),
+    )
+    row = conn.execute(query).one()
+    return [int(n) for n in row]
