@@ -326,9 +326,10 @@ class Trigger:
     # Every `score: {model: NAME}` of the trigger, where it is written (checked by
     # `check_score_models` against the model definitions' names).
     score_refs: tuple[TemplateRef, ...] = ()
-    # The last global policy `policy_for` merged the trigger's `policy:` over, and the result.
-    _merged: list[tuple[SuppressionPolicy, SuppressionPolicy]] = field(
-        default_factory=list, compare=False, repr=False
+    # The global policies `policy_for` merged the trigger's `policy:` over (kept alive, so that
+    # their ids stay theirs), and the results: the processor's and the dispatcher's.
+    _merged: dict[int, tuple[SuppressionPolicy, SuppressionPolicy]] = field(
+        default_factory=dict, compare=False, repr=False
     )
 
     def policy_for(self, base: SuppressionPolicy) -> SuppressionPolicy:
@@ -336,9 +337,12 @@ class Trigger:
         override = self.spec.policy
         if override is None:
             return base
-        if not self._merged or self._merged[0][0] is not base:  # merged once per global policy
-            self._merged[:] = [(base, override.apply(base))]
-        return self._merged[0][1]
+        merged = self._merged.get(id(base))
+        if merged is None:  # merged once per global policy
+            if len(self._merged) >= 4:
+                self._merged.clear()
+            merged = self._merged[id(base)] = (base, override.apply(base))
+        return merged[1]
 
     @property
     def id(self) -> str:
