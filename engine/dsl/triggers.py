@@ -389,6 +389,16 @@ class Trigger:
     def longest_window(self) -> float:
         return self.condition.longest_window() if self.condition else 0.0
 
+    @cached_property
+    def state_event_types(self) -> frozenset[str]:
+        """Event types whose history `if` and every action's `cancel_if` read from the state."""
+        found = set(self.condition.event_types()) if self.condition else set()
+        for step in self.plan:
+            if step.cancel_if is not None:
+                cancel = compile_condition(step.cancel_if, ("cancel_if",), [])  # loaded: valid
+                found |= cancel.event_types() if cancel is not None else set()
+        return frozenset(found)
+
 
 TriggerIssue = YamlIssue  # one problem in a trigger file: file, path, line, message
 
@@ -413,9 +423,7 @@ class TriggerIndex:
         self._matchers: dict[str, Matcher] = {}
         # Only these event types are kept in customer state: what conditions and suppression read.
         self.tracked_event_types = frozenset(
-            SUPPRESSION_EVENT_TYPES.union(
-                *(t.condition.event_types() for t in self.triggers if t.condition)
-            )
+            SUPPRESSION_EVENT_TYPES.union(*(t.state_event_types for t in self.triggers))
         )
 
     def for_event(self, event_type: str) -> list[Trigger]:
