@@ -88,6 +88,7 @@ from engine.dsl.conditions import (
     ScoreValue,
     compile_condition,
 )
+from engine.dsl.durations import format_duration
 from engine.dsl.triggers import Trigger, TriggerIndex
 from engine.runtime.deliverability import marketing_pause
 from engine.runtime.erasure import address_hash
@@ -432,7 +433,8 @@ class Dispatcher:
                 )
         for (window, limit), sent in zip(cap.rolling, counts, strict=True):
             if sent >= limit:
-                return f"{sent} {channel} sent in the last {timedelta(seconds=round(window))} (cap {limit})"
+                span = format_duration(timedelta(seconds=window))
+                return f"{sent} {channel} sent in the last {span} (cap {limit})"
         return None
 
     # -- suppression list and the deliverability guard (issue 14) -----------------------------
