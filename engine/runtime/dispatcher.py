@@ -36,9 +36,11 @@ not only the plan's first action at decision time: the consent flag the policy n
 channel (``no_consent:``), quiet hours in the customer's zone (put back to their end, ``quiet_hours:
 deferred to …``; cancelled when the trigger says ``quiet_hours: drop``; skipped with ``ignore``),
 then the channel's caps counted from what was really sent to that customer on that channel
-(`engine.store.sends`: the customer-local day of the send, and the rolling windows), cancelled as
-``frequency_cap: 1 email already sent on 2026-12-02 (local)``. Quiet hours come before the caps:
-a send put back to the next morning is counted against the next morning's day.
+(`engine.store.sends`: sends due in the customer-local day of this one's due time, and in the
+rolling windows ending at it), cancelled as ``frequency_cap: 1 email already sent on 2026-12-02
+(local; cap 1 a day)``. Quiet hours come before the caps: a send put back to the next morning
+counts on the next morning's day. These come after the suppression list and the marketing pause,
+whose reasons say more.
 
 `cancel_if` is evaluated as `if` is: each event of the customer since the trigger, with the
 customer's profile (and segments), state and scores (from the optional score source, by its
@@ -335,13 +337,13 @@ class Dispatcher:
                 result=f"no_consent: {consent} withdrawn before sending",
             )  # fmt: skip
             return "cancelled"
+        held = self._held_back(action, channel.name, profile, marketing, now)
+        if held is not None:
+            return held
         if marketing:
             blocked = self._policy_blocks(action, channel.name, profile, trigger, policy, now)
             if blocked is not None:
                 return blocked
-        held = self._held_back(action, channel.name, profile, marketing, now)
-        if held is not None:
-            return held
         if self._throttled(action, channel.name, now):
             return "throttled"
         committed = False
@@ -406,7 +408,10 @@ class Dispatcher:
             )  # fmt: skip
             return "deferred"
         cap = policy.caps.get(channel)
-        blocked = self._cap_binds(action.customer_id, channel, cap, zone, now) if cap else None
+        due = max(
+            action.due_at, action.next_attempt_at
+        )  # when it was due to go, deferrals included
+        blocked = self._cap_binds(action.customer_id, channel, cap, zone, due) if cap else None
         if blocked is None:
             return None
         self.store.write(
@@ -417,7 +422,8 @@ class Dispatcher:
     def _cap_binds(
         self, customer: str, channel: str, cap: ChannelCap, zone: ZoneInfo, now: float
     ) -> str | None:
-        """Why `cap` holds a send of `channel` to `customer` at `now`, or None."""
+        """Why `cap` holds a send of `channel` to `customer` due at `now`, or None: the sends
+        due in its local day and in the rolling windows that end at it."""
         windows = [(now - window, now + 1e-6) for window, _ in cap.rolling]
         if cap.per_local_day is not None:
             windows.insert(0, local_day_bounds(now, zone))

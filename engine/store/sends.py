@@ -2,8 +2,10 @@
 
 A send counts from the moment it reached its point of no return: actions *sent*, *sending* (in
 doubt after a crash) and *unconfirmed* (the connection broke after the end of data) — each may
-have reached the customer, so each counts. Their time is `finished_at`, when the dispatcher
-recorded that status: the real send moment, not the planned one. Functions over a `Connection`.
+have reached the customer, so each counts. Each counts at the time it was due to go: its due
+time, or the later time it was put back to (quiet hours, a send rate, a retry) — so a backlog
+sent late in one run still counts yesterday's sends on yesterday, and a send put back to the
+next morning counts on that morning. Functions over a `Connection`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ SENT_STATUSES = ("sent", "sending", "unconfirmed")
 def sends_in_windows(
     conn: Connection, customer_id: str, channel: str, windows: Sequence[tuple[float, float]]
 ) -> list[int]:
-    """How many sends of `channel` reached `customer_id` in each window ``[start, end)`` (epoch
-    seconds), in one query."""
+    """How many sends of `channel` reached `customer_id`, due in each window ``[start, end)``
+    (epoch seconds), in one query."""
     if not windows:
         return []
-    sent_at = actions.c.finished_at
+    sent_at = sa.case(
+        (actions.c.next_attempt_at > actions.c.due_at, actions.c.next_attempt_at),
+        else_=actions.c.due_at,
+    )
     counts = [
         sa.func.count(sa.case((sa.and_(sent_at >= start, sent_at < end), 1)))
         for start, end in windows

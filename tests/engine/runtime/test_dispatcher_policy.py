@@ -166,3 +166,11 @@ def test_the_consent_flag_is_the_one_the_policy_names(engine_store, tmp_path):
     _, dispatcher = engine(engine_store, tmp_path, SERIES, renamed)
     assert dispatcher.run_due(at(0.01)).outcomes == {"cancelled": 1}
     assert actions(engine_store)[0][2] == "no_consent: newsletter_optin withdrawn before sending"
+
+
+def test_a_backlog_sent_late_counts_each_send_on_the_day_it_was_due(engine_store, tmp_path):
+    triggers = SERIES.replace("delay: 6h", "delay: 1d")
+    processor, dispatcher = engine(engine_store, tmp_path, triggers)
+    fire(engine_store, processor)
+    # The dispatcher was down for two days: both go in one run, each within its own day's cap.
+    assert dispatcher.run_due(at(48)).outcomes == {"sent": 2}
