@@ -241,7 +241,8 @@ class Dispatcher:
                 log.warning("closing the %s channel failed", channel.name, exc_info=True)
 
     def _prefetch(self, batch: list[ActionRow]) -> None:
-        """Load what the batch's deliveries need in three queries, not three per action."""
+        """Load what the batch's deliveries (and its cancel_if conditions) need in a few queries,
+        not a few per action."""
         needs_context = [a for a in batch if a.kind in self.channels]
         cancelling = {a.customer_id for a in batch if a.cancel_if}
         self._cache = {
@@ -408,9 +409,8 @@ class Dispatcher:
             )  # fmt: skip
             return "deferred"
         cap = policy.caps.get(channel)
-        due = max(
-            action.due_at, action.next_attempt_at
-        )  # when it was due to go, deferrals included
+        # The caps count when each send was due to go, deferrals included (engine.store.sends).
+        due = max(action.due_at, action.next_attempt_at)
         blocked = self._cap_binds(action.customer_id, channel, cap, zone, due) if cap else None
         if blocked is None:
             return None
@@ -609,10 +609,14 @@ class Dispatcher:
         configured, or it failed: every score is missing, and each condition's on_missing says)."""
         wanted: dict[str, set[str]] = {}
         for action in batch:
-            if action.cancel_if:
+            if not action.cancel_if:
+                continue
+            try:
                 models = self._cancel_condition(action.cancel_if).score_models()
-                if models:
-                    wanted.setdefault(action.customer_id, set()).update(models)
+            except (_Fail, ValueError):  # that action fails on its own, with the reason
+                continue
+            if models:
+                wanted.setdefault(action.customer_id, set()).update(models)
         if self.scores is None or not wanted:
             return {}
         try:
