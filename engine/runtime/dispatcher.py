@@ -110,7 +110,7 @@ from engine.store.outbox import (
     retry_action,
     settle_sending,
 )
-from engine.store.sends import sends_in_windows
+from engine.store.sends import send_times, sends_in_windows
 from engine.store.suppressions import normalise_email, record_message, suppressions_for
 
 __all__ = ["DispatchStats", "Dispatcher"]
@@ -121,6 +121,8 @@ log = logging.getLogger(__name__)
 MIN_PROVIDER_WAIT = 1.0
 # How long a send waits when the shared limiter itself cannot be asked (Redis down, …).
 LIMITER_RETRY = 5.0
+# Every customer-local day containing a moment lies within this much of it (UTC-12 … UTC+14).
+LOCAL_DAY_REACH = 2 * 86_400.0
 # A marketing send held by the deliverability guard's pause looks again this much later.
 PAUSE_RECHECK = 300.0
 PAUSED = "paused: by the deliverability guard (`nudge suppressions resume-marketing`)"
@@ -254,6 +256,7 @@ class Dispatcher:
                 scores_of, {(a.event_id, a.trigger_id) for a in needs_context}
             ),
         }
+        self._prefetch_sends(needs_context)
         if cancelling:  # what cancel_if reads besides the events: state, segments, scores
             self._cache["states"] = self.store.read(load_states, cancelling)
             self._cache["segments"] = self.store.read(segments_of, sorted(cancelling))
@@ -353,6 +356,7 @@ class Dispatcher:
             nonlocal committed
             self.store.write(_mark_sending, action.id, now, reference, channel.name == "email")
             committed = True
+            self._count_send(action, channel.name)
 
         delivery = Delivery(
             action_id=action.id, idempotency_key=action.idempotency_key, customer_id=customer,
@@ -374,6 +378,8 @@ class Dispatcher:
                 )  # fmt: skip
                 return "unconfirmed"
             raise
+        if not committed:  # a channel without a point of no return: it counts once sent
+            self._count_send(action, channel.name)
         try:
             self.store.write(mark_action, action.id, "sent", now, result=result)
         except Exception:  # delivered: never retried; recover() settles it as in doubt
@@ -381,6 +387,33 @@ class Dispatcher:
         return "sent"
 
     # -- the suppression policy at the send moment (issue 16) ---------------------------------
+
+    def _prefetch_sends(self, deliveries: list[ActionRow]) -> None:
+        """The sends the batch's marketing deliveries count their caps from, in one query: every
+        send of those customers due within their longest window (and local day) of any of them."""
+        marketing = [a for a in deliveries if self._is_marketing(a.trigger_id)]
+        if not marketing:
+            return
+        reach = LOCAL_DAY_REACH
+        for action in marketing:
+            trigger = self.index.by_id.get(action.trigger_id)
+            policy = trigger.policy_for(self.policy) if trigger is not None else self.policy
+            for cap in policy.caps.values():
+                reach = max([reach, *(window for window, _ in cap.rolling)])
+        dues = [_due(a) for a in marketing]
+        start, end = min(dues) - reach, max(dues) + LOCAL_DAY_REACH
+        try:
+            times = self.store.read(send_times, {a.customer_id for a in marketing}, start, end)
+        except Exception:  # each send then counts its own caps in the store
+            log.warning("prefetch of the sends of %d actions failed", len(marketing), exc_info=True)
+            return
+        self._cache["sends"] = {"range": (start, end), "times": times}
+
+    def _count_send(self, action: ActionRow, channel: str) -> None:
+        """A send of this batch reached its point of no return: its later ones count it."""
+        sends = self._cache.get("sends")
+        if sends is not None:
+            sends["times"].setdefault((action.customer_id, channel), []).append(_due(action))
 
     def _policy_blocks(
         self, action: ActionRow, channel: str, profile: Mapping[str, Any],
@@ -410,7 +443,7 @@ class Dispatcher:
             return "deferred"
         cap = policy.caps.get(channel)
         # The caps count when each send was due to go, deferrals included (engine.store.sends).
-        due = max(action.due_at, action.next_attempt_at)
+        due = _due(action)
         blocked = self._cap_binds(action.customer_id, channel, cap, zone, due) if cap else None
         if blocked is None:
             return None
@@ -429,7 +462,14 @@ class Dispatcher:
             windows.insert(0, local_day_bounds(now, zone))
         if not windows:
             return None
-        counts = self.store.read(sends_in_windows, customer, channel, windows)
+        sends = self._cache.get("sends")
+        if sends is not None and all(
+            sends["range"][0] <= a and b <= sends["range"][1] for a, b in windows
+        ):  # the batch's prefetch covers these windows
+            mine = sends["times"].get((customer, channel), ())
+            counts = [sum(1 for t in mine if a <= t < b) for a, b in windows]
+        else:
+            counts = self.store.read(sends_in_windows, customer, channel, windows)
         if cap.per_local_day is not None:
             sent = counts.pop(0)
             if sent >= cap.per_local_day:
@@ -676,6 +716,11 @@ def _mark_sending(conn: Connection, action_id: int, now: float, reference: str |
     mark_action(conn, action_id, "sending", now, result=reference)
     if email and reference and reference.startswith("<"):
         record_message(conn, reference, action_id, now)
+
+
+def _due(action: ActionRow) -> float:
+    """When an action was due to go: its due time, or the later time it was put back to."""
+    return max(action.due_at, action.next_attempt_at)
 
 
 def _commit_point(channel: Channel) -> str:

@@ -10,16 +10,25 @@ next morning counts on that morning. Functions over a `Connection`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from engine.store.schema import actions
+from engine.store.sql import chunks
 
-__all__ = ["SENT_STATUSES", "sends_in_windows"]
+__all__ = ["SENT_STATUSES", "send_times", "sends_in_windows"]
 
 SENT_STATUSES = ("sent", "sending", "unconfirmed")
+
+
+def _due() -> sa.ColumnElement[float]:
+    """When a send was due to go: its due time, or the later time it was put back to."""
+    return sa.case(
+        (actions.c.next_attempt_at > actions.c.due_at, actions.c.next_attempt_at),
+        else_=actions.c.due_at,
+    )
 
 
 def sends_in_windows(
@@ -29,10 +38,7 @@ def sends_in_windows(
     (epoch seconds), in one query."""
     if not windows:
         return []
-    sent_at = sa.case(
-        (actions.c.next_attempt_at > actions.c.due_at, actions.c.next_attempt_at),
-        else_=actions.c.due_at,
-    )
+    sent_at = _due()
     counts = [
         sa.func.count(sa.case((sa.and_(sent_at >= start, sent_at < end), 1)))
         for start, end in windows
@@ -46,3 +52,23 @@ def sends_in_windows(
     )
     row = conn.execute(query).one()
     return [int(n) for n in row]
+
+
+def send_times(
+    conn: Connection, customer_ids: Iterable[str], start: float, end: float
+) -> dict[tuple[str, str], list[float]]:
+    """When each send of each customer, due in ``[start, end)``, was due: (customer, channel) →
+    times — what a batch of the dispatcher counts its caps from, in one query per 500 customers."""
+    out: dict[tuple[str, str], list[float]] = {}
+    due = _due()
+    for chunk in chunks(sorted(set(customer_ids))):
+        query = sa.select(actions.c.customer_id, actions.c.channel, due).where(
+            actions.c.customer_id.in_(chunk),
+            actions.c.channel.is_not(None),
+            actions.c.status.in_(SENT_STATUSES),
+            due >= start,
+            due < end,
+        )
+        for customer, channel, at in conn.execute(query):
+            out.setdefault((customer, channel), []).append(float(at))
+    return out

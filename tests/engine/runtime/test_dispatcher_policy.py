@@ -4,6 +4,8 @@ and the channel's caps when it really goes, on SQLite and PostgreSQL."""
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
+import pytest
+
 from engine.channels.email import EmailSettings
 from engine.channels.webhooks import WebhookSender
 from engine.decisions.suppression import ChannelCap, SuppressionPolicy
@@ -174,3 +176,22 @@ def test_a_backlog_sent_late_counts_each_send_on_the_day_it_was_due(engine_store
     fire(engine_store, processor)
     # The dispatcher was down for two days: both go in one run, each within its own day's cap.
     assert dispatcher.run_due(at(48)).outcomes == {"sent": 2}
+
+
+@pytest.mark.parametrize("prefetch", ["batch", "failed"])
+def test_sends_of_the_same_run_count_against_each_other(
+    engine_store, tmp_path, monkeypatch, prefetch
+):
+    processor, dispatcher = engine(engine_store, tmp_path, SERIES)
+    fire(engine_store, processor)
+    if prefetch == "failed":  # the prefetch of sends fails: each send asks the store itself
+
+        def broken(*_args):
+            raise RuntimeError("prefetch down")
+
+        monkeypatch.setattr("engine.runtime.dispatcher.send_times", broken)
+    # Both emails due by 17:00 Berlin, in one run: the first counts against the second.
+    assert dispatcher.run_due(at(6.01)).outcomes == {"sent": 1, "cancelled": 1}
+    assert actions(engine_store)[1][1:] == (
+        "cancelled", "frequency_cap: 1 email already sent on 2026-03-04 (local; cap 1 a day)",
+    )  # fmt: skip
