@@ -244,6 +244,8 @@ def _decide_one(
 
     shift = (verdict.send_at or first_send) - first_send
     deferred = shift > 0
+    # Marketing actions that reach a channel pass quiet hours each (the first one did above).
+    defer_each = not trigger.transactional and trigger.spec.quiet_hours == "defer"
     actions = []
     for i, step in enumerate(plan):
         params = step.params
@@ -251,9 +253,11 @@ def _decide_one(
             params = {**params, "template": overrides["template"]}
         # The plan keeps its spacing past the first send's quiet hours, and then each action
         # passes quiet hours at its own due time (email #2 at 22:00 goes the next morning).
-        planned = _send_time(step, event.at, overrides, ctx) + shift
-        due = _past_quiet_hours(trigger, step, planned, ctx, policy)
-        deferred = deferred or due > planned
+        due = _send_time(step, event.at, overrides, ctx) + shift
+        if defer_each and i and step.channel is not None:
+            later = quiet_hours_end(due, ctx.zone, policy.quiet_start, policy.quiet_end)
+            if later is not None:
+                due, deferred = later, True
         actions.append(PlannedAction(i, step.kind, params, step.channel, due, step.cancel_if))
     ctx.state.record_fire(trigger.id, event.at, limits)
     for action in actions:
@@ -316,18 +320,6 @@ def _send_time(
     if schedule is not None:
         due = next_local_time(due, ctx.zone, schedule[0], schedule[1])
     return due
-
-
-def _past_quiet_hours(
-    trigger: Trigger, step: PlannedStep, due: float, ctx: EvaluationContext,
-    policy: SuppressionPolicy,
-) -> float:  # fmt: skip
-    """A marketing action that reaches a channel, moved to the end of the quiet hours it falls
-    in (a trigger that drops has its first send suppressed here, a later one at dispatch)."""
-    if trigger.transactional or step.channel is None or trigger.spec.quiet_hours != "defer":
-        return due
-    end = quiet_hours_end(due, ctx.zone, policy.quiet_start, policy.quiet_end)
-    return due if end is None else end
 
 
 def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:
