@@ -3,9 +3,10 @@
 `decide` is the functional core of the engine. Given an event, the customer's profile and state,
 the trigger index, the scores already fetched and the suppression policy, it returns one
 `Decision` per trigger that got as far as a verdict — fired, suppressed (with the reason),
-skipped (an input was missing), held out (experiment holdout) or failed (an error, with its
-message) — and records the event and the fires in the customer's state. Triggers whose event
-filter or conditions simply do not hold leave no decision (`explain_event` shows them too).
+skipped (an input was missing), held out (the experiment's holdout, or the global holdout of
+marketing) or failed (an error, with its message) — and records the event and the fires in the
+customer's state. Triggers whose event filter or conditions simply do not hold leave no decision
+(`explain_event` shows them too).
 """
 
 from __future__ import annotations

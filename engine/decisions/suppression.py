@@ -42,7 +42,8 @@ class ChannelCap:
 
 @dataclass(frozen=True)
 class SuppressionPolicy:
-    """The marketing rules every trigger shares."""
+    """The marketing rules every trigger shares (`engine.dsl.policy` reads them from the policy
+    file; a trigger's `policy:` overrides them for itself)."""
 
     # Each customer channel has its cap and its consent flag; SMS and push (issue 13) default to
     # email's cap (1 per local day, 3 per rolling week) — texts and notifications interrupt more
