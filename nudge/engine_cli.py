@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from engine.channels.email import EmailSettings
     from engine.channels.ratelimit import SendRate
     from engine.channels.smtp import SmtpSecurity
+    from engine.decisions.suppression import SuppressionPolicy
     from engine.dsl.triggers import TriggerIndex
     from engine.runtime.dispatcher import Dispatcher
     from engine.runtime.live_config import EngineConfig, LiveConfig, PolicyLoader
     from engine.runtime.metrics import EngineMetrics
-    from engine.runtime.processor import Processor
+    from engine.runtime.processor import Processor, ScoreSource
     from engine.store import ActionRow, DeadLetter, DecisionRow, EngineDB, TaskRow
     from engine.store.outbox import ChannelQueue
     from nudge.settings import Settings
@@ -90,7 +91,7 @@ def live_config(
 ) -> LiveConfig:
     """The running engine's reloadable configuration (engine.runtime.live_config): the triggers
     of NUDGE_TRIGGERS_DIR checked against NUDGE_TEMPLATES_DIR and the model definitions, the
-    policy of `load_policy` (default: the built-in one), and warnings for event types no input
+    policy of `load_policy` (default: NUDGE_POLICY_FILE's, or the built-in one), and warnings for event types no input
     has had. An invalid set at start is a clean exit listing every problem (as `load_index`)."""
     from rich.markup import escape
 
@@ -99,6 +100,11 @@ def live_config(
     from engine.runtime.live_config import ConfigRefused, LiveConfig, load_engine_config
 
     lake = EventLake(s.lake_dir)
+    if load_policy is None:  # NUDGE_POLICY_FILE, read again at each reload
+        from engine.dsl.policy import policy_from_file
+
+        def load_policy() -> SuppressionPolicy:
+            return policy_from_file(s.policy_file)
 
     def load() -> EngineConfig:
         try:
@@ -159,18 +165,41 @@ def open_store(s: Settings) -> EngineDB:
     return EngineDB.open(s.engine_url)
 
 
+def load_policy(s: Settings) -> SuppressionPolicy:
+    """The suppression policy of NUDGE_POLICY_FILE (unset: the defaults), or a clean exit
+    listing every mistake in it with its line."""
+    from engine.decisions.suppression import SuppressionPolicy
+    from engine.dsl.policy import load_policy_file
+
+    if s.policy_file is None:
+        return SuppressionPolicy()
+    loaded = load_policy_file(s.policy_file)
+    if loaded.issues:
+        for issue in loaded.issues:
+            console.print(f"[red]✗[/] {issue}", soft_wrap=True)
+        fail(f"{len(loaded.issues)} problem(s) in the policy file {s.policy_file}", code=1)
+    return loaded.policy
+
+
+def score_client(s: Settings) -> ScoreSource | None:
+    """The client of the scoring service (NUDGE_SCORING_URL), or None when none is configured."""
+    if not s.scoring_url:
+        return None
+    from engine.runtime.scoring import ScoreClient
+
+    key = s.api_key.get_secret_value() if s.api_key else None
+    return ScoreClient(s.scoring_url, api_key=key)
+
+
 def build_processor(
     s: Settings, store: EngineDB, index: TriggerIndex, *, worker: tuple[int, int] = (0, 1)
 ) -> Processor:
     from engine.runtime.processor import Processor
 
-    scores = None
-    if s.scoring_url:
-        from engine.runtime.scoring import ScoreClient
-
-        key = s.api_key.get_secret_value() if s.api_key else None
-        scores = ScoreClient(s.scoring_url, api_key=key)
-    return Processor(store, index, scores=scores, default_zone=s.default_timezone, worker=worker)
+    return Processor(
+        store, index, policy=load_policy(s), scores=score_client(s),
+        default_zone=s.default_timezone, worker=worker,
+    )  # fmt: skip
 
 
 def build_email_settings(s: Settings) -> EmailSettings:
@@ -229,6 +258,7 @@ def build_dispatcher(
     return Dispatcher(
         store, index, email=email, webhooks=webhooks, channels=channels, worker_id=worker_id,
         send_rate=build_send_rate(s, store), erasure_salt=s.erasure_key(),
+        policy=load_policy(s), default_zone=s.default_timezone, scores=score_client(s),
     )  # fmt: skip
 
 
@@ -363,13 +393,18 @@ def validate(
     strict: Annotated[
         bool, typer.Option("--strict", help="Warnings (unknown event types) fail too (exit 1).")
     ] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Suppression policy file to check too (default: NUDGE_POLICY_FILE)."),
+    ] = None,
 ) -> None:
-    """Check every trigger file and the templates it sends (NUDGE_TEMPLATES_DIR or the bundled
-    ones); print every problem with file, path and line; exit 1 on any. Event types that are
-    not standard and that neither the lake nor the inbox has seen are warnings (exit 0 unless
-    --strict)."""
+    """Check every trigger file, the templates it sends (NUDGE_TEMPLATES_DIR or the bundled
+    ones) and the policy file (NUDGE_POLICY_FILE) when there is one; print every problem with
+    file, path and line; exit 1 on any. Event types that are not standard and that neither the
+    lake nor the inbox has seen are warnings (exit 0 unless --strict)."""
     from rich.markup import escape
 
+    from engine.dsl.policy import load_policy_file
     from engine.dsl.triggers import TriggerIndex, load_trigger_dir
 
     s = settings()
@@ -378,10 +413,14 @@ def validate(
         fail(f"{folder}: no such folder of triggers")
     # Templates of every trigger that loads, disabled ones too: enabling one must not break mail.
     result = load_trigger_dir(folder, templates_dir=s.template_folder, models=model_names())
+    policy = policy or s.policy_file
+    if policy is not None:
+        result.issues.extend(load_policy_file(policy).issues)
     if result.issues:
         for issue in result.issues:
             console.print(f"[red]✗[/] {escape(str(issue))}", soft_wrap=True)
-        fail(f"{len(result.issues)} problem(s) in the triggers of {folder}", code=1)
+        also = f" and the policy file {policy}" if policy is not None else ""
+        fail(f"{len(result.issues)} problem(s) in the triggers of {folder}{also}", code=1)
     from engine.runtime.event_vocabulary import event_type_warnings_at
 
     warnings = event_type_warnings_at(result.triggers, s.engine_url, s.lake_dir)
@@ -391,6 +430,8 @@ def validate(
         fail(f"{len(warnings)} warning(s) in the triggers of {folder} (--strict)", code=1)
     index = TriggerIndex(result.triggers)
     console.print(f"[green]✓[/] {len(index)} trigger(s) in {folder} are valid")
+    if policy is not None:
+        console.print(f"[green]✓[/] the policy file {policy} is valid")
     for trigger in index.triggers:
         models = ", ".join(sorted(trigger.score_models())) or "-"
         console.print(

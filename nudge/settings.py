@@ -305,6 +305,11 @@ class Settings(SharedSettings):
     default_timezone: str = Field(
         default="UTC", description="Zone of customers whose profile names neither zone nor country."
     )
+    policy_file: Path | None = Field(
+        default=None,
+        description="Suppression policy YAML (caps, consent, quiet hours, engagement, global "
+        "holdout; see deploy/policy.yaml); unset: the built-in defaults.",
+    )
     max_future: Annotated[timedelta, BeforeValidator(_duration)] = Field(
         default=timedelta(days=1),
         description="How far ahead of the engine's clock an event's timestamp may be: seconds "

@@ -3,9 +3,10 @@
 `decide` is the functional core of the engine. Given an event, the customer's profile and state,
 the trigger index, the scores already fetched and the suppression policy, it returns one
 `Decision` per trigger that got as far as a verdict — fired, suppressed (with the reason),
-skipped (an input was missing), held out (experiment holdout) or failed (an error, with its
-message) — and records the event and the fires in the customer's state. Triggers whose event
-filter or conditions simply do not hold leave no decision (`explain_event` shows them too).
+skipped (an input was missing), held out (the experiment's holdout, or the global holdout of
+marketing) or failed (an error, with its message) — and records the event and the fires in the
+customer's state. Triggers whose event filter or conditions simply do not hold leave no decision
+(`explain_event` shows them too).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from enum import StrEnum
 from typing import Any, TypedDict
 
 from engine.decisions.state import CustomerState, StateLimits
-from engine.decisions.suppression import SuppressionPolicy, check_suppression
+from engine.decisions.suppression import SuppressionPolicy, check_suppression, quiet_hours_end
 from engine.decisions.timezones import customer_zone, next_local_time
 from engine.dsl.conditions import EvaluationContext, Outcome, ScoreValue
 from engine.dsl.durations import parse_duration
@@ -31,7 +32,7 @@ from engine.dsl.triggers import (
     local_schedule,
 )
 from engine.events import is_machine_engagement
-from engine.optimizer.assignment import HOLDOUT, assign_variant
+from engine.optimizer.assignment import HOLDOUT, assign_variant, in_global_holdout
 
 __all__ = [
     "Decision",
@@ -221,6 +222,7 @@ def _decide_one(
     limits: StateLimits,
     outcome: Outcome,
 ) -> Decision:
+    policy = trigger.policy_for(policy)  # the trigger's own `policy:` over the global one
     used = _scores_used(trigger, ctx)
     common = _Common(
         event_id=event.event_id, customer_id=event.customer_id, trigger_id=trigger.id,
@@ -234,6 +236,15 @@ def _decide_one(
             outcome=DecisionOutcome.SKIPPED,
             reason=f"missing: {', '.join(missing)}",
             trace=trace,
+        )
+
+    if (
+        not trigger.transactional
+        and policy.global_holdout > 0
+        and in_global_holdout(event.customer_id, policy.global_holdout)
+    ):  # no variant: the experiment analyses read only their own holdout as "holdout"
+        return Decision(
+            **common, outcome=DecisionOutcome.HELD_OUT, reason="global holdout", trace=trace
         )
 
     variant, overrides = None, {}
@@ -269,12 +280,21 @@ def _decide_one(
         )
 
     shift = (verdict.send_at or first_send) - first_send
+    deferred = shift > 0
+    # Marketing actions that reach a channel pass quiet hours each (the first one did above).
+    defer_each = not trigger.transactional and trigger.spec.quiet_hours == "defer"
     actions = []
     for i, step in enumerate(plan):
         params = step.params
         if step.kind == "send_email" and "template" in overrides:
             params = {**params, "template": overrides["template"]}
+        # The plan keeps its spacing past the first send's quiet hours, and then each action
+        # passes quiet hours at its own due time (email #2 at 22:00 goes the next morning).
         due = _send_time(step, event.at, overrides, ctx) + shift
+        if defer_each and i and step.channel is not None:
+            later = quiet_hours_end(due, ctx.zone, policy.quiet_start, policy.quiet_end)
+            if later is not None:
+                due, deferred = later, True
         actions.append(PlannedAction(i, step.kind, params, step.channel, due, step.cancel_if))
     ctx.state.record_fire(trigger.id, event.at, limits)
     for action in actions:
@@ -283,7 +303,7 @@ def _decide_one(
     return Decision(
         **common,
         outcome=DecisionOutcome.FIRED,
-        reason="deferred past quiet hours" if shift > 0 else None,
+        reason="deferred past quiet hours" if deferred else None,
         trace=trace,
         variant=variant,
         actions=tuple(actions),

@@ -42,7 +42,8 @@ class ChannelCap:
 
 @dataclass(frozen=True)
 class SuppressionPolicy:
-    """The marketing rules every trigger shares."""
+    """The marketing rules every trigger shares (`engine.dsl.policy` reads them from the policy
+    file; a trigger's `policy:` overrides them for itself)."""
 
     # Each customer channel has its cap and its consent flag; SMS and push (issue 13) default to
     # email's cap (1 per local day, 3 per rolling week) — texts and notifications interrupt more
@@ -62,6 +63,9 @@ class SuppressionPolicy:
     engagement_model: str = "engagement"
     engagement_floor: float = 0.02  # suppress marketing email below this engagement score
     unengaged_sends: int = 8  # … or after this many sends in 90 days without an open or click
+    # Share of customers held out of every marketing trigger (engine.optimizer.assignment's
+    # in_global_holdout); 0: nobody. Set in the policy file (engine.dsl.policy).
+    global_holdout: float = 0.0
 
 
 @dataclass(frozen=True)

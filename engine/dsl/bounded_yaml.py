@@ -13,7 +13,12 @@ module bounds all three before anything is constructed:
 
 Parsing uses libyaml's event parser when PyYAML has it (about 5× faster); composing and
 constructing stay in PyYAML's safe Python code, so the depth guard holds. `load_yaml` is the one
-call for a single-document file; `engine.dsl.triggers` composes documents itself to version them.
+call for a single-document file (`compose_yaml` also gives its node, for lines); `engine.dsl.triggers`
+composes documents itself to version them.
+
+Where a mistake is: `node_line` finds the line of a path (pydantic's `loc`) in a composed node,
+`validation_issues` turns a pydantic ValidationError into one `YamlIssue` (file, path, line,
+message) per problem — what trigger files and the policy file report.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import ValidationError
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
@@ -36,12 +42,18 @@ __all__ = [
     "BoundedLoader",
     "Expansion",
     "TooBig",
+    "YamlIssue",
     "YamlProblem",
+    "compose_yaml",
     "load_yaml",
     "load_yaml_file",
+    "node_line",
+    "read_yaml_text",
+    "validation_issues",
     "walk_expanded",
     "yaml_line",
     "yaml_message",
+    "yaml_path",
 ]
 
 MAX_FILE_BYTES = 256 * 1024
@@ -60,15 +72,21 @@ class YamlProblem(UserError):
 
 def load_yaml(text: str, source: str = "<string>") -> Any:
     """The one document of `text`, loaded within the bounds above; raises YamlProblem."""
+    return compose_yaml(text, source)[1]
+
+
+def compose_yaml(text: str, source: str = "<string>") -> tuple[yaml.Node | None, Any]:
+    """The one document of `text` as its composed node (for `node_line`) and its data, loaded
+    within the bounds above; raises YamlProblem."""
     if len(text) > MAX_FILE_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise YamlProblem(source, None, f"file too large (over {MAX_FILE_BYTES // 1024} KiB)")
     loader = BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
-            return None
+            return None, None
         walk_expanded(node, Expansion())
-        return loader.construct_document(node)
+        return node, loader.construct_document(node)
     except TooBig as exc:
         raise YamlProblem(source, exc.line, exc.message) from None
     except yaml.YAMLError as exc:
@@ -83,6 +101,12 @@ def load_yaml(text: str, source: str = "<string>") -> Any:
 
 def load_yaml_file(path: Path) -> Any:
     """`load_yaml` of a file, refusing one too large (unread), unreadable or not UTF-8."""
+    return load_yaml(read_yaml_text(path), str(path))
+
+
+def read_yaml_text(path: Path) -> str:
+    """The text of a YAML file; YamlProblem when it is too large (unread), unreadable or not
+    UTF-8."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise YamlProblem(
@@ -92,11 +116,72 @@ def load_yaml_file(path: Path) -> Any:
     except OSError as exc:
         raise YamlProblem(str(path), None, f"cannot be read: {exc.strerror or exc}") from None
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise YamlProblem(str(path), line, f"not UTF-8 text (byte {exc.start})") from None
-    return load_yaml(text, str(path))
+
+
+@dataclass(frozen=True)
+class YamlIssue:
+    """One problem in a YAML file: the file, the path inside it, its line (when known), what."""
+
+    file: str
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top)'}: {self.message}"
+
+
+def validation_issues(exc: ValidationError, node: yaml.Node, source: str) -> list[YamlIssue]:
+    """One issue per problem pydantic found in the data composed from `node`, at its line, in
+    words a person writing the file reads (``unknown key``, ``is required``)."""
+    issues = []
+    for problem in exc.errors(include_url=False):
+        loc = tuple(problem["loc"])
+        msg = problem["msg"].removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":  # a mapping's key refused: say so at the key
+            loc, msg = loc[:-1], f"not a valid name here: {msg}"
+        if problem["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif problem["type"] == "missing":
+            msg = "is required"
+        issues.append(YamlIssue(source, yaml_path(loc), node_line(node, loc), msg))
+    return issues
+
+
+def yaml_path(loc: tuple[Any, ...]) -> str:
+    """A path as people write it: ``actions[0].send_email.template`` (``if_`` is ``if``)."""
+    text = ""
+    for part in loc:
+        part = "if" if part == "if_" else part
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def node_line(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node that `loc` reaches."""
+    current = node
+    for part in loc:
+        part = "if" if part == "if_" else part
+        if isinstance(current, yaml.MappingNode):
+            match = next((v for k, v in current.value if k.value == part), None)
+            if match is None:
+                key = next((k for k, _ in current.value if k.value == part), None)
+                return (key or current).start_mark.line + 1
+            current = match
+        elif (
+            isinstance(current, yaml.SequenceNode)
+            and isinstance(part, int)
+            and part < len(current.value)
+        ):
+            current = current.value[part]
+        else:
+            break
+    return current.start_mark.line + 1
 
 
 class TooDeep(yaml.composer.ComposerError):

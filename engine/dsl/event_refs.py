@@ -27,7 +27,9 @@ from typing import Any
 import yaml
 
 from engine.dsl.bounded_yaml import BoundedLoader, Expansion, TooBig, walk_expanded
-from engine.dsl.triggers import TemplateRef, Trigger, TriggerIssue, _dotted, _line_of
+from engine.dsl.bounded_yaml import node_line as _line_of
+from engine.dsl.bounded_yaml import yaml_path as _dotted
+from engine.dsl.triggers import TemplateRef, Trigger, TriggerIssue
 
 __all__ = ["check_event_types", "event_refs", "file_event_refs", "unknown_event_message"]
 

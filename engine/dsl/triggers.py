@@ -40,7 +40,7 @@ from datetime import time, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -63,10 +63,14 @@ from engine.dsl.bounded_yaml import (
     BoundedLoader,
     Expansion,
     TooBig,
+    YamlIssue,
+    validation_issues,
     walk_expanded,
     yaml_line,
     yaml_message,
 )
+from engine.dsl.bounded_yaml import node_line as _line_of
+from engine.dsl.bounded_yaml import yaml_path as _dotted
 from engine.dsl.conditions import (
     Condition,
     ConditionError,
@@ -76,7 +80,11 @@ from engine.dsl.conditions import (
 )
 from engine.dsl.durations import parse_duration
 from engine.dsl.matcher import Matcher, compile_matcher
+from engine.dsl.policy import TriggerPolicy
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.decisions.suppression import SuppressionPolicy
 
 __all__ = [
     "Action",
@@ -395,6 +403,8 @@ class TriggerSpec(BaseModel):
     # Open pixel and tracked links in this trigger's HTML email (issue 14); NUDGE_TRACKING=false
     # turns them off everywhere.
     tracking: StrictBool = True
+    # This trigger's suppression policy over the global one (engine.dsl.policy; issue 16).
+    policy: TriggerPolicy | None = None
 
     @field_validator("id", mode="after")
     @classmethod
@@ -453,6 +463,23 @@ class Trigger:
     # Every `score: {model: NAME}` of the trigger, where it is written (checked by
     # `check_score_models` against the model definitions' names).
     score_refs: tuple[TemplateRef, ...] = ()
+    # The global policies `policy_for` merged the trigger's `policy:` over (kept alive, so that
+    # their ids stay theirs), and the results: the processor's and the dispatcher's.
+    _merged: dict[int, tuple[SuppressionPolicy, SuppressionPolicy]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def policy_for(self, base: SuppressionPolicy) -> SuppressionPolicy:
+        """The suppression policy this trigger acts under: its `policy:` merged over `base`."""
+        override = self.spec.policy
+        if override is None:
+            return base
+        merged = self._merged.get(id(base))
+        if merged is None:  # merged once per global policy
+            if len(self._merged) >= 4:
+                self._merged.clear()
+            merged = self._merged[id(base)] = (base, override.apply(base))
+        return merged[1]
 
     @property
     def id(self) -> str:
@@ -524,19 +551,18 @@ class Trigger:
     def longest_window(self) -> float:
         return self.condition.longest_window() if self.condition else 0.0
 
+    @cached_property
+    def state_event_types(self) -> frozenset[str]:
+        """Event types whose history `if` and every action's `cancel_if` read from the state."""
+        found = set(self.condition.event_types()) if self.condition else set()
+        for step in self.plan:
+            if step.cancel_if is not None:
+                cancel = compile_condition(step.cancel_if, ("cancel_if",), [])  # loaded: valid
+                found |= cancel.event_types() if cancel is not None else set()
+        return frozenset(found)
 
-@dataclass(frozen=True)
-class TriggerIssue:
-    """One problem in a trigger file."""
 
-    file: str
-    path: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path or '(top)'}: {self.message}"
+TriggerIssue = YamlIssue  # one problem in a trigger file: file, path, line, message
 
 
 @dataclass
@@ -573,9 +599,7 @@ class TriggerIndex:
         # read, and the events an absence waits for.
         absent = {t.spec.when.then_absent.event for t in self.triggers if t.spec.when.then_absent}
         self.tracked_event_types = frozenset(
-            SUPPRESSION_EVENT_TYPES.union(
-                absent, *(t.condition.event_types() for t in self.triggers if t.condition)
-            )
+            SUPPRESSION_EVENT_TYPES.union(absent, *(t.state_event_types for t in self.triggers))
         )
 
     def for_event(self, event_type: str) -> list[Trigger]:
@@ -845,14 +869,7 @@ def _load_one(
     try:
         spec = TriggerSpec.model_validate(raw)
     except ValidationError as exc:
-        for problem in exc.errors(include_url=False):
-            loc = tuple(problem["loc"])
-            msg = problem["msg"].removeprefix("Value error, ")
-            if problem["type"] == "extra_forbidden":
-                msg = "unknown key"
-            elif problem["type"] == "missing":
-                msg = "is required"
-            issues.append(TriggerIssue(source, _dotted(loc), _line_of(node, loc), msg))
+        issues.extend(validation_issues(exc, node, source))
         spec = None
     errors: list[ConditionError] = []
     where = None
@@ -873,35 +890,6 @@ def _load_one(
     return Trigger(
         spec, where, condition, version, source, _template_refs(spec, node), _score_refs(raw, node)
     )
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text.replace("if_", "if")
-
-
-def _line_of(node: yaml.Node, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the deepest YAML node that `loc` reaches."""
-    current = node
-    for part in loc:
-        part = "if" if part == "if_" else part
-        if isinstance(current, yaml.MappingNode):
-            match = next((v for k, v in current.value if k.value == part), None)
-            if match is None:
-                key = next((k for k, _ in current.value if k.value == part), None)
-                return (key or current).start_mark.line + 1
-            current = match
-        elif (
-            isinstance(current, yaml.SequenceNode)
-            and isinstance(part, int)
-            and part < len(current.value)
-        ):
-            current = current.value[part]
-        else:
-            break
-    return current.start_mark.line + 1
 
 
 def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:

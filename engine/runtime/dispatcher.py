@@ -31,6 +31,22 @@ cancelled as ``suppressed: bounced`` (``complained``, ``soft``, ``manual``) — 
 marketing only. The list is by address, so it holds whatever the profile says. The Message-ID of
 each email is remembered with its point of no return, for the providers' webhooks.
 
+Every marketing delivery passes the suppression policy again at its real send moment (issue 16),
+not only the plan's first action at decision time: the consent flag the policy names for its
+channel (``no_consent:``), quiet hours in the customer's zone (put back to their end, ``quiet_hours:
+deferred to …``; cancelled when the trigger says ``quiet_hours: drop``; skipped with ``ignore``),
+then the channel's caps counted from what was really sent to that customer on that channel
+(`engine.store.sends`: sends due in the customer-local day of this one's due time, and in the
+rolling windows ending at it), cancelled as ``frequency_cap: 1 email already sent on 2026-12-02
+(local; cap 1 a day)``. Quiet hours come before the caps: a send put back to the next morning
+counts on the next morning's day. These come after the suppression list and the marketing pause,
+whose reasons say more.
+
+`cancel_if` is evaluated as `if` is: each event of the customer since the trigger, with the
+customer's profile (and segments), state and scores (from the optional score source, by its
+`on_missing` when absent), and once more at the due time without an event — so attribute,
+behavior and score cancels fire even when no event arrives.
+
 Failures that may pass (SMTP down, HTTP 5xx) are retried with exponential backoff and jitter, up to
 `max_attempts`, then marked failed with the reason; failures that will not pass (a missing
 template, a blocked target, HTTP 4xx) fail at once.
@@ -46,7 +62,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -59,12 +75,29 @@ from engine.channels.email_channel import EmailChannel
 from engine.channels.ratelimit import SendRate
 from engine.channels.webhooks import BlockedTarget, WebhookChannel, WebhookSender
 from engine.decisions.state import CustomerState
-from engine.dsl.conditions import ConditionError, EvaluationContext, Outcome, compile_condition
-from engine.dsl.triggers import TriggerIndex
+from engine.decisions.suppression import (
+    ChannelCap,
+    SuppressionPolicy,
+    local_day_bounds,
+    quiet_hours_end,
+)
+from engine.decisions.timezones import customer_zone
+from engine.dsl.conditions import (
+    Condition,
+    ConditionError,
+    EvaluationContext,
+    Outcome,
+    ScoreValue,
+    compile_condition,
+)
+from engine.dsl.durations import format_duration
+from engine.dsl.triggers import Trigger, TriggerIndex
 from engine.runtime.deliverability import marketing_pause
 from engine.runtime.erasure import address_hash
+from engine.runtime.processor import ScoreSource
 from engine.store import ActionRow, EngineDB
-from engine.store.customers import load_profiles
+from engine.store.customer_view import segments_of
+from engine.store.customers import load_profiles, load_states
 from engine.store.erasure import suppressed_hashes
 from engine.store.execution_log import scores_of
 from engine.store.inbox import customer_events, event_payloads
@@ -77,6 +110,7 @@ from engine.store.outbox import (
     retry_action,
     settle_sending,
 )
+from engine.store.sends import send_times, sends_in_windows
 from engine.store.suppressions import normalise_email, record_message, suppressions_for
 
 __all__ = ["DispatchStats", "Dispatcher"]
@@ -87,6 +121,8 @@ log = logging.getLogger(__name__)
 MIN_PROVIDER_WAIT = 1.0
 # How long a send waits when the shared limiter itself cannot be asked (Redis down, …).
 LIMITER_RETRY = 5.0
+# Every customer-local day containing a moment lies within this much of it (UTC-12 … UTC+14).
+LOCAL_DAY_REACH = 2 * 86_400.0
 # A marketing send held by the deliverability guard's pause looks again this much later.
 PAUSE_RECHECK = 300.0
 PAUSED = "paused: by the deliverability guard (`nudge suppressions resume-marketing`)"
@@ -129,8 +165,16 @@ class Dispatcher:
         send_rate: SendRate | None = None,
         throttle_deadline: float = 86_400.0,
         erasure_salt: bytes | None = None,
+        policy: SuppressionPolicy | None = None,
+        default_zone: str = "UTC",
+        scores: ScoreSource | None = None,
     ) -> None:
         self.store = store
+        # The marketing rules re-checked at each send (a trigger's `policy:` over this), in the
+        # customer's zone (`default_zone` when the profile names none); `scores` for cancel_if.
+        self.policy = policy if policy is not None else SuppressionPolicy()
+        self.default_zone = default_zone
+        self.scores = scores
         # With the salt of the erasure hashes, an address of an erased customer is never sent
         # to again, whatever path put it back on a profile (PUT /v1/customers, a signup event).
         self.erasure_salt = erasure_salt
@@ -199,15 +243,26 @@ class Dispatcher:
                 log.warning("closing the %s channel failed", channel.name, exc_info=True)
 
     def _prefetch(self, batch: list[ActionRow]) -> None:
-        """Load what the batch's deliveries need in three queries, not three per action."""
+        """Load what the batch's deliveries (and its cancel_if conditions) need in a few queries,
+        not a few per action."""
         needs_context = [a for a in batch if a.kind in self.channels]
+        cancelling = {a.customer_id for a in batch if a.cancel_if}
         self._cache = {
-            "profiles": self.store.read(load_profiles, {a.customer_id for a in needs_context}),
+            "profiles": self.store.read(
+                load_profiles, {a.customer_id for a in needs_context} | cancelling
+            ),
             "events": self.store.read(event_payloads, {a.event_id for a in needs_context}),
             "scores": self.store.read(
                 scores_of, {(a.event_id, a.trigger_id) for a in needs_context}
             ),
         }
+        self._prefetch_sends(needs_context)
+        if cancelling:  # what cancel_if reads besides the events: state, segments, scores
+            self._cache["states"] = self.store.read(load_states, cancelling)
+            self._cache["segments"] = self.store.read(segments_of, sorted(cancelling))
+            self._cache["cancel_scores"] = self._fetch_cancel_scores(
+                [a for a in batch if a.cancel_if]
+            )
         emails = [p.get("email") for p in self._cache["profiles"].values()]
         self._cache["suppressed"] = self.store.read(
             suppressions_for, [e for e in emails if isinstance(e, str)]
@@ -277,7 +332,9 @@ class Dispatcher:
         customer = action.customer_id
         profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
         marketing = self._is_marketing(action.trigger_id)
-        consent = channel.consent_field
+        trigger = self.index.by_id.get(action.trigger_id)
+        policy = trigger.policy_for(self.policy) if trigger is not None else self.policy
+        consent = policy.consent_fields.get(channel.name, channel.consent_field)
         if marketing and consent and profile.get(consent) is not True:
             self.store.write(
                 mark_action, action.id, "cancelled", now,
@@ -287,6 +344,10 @@ class Dispatcher:
         held = self._held_back(action, channel.name, profile, marketing, now)
         if held is not None:
             return held
+        if marketing:
+            blocked = self._policy_blocks(action, channel.name, profile, trigger, policy, now)
+            if blocked is not None:
+                return blocked
         if self._throttled(action, channel.name, now):
             return "throttled"
         committed = False
@@ -295,6 +356,7 @@ class Dispatcher:
             nonlocal committed
             self.store.write(_mark_sending, action.id, now, reference, channel.name == "email")
             committed = True
+            self._count_send(action, channel.name)
 
         delivery = Delivery(
             action_id=action.id, idempotency_key=action.idempotency_key, customer_id=customer,
@@ -316,11 +378,110 @@ class Dispatcher:
                 )  # fmt: skip
                 return "unconfirmed"
             raise
+        if not committed:  # a channel without a point of no return: it counts once sent
+            self._count_send(action, channel.name)
         try:
             self.store.write(mark_action, action.id, "sent", now, result=result)
         except Exception:  # delivered: never retried; recover() settles it as in doubt
             log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
+
+    # -- the suppression policy at the send moment (issue 16) ---------------------------------
+
+    def _prefetch_sends(self, deliveries: list[ActionRow]) -> None:
+        """The sends the batch's marketing deliveries count their caps from, in one query: every
+        send of those customers due within their longest window (and local day) of any of them."""
+        marketing = [a for a in deliveries if self._is_marketing(a.trigger_id)]
+        if not marketing:
+            return
+        reach = LOCAL_DAY_REACH
+        for action in marketing:
+            trigger = self.index.by_id.get(action.trigger_id)
+            policy = trigger.policy_for(self.policy) if trigger is not None else self.policy
+            for cap in policy.caps.values():
+                reach = max([reach, *(window for window, _ in cap.rolling)])
+        dues = [_due(a) for a in marketing]
+        start, end = min(dues) - reach, max(dues) + LOCAL_DAY_REACH
+        try:
+            times = self.store.read(send_times, {a.customer_id for a in marketing}, start, end)
+        except Exception:  # each send then counts its own caps in the store
+            log.warning("prefetch of the sends of %d actions failed", len(marketing), exc_info=True)
+            return
+        self._cache["sends"] = {"range": (start, end), "times": times}
+
+    def _count_send(self, action: ActionRow, channel: str) -> None:
+        """A send of this batch reached its point of no return: its later ones count it."""
+        sends = self._cache.get("sends")
+        if sends is not None:
+            sends["times"].setdefault((action.customer_id, channel), []).append(_due(action))
+
+    def _policy_blocks(
+        self, action: ActionRow, channel: str, profile: Mapping[str, Any],
+        trigger: Trigger | None, policy: SuppressionPolicy, now: float,
+    ) -> str | None:  # fmt: skip
+        """Quiet hours (put back to their end, or cancelled for a trigger that drops), then the
+        channel's caps from what was really sent; the outcome, or None when the send may go."""
+        zone = customer_zone(profile, self.default_zone)
+        mode = trigger.spec.quiet_hours if trigger is not None else "defer"
+        quiet_until = (
+            quiet_hours_end(now, zone, policy.quiet_start, policy.quiet_end)
+            if mode != "ignore"
+            else None
+        )
+        if quiet_until is not None:
+            local = datetime.fromtimestamp(now, zone).strftime("%H:%M")
+            window = f"{policy.quiet_start:%H:%M}-{policy.quiet_end:%H:%M}"
+            if mode == "drop":
+                reason = f"quiet_hours: {local} (local) is inside quiet hours {window}; this trigger drops"
+                self.store.write(mark_action, action.id, "cancelled", now, result=reason)
+                return "cancelled"
+            until = datetime.fromtimestamp(quiet_until, zone).isoformat()
+            self.store.write(
+                defer_action, action.id, quiet_until,
+                f"quiet_hours: {local} (local) is inside quiet hours {window}; deferred to {until}",
+            )  # fmt: skip
+            return "deferred"
+        cap = policy.caps.get(channel)
+        # The caps count when each send was due to go, deferrals included (engine.store.sends).
+        due = _due(action)
+        blocked = self._cap_binds(action.customer_id, channel, cap, zone, due) if cap else None
+        if blocked is None:
+            return None
+        self.store.write(
+            mark_action, action.id, "cancelled", now, result=f"frequency_cap: {blocked}"
+        )
+        return "cancelled"
+
+    def _cap_binds(
+        self, customer: str, channel: str, cap: ChannelCap, zone: ZoneInfo, now: float
+    ) -> str | None:
+        """Why `cap` holds a send of `channel` to `customer` due at `now`, or None: the sends
+        due in its local day and in the rolling windows that end at it."""
+        windows = [(now - window, now + 1e-6) for window, _ in cap.rolling]
+        if cap.per_local_day is not None:
+            windows.insert(0, local_day_bounds(now, zone))
+        if not windows:
+            return None
+        sends = self._cache.get("sends")
+        if sends is not None and all(
+            sends["range"][0] <= a and b <= sends["range"][1] for a, b in windows
+        ):  # the batch's prefetch covers these windows
+            mine = sends["times"].get((customer, channel), ())
+            counts = [sum(1 for t in mine if a <= t < b) for a, b in windows]
+        else:
+            counts = self.store.read(sends_in_windows, customer, channel, windows)
+        if cap.per_local_day is not None:
+            sent = counts.pop(0)
+            if sent >= cap.per_local_day:
+                day = datetime.fromtimestamp(now, zone).date().isoformat()
+                return (
+                    f"{sent} {channel} already sent on {day} (local; cap {cap.per_local_day} a day)"
+                )
+        for (window, limit), sent in zip(cap.rolling, counts, strict=True):
+            if sent >= limit:
+                span = format_duration(timedelta(seconds=window))
+                return f"{sent} {channel} sent in the last {span} (cap {limit})"
+        return None
 
     # -- suppression list and the deliverability guard (issue 14) -----------------------------
 
@@ -429,28 +590,80 @@ class Dispatcher:
         raise _Fail(f"unknown action kind {kind!r}")
 
     def _cancelled_by(self, action: ActionRow, now: float) -> str | None:
-        """The later event of the customer that satisfies `cancel_if`, if any."""
+        """Why `cancel_if` holds: a later event of the customer with which it passes, or (with no
+        such event) the customer's profile, state and scores at the due time; else None."""
         if not action.cancel_if:
             return None
         condition = self._cancel_condition(action.cancel_if)
         customer = action.customer_id
+        profile, state = self._customer_context(customer)
+        scores = self._cancel_scores(action, condition)
+        zone = customer_zone(profile, self.default_zone)
         # What happened up to the moment the action fell due decides, however late it runs.
         until = min(now, action.due_at)
         for event in self.store.read(customer_events, customer, action.trigger_at, until):
             fields = json.loads(event.payload)
             ctx = EvaluationContext(
-                event.event_type,
-                fields,
-                {},
-                CustomerState(customer),
-                {},
-                event.occurred_at,
-                ZoneInfo("UTC"),
+                event.event_type, fields, profile, state, scores, event.occurred_at, zone
             )
             if condition.check(ctx) is Outcome.PASSED:
                 at = datetime.fromtimestamp(event.occurred_at, UTC).isoformat()
                 return f"cancelled by {event.event_type} at {at}"
+        # Attribute, behavior and score conditions need no event: ask them at the due time.
+        ctx = EvaluationContext("", {}, profile, state, scores, until, zone)
+        if condition.check(ctx) is Outcome.PASSED:
+            at = datetime.fromtimestamp(until, UTC).isoformat()
+            return f"cancelled by cancel_if ({condition.kind}) at {at}"
         return None
+
+    def _customer_context(self, customer: str) -> tuple[dict[str, Any], CustomerState]:
+        """The profile (with its segments, as the processor shows it) and state of `customer`."""
+        profiles = self._cache.get("profiles")
+        if profiles is None or customer not in profiles:
+            profiles = self.store.read(load_profiles, {customer})
+        profile = dict(profiles.get(customer) or {"customer_id": customer})
+        states = self._cache.get("states")
+        if states is None:  # no prefetch (a single action, or the prefetch failed)
+            states = self.store.read(load_states, {customer})
+        segments = self._cache.get("segments")
+        if segments is None:
+            segments = self.store.read(segments_of, [customer])
+        if segments.get(customer):
+            profile["segments"] = segments[customer]
+        return profile, CustomerState.from_json(customer, states.get(customer))
+
+    def _cancel_scores(
+        self, action: ActionRow, condition: Condition
+    ) -> Mapping[str, ScoreValue | None]:
+        if not condition.score_models():
+            return {}
+        fetched = self._cache.get("cancel_scores")
+        if fetched is None:
+            fetched = self._fetch_cancel_scores([action])
+        return fetched.get(action.customer_id, {})
+
+    def _fetch_cancel_scores(
+        self, batch: list[ActionRow]
+    ) -> dict[str, dict[str, ScoreValue | None]]:
+        """The scores the batch's cancel conditions read, in one call to the score source (none
+        configured, or it failed: every score is missing, and each condition's on_missing says)."""
+        wanted: dict[str, set[str]] = {}
+        for action in batch:
+            if not action.cancel_if:
+                continue
+            try:
+                models = self._cancel_condition(action.cancel_if).score_models()
+            except (_Fail, ValueError):  # that action fails on its own, with the reason
+                continue
+            if models:
+                wanted.setdefault(action.customer_id, set()).update(models)
+        if self.scores is None or not wanted:
+            return {}
+        try:
+            return self.scores.fetch(wanted.keys(), set().union(*wanted.values()))
+        except Exception:  # a scoring outage must not stop deliveries: the scores are missing
+            log.warning("scores for cancel_if could not be fetched", exc_info=True)
+            return {}
 
     def _cancel_condition(self, text: str) -> Any:
         condition = self._cancel_conditions.get(text)
@@ -503,6 +716,11 @@ def _mark_sending(conn: Connection, action_id: int, now: float, reference: str |
     mark_action(conn, action_id, "sending", now, result=reference)
     if email and reference and reference.startswith("<"):
         record_message(conn, reference, action_id, now)
+
+
+def _due(action: ActionRow) -> float:
+    """When an action was due to go: its due time, or the later time it was put back to."""
+    return max(action.due_at, action.next_attempt_at)
 
 
 def _commit_point(channel: Channel) -> str:

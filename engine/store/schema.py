@@ -99,6 +99,8 @@ actions = sa.Table(
     sa.Column("finished_at", sa.Double),
     sa.Column("result", sa.Text),
     sa.Index("actions_due", "status", "due_at"),
+    # The dispatcher's frequency caps count a customer's sends (migration 0005).
+    sa.Index("actions_by_customer", "customer_id", "status"),
 )
 
 segments = sa.Table(

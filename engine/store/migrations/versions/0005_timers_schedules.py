@@ -1,7 +1,9 @@
 """Predictive triggers (issue 16): absence timers and scheduled-audience runs.
 
 - ``timers``: one durable timer per (then_absent trigger, first event), in the customer's bucket;
-- ``schedule_runs``: each (schedule trigger, zone, cron time, worker share) with its resume cursor.
+- ``schedule_runs``: each (schedule trigger, zone, cron time, worker share) with its resume cursor;
+- ``actions_by_customer``: the dispatcher's frequency caps at due time count a customer's sends
+  (without it every marketing batch scans the actions: ~0.5 s per batch at 200,000 rows).
 
 Revision ID: 0005
 Revises: 0004
@@ -22,6 +24,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_index("actions_by_customer", "actions", ["customer_id", "status"])
     op.create_table(
         "timers",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -61,3 +64,4 @@ def downgrade() -> None:
     op.drop_index("timers_by_customer", table_name="timers")
     op.drop_index("timers_due", table_name="timers")
     op.drop_table("timers")
+    op.drop_index("actions_by_customer", table_name="actions")
