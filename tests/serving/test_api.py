@@ -227,6 +227,39 @@ def test_the_engines_score_client_reads_the_service(base_url, client, prepared):
         refused.close()
 
 
+def test_the_engines_client_gets_snapshot_and_send_hour_and_survives_an_unknown_model(
+    base_url, client, prepared, caplog
+):
+    """Against the real service, which answers a 422 for a model it does not know: the client
+    asks only for served models, so the unknown one is None and the others arrive."""
+    import logging
+
+    from engine.runtime.scoring import ScoreClient
+
+    ids = [*prepared.known_ids[:3], prepared.unknown_ids[0]]
+    direct = {r["customer_id"]: r for r in scores(client, ids)}
+    engine = ScoreClient(base_url, api_key=API_KEY, retries=0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.runtime.scoring"):
+            fetched = engine.fetch(ids, ["churn", "engagement", "upsel"])
+            engine.fetch(ids[:1], ["upsel"])
+    finally:
+        engine.close()
+    assert engine.last_error is None and engine.breaker.state.value == "closed"
+    assert sum("'upsel'" in r.getMessage() for r in caplog.records) == 1
+    snapshot = datetime(2025, 8, 1, tzinfo=UTC).timestamp()
+    for customer in ids:
+        assert fetched[customer]["upsel"] is None
+        churn, engagement = fetched[customer]["churn"], fetched[customer]["engagement"]
+        answer = direct[customer]["scores"]["engagement"]
+        assert engagement.best_send_hour == answer.get("best_send_hour")
+        if direct[customer]["known"]:
+            assert churn.features_at == engagement.features_at == snapshot
+            assert 0 <= engagement.best_send_hour <= 23
+        else:
+            assert churn.features_at is None and churn.known is False
+
+
 # -- models, health, metrics -----------------------------------------------------------------------
 
 
