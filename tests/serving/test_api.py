@@ -120,6 +120,18 @@ def test_the_services_single_feast_read_equals_the_per_model_online_read(service
         np.testing.assert_array_equal(rows[model].matrix, expected)
 
 
+def test_a_batch_answers_field_by_field_what_single_requests_answer(client, prepared, service):
+    """Values, bands, snapshots, send hours and reasons: the batch path is no approximation."""
+    ids = [*prepared.known_ids[200:400], *prepared.unknown_ids[:3], "nobody"]
+    body = {"customer_ids": ids, "explain": True}
+    batch = client.post("/v1/scores", json=body).json()["results"]
+    assert len(batch) == len(ids) and list(service.features._checked.values()) == [True]
+    for result in batch:
+        single = client.post("/v1/scores", json={**body, "customer_ids": [result["customer_id"]]})
+        assert single.json()["results"] == [result]
+    assert any(r["scores"]["churn"]["reasons"] for r in batch)
+
+
 def test_an_unknown_customer_gets_the_population_prior_never_an_error(client, prepared):
     priors = {m["name"]: m["population_prior"] for m in client.get("/v1/models").json()["models"]}
     known = prepared.known_ids[0]
