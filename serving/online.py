@@ -56,7 +56,7 @@ class _Plan:
 class OnlineFeatures:
     """Reads model features for customers from one long-lived `FeatureStore`."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, *, direct: bool = True) -> None:
         self.store = store
         self.backend = str(store.config.online_store.type)
         # Feast's SQLite online store shares one sqlite3 connection between threads; Python's
@@ -66,7 +66,7 @@ class OnlineFeatures:
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._direct: Any = None  # serving.online_sqlite.SqliteBatchReader on SQLite
         self._checked: dict[tuple[str, ...], bool] = {}  # direct read agreed with Feast's?
-        if self.backend == "sqlite":
+        if direct and self.backend == "sqlite":
             from serving.online_sqlite import SqliteBatchReader
 
             try:
@@ -82,7 +82,7 @@ class OnlineFeatures:
         store = open_store(
             settings.home_dir, settings.feast_production, project=settings.feast_project
         )
-        return cls(store)
+        return cls(store, direct=settings.direct_online_reads)
 
     def read(self, models: Sequence[str], customer_ids: Sequence[str]) -> dict[str, OnlineRows]:
         """Per model, the rows of the customers the store knows (see module docstring)."""
