@@ -71,8 +71,9 @@ class SqliteBatchReader:
 
     def connection(self) -> sqlite3.Connection:
         """Feast's own connection (the caller serialises its use: see `serving.online`)."""
-        online = self.store._get_provider().online_store  # type: ignore[attr-defined]
-        return online._get_conn(self.store.config)  # type: ignore[no-any-return]
+        online: Any = self.store._get_provider().online_store  # Feast's SqliteOnlineStore
+        connection: sqlite3.Connection = online._get_conn(self.store.config)
+        return connection
 
     def sample_ids(self, view: str, count: int) -> list[str]:
         """Up to `count` customers the view has rows for (to check this reader against Feast's)."""

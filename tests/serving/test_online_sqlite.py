@@ -50,7 +50,8 @@ def test_the_services_reads_are_the_direct_ones_and_equal_feasts(service, prepar
     features = service.features
     ids = [*prepared.known_ids[:400], *prepared.unknown_ids[:5], "nobody", prepared.known_ids[0]]
     service.score(ids[:3], None, explain=False)  # the first read checks, then switches
-    assert list(features._checked.values()) == [True]
+    assert features._checked[tuple(service.champions.models)] is True
+    assert all(features._checked.values())
     for models in (tuple(MODEL_NAMES), ("ltv",), ("engagement", "churn")):
         plan = features._plan(models)
         unique = list(dict.fromkeys(ids))
