@@ -9,6 +9,9 @@ unless --home names one that has them. Then, each server in a process of its own
 - `nudge serve` (serving.app): single-customer requests for all three models, paced at a fixed
   rate (100/s: the latency target's load), then closed-loop with concurrent clients for
   throughput; and 100-customer batches, closed-loop;
+- batch scaling (issue 20): one customer and 1,000 customers × 3 models, one client, with
+  Feast's own online read (`NUDGE_DIRECT_ONLINE_READS=false`: the code before) and with the
+  direct SQLite read; `--only-batches` runs only these;
 - `mlflow models serve --env-manager local` on the same churn model: single-row `/invocations`
   with the same concurrency (it does no feature lookup: the features are in the request).
 
@@ -264,9 +267,10 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_scoring(prepared: PreparedHome, port: int) -> subprocess.Popen:
+def start_scoring(prepared: PreparedHome, port: int, *, direct: bool = True) -> subprocess.Popen:
     env = {
         **os.environ,
+        "NUDGE_DIRECT_ONLINE_READS": "true" if direct else "false",
         "NUDGE_HOME": str(prepared.home),
         "NUDGE_API_KEY": API_KEY,
         "MLFLOW_TRACKING_URI": prepared.tracking_uri,
@@ -317,7 +321,9 @@ def start_mlflow(prepared: PreparedHome, port: int) -> subprocess.Popen:
 # -- main ------------------------------------------------------------------------------------------
 
 
-def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) -> list[Result]:
+def run(
+    prepared: PreparedHome, *, seconds: float, clients: int, rate: float, only_batches: bool = False
+) -> list[Result]:
     """Every measurement, each server alone on the machine while it is measured."""
     from features.schema import model_features
     from features.store import online_features, open_store
@@ -333,6 +339,10 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
         start = (i * 100) % max(len(ids) - 100, 1)
         return {"customer_ids": ids[start : start + 100]}
 
+    def thousand(i: int) -> dict[str, Any]:
+        start = (i * 1000) % max(len(ids) - 1000, 1)
+        return {"customer_ids": ids[start : start + 1000]}
+
     def scenarios(
         server: subprocess.Popen,
         url: str,
@@ -347,6 +357,28 @@ def run(prepared: PreparedHome, *, seconds: float, clients: int, rate: float) ->
                 generator, label, url, make_body, seconds=seconds, headers=auth, **load
             )
             results.append(measured(server, scenario))
+
+    # Batch scaling, issue 20: one customer and 1,000 customers, one client, Feast's own online
+    # read (the code before) and the direct one, each in a server of its own.
+    for read, direct in (("Feast read", False), ("direct read", True)):
+        port = free_port()
+        server = start_scoring(prepared, port, direct=direct)
+        try:
+            scenarios(
+                server,
+                f"http://127.0.0.1:{port}/v1/scores",
+                headers,
+                [
+                    (f"nudge serve ({read}) · 1 customer × 3 models · 1 client", one,
+                     {"clients": 1}),
+                    (f"nudge serve ({read}) · 1,000 customers × 3 models · 1 client", thousand,
+                     {"clients": 1}),
+                ],
+            )  # fmt: skip
+        finally:
+            _stop(server)
+    if only_batches:
+        return results
 
     port = free_port()
     server = start_scoring(prepared, port)
@@ -425,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument(
+        "--only-batches", action="store_true", help="Only the batch-scaling scenarios."
+    )
     args = parser.parse_args(argv)
 
     scratch = None
@@ -436,11 +471,31 @@ def main(argv: list[str] | None = None) -> None:
     prepared = _prepared(home, args.customers)
     print(f"prepared {home} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     try:
-        results = run(prepared, seconds=args.seconds, clients=args.clients, rate=args.rate)
+        results = run(
+            prepared,
+            seconds=args.seconds,
+            clients=args.clients,
+            rate=args.rate,
+            only_batches=args.only_batches,
+        )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     print(table(results))
+    print()
+    for read in ("Feast read", "direct read"):
+        one = next(r for r in results if f"({read}) · 1 customer" in r.label)
+        many = next(r for r in results if f"({read}) · 1,000" in r.label)
+        ratio = many.quantile(0.5) / one.quantile(0.5)
+        rate = many.throughput * 1_000
+        print(
+            f"- {read}: 1,000-batch p50 {many.quantile(0.5):.0f} ms = {ratio:.1f}× one customer's "
+            f"{one.quantile(0.5):.1f} ms (target ≤ 15×); {rate:,.0f} customers/s "
+            f"(target ≥ 10,000): {'met' if ratio <= 15 and rate >= 10_000 else 'NOT met'}"
+        )
+    if args.only_batches:
+        print(f"- cores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}")
+        return
     single = next(r for r in results if "paced" in r.label and "nudge" in r.label)
     ours = next(r for r in results if "1 customer" in r.label and "clients" in r.label)
     theirs = next(r for r in results if "mlflow" in r.label and "clients" in r.label)

@@ -358,6 +358,34 @@ def model_names() -> tuple[str, ...]:
     return load_definitions().names
 
 
+def served_model_names(s: Settings) -> tuple[str, frozenset[str]] | None:
+    """What the scoring service at NUDGE_SCORING_URL serves (with how to name that list in an
+    issue), or None when no URL is set or it cannot say — then one line says so and the models
+    of the definitions are checked instead."""
+    if not s.scoring_url:
+        return None
+    import httpx
+
+    from engine.runtime.scoring import ScoringUnavailable, served_models
+
+    key = s.api_key.get_secret_value() if s.api_key else None
+    headers = {"X-API-Key": key} if key else {}
+    url = s.scoring_url.rstrip("/")
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=5.0) as http:
+            served = served_models(http)
+    except ScoringUnavailable as exc:
+        from rich.markup import escape
+
+        console.print(
+            f"[yellow]![/] scoring service at {escape(url)} unreachable ({escape(str(exc))}): "
+            "models checked against the model definitions",
+            soft_wrap=True,
+        )
+        return None
+    return f"the models the scoring service at {url} serves are", served
+
+
 def check_zone(name: str, option: str) -> None:
     """Exit with one line unless `name` is an IANA time zone."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -405,14 +433,19 @@ def validate(
     from rich.markup import escape
 
     from engine.dsl.policy import load_policy_file
-    from engine.dsl.triggers import TriggerIndex, load_trigger_dir
+    from engine.dsl.triggers import TriggerIndex, check_score_models, load_trigger_dir
 
     s = settings()
     folder = folder or s.trigger_folder
     if not folder.is_dir():
         fail(f"{folder}: no such folder of triggers")
     # Templates of every trigger that loads, disabled ones too: enabling one must not break mail.
-    result = load_trigger_dir(folder, templates_dir=s.template_folder, models=model_names())
+    served = served_model_names(s)
+    result = load_trigger_dir(
+        folder, templates_dir=s.template_folder, models=model_names() if served is None else None
+    )
+    if served is not None:
+        result.issues.extend(check_score_models(result.triggers, served[1], known_as=served[0]))
     policy = policy or s.policy_file
     if policy is not None:
         result.issues.extend(load_policy_file(policy).issues)

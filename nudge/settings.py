@@ -622,6 +622,11 @@ class ServingSettings(SharedSettings):
     feast_project: str | None = Field(
         default=None, description="Override the Feast project name of the selected config."
     )
+    direct_online_reads: bool = Field(
+        default=True,
+        description="Read Feast's SQLite online store with one query per view (checked against "
+        "Feast's own read first); false: Feast's get_online_features for every request.",
+    )
     score_bands: dict[str, Bands] = Field(
         default_factory=lambda: dict(DEFAULT_BANDS),
         description='Band thresholds per model as JSON, e.g. {"churn": [0.3, 0.6]}: below the '

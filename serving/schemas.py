@@ -1,7 +1,9 @@
 """The HTTP contract: request and response bodies of the scoring API.
 
 `engine.runtime.scoring.ScoreClient` reads ``results[].customer_id``, ``known`` and
-``scores.<model>.value`` / ``model_version``; fields may be added here, never renamed.
+``scores.<model>.value`` / ``model_version`` / ``known`` / ``features_at`` (score conditions'
+`max_age` is measured from it) / ``best_send_hour``, and ``GET /v1/models``' ``models[].name`` /
+``version`` (what it may ask for); fields may be added here, never renamed.
 """
 
 from __future__ import annotations

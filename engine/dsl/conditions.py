@@ -385,7 +385,16 @@ class Sequence_(Condition):
 
 @dataclass(frozen=True)
 class ScoreTest(Condition):
-    """A model score compared, if it is fresh enough; `on_missing` says what absence means."""
+    """A model score compared, if it is fresh enough; `on_missing` says what absence means.
+
+    Fresh enough: the score's age at the event — from the snapshot its features describe
+    (`ScoreValue.features_at`, what the scoring service says), or from when the engine fetched
+    it when the service does not say (an older service) — is at most `max_age`. A score without
+    features (the service's population prior for a customer it does not know, ``known: false``,
+    whose `features_at` is None) is missing whatever its age: `on_missing` decides, as when the
+    service could not answer at all. Features snapshotted after the event (replaying history
+    against today's store) have a negative age and count as fresh, as fetched scores always did.
+    """
 
     model: str
     predicate: Predicate
@@ -395,7 +404,7 @@ class ScoreTest(Condition):
 
     def _score(self, ctx: EvaluationContext) -> ScoreValue | None:
         score = ctx.scores.get(self.model)
-        if score is None or not score.known or ctx.now - score.computed_at > self.max_age:
+        if score is None or not score.known or _age(score, ctx.now) > self.max_age:
             return None
         return score
 
@@ -406,16 +415,28 @@ class ScoreTest(Condition):
         return _OF[self.predicate.holds(score.value)]
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        """The trace also says how old the score was (`age`, seconds, measured from `age_from`:
+        ``features`` or ``fetched``) against `max_age`, so a stale score is told from an absent one."""
+        raw = ctx.scores.get(self.model)
         score = self._score(ctx)
         return {
             "kind": "score", "model": self.model, "test": self.predicate.describe(),
             "actual": None if score is None else score.value,
             "model_version": None if score is None else score.model_version,
             "missing": score is None, "on_missing": self.on_missing, "outcome": self.check(ctx).label,
+            "known": None if raw is None else raw.known,
+            "age": None if raw is None or not raw.known else _age(raw, ctx.now),
+            "age_from": None if raw is None else ("fetched" if raw.features_at is None else "features"),
+            "max_age": self.max_age,
         }  # fmt: skip
 
     def score_models(self) -> set[str]:
         return {self.model}
+
+
+def _age(score: ScoreValue, now: float) -> float:
+    """Seconds between the score's features (else its fetch) and `now`."""
+    return now - (score.computed_at if score.features_at is None else score.features_at)
 
 
 _ON_MISSING = {"skip": Outcome.MISSING, "pass": Outcome.PASSED, "fail": Outcome.FAILED}

@@ -686,16 +686,22 @@ def load_trigger_dir(
     return result
 
 
-def check_score_models(triggers: Iterable[Trigger], models: Collection[str]) -> list[TriggerIssue]:
+def check_score_models(
+    triggers: Iterable[Trigger],
+    models: Collection[str],
+    *,
+    known_as: str = "the model definitions are",
+) -> list[TriggerIssue]:
     """Every ``score: {model: NAME}`` must name a defined model (the names are passed in: the
-    engine reads no model definitions itself); one issue per unknown name, at its line."""
+    engine reads no model definitions itself); one issue per unknown name, at its line.
+    `known_as` says where the names come from (e.g. the models a scoring service serves)."""
     known = ", ".join(sorted(models)) or "none"
     return [
         TriggerIssue(
             trigger.source,
             ref.path,
             ref.line,
-            f"unknown model {ref.name!r}; the model definitions are {known}",
+            f"unknown model {ref.name!r}; {known_as} {known}",
         )
         for trigger in triggers
         for ref in trigger.score_refs

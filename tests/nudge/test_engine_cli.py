@@ -55,6 +55,60 @@ def test_validate_warns_on_an_unknown_event_type_and_fails_only_when_strict(nudg
     assert strict.exit_code == 1 and "1 warning(s)" in strict.output
 
 
+SCORED = """id: {id}
+when: {{event: session_start}}
+if: {{score: {{model: {model}, gte: 0.5}}}}
+actions: [{{add_to_segment: {{segment: s}}}}]
+"""
+
+
+def models_listing(served: list[str]):
+    """A stand-in of the scoring service's `GET /v1/models` (one model defined but not loaded)."""
+    from fastapi import FastAPI, Header, HTTPException
+
+    listing = FastAPI()
+
+    @listing.get("/v1/models")
+    def models(x_api_key: str | None = Header(default=None)) -> dict:
+        if x_api_key != "k" * 32:
+            raise HTTPException(401)
+        entries = [{"name": m, "version": "3", "status": "serving"} for m in served]
+        return {"models": [*entries, {"name": "ltv", "version": None, "status": "not_loaded"}]}
+
+    return listing
+
+
+def test_validate_checks_score_models_against_the_service_when_it_answers(tmp_path, monkeypatch):
+    from tests.support import LocalServer
+
+    (tmp_path / "a.yaml").write_text(SCORED.format(id="churny", model="churn"))
+    (tmp_path / "b.yaml").write_text(SCORED.format(id="spender", model="ltv"))
+    monkeypatch.setenv("NUDGE_API_KEY", "k" * 32)
+    with LocalServer(models_listing(["churn", "engagement"])) as server:
+        monkeypatch.setenv("NUDGE_SCORING_URL", server.url)
+        result = invoke("triggers", "validate", str(tmp_path))
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith("✗")]
+    assert lines == [
+        f"✗ {tmp_path / 'b.yaml'}:3: if.score.model: unknown model 'ltv'; the models the "
+        f"scoring service at {server.url} serves are churn, engagement"
+    ]
+
+
+def test_validate_says_in_one_line_when_the_service_is_unreachable(tmp_path, monkeypatch):
+    from tests.support import free_port
+
+    (tmp_path / "a.yaml").write_text(SCORED.format(id="churny", model="churn"))
+    (tmp_path / "b.yaml").write_text(SCORED.format(id="typo", model="chrun"))
+    monkeypatch.setenv("NUDGE_SCORING_URL", f"http://127.0.0.1:{free_port()}")
+    result = invoke("triggers", "validate", str(tmp_path))
+    assert result.exit_code == 1
+    out = result.output
+    assert out.count("unreachable") == 1 and "checked against the model definitions" in out
+    assert "b.yaml:3: if.score.model: unknown model 'chrun'; the model definitions are" in out
+    assert "Traceback" not in out
+
+
 @pytest.fixture
 def events_file(tmp_path) -> Path:
     lines = [

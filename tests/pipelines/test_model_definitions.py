@@ -187,7 +187,9 @@ actions: [{{webhook: {{url: "https://example.com/hook"}}}}]
     finally:
         app.state.service.close()
     assert scores[model] is not None and 0.0 <= scores[model].value <= 1.0
-    at = scores[model].computed_at
+    # An event just after the features' snapshot: `max_age: 1d` is measured from it.
+    assert scores[model].features_at is not None
+    at = scores[model].features_at + 3600
     event = EventView("e1", "c0000001", "session_start", at, None, {"properties": {}})
     decisions = decide(
         event,

@@ -120,6 +120,19 @@ def test_the_services_single_feast_read_equals_the_per_model_online_read(service
         np.testing.assert_array_equal(rows[model].matrix, expected)
 
 
+def test_a_batch_answers_field_by_field_what_single_requests_answer(client, prepared, service):
+    """Values, bands, snapshots, send hours and reasons: the batch path is no approximation."""
+    ids = [*prepared.known_ids[200:400], *prepared.unknown_ids[:3], "nobody"]
+    body = {"customer_ids": ids, "explain": True}
+    batch = client.post("/v1/scores", json=body).json()["results"]
+    assert len(batch) == len(ids) and all(service.features._checked.values())
+    assert service.features._checked, "the direct read is in use"
+    for result in batch:
+        single = client.post("/v1/scores", json={**body, "customer_ids": [result["customer_id"]]})
+        assert single.json()["results"] == [result]
+    assert any(r["scores"]["churn"]["reasons"] for r in batch)
+
+
 def test_an_unknown_customer_gets_the_population_prior_never_an_error(client, prepared):
     priors = {m["name"]: m["population_prior"] for m in client.get("/v1/models").json()["models"]}
     known = prepared.known_ids[0]
@@ -225,6 +238,39 @@ def test_the_engines_score_client_reads_the_service(base_url, client, prepared):
         assert "401" in (refused.last_error or "")
     finally:
         refused.close()
+
+
+def test_the_engines_client_gets_snapshot_and_send_hour_and_survives_an_unknown_model(
+    base_url, client, prepared, caplog
+):
+    """Against the real service, which answers a 422 for a model it does not know: the client
+    asks only for served models, so the unknown one is None and the others arrive."""
+    import logging
+
+    from engine.runtime.scoring import ScoreClient
+
+    ids = [*prepared.known_ids[:3], prepared.unknown_ids[0]]
+    direct = {r["customer_id"]: r for r in scores(client, ids)}
+    engine = ScoreClient(base_url, api_key=API_KEY, retries=0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="engine.runtime.scoring"):
+            fetched = engine.fetch(ids, ["churn", "engagement", "upsel"])
+            engine.fetch(ids[:1], ["upsel"])
+    finally:
+        engine.close()
+    assert engine.last_error is None and engine.breaker.state.value == "closed"
+    assert sum("'upsel'" in r.getMessage() for r in caplog.records) == 1
+    snapshot = datetime(2025, 8, 1, tzinfo=UTC).timestamp()
+    for customer in ids:
+        assert fetched[customer]["upsel"] is None
+        churn, engagement = fetched[customer]["churn"], fetched[customer]["engagement"]
+        answer = direct[customer]["scores"]["engagement"]
+        assert engagement.best_send_hour == answer.get("best_send_hour")
+        if direct[customer]["known"]:
+            assert churn.features_at == engagement.features_at == snapshot
+            assert 0 <= engagement.best_send_hour <= 23
+        else:
+            assert churn.features_at is None and churn.known is False
 
 
 # -- models, health, metrics -----------------------------------------------------------------------

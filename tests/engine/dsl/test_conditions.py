@@ -231,6 +231,28 @@ def test_score_conditions_follow_on_missing_and_max_age():
     )
 
 
+def test_max_age_is_measured_from_the_features_snapshot_when_the_service_gives_it():
+    rule = {"score": {"model": "churn", "gte": 0.5, "max_age": "7d", "on_missing": "skip"}}
+    old_features = {"churn": ScoreValue(0.8, "v3", NOW, features_at=NOW - 460 * D)}
+    recent = {"churn": ScoreValue(0.8, "v3", NOW - 10 * D, features_at=NOW - 6 * D)}
+    assert compiled(rule).check(context(scores=old_features)) is Outcome.MISSING
+    assert compiled(rule).check(context(scores=recent)) is Outcome.PASSED
+    trace = compiled(rule).explain(context(scores=old_features))
+    assert (trace["age"], trace["age_from"], trace["max_age"]) == (460 * D, "features", 7 * D)
+    assert trace["missing"] is True and trace["actual"] is None and trace["known"] is True
+    # An older service that does not say: from the fetch, as before.
+    fetched = compiled(rule).explain(context(scores={"churn": ScoreValue(0.8, "v3", NOW - 60)}))
+    assert (fetched["age"], fetched["age_from"], fetched["outcome"]) == (60, "fetched", "passed")
+
+
+def test_the_prior_of_an_unknown_customer_is_missing_with_no_age():
+    rule = {"score": {"model": "churn", "gte": 0.5, "max_age": "7d", "on_missing": "fail"}}
+    prior = {"churn": ScoreValue(0.8, "v3", NOW, known=False, features_at=None)}
+    trace = compiled(rule).explain(context(scores=prior))
+    assert trace["outcome"] == "failed" and trace["missing"] is True
+    assert (trace["known"], trace["age"]) == (False, None)
+
+
 def test_three_valued_logic():
     missing = {"score": {"model": "churn", "gte": 0.5}}
     passed, failed = {"event": "cart_abandoned"}, {"event": "page_view"}
