@@ -74,8 +74,17 @@ def _is_version_table(diff) -> bool:
     return isinstance(diff, tuple) and getattr(diff[1], "name", None) == "alembic_version"
 
 
+# Columns and indexes that revisions after the baseline added to baseline tables.
+_ADDED_TO_BASELINE_TABLES = {("inbox", "lake_synced"), ("inbox", "inbox_lake_pending")}  # 0006
+
+
 def _added_after_baseline(diff) -> bool:
     """A table (or its index) that a revision after the baseline added: not in the legacy copy."""
+    if isinstance(diff, tuple) and diff[0] == "remove_column":
+        return (diff[2], diff[3].name) in _ADDED_TO_BASELINE_TABLES
+    added = (diff[1].table.name, diff[1].name) if diff[0] == "remove_index" else None
+    if added in _ADDED_TO_BASELINE_TABLES:
+        return True
     if not (isinstance(diff, tuple) and diff[0] in ("remove_table", "remove_index")):
         return False
     table = diff[1] if diff[0] == "remove_table" else diff[1].table
