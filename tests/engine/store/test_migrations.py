@@ -211,3 +211,20 @@ def test_some_engine_tables_without_a_version_are_not_adopted(place):
         migrate.upgrade(db.engine, place.schema)
     db.dispose()
     engine.dispose()
+
+
+def test_0006_marks_the_events_up_to_the_old_watermark_as_in_the_lake(place):
+    engine = build_legacy(place)  # inbox event e1, seq 1
+    migrate.upgrade(engine, place.schema, target="0005")
+    where = f'"{place.schema}".' if place.schema else ""
+    with engine.begin() as conn:
+        row = {**ROWS["inbox"][0], "seq": 2, "event_id": "e2"}  # not in the lake yet
+        conn.execute(legacy_schema.metadata.tables["inbox"].insert(), [row])
+        conn.execute(sa.text(f"INSERT INTO {where}lake_watermarks (stream, position, synced, "
+                             "updated_at) VALUES ('events', 1, 1, 0)"))  # fmt: skip
+    migrate.upgrade(engine, place.schema)
+    with engine.connect() as conn:
+        query = sa.text(f"SELECT event_id, lake_synced FROM {where}inbox")
+        marks = {event_id: bool(synced) for event_id, synced in conn.execute(query)}
+    assert marks == {"e1": True, "e2": False}
+    engine.dispose()
