@@ -110,6 +110,10 @@ def find_json_problem(
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
     items = 0
     size = 0  # a lower bound of the serialized size, for stopping early on huge input
+    # An upper bound too: when even it fits, the exact size (a whole `json.dumps`, as costly as
+    # the walk) is not needed. A character is at most 6 bytes (``\u001f``; UTF-8 is at most 4),
+    # an int of b bits at most b/3 + 2 characters, a float's repr at most 24; +1 for a comma.
+    upper = 0
     while stack:
         node, loc = stack.pop()
         items += 1
@@ -124,20 +128,25 @@ def find_json_problem(
             if problem:
                 return JsonProblem(loc, problem, "text", node)
             size += len(node) + 2
+            upper += 6 * len(node) + 3
         elif isinstance(node, bool) or node is None:
             size += 4
+            upper += 6
         elif isinstance(node, int):
             if node.bit_length() > 13_000:  # ~3,900 digits: Python refuses to print 4,300
                 return JsonProblem(loc, "integer too large (more than 3,900 digits)", "limit")
             size += 1
+            upper += node.bit_length() // 3 + 3
         elif isinstance(node, float):
             if not math.isfinite(node):
                 return JsonProblem(loc, "must be a finite number (no NaN or Infinity)", "not_json")
             size += 1
+            upper += 25
         elif isinstance(node, _CONTAINERS):
             if len(loc) + 1 > max_depth:
                 return JsonProblem(loc, f"nested deeper than {max_depth} levels", "limit")
             size += 2
+            upper += 3
             if isinstance(node, dict):
                 children: list[tuple[Any, tuple[str | int, ...]]] = []
                 for key, child in node.items():
@@ -157,7 +166,8 @@ def find_json_problem(
                     problem = text_problem(key, controls=True)
                     if problem:
                         return JsonProblem((*loc, _shown_key(key)), f"key {problem}", "text", key)
-                    size += len(key) + 4
+                    size += len(key) + 3  # quotes and colon (a comma only between keys)
+                    upper += 6 * len(key) + 4
                     children.append((child, (*loc, key)))
                 stack.extend(reversed(children))  # popped in document order
             else:
@@ -171,7 +181,7 @@ def find_json_problem(
             )
         if max_bytes is not None and size > max_bytes:
             return JsonProblem((), f"larger than {max_bytes} bytes as JSON", "limit")
-    if max_bytes is not None:
+    if max_bytes is not None and upper > max_bytes:
         # Exact now that the structure is known to be shallow, finite and of JSON types.
         try:
             exact = len(_compact(value).encode("utf-8"))

@@ -19,12 +19,17 @@ __all__ = ["erase_online_rows"]
 
 
 def erase_online_rows(
-    customer_id: str, home: Path | str | None = None, production: bool | None = None
+    customer_id: str,
+    home: Path | str | None = None,
+    production: bool | None = None,
+    *,
+    project: str | None = None,
 ) -> dict[str, Any]:
     """Delete the customer's rows from the Feast online store; returns what was removed.
 
-    The embedded store without an online database (nothing was ever materialized) has nothing to
-    erase: answered without importing Feast, which costs seconds.
+    `project` overrides the Feast project (as in `features.store.open_store`). The embedded
+    store without an online database (nothing was ever materialized) has nothing to erase:
+    answered without importing Feast, which costs seconds.
     """
     from features.paths import feast_dir, production_selected
 
@@ -37,7 +42,7 @@ def erase_online_rows(
     from features.schema import ENTITY_KEY
     from features.store import open_store
 
-    store = open_store(home, production)
+    store = open_store(home, production, project=project)
     config = store.config
     key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer_id)])
     version = config.entity_key_serialization_version

@@ -24,7 +24,7 @@ from engine.events import (
     describe_validation_error,
     event_context,
     profile_changes,
-    validate_event,
+    validate_event_in,
 )
 from engine.limits import storable_text, text_problem
 from engine.store import EngineDB
@@ -113,7 +113,8 @@ def accept_events(
              "source": source}
         )  # fmt: skip
     received = time.time()
-    store.write(add_dead_letters, dead, received)
+    if dead:  # not even an empty transaction: most batches have none
+        store.write(add_dead_letters, dead, received)
     fresh = store.write(add_events, [row for _, _, row in valid], received)
     claimed: set[str] = set()
     for i, event, _ in valid:
@@ -167,12 +168,7 @@ def accept_stream(
 
 
 def _validate(item: Any, context: dict[str, Any]) -> Event:
-    event = validate_event(
-        item,
-        naive_timezone=context["naive_timezone"],
-        now=context["now"],
-        max_future=context["max_future"],
-    )
+    event = validate_event_in(item, context)
     # What the event says about the profile (signup details, consent) must pass the profile
     # contract too: refused here, the sender hears it at once instead of a later dead letter.
     profile_changes(event.customer_id, event.event_type, event.properties)

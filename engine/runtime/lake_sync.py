@@ -1,20 +1,26 @@
 """Engine → lake: every accepted event and profile change reaches the lake exactly once.
 
-`sync_once` copies inbox events after the ``events`` watermark (inbox seq order) to the lake in
-batches, then the profiles changed after the ``profiles`` watermark to the lake's customer table,
-moving each watermark in the engine database after its batch is in the lake. Identity follows
-into the lake: an event sent under an anonymous id that is linked to a customer is written as the
-customer's, and events already in the lake under an id linked since the last sync are rewritten
-as the customer's (the ``identities`` watermark over the links' time). Exactly once, by
-two halves: the watermark means nothing is copied twice in normal operation, and the lake's append
-is idempotent by event_id (a crash between the append and the watermark's move copies the batch
+`sync_once` copies the inbox events not yet in the lake (``inbox.lake_synced`` false, seq order)
+to the lake in batches, marking them copied in the engine database after each batch is in the
+lake, then the profiles changed after the ``profiles`` watermark to the lake's customer table.
+Identity follows into the lake: an event sent under an anonymous id that is linked to a customer
+is written as the customer's, and events already in the lake under an id linked since the last
+sync are rewritten as the customer's (the ``identities`` watermark over the links' time). Exactly
+once, by two halves: the marker means nothing is copied twice in normal operation, and the lake's
+append is idempotent by event_id (a crash between the append and the marking copies the batch
 again, and the lake skips it). Profiles are upserted by customer_id, so the same holds.
 
-A gap in seq is a transaction still in flight on PostgreSQL (seqs are given at insert, rows
-appear at commit): only events received more than `settle` seconds ago are copied, and the copy
-stops at the first younger one, so an event committed late is not skipped. SQLite commits one
-writer at a time, in seq order; `settle` is 0 there by default. `engine serve` runs the sync in a
-background thread (`start_lake_sync`, every NUDGE_LAKE_SYNC_SECONDS); ``nudge lake sync`` runs
+Why a marker per event rather than a watermark over seq (migration 0006): PostgreSQL gives a seq
+at insert but shows the row only at commit, so a transaction that commits after a later one (a
+slow client, a lock wait) leaves a gap that a seq watermark passes for ever; a time window
+("only events received over 5 s ago") only narrows that race. A PostgreSQL snapshot-xmin
+watermark would be exact too, but needs an xid column, is PostgreSQL-only and is harder to
+reason about; the marker is one indexed boolean, the same on SQLite and PostgreSQL, at the cost
+of one UPDATE per copied event (batched). The profile and link streams still use their time
+watermarks, held back by `settle` seconds on PostgreSQL (5 by default; 0 on SQLite, which
+commits one writer at a time); upserts and renames are idempotent, so only a change committed
+more than `settle` seconds after its timestamp could be missed. `engine serve` runs the sync in
+a background thread (`start_lake_sync`, every NUDGE_LAKE_SYNC_SECONDS); ``nudge lake sync`` runs
 it now. Erased customers' events are removed from the inbox before the lake is rewritten
 (engine.runtime.erasure), so a sync cannot copy them back.
 """
@@ -37,11 +43,12 @@ from engine.lake import EventLake, events_to_table
 from engine.store import EngineDB
 from engine.store.lake_sync import (
     advance,
-    events_after,
     final_customers,
     links_after,
+    mark_synced,
     profiles_after,
     read_watermark,
+    unsynced_events,
 )
 
 __all__ = ["SyncReport", "start_lake_sync", "sync_once"]
@@ -71,16 +78,14 @@ def sync_once(
     settle: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> SyncReport:
-    """Copy what the lake lacks, batch by batch, until the inbox and profiles are caught up."""
+    """Copy what the lake lacks, batch by batch, until the inbox and profiles are caught up;
+    `settle`: how far behind the clock the profile and link streams stay (see the module)."""
     started = time.perf_counter()
     wait = (5.0 if store.dialect == "postgresql" else 0.0) if settle is None else settle
     events = added = duplicates = 0
     context = event_context(now=clock(), max_future=_FAR)
     while True:
-        cutoff = clock() - wait
-        with store.connect() as conn:
-            mark = read_watermark(conn, "events")
-            rows = events_after(conn, mark.position, batch, cutoff)
+        rows = store.read(unsynced_events, batch)
         if not rows:
             break
         parsed = [Event.model_validate_json(payload, context=context) for _, payload in rows]
@@ -90,7 +95,10 @@ def sync_once(
             parsed = [e.model_copy(update={"customer_id": owners[e.customer_id]})
                       if e.customer_id in owners else e for e in parsed]  # fmt: skip
         result = lake.append(events_to_table(parsed))
-        store.write(advance, "events", float(rows[-1][0]), len(rows), clock())
+        with store.begin() as conn:
+            mark_synced(conn, [seq for seq, _ in rows])
+            highest = max(read_watermark(conn, "events").position, float(rows[-1][0]))
+            advance(conn, "events", highest, len(rows), clock())
         events, added, duplicates = (
             events + len(rows),
             added + result.added,

@@ -1,12 +1,14 @@
 """The engine → lake sync's side of the engine database: watermarks and what lies beyond them.
 
-A watermark per stream: ``events`` is the inbox ``seq`` up to which events are in the lake,
-``profiles`` the ``updated_at`` up to which profile changes are. Functions over a `Connection`:
-the caller owns the transaction.
+Events carry their own marker, ``inbox.lake_synced`` (`unsynced_events`, `mark_synced`); the
+``events`` watermark only counts them and records the highest seq copied, for reports. Profiles
+and identity links have a watermark each (``profiles``: the ``updated_at`` up to which profile
+changes are in the lake). Functions over a `Connection`: the caller owns the transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -14,16 +16,17 @@ from sqlalchemy.engine import Connection
 
 from engine.store.identity import resolve
 from engine.store.schema import identities, inbox, lake_watermarks, profiles
-from engine.store.sql import upsert
+from engine.store.sql import chunks, upsert
 
 __all__ = [
     "Watermark",
     "advance",
-    "events_after",
     "final_customers",
     "links_after",
+    "mark_synced",
     "profiles_after",
     "read_watermark",
+    "unsynced_events",
 ]
 
 _HOPS = 8  # links re-pointed by merges are one hop; a chain waiting for its merge a few more
@@ -55,23 +58,21 @@ def advance(conn: Connection, stream: str, position: float, synced: int, now: fl
                                              "updated_at": now}])  # fmt: skip
 
 
-def events_after(
-    conn: Connection, seq: float, limit: int, received_before: float
-) -> list[tuple[int, str]]:
-    """Up to `limit` inbox events (seq, payload) after `seq` in seq order, received before the
-    time given; stops before the first one received later (so no later seq is skipped over)."""
+def unsynced_events(conn: Connection, limit: int) -> list[tuple[int, str]]:
+    """Up to `limit` inbox events (seq, payload) not yet in the lake, in seq order."""
     query = (
-        sa.select(inbox.c.seq, inbox.c.payload, inbox.c.received_at)
-        .where(inbox.c.seq > seq)
+        sa.select(inbox.c.seq, inbox.c.payload)
+        .where(inbox.c.lake_synced == sa.false())
         .order_by(inbox.c.seq)
         .limit(limit)
     )
-    out: list[tuple[int, str]] = []
-    for row_seq, payload, received_at in conn.execute(query):
-        if received_at > received_before:
-            break
-        out.append((row_seq, payload))
-    return out
+    return [(row_seq, payload) for row_seq, payload in conn.execute(query)]
+
+
+def mark_synced(conn: Connection, seqs: Sequence[int]) -> None:
+    """These inbox events are in the lake."""
+    for chunk in chunks(list(seqs)):
+        conn.execute(inbox.update().where(inbox.c.seq.in_(chunk)).values(lake_synced=True))
 
 
 def profiles_after(

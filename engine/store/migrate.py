@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 BASELINE = "0001"  # the schema of the releases before migrations (metadata.create_all)
-HEAD = "0005"  # the newest revision in migrations/versions
+HEAD = "0006"  # the newest revision in migrations/versions
 BASELINE_TABLES = ("inbox", "decisions", "actions", "segments", "tasks", "dead_letters",
                    "customer_state", "profiles")  # fmt: skip
 VERSION_TABLE = "alembic_version"

@@ -51,7 +51,10 @@ inbox = sa.Table(
     # A stable hash bucket of the customer: N processor workers each own the buckets i mod N,
     # so one customer's events are always handled by one worker, in order.
     sa.Column("bucket", sa.Integer, nullable=False, server_default="0"),
+    # Copied to the lake yet (engine.store.lake_sync; migration 0006).
+    sa.Column("lake_synced", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("inbox_pending", "status", "seq"),
+    sa.Index("inbox_lake_pending", "lake_synced", "seq"),
     sa.Index("inbox_by_customer", "customer_id", "occurred_at"),
 )
 

@@ -4,6 +4,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.limits import (
     MAX_DEPTH,
@@ -137,3 +139,26 @@ def test_nudge_max_future_refuses_what_is_not_a_duration(monkeypatch):
         monkeypatch.setenv("NUDGE_MAX_FUTURE", text)
         with pytest.raises(ValidationError, match="expected a duration"):
             Settings()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e)
+                              | st.sampled_from(["é", "ü", "中"]), max_size=8),
+                      children, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_the_size_limit_is_exact_whether_or_not_the_exact_size_is_computed(value):
+    # The walk's upper bound lets small values skip the exact serialisation: the limit must
+    # still hold to the byte, escapes (\u001f, \") and multi-byte UTF-8 included.
+    exact = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    assert find_json_problem(value, max_bytes=exact) is None
+    refused = find_json_problem(value, max_bytes=exact - 1)
+    assert refused is not None and refused.message.startswith(f"larger than {exact - 1} bytes")

@@ -1,19 +1,25 @@
 """Engine → lake, exactly once: events posted over HTTP reach the lake once (a repeat sync, a crash
-between the append and the watermark, a second process), profile changes reach the customer table,
-events still settling wait. SQLite and PostgreSQL."""
+between the append and the marking, a transaction that commits late on PostgreSQL), profile
+changes reach the customer table, profile changes still settling wait. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from engine.events import validate_event
 from engine.lake import EventLake
 from engine.runtime.api import create_app
+from engine.runtime.inbox import event_row
 from engine.runtime.lake_sync import start_lake_sync, sync_once
+from engine.store.inbox import add_events
 from engine.store.lake_sync import read_watermark
+from engine.store.schema import inbox
 from tests.support import LocalServer
 
 KEY = {"X-API-Key": "k-sync"}
@@ -56,23 +62,54 @@ def test_posted_events_and_profiles_reach_the_lake_exactly_once(server, engine_s
     assert (again.events, again.profiles) == (0, 0)
 
     post(server, events(120, 10))
-    # a crash after the lake took the batch but before the watermark moved: copied again, skipped
-    mark = engine_store.read(read_watermark, "events")
+    # a crash after the lake took the batch but before the events were marked: copied again,
+    # skipped by the lake
     sync_once(engine_store, lake, settle=0)
-    from engine.store.lake_sync import advance
-
-    engine_store.write(advance, "events", mark.position, 0, 0.0)  # the watermark as before
+    late = [f"e{i}" for i in range(120, 130)]
+    engine_store.write(lambda conn: conn.execute(
+        inbox.update().where(inbox.c.event_id.in_(late)).values(lake_synced=False)))  # fmt: skip
     replay = sync_once(engine_store, lake, settle=0)
     assert (replay.events, replay.added, replay.duplicates) == (10, 0, 10)
     assert lake.read().num_rows == 130
-    assert engine_store.read(read_watermark, "events").synced == 130 + 10
+    mark = engine_store.read(read_watermark, "events")
+    assert mark.synced == 130 + 10
+    assert mark.position == engine_store.read(
+        lambda c: c.execute(sa.select(sa.func.max(inbox.c.seq))).scalar()
+    )
 
 
-def test_events_still_settling_wait_for_the_next_sync(server, engine_store, tmp_path):
+def test_an_event_committed_late_still_reaches_the_lake_once(server, engine_store, tmp_path):
+    """PostgreSQL: a transaction holds its insert (and its seq) open past the old 5 s window while
+    a later event commits and a sync runs; once it commits, the next sync copies it — once."""
+    if engine_store.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no transaction can commit out of seq order")
+    lake = EventLake(tmp_path / "lake")
+    later = time.time() + 60  # the syncs run "a minute later": past any settle window
+    [early] = events(0, 1)
+    slow = engine_store.engine.connect()
+    try:
+        slow.begin()
+        add_events(slow, [event_row(validate_event(early))], time.time())  # its seq, uncommitted
+        post(server, events(1, 1))  # a later seq, committed
+        first = sync_once(engine_store, lake, clock=lambda: later)
+        assert (first.events, lake.read()["event_id"].to_pylist()) == (1, ["e1"])
+        slow.commit()
+    finally:
+        slow.close()
+    second = sync_once(engine_store, lake, clock=lambda: later)
+    assert (second.events, second.added) == (1, 1)
+    assert sorted(lake.read()["event_id"].to_pylist()) == ["e0", "e1"]
+    assert sync_once(engine_store, lake, clock=lambda: later).events == 0
+
+
+def test_profile_changes_still_settling_wait_for_the_next_sync(server, engine_store, tmp_path):
     lake = EventLake(tmp_path / "lake")
     post(server, events(0, 5))
-    assert sync_once(engine_store, lake, settle=3600).events == 0
-    assert sync_once(engine_store, lake, settle=0).events == 5
+    httpx.put(f"{server}/v1/customers/c1", json={"email": "c1@example.com"},
+              headers=KEY).raise_for_status()  # fmt: skip
+    waiting = sync_once(engine_store, lake, settle=3600)
+    assert (waiting.events, waiting.profiles) == (5, 0)  # events have no window: a marker each
+    assert sync_once(engine_store, lake, settle=0).profiles == 1
 
 
 def test_the_background_sync_runs_until_stopped(server, engine_store, tmp_path):
@@ -80,8 +117,6 @@ def test_the_background_sync_runs_until_stopped(server, engine_store, tmp_path):
     post(server, events(0, 30))
     thread = start_lake_sync(engine_store, tmp_path / "lake", stop, every=0.1)
     lake = EventLake(tmp_path / "lake")
-    import time
-
     deadline = time.monotonic() + 20
     while lake.read().num_rows < 30 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -74,8 +74,17 @@ def _is_version_table(diff) -> bool:
     return isinstance(diff, tuple) and getattr(diff[1], "name", None) == "alembic_version"
 
 
+# Columns and indexes that revisions after the baseline added to baseline tables.
+_ADDED_TO_BASELINE_TABLES = {("inbox", "lake_synced"), ("inbox", "inbox_lake_pending")}  # 0006
+
+
 def _added_after_baseline(diff) -> bool:
     """A table or an index that a revision after the baseline added: not in the legacy copy."""
+    if isinstance(diff, tuple) and diff[0] == "remove_column":
+        return (diff[2], diff[3].name) in _ADDED_TO_BASELINE_TABLES
+    added = (diff[1].table.name, diff[1].name) if diff[0] == "remove_index" else None
+    if added in _ADDED_TO_BASELINE_TABLES:
+        return True
     if not (isinstance(diff, tuple) and diff[0] in ("remove_table", "remove_index")):
         return False
     table = diff[1] if diff[0] == "remove_table" else diff[1].table
@@ -205,4 +214,21 @@ def test_some_engine_tables_without_a_version_are_not_adopted(place):
     with pytest.raises(DatabaseOutOfDate, match="not an engine database"):
         migrate.upgrade(db.engine, place.schema)
     db.dispose()
+    engine.dispose()
+
+
+def test_0006_marks_the_events_up_to_the_old_watermark_as_in_the_lake(place):
+    engine = build_legacy(place)  # inbox event e1, seq 1
+    migrate.upgrade(engine, place.schema, target="0005")
+    where = f'"{place.schema}".' if place.schema else ""
+    with engine.begin() as conn:
+        row = {**ROWS["inbox"][0], "seq": 2, "event_id": "e2"}  # not in the lake yet
+        conn.execute(legacy_schema.metadata.tables["inbox"].insert(), [row])
+        conn.execute(sa.text(f"INSERT INTO {where}lake_watermarks (stream, position, synced, "
+                             "updated_at) VALUES ('events', 1, 1, 0)"))  # fmt: skip
+    migrate.upgrade(engine, place.schema)
+    with engine.connect() as conn:
+        query = sa.text(f"SELECT event_id, lake_synced FROM {where}inbox")
+        marks = {event_id: bool(synced) for event_id, synced in conn.execute(query)}
+    assert marks == {"e1": True, "e2": False}
     engine.dispose()
