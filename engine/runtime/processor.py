@@ -41,7 +41,7 @@ from engine.store.batch import commit_batch
 from engine.store.customer_view import segments_of
 from engine.store.customers import load_profiles, load_states
 from engine.store.identity import find_links
-from engine.store.inbox import pending_events
+from engine.store.inbox import StaleBatch, pending_events
 from engine.store.timers import DueTimer, due_timers
 
 __all__ = ["ProcessStats", "Processor", "profile_changes"]
@@ -125,7 +125,20 @@ class Processor:
                 progress(total)
 
     def run_once(self, until: float | None = None) -> ProcessStats:
-        """Process one batch of pending events (with `until`: only events that happened by then)."""
+        """Process one batch of pending events (with `until`: only events that happened by then).
+
+        If another worker's identity merge moved some of the batch's events to a customer it
+        owns while this batch was being decided, the batch is rolled back and read again (the
+        moved events are the other worker's now).
+        """
+        for attempt in range(3):
+            try:
+                return self._run_once(until)
+            except StaleBatch as exc:
+                log.info("batch read again (attempt %d): %s", attempt + 1, exc)
+        return self._run_once(until)
+
+    def _run_once(self, until: float | None) -> ProcessStats:
         started = time.perf_counter()
         batch = self.store.read(pending_events, self.batch_size, self.worker)
         if until is not None:  # in arrival order, up to the first event past `until`
@@ -149,6 +162,7 @@ class Processor:
         member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
         scores = self._fetch_scores(batch, closing)
         decision_rows, action_rows, dead, processed = [], [], [], []
+        owners: dict[str, str] = {}  # event id → the customer it was processed for
         timers: list[AbsenceTimer] = []
         windows = _Windows(closing)
         changed_profiles: dict[str, dict[str, Any]] = {}
@@ -226,22 +240,30 @@ class Processor:
                 profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
+            owners[item.event_id] = item.customer_id
             windows.add(timers, len(windows.opened))
         if windows:
             close_windows(horizon)
-        self.store.write(
-            commit_batch,
-            processed=processed,
-            dead=dead,
-            decision_rows=decision_rows,
-            action_rows=action_rows,
-            states={c: states[c].to_json() for c in customers},
-            profile_updates=changed_profiles,
-            now=time.time(),
-            merges=merges,
-            timers_opened=windows.opened_rows(timers, time.time()),
-            timers_finished=windows.finished(),
-        )
+        try:
+            self.store.write(
+                commit_batch,
+                processed=processed,
+                dead=dead,
+                decision_rows=decision_rows,
+                action_rows=action_rows,
+                states={c: states[c].to_json() for c in customers},
+                profile_updates=changed_profiles,
+                now=time.time(),
+                merges=merges,
+                timers_opened=windows.opened_rows(timers, time.time()),
+                timers_finished=windows.finished(),
+                # merged in this batch: the rows are moved to the target before they are checked
+                processed_as={e: renamed.get(c, c) for e, c in owners.items()},
+            )
+        except StaleBatch:
+            for customer in customers | set(renamed):  # their cached states are this batch's
+                self._states.pop(customer, None)
+            raise
         if changed_profiles:
             self.occasions.note_profiles(changed_profiles)
         stats.events, stats.dead = len(processed), len(dead)

@@ -32,6 +32,7 @@ def commit_batch(
     timers_opened: Sequence[Mapping[str, Any]] = (),
     timers_finished: Mapping[int, str] | None = None,
     schedule_run: ScheduleRun | None = None,
+    processed_as: Mapping[str, str] | None = None,
 ) -> None:
     """Record what processing a batch of inbox events gave, in `conn`'s transaction.
 
@@ -40,7 +41,8 @@ def commit_batch(
     by identify / alias in this batch, in order: the source's rows become the target's
     (engine.store.identity.merge_customer) before the states are saved. `timers_opened` are the
     absence windows the batch's events open, `timers_finished` the timers it ended (id →
-    outcome), `schedule_run` the progress of the scheduled audience it decided a page of.
+    outcome), `schedule_run` the progress of the scheduled audience it decided a page of;
+    `processed_as` (event id → customer) checks that no event changed hands meanwhile.
     """
     execution_log.record_decisions(conn, decision_rows)
     outbox.plan_actions(conn, action_rows)
@@ -51,7 +53,10 @@ def commit_batch(
     if dead:
         dead_letters.add_dead_letters(conn, dead, now)
         inbox.mark_dead(conn, [d["event_id"] for d in dead], now)
-    inbox.mark_processed(conn, processed, now)
+    if processed_as is not None:
+        inbox.mark_processed_as(conn, processed_as, now)  # StaleBatch: rolled back, read again
+    else:
+        inbox.mark_processed(conn, processed, now)
     timers.add_timers(conn, timers_opened)
     if timers_finished:
         timers.finish_timers(conn, timers_finished, now)

@@ -21,6 +21,7 @@ __all__ = [
     "BUCKETS",
     "CustomerEvent",
     "InboxEvent",
+    "StaleBatch",
     "add_events",
     "customer_events",
     "customers_with_pending",
@@ -30,6 +31,7 @@ __all__ = [
     "event_types",
     "mark_dead",
     "mark_processed",
+    "mark_processed_as",
     "pending_count",
     "pending_events",
 ]
@@ -125,6 +127,30 @@ def pending_count(conn: Connection) -> int:
 
 def mark_processed(conn: Connection, event_ids: Sequence[str], now: float) -> None:
     _mark(conn, event_ids, "processed", now)
+
+
+class StaleBatch(Exception):
+    """Events of a batch changed hands while it was processed (another worker merged their
+    customer into one it owns): the batch's transaction must be rolled back and read again."""
+
+
+def mark_processed_as(conn: Connection, owners: Mapping[str, str], now: float) -> None:
+    """Mark events processed, each as the customer it was processed for (event id → customer).
+
+    Raises StaleBatch when one of them is no longer pending under that customer — an identity
+    merge in another worker moved it — so the caller's transaction rolls back instead of saving
+    a state for an id that was merged away. The UPDATE comes first: it holds the rows, so a
+    merge that has not committed yet waits for this transaction.
+    """
+    ids = list(owners)
+    _mark(conn, ids, "processed", now)
+    for chunk in chunks(ids):
+        rows = conn.execute(
+            sa.select(inbox.c.event_id, inbox.c.customer_id).where(inbox.c.event_id.in_(chunk))
+        )
+        moved = [event_id for event_id, customer in rows if owners[event_id] != customer]
+        if moved:
+            raise StaleBatch(f"{len(moved)} event(s) moved to another customer, e.g. {moved[0]}")
 
 
 def mark_dead(conn: Connection, event_ids: Sequence[str], now: float) -> None:
