@@ -187,6 +187,8 @@ class TrainedUplift:
     run_id: str
     version: str
     backtest: BacktestRun
+    estimator: Any
+    """The chosen learner, fitted on every row of the log (what was registered)."""
     policy: pd.DataFrame
     importances: pd.Series
     """What the model learned: the chosen estimator's gain per feature (summed over its
@@ -241,7 +243,7 @@ def train_trigger(
     learned = importances(estimator, exp.features)
     name = model_name(data.trigger)
     run_id, version = _log(data, name, estimator, run, policy, learned, home)
-    return TrainedUplift(name, chosen, run_id, version, run, policy, learned)
+    return TrainedUplift(name, chosen, run_id, version, run, estimator, policy, learned)
 
 
 def _log(
