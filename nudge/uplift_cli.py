@@ -8,6 +8,7 @@ so ``nudge --help`` stays instant. Registered in ``nudge.cli`` as
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,7 +22,9 @@ from nudge.errors import Commands
 if TYPE_CHECKING:
     import pandas as pd
 
+    from engine.store import EngineDB
     from models.uplift.backtest import BacktestRun
+    from nudge.settings import Settings
 
 __all__ = ["uplift_app"]
 
@@ -101,6 +104,94 @@ def backtest(
     _print_backtest(run, f"{treatment_column} = {treatment!r} vs {control!r}", outcome)
     for path in written:
         console.print(f"Qini curve: [cyan]{path}[/]")
+
+
+@uplift_app.command("train")
+def train(
+    trigger: Annotated[str, typer.Argument(help="The trigger whose experiment has a holdout.")],
+    min_conversions: Annotated[
+        int, typer.Option(min=1, help="Conversions needed in each arm before training.")
+    ] = 200,
+    splits: Annotated[
+        int, typer.Option(min=1, help="Backtest splits that choose the learner.")
+    ] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed of the splits and the models.")] = 0,
+    estimators: Annotated[
+        int, typer.Option(min=1, help="Boosting rounds of each LightGBM model.")
+    ] = 100,
+) -> None:
+    """Train a trigger's uplift model from the execution log and register it as
+    ``uplift_<trigger>`` in MLflow (experiment ``uplift/<trigger>``).
+
+    Treatment: assigned a sending variant; control: the holdout; outcome: a purchase within
+    NUDGE_ATTRIBUTION_HOURS of the triggering event; features: the feature tables' snapshot at
+    or before each decision.
+    """
+    from pipelines.uplift_train import load_trigger_experiment, train_trigger
+
+    settings, store = _engine()
+    try:
+        data = load_trigger_experiment(store, trigger, attribution_hours=settings.attribution_hours)
+    finally:
+        store.dispose()
+    with console.status(f"training the uplift of {trigger} …"):
+        trained = train_trigger(
+            data, min_conversions=min_conversions, splits=splits, seed=seed,
+            n_estimators=estimators,
+        )  # fmt: skip
+    r = trained.backtest.report
+    console.print(
+        f"[bold]{trained.model}[/] v{trained.version}: {trained.chosen} on {r.rows:,} customers "
+        f"({r.treated:,} sent, {r.control:,} held out); ATE {r.ate.estimate:+.2%}"
+    )
+    verdict = "target by uplift" if r.recommendation.target_by_uplift else "do not target by uplift"
+    console.print(f"recommendation: {verdict} — {r.recommendation.reason}", soft_wrap=True)
+    console.print(f"MLflow run [cyan]{trained.run_id}[/] ({settings.tracking_uri})")
+
+
+@uplift_app.command("report")
+def report(
+    trigger: Annotated[str, typer.Argument(help="The trigger of a trained uplift model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Policy evaluation on the trigger's randomized log (inverse propensity): incremental
+    conversions per 1,000 sends for send-to-all, churn-score targeting (when the decisions
+    recorded churn scores) and uplift targeting; logged to MLflow too."""
+    from pipelines.uplift_train import load_trigger_experiment, report_trigger
+
+    settings, store = _engine()
+    try:
+        data = load_trigger_experiment(store, trigger, attribution_hours=settings.attribution_hours)
+    finally:
+        store.dispose()
+    table, version, run_id = report_trigger(data)
+    if as_json:
+        rows = json.loads(table.to_json(orient="records"))
+        out = {"trigger": trigger, "model": f"uplift_{trigger}", "version": version,
+               "run_id": run_id, "policies": rows}  # fmt: skip
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    shown = Table(title=f"{trigger}: targeting rules on the log (uplift_{trigger} v{version})",
+                  title_justify="left", show_edge=False)  # fmt: skip
+    for column in ("rule", "share sent", "incr. conversions per 1,000 sends", "95 % CI"):
+        shown.add_column(column, justify="left" if column == "rule" else "right")
+    for row in table.itertuples():
+        value = "—" if row.per_1000_sends != row.per_1000_sends else f"{row.per_1000_sends:+.1f}"
+        ci = "—" if row.ci_low != row.ci_low else f"{row.ci_low:+.1f} … {row.ci_high:+.1f}"
+        shown.add_row(str(row.policy), f"{row.share_sent:.0%}", value, ci)
+    console.print(shown)
+    console.print(f"MLflow run [cyan]{run_id}[/] ({settings.tracking_uri})")
+
+
+def _engine() -> tuple[Settings, EngineDB]:
+    """The settings (MLflow pointed at their tracking store) and the engine database."""
+    from engine.store import EngineDB
+    from nudge.settings import Settings
+    from pipelines.tracking import use_tracking
+
+    settings = Settings()
+    use_tracking(settings.tracking_uri)
+    return settings, EngineDB.open(settings.engine_url)
 
 
 def _read(path: Path) -> pd.DataFrame:
