@@ -13,6 +13,14 @@ it runs:
 
 Channels are closed after each batch: a transport may keep one connection for a whole batch.
 
+One commit per email, not two: a delivery whose channel never sends again what it finds in doubt
+(``settle_in_doubt == "unconfirmed"``: SMTP, push) does not commit its *sent* on its own; that
+write rides in the next delivery's *sending* commit of the batch, and the batch's last one is
+written when the batch ends. Exactly-once is untouched — each send still has its own durable
+*sending* mark before its point of no return — but a crash between an email's 250 and that next
+commit leaves it `unconfirmed` (never resent) although it did arrive: at most the one email the
+worker was finishing (more only if the store failed meanwhile).
+
 Send rates (`engine.channels.ratelimit.SendRate`, shared by all workers through the database or
 Redis): after the consent check, a delivery asks its channel's rate; when the channel is throttled
 the action is put back, due when the rate allows, with ``throttled: email rate 100/s`` as its
@@ -60,7 +68,7 @@ import random
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -200,6 +208,9 @@ class Dispatcher:
         self._cache: dict[str, dict[Any, Any]] = {}
         self._paused: bool = False  # the deliverability guard's pause, asked once per run
         self._paused_at: float | None = None
+        # Delivered, *sending* committed, *sent* not yet written: (action id, now, result), which
+        # the next *sending* commit (or the end of the batch) writes.
+        self._unrecorded: list[tuple[int, float, str]] = []
 
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
@@ -234,6 +245,20 @@ class Dispatcher:
             finally:
                 self._cache = {}
                 self._close_channels()
+                self._record_sent()
+
+    def _record_sent(self) -> None:
+        """Write the *sent* of the deliveries still waiting for a commit to carry it."""
+        if not self._unrecorded:
+            return
+        try:
+            self.store.write(_mark_sent, self._unrecorded)
+            self._unrecorded = []
+        except Exception:  # delivered: never retried; recover() settles them as in doubt
+            log.exception(
+                "%d sent actions: their status could not be recorded", len(self._unrecorded)
+            )
+            self._unrecorded = []
 
     def _close_channels(self) -> None:
         for channel in self.channels.values():
@@ -354,7 +379,11 @@ class Dispatcher:
 
         def mark_sending(reference: str | None) -> None:
             nonlocal committed
-            self.store.write(_mark_sending, action.id, now, reference, channel.name == "email")
+            self.store.write(
+                _mark_sending, action.id, now, reference, channel.name == "email",
+                self._unrecorded,
+            )  # fmt: skip
+            self._unrecorded = []  # committed with this one
             committed = True
             self._count_send(action, channel.name)
 
@@ -380,6 +409,10 @@ class Dispatcher:
             raise
         if not committed:  # a channel without a point of no return: it counts once sent
             self._count_send(action, channel.name)
+        if committed and channel.settle_in_doubt == "unconfirmed":
+            # Its *sent* goes with the next commit: until then a crash leaves it unconfirmed.
+            self._unrecorded.append((action.id, now, result))
+            return "sent"
         try:
             self.store.write(mark_action, action.id, "sent", now, result=result)
         except Exception:  # delivered: never retried; recover() settles it as in doubt
@@ -711,11 +744,19 @@ class Dispatcher:
 
 
 def _mark_sending(conn: Connection, action_id: int, now: float, reference: str | None,
-                  email: bool) -> None:  # fmt: skip
-    """The point of no return, with an email's Message-ID remembered for providers' webhooks."""
+                  email: bool, delivered: Sequence[tuple[int, float, str]] = ()) -> None:  # fmt: skip
+    """The point of no return, with an email's Message-ID remembered for providers' webhooks;
+    the *sent* of earlier deliveries (`delivered`) in the same transaction."""
+    _mark_sent(conn, delivered)
     mark_action(conn, action_id, "sending", now, result=reference)
     if email and reference and reference.startswith("<"):
         record_message(conn, reference, action_id, now)
+
+
+def _mark_sent(conn: Connection, delivered: Sequence[tuple[int, float, str]]) -> None:
+    """Record deliveries as *sent*: (action id, now, the channel's result) each."""
+    for action_id, now, result in delivered:
+        mark_action(conn, action_id, "sent", now, result=result)
 
 
 def _due(action: ActionRow) -> float:

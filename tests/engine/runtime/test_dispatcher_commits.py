@@ -1,0 +1,104 @@
+"""One commit per email: a delivery's *sent* rides in the next delivery's *sending* commit
+(channels that never resend what is in doubt), and the batch's last is written at its end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.channels.email import EmailSettings, RenderedEmail
+from engine.channels.email_channel import EmailChannel
+from engine.channels.webhooks import WebhookSender
+from engine.dsl.triggers import TriggerIndex, load_trigger_text
+from engine.runtime.dispatcher import Dispatcher
+from engine.runtime.inbox import accept_events
+from engine.runtime.processor import Processor
+from engine.store.customers import upsert_profiles
+from engine.store.outbox import list_actions
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "engine" / "templates"
+T0 = 1_780_000_000.0
+TRIGGERS = """
+- id: payment_failure
+  category: transactional
+  quiet_hours: ignore
+  when: {event: payment_failed}
+  actions:
+    - send_email: {template: payment_failed}
+"""
+
+
+class Probe:
+    """A transport that, at each point of no return, notes every action's status just before
+    and just after the *sending* commit."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.seen: list[tuple[dict[int, str], dict[int, str]]] = []
+
+    def statuses(self) -> dict[int, str]:
+        return {a.id: a.status for a in self.store.read(list_actions)}
+
+    def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
+        before = self.statuses()
+        before_commit()
+        self.seen.append((before, self.statuses()))
+        return f"probe {email.message_id}"
+
+
+def fill(store, n: int) -> TriggerIndex:
+    index = TriggerIndex(load_trigger_text(TRIGGERS).triggers)
+    store.write(upsert_profiles, {f"c{i}": {"customer_id": f"c{i}", "email": f"c{i}@example.com",
+                                            "first_name": f"C{i}"} for i in range(n)}, T0 - 60)  # fmt: skip
+    events = [{"event_id": f"e{i}", "customer_id": f"c{i}", "event_type": "payment_failed",
+               "timestamp": T0, "properties": {"order_id": f"o{i}"}} for i in range(n)]  # fmt: skip
+    accept_events(store, events, source="t")
+    Processor(store, index).run_until_empty()
+    return index
+
+
+def dispatcher(store, index: TriggerIndex, probe: Probe, settle: str) -> Dispatcher:
+    settings = EmailSettings(templates_dir=TEMPLATES, sender="shop <billing@shop.example>")
+    channel = EmailChannel(settings, mailer=probe)  # type: ignore[arg-type]
+    channel.settle_in_doubt = settle
+    return Dispatcher(store, index, email=settings, webhooks=WebhookSender("s" * 32),
+                      channels={"send_email": channel})  # fmt: skip
+
+
+def test_the_previous_sent_is_committed_with_the_next_sending(engine_store):
+    index = fill(engine_store, 3)
+    probe = Probe(engine_store)
+    stats = dispatcher(engine_store, index, probe, "unconfirmed").run_due(T0 + 60)
+    assert stats.outcomes["sent"] == 3
+    ids = [a.id for a in engine_store.read(list_actions)]
+    (b0, a0), (b1, a1), (b2, a2) = probe.seen
+    assert b0[ids[0]] == "claimed" and a0[ids[0]] == "sending"
+    # The first email's sent is not a commit of its own: it arrives with the second's sending.
+    assert b1[ids[0]] == "sending" and a1[ids[0]] == "sent" and a1[ids[1]] == "sending"
+    assert b2[ids[1]] == "sending" and a2[ids[1]] == "sent" and a2[ids[2]] == "sending"
+    # The batch's last is written when the batch ends.
+    assert {a.status for a in engine_store.read(list_actions)} == {"sent"}
+
+
+def test_a_channel_that_resends_in_doubt_records_each_sent_at_once(engine_store):
+    index = fill(engine_store, 2)
+    probe = Probe(engine_store)
+    dispatcher(engine_store, index, probe, "pending").run_due(T0 + 60)
+    ids = [a.id for a in engine_store.read(list_actions)]
+    (_, _), (b1, _) = probe.seen
+    assert b1[ids[0]] == "sent"  # written on its own, before the next email starts
+
+
+def test_a_crash_before_the_next_commit_leaves_the_email_unconfirmed_never_resent(engine_store):
+    index = fill(engine_store, 1)
+    probe = Probe(engine_store)
+    first = dispatcher(engine_store, index, probe, "unconfirmed")
+    first._record_sent = lambda: None  # type: ignore[method-assign]  # the process dies here
+    first.run_due(T0 + 60)
+    [action] = engine_store.read(list_actions)
+    assert action.status == "sending"
+    again = dispatcher(engine_store, index, probe, "unconfirmed")
+    again.recover()
+    again.run_due(T0 + 120)
+    [action] = engine_store.read(list_actions)
+    assert action.status == "unconfirmed" and len(probe.seen) == 1
