@@ -159,6 +159,13 @@ def print_training(outcome: Mapping[str, Mapping[str, Any]]) -> None:
             for model, why in run.items():
                 console.print(f"[yellow]{model} skipped:[/] {why}\n")
             continue
+        if name == "score_refresh":  # the scores refreshed into the engine after training
+            if "error" in run:
+                console.print(f"[yellow]score refresh failed:[/] {run['error']}\n")
+            else:
+                console.print(f"scores refreshed into the engine: {run['refreshed']:,} of "
+                              f"{run['customers']:,} customers\n")  # fmt: skip
+            continue
         metrics = run["metrics"]
         table = Table(
             title=f"{name} — holdout {run['holdout_snapshot']} ({run['holdout_rows']:,} customers; "

@@ -140,8 +140,9 @@ def train(
     }
     if skipped:
         logged["skipped"] = skipped
-    if refresh_scores:
-        logged["score_refresh"] = _refresh_scores()
+    refreshed = _refresh_scores() if refresh_scores else None
+    if refreshed is not None:  # a scoring service is configured
+        logged["score_refresh"] = refreshed
     return logged
 
 
