@@ -18,7 +18,7 @@ def invoke(*args: str):
 def test_validate_accepts_the_examples():
     result = invoke("triggers", "validate")
     assert result.exit_code == 0, result.output
-    assert "11 trigger(s)" in result.output and "cart_recovery" in result.output
+    assert "10 trigger(s)" in result.output and "cart_recovery" in result.output
 
 
 def test_validate_reports_every_problem_with_file_and_line(tmp_path):
