@@ -252,6 +252,9 @@ class Occasions:
                                           p.default_zone)  # fmt: skip
                 if decision is None:
                     continue
+                # No inbox event says when a schedule's occasion was: the reports (which read a
+                # decision's time from its event, else decided_at) take the cron time from here.
+                decision = replace(decision, decided_at=run.occurrence)
                 decision_rows.append(p.decision_row(decision))
                 action_rows.extend(p.action_rows(decision, view.at))
                 if decision.outcome.value == "fired":
