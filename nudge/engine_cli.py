@@ -445,7 +445,11 @@ def validate(
         folder, templates_dir=s.template_folder, models=model_names() if served is None else None
     )
     if served is not None:
-        result.issues.extend(check_score_models(result.triggers, served[1], known_as=served[0]))
+        result.issues.extend(
+            check_score_models(
+                result.triggers, served[1], known_as=served[0], uplift_of_triggers=False
+            )
+        )
     policy = policy or s.policy_file
     if policy is not None:
         result.issues.extend(load_policy_file(policy).issues)

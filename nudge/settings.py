@@ -74,6 +74,11 @@ DEFAULT_BANDS: dict[str, Bands] = {
     "ltv": (50.0, 200.0),
     "engagement": (0.1, 0.3),
 }
+# A trigger's uplift model (``uplift_<trigger>``, engine.dsl.score_models' prefix: this leaf
+# cannot import the engine, tests/nudge/test_settings.py keeps the two in step) scores a
+# difference of probabilities: below 0 mail does harm or nothing; from +5 points it is high.
+UPLIFT_MODEL_PREFIX = "uplift_"
+UPLIFT_BANDS: Bands = (0.0, 0.05)
 
 # The forms of engine.dsl.durations (trigger files), for values read from the environment; this
 # leaf cannot import the engine, and tests/nudge/test_settings.py keeps the two in step.
@@ -668,5 +673,10 @@ class ServingSettings(SharedSettings):
 
     def bands_for(self, model: str) -> Bands:
         """The (low/medium, medium/high) boundaries of a model's scores."""
-        # A model without bands of its own (a new definition): a probability's default bands.
-        return self.score_bands.get(model, DEFAULT_BANDS.get(model, (0.3, 0.6)))
+        # A model without bands of its own (a new definition): a probability's default bands;
+        # an uplift model's: low where mail hurts or does nothing, high from +5 points.
+        if model in self.score_bands:
+            return self.score_bands[model]
+        if model.startswith(UPLIFT_MODEL_PREFIX):
+            return UPLIFT_BANDS
+        return DEFAULT_BANDS.get(model, (0.3, 0.6))

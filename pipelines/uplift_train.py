@@ -32,6 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from engine.dsl.score_models import UPLIFT_MODEL_PREFIX, uplift_model_name
 from engine.errors import UserError
 from engine.optimizer.labels import HOLDOUT
 from engine.store.schema import decisions, inbox
@@ -56,7 +57,7 @@ __all__ = [
     "trigger_experiment",
 ]
 
-MODEL_PREFIX: Final = "uplift_"
+MODEL_PREFIX: Final = UPLIFT_MODEL_PREFIX
 ARM, SEND = "arm", "send"
 CHURN_SCORE: Final = "churn"
 """The decisions' ``scores`` entry that churn-score targeting ranks by, when present."""
@@ -64,7 +65,7 @@ CHURN_SCORE: Final = "churn"
 
 def model_name(trigger: str) -> str:
     """The registered model of a trigger's uplift: ``uplift_<trigger>``."""
-    return f"{MODEL_PREFIX}{trigger}"
+    return uplift_model_name(trigger)
 
 
 def experiment_name(trigger: str) -> str:
@@ -269,7 +270,8 @@ def _log(
         experiment_name(data.trigger), home,
         description=f"Uplift of trigger {data.trigger} from its randomized holdout",
     )  # fmt: skip
-    wrapper = UpliftScoringModel(name, estimator, exp.features)
+    reference = exp.X[exp.features].astype(float).median().fillna(0.0).tolist()
+    wrapper = UpliftScoringModel(name, estimator, exp.features, reference)
     example = exp.X.head(5).astype(float)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as active:
         mlflow.set_tags({"model": name, "trigger": data.trigger, "git_commit": git_commit()})

@@ -22,10 +22,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from engine.dsl.score_models import is_uplift_model
 from features.schema import (
     ENTITY_KEY,
     TIMESTAMP_COLUMN,
+    VIEW_FEATURES,
     Dtype,
+    feature_refs,
     model_features,
 )
 
@@ -66,6 +69,9 @@ class Champion:
     prior_send_hour: int | None
     # What each feature means, in training order (reason codes in words; `features.catalog`).
     meanings: tuple[str | None, ...] = ()
+    # Where each feature is read online, ``view:feature`` in training order: a definition's
+    # feature service, or (an uplift model, which no definition declares) its own columns.
+    refs: tuple[str, ...] = ()
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``score`` (and ``best_send_hour`` for engagement), one row per row of `frame`: the
@@ -114,7 +120,7 @@ class Champions:
         self,
         settings: ServingSettings,
         *,
-        population: Callable[[str], pd.DataFrame | None] | None = None,
+        population: Callable[[Champion], pd.DataFrame | None] | None = None,
         on_swap: Callable[[Champion], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
@@ -164,8 +170,9 @@ class Champions:
         return bool(self._states) and all(name in self._served for name in self.models)
 
     def discover(self) -> list[str]:
-        """Add every model of the definitions that is registered (the registry, not a list in
-        code, says what exists); returns the new names."""
+        """Add every model of the definitions that is registered, and every trigger's uplift
+        model (``uplift_<trigger>``) that is (the registry, not a list in code, says what
+        exists); returns the new names."""
         if self._fixed:
             return []
         from models.definitions import load_definitions
@@ -173,7 +180,7 @@ class Champions:
         try:
             defined = load_definitions().names
             self._defined = list(defined)
-            registered = {m.name for m in self.client.search_registered_models()}
+            registered = self._registered()
         except Exception as exc:  # registry unreachable: serve what is known, ask again later
             log.warning("cannot list the registered models: %s", exc)
             return []
@@ -186,10 +193,23 @@ class Champions:
                     "model %s is defined but not registered in MLflow yet (nudge pipeline train "
                     "registers it); it is served once it has a champion", name,
                 )  # fmt: skip
-        found = [name for name in defined if name in registered and name not in self._states]
+        uplift = sorted(name for name in registered if is_uplift_model(name))
+        wanted = [*defined, *(name for name in uplift if name not in defined)]
+        found = [name for name in wanted if name in registered and name not in self._states]
         for name in found:
             self._states[name] = ModelState(name)
         return found
+
+    def _registered(self) -> set[str]:
+        """Every registered model's name (the registry answers a page at a time)."""
+        names: set[str] = set()
+        token: str | None = None
+        while True:
+            page = self.client.search_registered_models(max_results=1_000, page_token=token)
+            names.update(m.name for m in page)
+            token = page.token
+            if not token:
+                return names
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -292,13 +312,16 @@ class Champions:
             model = pyfunc.unwrap_python_model()
         except Exception as exc:
             raise LoadError(f"{name} v{version} is not a python-function ScoringModel") from exc
-        features = model_features(name)
         names = list(getattr(model, "feature_names", []))
         if not all(hasattr(model, m) for m in ("score_matrix", "contributions_matrix")):
             raise LoadError(
                 f"{name} v{version} has no NumPy scoring path (score_matrix, "
                 "contributions_matrix): it is not a models.pyfunc.ScoringModel"
             )
+        if is_uplift_model(name):
+            features, refs = _own_layout(name, version, names)
+        else:
+            features, refs = model_features(name), tuple(feature_refs(name))
         if names != list(features):
             raise LoadError(
                 f"{name} v{version} expects features {names[:5]}…, not the feature service's "
@@ -318,8 +341,9 @@ class Champions:
             prior=math.nan,
             prior_send_hour=None,
             meanings=_meanings(features),
+            refs=refs,
         )
-        return _with_prior(champion, self._population(name))
+        return _with_prior(champion, self._population(champion))
 
     def _run_facts(self, run_id: str | None) -> tuple[datetime | None, dict[str, float]]:
         """When the run started, and its holdout metrics (``model.<metric>`` in training runs)."""
@@ -336,6 +360,22 @@ class Champions:
         return started, {k: float(v) for k, v in chosen.items() if math.isfinite(v)}
 
 
+def _own_layout(
+    name: str, version: str, names: list[str]
+) -> tuple[dict[str, Dtype], tuple[str, ...]]:
+    """The features and online refs of a model that no definition declares (an uplift model):
+    each of its features must be a column of a standard feature view."""
+    view_of = {f: view for view, columns in VIEW_FEATURES.items() for f in columns}
+    unknown = [f for f in names if f not in view_of]
+    if not names or unknown:
+        raise LoadError(
+            f"{name} v{version}: feature(s) {unknown[:5] or names} are not columns of the "
+            f"standard feature views ({', '.join(VIEW_FEATURES)}); it cannot score online features"
+        )
+    features = {f: VIEW_FEATURES[view_of[f]][f] for f in names}
+    return features, tuple(f"{view_of[f]}:{f}" for f in names)
+
+
 def _meanings(features: Mapping[str, Dtype]) -> tuple[str | None, ...]:
     from features.catalog import catalog
 
@@ -343,28 +383,34 @@ def _meanings(features: Mapping[str, Dtype]) -> tuple[str | None, ...]:
     return tuple(found.meaning(name) for name in features)
 
 
-def population_from_tables(settings: ServingSettings) -> Callable[[str], pd.DataFrame | None]:
-    """A sample of the latest feature snapshot per model, from the feature tables under home
-    (the Parquet files Feast's offline store reads); None where they cannot be read."""
-    cache: dict[str, pd.DataFrame | None] = {}
+def population_from_tables(
+    settings: ServingSettings,
+) -> Callable[[Champion], pd.DataFrame | None]:
+    """A sample of the latest feature snapshot of a champion's features, from the feature
+    tables under home (the Parquet files Feast's offline store reads); None where they cannot
+    be read."""
+    cache: dict[tuple[str, ...], pd.DataFrame | None] = {}
 
-    def population(model: str) -> pd.DataFrame | None:
-        if model not in cache:
-            cache[model] = _latest_population(settings, model)
-        return cache[model]
+    def population(champion: Champion) -> pd.DataFrame | None:
+        if champion.refs not in cache:
+            cache[champion.refs] = _latest_population(settings, champion)
+        return cache[champion.refs]
 
     return population
 
 
-def _latest_population(settings: ServingSettings, model: str) -> pd.DataFrame | None:
+def _latest_population(settings: ServingSettings, champion: Champion) -> pd.DataFrame | None:
     from features.compute import read_feature_table
 
     keys = [ENTITY_KEY, TIMESTAMP_COLUMN]
+    model = champion.name
+    per_view: dict[str, list[str]] = {}
+    for ref in champion.refs:
+        view, name = ref.split(":", 1)
+        per_view.setdefault(view, []).append(name)
     try:
         frame: pd.DataFrame | None = None
-        from features.catalog import catalog
-
-        for view, names in catalog().services[model].items():
+        for view, names in per_view.items():
             table = read_feature_table(view, settings.home_dir)
             table = table.loc[table[TIMESTAMP_COLUMN] == table[TIMESTAMP_COLUMN].max()]
             part = table[[*keys, *names]]
@@ -375,7 +421,7 @@ def _latest_population(settings: ServingSettings, model: str) -> pd.DataFrame | 
     if frame is None or frame.empty:
         return None
     frame = frame.sample(min(len(frame), PRIOR_SAMPLE), random_state=0)
-    return frame[list(model_features(model))].astype(model_features(model))
+    return frame[list(champion.features)].astype(champion.features)
 
 
 def _with_prior(champion: Champion, population: pd.DataFrame | None) -> Champion:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from serving.settings import ServingSettings
 
-__all__ = ["OnlineFeatures"]
+__all__ = ["Layout", "OnlineFeatures"]
 
 log = logging.getLogger("serving")
 
@@ -53,6 +53,17 @@ class _Plan:
     at: float
 
 
+class Layout(NamedTuple):
+    """A model's features (and dtypes) and their Feast refs, both in training order."""
+
+    features: Mapping[str, Dtype]
+    refs: tuple[str, ...]
+
+
+# A plan per requested set of models, each with its own refs when not a definition's.
+PlanKey = tuple[tuple[str, tuple[str, ...]], ...]
+
+
 class OnlineFeatures:
     """Reads model features for customers from one long-lived `FeatureStore`."""
 
@@ -63,9 +74,9 @@ class OnlineFeatures:
         # sqlite3 does not make concurrent use of a connection safe, so reads take turns. Redis
         # clients are thread-safe and keep their network waits concurrent.
         self._lock: Any = threading.Lock() if self.backend == "sqlite" else nullcontext()
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plans: dict[PlanKey, _Plan] = {}
         self._direct: Any = None  # serving.online_sqlite.SqliteBatchReader on SQLite
-        self._checked: dict[tuple[str, ...], bool] = {}  # direct read agreed with Feast's?
+        self._checked: dict[PlanKey, bool] = {}  # direct read agreed with Feast's?
         if direct and self.backend == "sqlite":
             from serving.online_sqlite import SqliteBatchReader
 
@@ -84,11 +95,22 @@ class OnlineFeatures:
         )
         return cls(store, direct=settings.direct_online_reads)
 
-    def read(self, models: Sequence[str], customer_ids: Sequence[str]) -> dict[str, OnlineRows]:
-        """Per model, the rows of the customers the store knows (see module docstring)."""
+    def read(
+        self,
+        models: Sequence[str],
+        customer_ids: Sequence[str],
+        layouts: Mapping[str, Layout] | None = None,
+    ) -> dict[str, OnlineRows]:
+        """Per model, the rows of the customers the store knows (see module docstring).
+
+        `layouts` gives a model's features and refs (in training order) where no definition
+        does — an uplift model's, which only its loaded champion knows; the rest are read from
+        the definitions.
+        """
         ids = list(dict.fromkeys(customer_ids))
-        key = tuple(models)
-        plan = self._plan(key)
+        own = layouts or {}
+        key = tuple((model, own[model].refs if model in own else ()) for model in models)
+        plan = self._plan(key, own)
         direct = self._direct is not None and all(map(self._direct.has_view, plan.views))
         if not direct or self._checked.get(key) is False:
             return self._read_feast(plan, ids)
@@ -126,9 +148,7 @@ class OnlineFeatures:
             )
         return out
 
-    def _first_direct(
-        self, key: tuple[str, ...], plan: _Plan, ids: list[str]
-    ) -> dict[str, OnlineRows]:
+    def _first_direct(self, key: PlanKey, plan: _Plan, ids: list[str]) -> dict[str, OnlineRows]:
         """Read `ids` (and a sample of stored customers) both ways; trust the direct read of
         these models only if every row, snapshot and value is the same."""
         try:
@@ -147,18 +167,22 @@ class OnlineFeatures:
         self._checked[key] = agrees
         return self._read_feast(plan, ids)
 
-    def _plan(self, key: tuple[str, ...]) -> _Plan:
+    def _plan(self, key: PlanKey, own: Mapping[str, Layout]) -> _Plan:
         plan = self._plans.get(key)
         now = time.monotonic()
         if plan is not None and now - plan.at < PLAN_SECONDS:
             return plan
-        features = {model: model_features(model) for model in key}
+        models = [model for model, _ in key]
+        features = {
+            model: dict(own[model].features) if model in own else model_features(model)
+            for model in models
+        }
         views: dict[str, list[str]] = {}
         columns: dict[str, list[tuple[str, int]]] = {}
         refs: list[str] = []
-        for model in key:
+        for model in models:
             cols = []
-            for ref in feature_refs(model):
+            for ref in own[model].refs if model in own else feature_refs(model):
                 view, name = ref.split(":", 1)
                 names = views.setdefault(view, [])
                 if name not in names:

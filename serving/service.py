@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.dsl.score_models import is_uplift_model
 from serving.champions import Champion, Champions, population_from_tables
 from serving.metrics import ServiceMetrics
-from serving.online import OnlineFeatures
+from serving.online import Layout, OnlineFeatures
 from serving.scoring import score_batch
 from serving.settings import ServingSettings
 
@@ -99,7 +100,7 @@ class ScoringService:
             raise ModelsUnavailable(missing)
         started = time.perf_counter()
         try:
-            rows = self.features.read(wanted, customer_ids)
+            rows = self.features.read(wanted, customer_ids, _own_layouts(served, wanted))
         except Exception as exc:  # the store's own errors vary by backend (redis, sqlite3)
             log.exception("online feature read failed")
             raise FeaturesUnavailable(
@@ -124,6 +125,12 @@ class ScoringService:
     def _swapped(self, champion: Champion) -> None:
         self.metrics.model_swaps.labels(champion.name).inc()
         self.metrics.model_version.labels(champion.name).set(_numeric(champion.version))
+
+
+def _own_layouts(served: Mapping[str, Champion], wanted: Sequence[str]) -> dict[str, Layout]:
+    """The features of the wanted models that no definition declares (uplift models): what
+    their loaded champion was trained on."""
+    return {m: Layout(served[m].features, served[m].refs) for m in wanted if is_uplift_model(m)}
 
 
 def _numeric(version: str) -> float:

@@ -81,6 +81,7 @@ from engine.dsl.conditions import (
 from engine.dsl.durations import parse_duration
 from engine.dsl.matcher import Matcher, compile_matcher
 from engine.dsl.policy import TriggerPolicy
+from engine.dsl.score_models import uplift_trigger
 from engine.errors import UserError
 
 if TYPE_CHECKING:
@@ -691,21 +692,38 @@ def check_score_models(
     models: Collection[str],
     *,
     known_as: str = "the model definitions are",
+    uplift_of_triggers: bool = True,
 ) -> list[TriggerIssue]:
     """Every ``score: {model: NAME}`` must name a defined model (the names are passed in: the
     engine reads no model definitions itself); one issue per unknown name, at its line.
-    `known_as` says where the names come from (e.g. the models a scoring service serves)."""
+    `known_as` says where the names come from (e.g. the models a scoring service serves).
+
+    With `uplift_of_triggers`, ``uplift_<id>`` of a trigger of the set is known too: no
+    definition declares it (`nudge uplift train <id>` registers it). Against what a scoring
+    service serves, it is known only when served, and the issue says how to train it.
+    """
+    triggers = list(triggers)
+    ids = {trigger.id for trigger in triggers}
     known = ", ".join(sorted(models)) or "none"
+
+    def issue(name: str) -> str | None:
+        if name in models:
+            return None
+        trigger = uplift_trigger(name)
+        if trigger is not None and trigger in ids:
+            if uplift_of_triggers:
+                return None
+            return (
+                f"unknown model {name!r}; {known_as} {known} "
+                f"(train it with `nudge uplift train {trigger}`)"
+            )
+        return f"unknown model {name!r}; {known_as} {known}"
+
     return [
-        TriggerIssue(
-            trigger.source,
-            ref.path,
-            ref.line,
-            f"unknown model {ref.name!r}; {known_as} {known}",
-        )
+        TriggerIssue(trigger.source, ref.path, ref.line, message)
         for trigger in triggers
         for ref in trigger.score_refs
-        if ref.name not in models
+        if (message := issue(ref.name)) is not None
     ]
 
 

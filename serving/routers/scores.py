@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import JSONResponse
 
+from engine.dsl.score_models import is_uplift_model
 from serving.deps import ApiKey, Service
 from serving.schemas import CustomerId, CustomerScores, ModelName, ScoreRequest, ScoreResponse
 from serving.service import FeaturesUnavailable, ModelsUnavailable, ScoringService
@@ -74,13 +75,16 @@ def _score(
 
 
 def _defined(models: list[str], where: str, service: ScoringService) -> list[str]:
-    """The requested models, each one a model definition's name; else a 422 naming the first
-    unknown one (shaped like pydantic's own errors, so clients parse one kind of 422)."""
+    """The requested models, each one a model definition's name or a trigger's uplift model
+    the registry has (``uplift_<trigger>``); else a 422 naming the first unknown one (shaped
+    like pydantic's own errors, so clients parse one kind of 422)."""
     known = service.defined_models
     if not known:  # a service built without create_app
         from models.definitions import load_definitions
 
         known = load_definitions().names
+    uplift = [m for m in service.champions.models if is_uplift_model(m) and m not in known]
+    known = (*known, *uplift)
     for index, name in enumerate(models):
         if name not in known:
             raise HTTPException(

@@ -148,3 +148,17 @@ def test_what_trigger_files_refuse_as_a_duration_the_settings_refuse_too(value):
         parse_duration(value)
     with pytest.raises(ValidationError, match="duration"):
         Settings(max_future=value)
+
+
+def test_uplift_models_get_bands_of_a_difference_of_probabilities(clean_env):
+    """The leaf cannot import engine.dsl.score_models: its uplift prefix must be the same."""
+    from engine.dsl.score_models import UPLIFT_MODEL_PREFIX, uplift_model_name
+    from nudge.settings import UPLIFT_BANDS
+    from nudge.settings import UPLIFT_MODEL_PREFIX as leaf_prefix
+
+    assert leaf_prefix == UPLIFT_MODEL_PREFIX
+    serving = ServingSettings()
+    assert serving.bands_for(uplift_model_name("cart_recovery")) == UPLIFT_BANDS
+    assert serving.bands_for("churn") == (0.3, 0.6)
+    own = ServingSettings(score_bands={"uplift_cart_recovery": (0.01, 0.1)})
+    assert own.bands_for("uplift_cart_recovery") == (0.01, 0.1)

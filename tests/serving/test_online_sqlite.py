@@ -12,6 +12,11 @@ import pytest
 from features.schema import MODEL_NAMES
 
 
+def plan_of(features, models):
+    """The online read's plan of defined models (no model's own layout)."""
+    return features._plan(tuple((m, ()) for m in models), {})
+
+
 def test_every_scalar_encoding_decodes_as_feast_reads_it():
     from feast.protos.feast.types.Value_pb2 import Null, Value
     from feast.type_map import feast_value_type_to_python_type
@@ -50,10 +55,10 @@ def test_the_services_reads_are_the_direct_ones_and_equal_feasts(service, prepar
     features = service.features
     ids = [*prepared.known_ids[:400], *prepared.unknown_ids[:5], "nobody", prepared.known_ids[0]]
     service.score(ids[:3], None, explain=False)  # the first read checks, then switches
-    assert features._checked[tuple(service.champions.models)] is True
+    assert features._checked[tuple((m, ()) for m in service.champions.models)] is True
     assert all(features._checked.values())
     for models in (tuple(MODEL_NAMES), ("ltv",), ("engagement", "churn")):
-        plan = features._plan(models)
+        plan = plan_of(features, models)
         unique = list(dict.fromkeys(ids))
         with features._lock:
             ours = features._read_direct(plan, unique)
@@ -99,7 +104,7 @@ def test_rows_in_another_order_partial_rows_and_nulls_read_as_feast_reads_them(o
             (key,),
         )
     ids = [shuffled, partial, nulled, other, "nobody"]
-    plan = features._plan(tuple(MODEL_NAMES))
+    plan = plan_of(features, MODEL_NAMES)
     with features._lock:
         ours = features._read_direct(plan, ids)
     theirs = features._read_feast(plan, ids)
@@ -123,7 +128,7 @@ def test_an_integer_feature_without_a_value_fails_both_ways(own_store, prepared)
             "WHERE entity_key = ? AND feature_name = 'purchases_7d'",
             (key,),
         )
-    plan = features._plan(("churn",))
+    plan = plan_of(features, ["churn"])
     with pytest.raises(ValueError, match="purchases_7d"), features._lock:
         features._read_direct(plan, [customer])
     with pytest.raises(TypeError):
@@ -144,8 +149,8 @@ def test_a_direct_read_that_disagrees_is_never_used(own_store, prepared, caplog,
     ids = prepared.known_ids[:20]
     with caplog.at_level(logging.WARNING, logger="serving"):
         first = features.read(["churn"], ids)
-    assert features._checked == {("churn",): False} and "differs" in caplog.text
-    plan = features._plan(("churn",))
+    assert features._checked == {(("churn", ()),): False} and "differs" in caplog.text
+    plan = plan_of(features, ["churn"])
     from serving.online import _same_rows
 
     assert _same_rows(first["churn"], features._read_feast(plan, ids)["churn"])
