@@ -152,26 +152,47 @@ def test_behaviour_reveals_the_type(typed_simulation):
 
 
 @pytest.mark.slow
-def test_uplift_targeting_beats_score_targeting_on_the_planted_truth():
-    """Offline closed loop: a T-learner trained on part of a simulated experiment, targeting the
-    top 30 % of the rest, gains more of the oracle's incremental conversions than targeting by
-    the response score, and mails fewer sleeping dogs than there are."""
+def test_uplift_targeting_recovers_most_of_the_oracle_and_holds_the_sleeping_dogs_back():
+    """Closed loop on the planted truth: an X-learner (the backtest's usual choice, default
+    settings) trained on 60 % of a simulated randomized email, then targeting half of the other
+    customers, gains most of what the oracle's targeting of the same number gains — more than
+    churn-score targeting (the customers least likely to buy without the email, from a
+    classifier of the control arm) and response targeting — and mails fewer sleeping dogs than
+    either; sending where its uplift is positive keeps most of the best achievable gain.
+    Measured (seed 7, 12,000 customers): 58 % of the oracle at half, churn 52 %, response 40 %,
+    random 43 %; sleeping dogs 5.6 % of the mailed against 9.5 % of everyone."""
+    import lightgbm as lgb
+
     from models.uplift.backtest import prepare_experiment
-    from models.uplift.learners import ResponseModel, TLearner
+    from models.uplift.learners import ResponseModel, XLearner
     from models.uplift.policy import top_share
 
-    sim = simulate(6_000, 365, seed=7, planted=TYPED)
+    sim = simulate(12_000, 365, seed=7, planted=TYPED)
     table = uplift_experiment(sim, seed=7)
     exp = prepare_experiment(table, treatment_column="treatment", control="holdout",
                              treatment="email", outcome="converted", features=list(FEATURES))  # fmt: skip
     train = np.random.default_rng(0).random(len(exp.y)) < 0.6
-    fit = (exp.X[train], exp.treatment[train], exp.y[train])
-    uplift = TLearner(n_estimators=60).fit(*fit).predict(exp.X[~train])
-    score = ResponseModel(n_estimators=60).fit(*fit).predict(exp.X[~train])
+    X, t, y = exp.X[train], exp.treatment[train], exp.y[train]
+    rest = exp.X[~train]
+    uplift = XLearner().fit(X, t, y).predict(rest)
+    response = ResponseModel().fit(X, t, y).predict(rest)
+    control = t == 0
+    buys_anyway = lgb.LGBMClassifier(n_estimators=100, learning_rate=0.05, num_leaves=15,
+                                     min_child_samples=50, random_state=0, verbose=-1)  # fmt: skip
+    churn = 1 - buys_anyway.fit(X[control], y[control]).predict_proba(rest)[:, 1]
     oracle = table["oracle_uplift"].to_numpy()[~train]
     kinds = sim.truth.set_index("customer_id").loc[table["customer_id"][~train], "response_type"]
-    by_uplift, by_score = top_share(uplift, 0.3), top_share(score, 0.3)
-    assert oracle[by_uplift].sum() > 1.2 * oracle[by_score].sum()
-    assert oracle[by_uplift].sum() > 0.25 * oracle[top_share(oracle, 0.3)].sum()
     dogs = (kinds == "sleeping_dog").to_numpy()
-    assert dogs[by_uplift].mean() < dogs.mean()
+
+    def gain(score: np.ndarray) -> float:
+        return float(oracle[top_share(score, 0.5)].sum())
+
+    best_half = gain(oracle)
+    assert gain(uplift) > 0.5 * best_half  # most of the oracle's incremental conversions
+    assert gain(uplift) > gain(churn) and gain(uplift) > gain(response)
+    assert gain(uplift) > 0.5 * oracle.sum()  # better than mailing a random half
+    mailed_dogs = dogs[top_share(uplift, 0.5)].mean()
+    assert mailed_dogs < 0.75 * dogs.mean() and mailed_dogs < dogs[top_share(churn, 0.5)].mean()
+    positive = uplift > 0
+    assert oracle[positive].sum() > 0.65 * oracle[oracle > 0].sum()
+    assert dogs[positive].mean() < dogs.mean()
