@@ -156,7 +156,9 @@ def report(
 ) -> None:
     """Policy evaluation on the trigger's randomized log (inverse propensity): incremental
     conversions per 1,000 sends for send-to-all, churn-score targeting (when the decisions
-    recorded churn scores) and uplift targeting; logged to MLflow too."""
+    recorded churn scores) and uplift targeting; logged to MLflow too. Judged on the decisions
+    made after the model was trained when each arm has 100 of them, else on the training log
+    (said so: in-sample flatters the model)."""
     from pipelines.uplift_train import load_trigger_experiment, report_trigger
 
     settings, store = _engine()
@@ -164,15 +166,18 @@ def report(
         data = load_trigger_experiment(store, trigger, attribution_hours=settings.attribution_hours)
     finally:
         store.dispose()
-    table, version, run_id = report_trigger(data)
+    judged = report_trigger(data)
+    table, version, run_id = judged.table, judged.version, judged.run_id
     if as_json:
         rows = json.loads(table.to_json(orient="records"))
         out = {"trigger": trigger, "model": f"uplift_{trigger}", "version": version,
-               "run_id": run_id, "policies": rows}  # fmt: skip
+               "run_id": run_id, "evaluated_on": judged.evaluated_on, "rows": judged.rows,
+               "policies": rows}  # fmt: skip
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return
-    shown = Table(title=f"{trigger}: targeting rules on the log (uplift_{trigger} v{version})",
-                  title_justify="left", show_edge=False)  # fmt: skip
+    title = (f"{trigger}: targeting rules on {judged.evaluated_on}, {judged.rows:,} customers "
+             f"(uplift_{trigger} v{version})")  # fmt: skip
+    shown = Table(title=title, title_justify="left", show_edge=False)
     for column in ("rule", "share sent", "incr. conversions per 1,000 sends", "95 % CI"):
         shown.add_column(column, justify="left" if column == "rule" else "right")
     for row in table.itertuples():

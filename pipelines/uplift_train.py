@@ -25,11 +25,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from numpy.typing import NDArray
+from sklearn.base import clone
 from sqlalchemy.engine import Connection
 
 from engine.dsl.score_models import UPLIFT_MODEL_PREFIX, uplift_model_name
@@ -37,7 +39,14 @@ from engine.errors import UserError
 from engine.optimizer.labels import HOLDOUT
 from engine.store.schema import decisions, inbox
 from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN, VIEW_NAMES
-from models.uplift.backtest import BacktestRun, Experiment, prepare_experiment, run_backtest
+from models.uplift.backtest import (
+    MIN_ROWS_PER_ARM,
+    BacktestRun,
+    Experiment,
+    cross_fitted_uplift,
+    prepare_experiment,
+    run_backtest,
+)
 from models.uplift.guardrails import MIN_CONVERSIONS_PER_ARM, enough_conversions
 from models.uplift.learners import make_candidates
 from models.uplift.policy import policy_table
@@ -46,6 +55,7 @@ __all__ = [
     "MODEL_PREFIX",
     "TrainedUplift",
     "TriggerExperiment",
+    "UpliftReport",
     "decision_rows",
     "experiment_name",
     "features_at",
@@ -54,11 +64,14 @@ __all__ = [
     "model_name",
     "read_feature_tables",
     "train_trigger",
+    "trained_through",
     "trigger_experiment",
 ]
 
 MODEL_PREFIX: Final = UPLIFT_MODEL_PREFIX
 ARM, SEND = "arm", "send"
+TRAINED_THROUGH_TAG: Final = "trained_through"
+"""The run tag of the last decision time a registered uplift model learned from."""
 CHURN_SCORE: Final = "churn"
 """The decisions' ``scores`` entry that churn-score targeting ranks by, when present."""
 
@@ -210,15 +223,26 @@ def importances(estimator: Any, features: Sequence[str]) -> pd.Series:
 
 
 def fitted_policy(
-    data: TriggerExperiment, estimator: Any, thresholds: Sequence[float] = (0.0, 0.01, 0.02, 0.05)
+    data: TriggerExperiment,
+    prototype: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    thresholds: Sequence[float] = (0.0, 0.01, 0.02, 0.05),
 ) -> pd.DataFrame:
-    """The inverse-propensity policy table of the trained model on the trigger's rows:
-    send-to-all, churn-score targeting (when the decisions recorded churn scores), uplift
-    targeting at top shares and thresholds. In-sample: the model saw these rows."""
+    """The inverse-propensity policy table of the chosen learner on the trigger's rows, each
+    row's uplift predicted by a model fitted without it (``cross_fitted_uplift``): send-to-all,
+    churn-score targeting (when the decisions recorded churn scores), uplift targeting at top
+    shares and thresholds. Judging the registered model on the rows it learned would flatter it."""
     exp = data.experiment
-    uplift = estimator.predict(exp.X)
+    uplift = cross_fitted_uplift(prototype, exp, folds=folds, seed=seed)
     scores = None if data.churn is None else {"churn score": data.churn.fillna(-1.0).to_numpy()}
     return policy_table(exp.y, exp.treatment, uplift=uplift, scores=scores, thresholds=thresholds)
+
+
+def trained_through(data: TriggerExperiment) -> pd.Timestamp:
+    """The last decision time the model learned from: decisions after it are held out."""
+    return pd.Timestamp(data.frame[TIMESTAMP_COLUMN].max())
 
 
 def train_trigger(
@@ -238,9 +262,9 @@ def train_trigger(
         raise UserError(f"trigger {data.trigger!r}: not training an uplift model: {check.reason}")
     run = run_backtest(exp, splits=splits, seed=seed, n_estimators=n_estimators)
     chosen = run.report.chosen
-    estimator = make_candidates(n_estimators=n_estimators, random_state=seed)[chosen]
-    estimator.fit(exp.X, exp.treatment, exp.y)
-    policy = fitted_policy(data, estimator)
+    prototype = make_candidates(n_estimators=n_estimators, random_state=seed)[chosen]
+    policy = fitted_policy(data, prototype, folds=max(2, min(5, splits)), seed=seed)
+    estimator = clone(prototype).fit(exp.X, exp.treatment, exp.y)
     learned = importances(estimator, exp.features)
     name = model_name(data.trigger)
     run_id, version = _log(data, name, estimator, run, policy, learned, home)
@@ -274,7 +298,10 @@ def _log(
     wrapper = UpliftScoringModel(name, estimator, exp.features, reference)
     example = exp.X.head(5).astype(float)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{name}") as active:
-        mlflow.set_tags({"model": name, "trigger": data.trigger, "git_commit": git_commit()})
+        mlflow.set_tags({
+            "model": name, "trigger": data.trigger, "git_commit": git_commit(),
+            TRAINED_THROUGH_TAG: trained_through(data).isoformat(),
+        })  # fmt: skip
         mlflow.log_params({
             "trigger": data.trigger, "chosen": report.chosen, "rows": report.rows,
             "treated": report.treated, "control": report.control, "splits": report.splits,
@@ -318,11 +345,28 @@ def load_trigger_experiment(
     return trigger_experiment(exposures, times, read_feature_tables(home), trigger)
 
 
-def report_trigger(
-    data: TriggerExperiment, *, home: Path | str | None = None
-) -> tuple[pd.DataFrame, str, str]:
+class UpliftReport(NamedTuple):
+    """What ``report_trigger`` judged, on which rows, and where it logged it."""
+
+    table: pd.DataFrame
+    version: str
+    run_id: str
+    evaluated_on: str
+    """``decisions after training`` (held out) or ``the training log (in-sample)``."""
+    rows: int
+
+
+HELD_OUT, IN_SAMPLE = "decisions after training", "the training log (in-sample)"
+
+
+def report_trigger(data: TriggerExperiment, *, home: Path | str | None = None) -> UpliftReport:
     """The policy table of the registered ``uplift_<trigger>`` (its champion) on the trigger's
-    log, logged as a ``report-…`` run of ``uplift/<trigger>``; returns (table, version, run)."""
+    log, logged as a ``report-…`` run of ``uplift/<trigger>``.
+
+    Judged on the decisions made after the model's training data ends (its run's
+    ``trained_through`` tag) when each arm has at least ``MIN_ROWS_PER_ARM`` of them — those
+    the model never saw; else on the whole log, labelled in-sample.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -331,28 +375,57 @@ def report_trigger(
     name = model_name(data.trigger)
     client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION).version
+        registered = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         raise UserError(
             f"no model {name!r} in the registry: run `nudge uplift train {data.trigger}` first"
         ) from None
+    version = registered.version
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
     wanted = list(model.metadata.get_input_schema().input_names())
     missing = [c for c in wanted if c not in data.experiment.X.columns]
     if missing:
         raise UserError(f"{name} v{version} needs feature(s) {missing} that the log's rows lack")
-    uplift = model.predict(data.experiment.X[wanted].astype(float))["score"].to_numpy()
+    rows, evaluated_on = _report_rows(data, _trained_through_of(client, registered.run_id))
     exp = data.experiment
-    scores = None if data.churn is None else {"churn score": data.churn.fillna(-1.0).to_numpy()}
-    table = policy_table(exp.y, exp.treatment, uplift=uplift, scores=scores)
+    X, y, t = exp.X.loc[rows, wanted], exp.y[rows], exp.treatment[rows]
+    uplift = model.predict(X.astype(float))["score"].to_numpy()
+    churn = None if data.churn is None else data.churn.to_numpy()[rows]
+    scores = None if churn is None else {"churn score": np.nan_to_num(churn, nan=-1.0)}
+    table = policy_table(y, t, uplift=uplift, scores=scores)
     experiment_id = ensure_experiment(experiment_name(data.trigger), home)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"report-{name}") as run:
-        mlflow.set_tags({"model": name, "trigger": data.trigger, "model_version": str(version)})
+        mlflow.set_tags({"model": name, "trigger": data.trigger, "model_version": str(version),
+                         "evaluated_on": evaluated_on})  # fmt: skip
+        mlflow.log_param("rows", int(rows.sum()))
         mlflow.log_text(table.to_csv(index=False), "policy_table.csv")
         for row in table.itertuples():
             if math.isfinite(row.per_1000_sends):
                 mlflow.log_metric(f"per_1000_sends.{_metric_key(str(row.policy))}", row.per_1000_sends)  # fmt: skip
-    return table, str(version), run.info.run_id
+    return UpliftReport(table, str(version), run.info.run_id, evaluated_on, int(rows.sum()))
+
+
+def _trained_through_of(client: Any, run_id: str | None) -> pd.Timestamp | None:
+    if not run_id:
+        return None
+    try:
+        tag = client.get_run(run_id).data.tags.get(TRAINED_THROUGH_TAG)
+    except Exception:  # the run may be gone: the version still reports, in-sample
+        return None
+    return pd.Timestamp(tag) if tag else None
+
+
+def _report_rows(
+    data: TriggerExperiment, through: pd.Timestamp | None
+) -> tuple[NDArray[np.bool_], str]:
+    everything = np.ones(len(data.experiment.y), dtype=bool)
+    if through is None or len(data.frame) != len(everything):
+        return everything, IN_SAMPLE
+    later = (pd.to_datetime(data.frame[TIMESTAMP_COLUMN], utc=True) > through).to_numpy()
+    treated = data.experiment.treatment[later] == 1
+    if min(int(treated.sum()), int((~treated).sum())) < MIN_ROWS_PER_ARM:
+        return everything, IN_SAMPLE
+    return later, HELD_OUT
 
 
 def _metric_key(policy: str) -> str:

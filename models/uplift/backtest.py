@@ -43,6 +43,7 @@ __all__ = [
     "BacktestReport",
     "BacktestRun",
     "Experiment",
+    "cross_fitted_uplift",
     "prepare_experiment",
     "run_backtest",
 ]
@@ -426,6 +427,22 @@ def _policy(
             )
         )
     return rows
+
+
+def cross_fitted_uplift(
+    prototype: Any, exp: Experiment, *, folds: int = 5, seed: int = 0
+) -> NDArray[np.float64]:
+    """Every row's uplift from a model that did not see it: `folds` stratified folds, each
+    predicted by the learner fitted on the others — what a policy table judged on the same
+    rows needs to be held out."""
+    if folds < 2:
+        raise ValueError("folds must be >= 2")
+    out = np.empty(len(exp.y), dtype=np.float64)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for number, (fit_rows, predict_rows) in enumerate(splitter.split(exp.X, _strata(exp))):
+        model = _fitted(prototype, exp, fit_rows, seed + number)
+        out[predict_rows] = model.predict(exp.X.iloc[predict_rows])
+    return out
 
 
 def _fitted(prototype: Any, exp: Experiment, rows: NDArray[np.intp], split_seed: int) -> Any:
