@@ -167,7 +167,11 @@ class Champions:
 
     @property
     def ready(self) -> bool:
-        return bool(self._states) and all(name in self._served for name in self.models)
+        """Every model serves — except, when the registry says what to serve, a trigger's
+        uplift model: one that cannot load (trained on columns the online store lacks, say) is
+        reported in `/v1/models` but must not take the churn, LTV and engagement scores down."""
+        required = [m for m in self.models if self._fixed or not is_uplift_model(m)]
+        return bool(required) and all(name in self._served for name in required)
 
     def discover(self) -> list[str]:
         """Add every model of the definitions that is registered, and every trigger's uplift

@@ -20,6 +20,7 @@ TRIGGER = "cart_recovery"
 MODEL = f"uplift_{TRIGGER}"
 # Mail helps customers with few sessions and harms the others: a sign the model must learn.
 DRIVER = "sessions_30d"
+BROKEN = "uplift_win_back"
 
 
 def snapshot_features(prepared: Any) -> pd.DataFrame:
@@ -70,6 +71,17 @@ def uplift_registry(prepared, tmp_path_factory):
             )
         version = mlflow.register_model(info.model_uri, MODEL).version
         mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", version)
+        # Another trigger's uplift, trained on a column no feature view has: never servable.
+        stranger = rows.rename(columns={DRIVER: "shoe_size"})
+        strange = TLearner(n_estimators=5).fit(stranger, treated, converted)
+        broken = [c if c != DRIVER else "shoe_size" for c in columns]
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name=BROKEN, python_model=UpliftScoringModel(BROKEN, strange, broken),
+                pip_requirements=pip_requirements(),
+            )  # fmt: skip
+        version = mlflow.register_model(info.model_uri, BROKEN).version
+        mlflow.MlflowClient().set_registered_model_alias(BROKEN, "champion", version)
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
@@ -104,6 +116,20 @@ def test_the_registry_s_uplift_model_is_served_beside_the_defined_ones(uplift_se
     champion = service.champions.served()[MODEL]
     assert all(ref.split(":", 1)[1] in champion.features for ref in champion.refs)
     assert -1.0 < champion.prior < 1.0
+
+
+def test_an_uplift_model_that_cannot_load_is_reported_and_blocks_nothing(uplift_service):
+    service, url = uplift_service
+    headers = {"X-API-Key": API_KEY}
+    listed = httpx.get(f"{url}/v1/models", headers=headers).json()["models"]
+    entry = next(m for m in listed if m["name"] == BROKEN)
+    assert entry["status"] == "not_loaded" and entry["version"] is None
+    assert "shoe_size" in entry["load_failure"]["error"]
+    assert "standard feature views" in entry["load_failure"]["error"]
+    assert service.ready and httpx.get(f"{url}/readyz").status_code == 200
+    asked = httpx.post(f"{url}/v1/scores", headers=headers,
+                       json={"customer_ids": ["c1"], "models": [BROKEN]})  # fmt: skip
+    assert asked.status_code == 503 and BROKEN in asked.text
 
 
 def test_values_are_the_uplift_of_the_online_features_with_uplift_bands(
