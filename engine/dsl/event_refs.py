@@ -13,25 +13,23 @@ in ``if`` and every action's ``cancel_if`` the conditions ``event`` (a type, or 
 score crossing, or a condition kind this module does not know) is skipped: the loader, not this
 module, says what is valid.
 
-The positions come from the trigger's file, composed again with the bounded loader of
-`engine.dsl.bounded_yaml` (a file that no longer composes gives no warnings: loading reports it).
+The positions come from the node the loader composed the trigger from (`Trigger.event_refs`,
+collected while loading: the file is not parsed a second time).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.dsl.bounded_yaml import BoundedLoader, Expansion, TooBig, walk_expanded
 from engine.dsl.bounded_yaml import node_line as _line_of
 from engine.dsl.bounded_yaml import yaml_path as _dotted
 from engine.dsl.triggers import TemplateRef, Trigger, TriggerIssue
 
-__all__ = ["check_event_types", "event_refs", "file_event_refs", "unknown_event_message"]
+__all__ = ["check_event_types", "event_refs", "unknown_event_message"]
 
 Loc = tuple[str | int, ...]
 # Condition kinds that hold other conditions: walked into.
@@ -94,35 +92,6 @@ def event_refs(raw: Any, node: yaml.Node) -> tuple[TemplateRef, ...]:
     return tuple(found)
 
 
-def file_event_refs(text: str) -> dict[str, tuple[TemplateRef, ...]]:
-    """The event references of every trigger (by id) in one trigger file's text.
-
-    Composed with the same bounds as loading (depth, alias budget); a file that breaks them, or
-    no longer parses, gives {} — its problems are the loader's to report."""
-    refs: dict[str, tuple[TemplateRef, ...]] = {}
-    loader = BoundedLoader(text)
-    expansion = Expansion()
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-            expansion.seen = set()
-            for item in items:
-                walk_expanded(item, expansion, 2 if item is not node else 1)
-            document = loader.construct_document(node)
-            raws = document if isinstance(node, yaml.SequenceNode) else [document]
-            for item, raw in zip(items, raws, strict=True):
-                if isinstance(raw, Mapping) and isinstance(raw.get("id"), str):
-                    refs.setdefault(raw["id"], event_refs(raw, item))
-    except (yaml.YAMLError, TooBig, RecursionError, ValueError, TypeError):
-        return {}
-    finally:
-        loader.dispose()
-    return refs
-
-
 def unknown_event_message(name: str, known: Collection[str]) -> str:
     """The warning's text for an event type `name` that is not in `known`."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
@@ -135,20 +104,12 @@ def unknown_event_message(name: str, known: Collection[str]) -> str:
 
 def check_event_types(triggers: Iterable[Trigger], known: Collection[str]) -> list[TriggerIssue]:
     """One warning (a `TriggerIssue`) per event type a trigger names that is not in `known`,
-    at the file and line that names it, in file and line order. Triggers whose source is not a
-    readable file (loaded from a string) are skipped."""
-    by_file: dict[str, dict[str, tuple[TemplateRef, ...]]] = {}
-    warnings: list[TriggerIssue] = []
-    for trigger in triggers:
-        if trigger.source not in by_file:
-            try:
-                text = Path(trigger.source).read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError, ValueError):
-                text = ""
-            by_file[trigger.source] = file_event_refs(text) if text else {}
-        for ref in by_file[trigger.source].get(trigger.id, ()):
-            if ref.name not in known:
-                message = unknown_event_message(ref.name, known)
-                warnings.append(TriggerIssue(trigger.source, ref.path, ref.line, message))
+    at the file and line that names it, in file and line order."""
+    warnings = [
+        TriggerIssue(trigger.source, ref.path, ref.line, unknown_event_message(ref.name, known))
+        for trigger in triggers
+        for ref in trigger.event_refs
+        if ref.name not in known
+    ]
     warnings.sort(key=lambda issue: (issue.file, issue.line or 0))
     return warnings

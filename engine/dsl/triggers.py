@@ -464,6 +464,9 @@ class Trigger:
     # Every `score: {model: NAME}` of the trigger, where it is written (checked by
     # `check_score_models` against the model definitions' names).
     score_refs: tuple[TemplateRef, ...] = ()
+    # Every event type the trigger names, where (`engine.dsl.event_refs`: the warnings for
+    # types no input has had), collected from the node the trigger was loaded from.
+    event_refs: tuple[TemplateRef, ...] = ()
     # The global policies `policy_for` merged the trigger's `policy:` over (kept alive, so that
     # their ids stay theirs), and the results: the processor's and the dispatcher's.
     _merged: dict[int, tuple[SuppressionPolicy, SuppressionPolicy]] = field(
@@ -911,9 +914,12 @@ def _load_one(
         )
     if spec is None or len(issues) > before:
         return None
+    from engine.dsl.event_refs import event_refs  # it imports this module: imported late
+
     return Trigger(
-        spec, where, condition, version, source, _template_refs(spec, node), _score_refs(raw, node)
-    )
+        spec, where, condition, version, source, _template_refs(spec, node),
+        _score_refs(raw, node), event_refs(raw, node),
+    )  # fmt: skip
 
 
 def apply_experiment_variant(raw: Mapping[str, Any], variant: str) -> dict[str, Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.dsl.event_refs import check_event_types, file_event_refs, unknown_event_message
-from engine.dsl.triggers import load_trigger_dir
+import yaml
+
+from engine.dsl.event_refs import check_event_types, event_refs, unknown_event_message
+from engine.dsl.triggers import load_trigger_dir, load_trigger_text
 
 TRIGGER = """\
 id: every_place
@@ -25,7 +27,9 @@ actions:
 
 
 def test_every_place_a_trigger_names_an_event_type_is_found_with_its_line() -> None:
-    refs = file_event_refs(TRIGGER)["every_place"]
+    loaded = load_trigger_text(TRIGGER, "every_place.yaml")
+    assert not loaded.issues
+    refs = loaded.triggers[0].event_refs
     assert [(r.name, r.path, r.line) for r in refs] == [
         ("cart_add", "when.event", 3),
         ("checkout_startd", "when.then_absent.event", 4),
@@ -48,8 +52,14 @@ def test_forms_without_an_event_and_unknown_kinds_are_skipped() -> None:
         "  actions: [{add_to_segment: {segment: s}}]\n"
         "- id: no_when\n  actions: [{add_to_segment: {segment: s}}]\n"
     )
-    assert file_event_refs(text) == {"scheduled": (), "crossing": (), "no_when": ()}
-    assert file_event_refs("id: [unclosed\n") == {}
+    documents = yaml.safe_load(text)
+    nodes = yaml.compose(text).value
+    assert [event_refs(raw, node) for raw, node in zip(documents, nodes, strict=True)] == [
+        (),
+        (),
+        (),
+    ]
+    assert event_refs("not a mapping", yaml.compose("x")) == ()
 
 
 def test_unknown_types_warn_at_their_line_with_a_close_match(tmp_path: Path) -> None:
