@@ -10,8 +10,9 @@ unless --home names one that has them. Then, each server in a process of its own
   rate (100/s: the latency target's load), then closed-loop with concurrent clients for
   throughput; and 100-customer batches, closed-loop;
 - batch scaling (issue 20): one customer and 1,000 customers × 3 models, one client, with
-  Feast's own online read (`NUDGE_DIRECT_ONLINE_READS=false`: the code before) and with the
-  direct SQLite read; `--only-batches` runs only these;
+  Feast's own online read (`NUDGE_DIRECT_ONLINE_READS=false`: the code before), with the
+  direct SQLite read (`NUDGE_ONLINE_SNAPSHOT_MAX_CUSTOMERS=0`), and with the direct read from
+  views held in memory (the default); `--only-batches` runs only these;
 - `mlflow models serve --env-manager local` on the same churn model: single-row `/invocations`
   with the same concurrency (it does no feature lookup: the features are in the request).
 
@@ -267,10 +268,21 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def start_scoring(prepared: PreparedHome, port: int, *, direct: bool = True) -> subprocess.Popen:
+# (label, NUDGE_DIRECT_ONLINE_READS, views in memory) of the batch-scaling servers.
+READS = (
+    ("Feast read", False, False),
+    ("direct read", True, False),
+    ("direct read, views in memory", True, True),
+)
+
+
+def start_scoring(
+    prepared: PreparedHome, port: int, *, direct: bool = True, in_memory: bool = True
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "NUDGE_DIRECT_ONLINE_READS": "true" if direct else "false",
+        "NUDGE_ONLINE_SNAPSHOT_MAX_CUSTOMERS": "1000000" if in_memory else "0",
         "NUDGE_HOME": str(prepared.home),
         "NUDGE_API_KEY": API_KEY,
         "MLFLOW_TRACKING_URI": prepared.tracking_uri,
@@ -359,10 +371,11 @@ def run(
             results.append(measured(server, scenario))
 
     # Batch scaling, issue 20: one customer and 1,000 customers, one client, Feast's own online
-    # read (the code before) and the direct one, each in a server of its own.
-    for read, direct in (("Feast read", False), ("direct read", True)):
+    # read (the code before), the direct one, and the direct one from views held in memory,
+    # each in a server of its own.
+    for read, direct, in_memory in READS:
         port = free_port()
-        server = start_scoring(prepared, port, direct=direct)
+        server = start_scoring(prepared, port, direct=direct, in_memory=in_memory)
         try:
             scenarios(
                 server,
@@ -483,7 +496,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(scratch, ignore_errors=True)
     print(table(results))
     print()
-    for read in ("Feast read", "direct read"):
+    for read, _, _ in READS:
         one = next(r for r in results if f"({read}) · 1 customer" in r.label)
         many = next(r for r in results if f"({read}) · 1,000" in r.label)
         ratio = many.quantile(0.5) / one.quantile(0.5)

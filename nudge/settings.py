@@ -632,6 +632,13 @@ class ServingSettings(SharedSettings):
         description="Read Feast's SQLite online store with one query per view (checked against "
         "Feast's own read first); false: Feast's get_online_features for every request.",
     )
+    online_snapshot_max_customers: int = Field(
+        default=1_000_000,
+        ge=0,
+        description="With direct reads: hold each SQLite online view in memory while the file "
+        "is unchanged (reloaded after each materialization or erasure; SQLite answers "
+        "meanwhile) when it has at most this many customers; 0: never.",
+    )
     score_bands: dict[str, Bands] = Field(
         default_factory=lambda: dict(DEFAULT_BANDS),
         description='Band thresholds per model as JSON, e.g. {"churn": [0.3, 0.6]}: below the '

@@ -67,7 +67,9 @@ PlanKey = tuple[tuple[str, tuple[str, ...]], ...]
 class OnlineFeatures:
     """Reads model features for customers from one long-lived `FeatureStore`."""
 
-    def __init__(self, store: FeatureStore, *, direct: bool = True) -> None:
+    def __init__(
+        self, store: FeatureStore, *, direct: bool = True, snapshot_max_customers: int = 0
+    ) -> None:
         self.store = store
         self.backend = str(store.config.online_store.type)
         # Feast's SQLite online store shares one sqlite3 connection between threads; Python's
@@ -81,7 +83,9 @@ class OnlineFeatures:
             from serving.online_sqlite import SqliteBatchReader
 
             try:
-                self._direct = SqliteBatchReader(store)
+                self._direct = SqliteBatchReader(
+                    store, snapshot_max_customers=snapshot_max_customers
+                )
             except Exception:  # Feast internals moved: its own read still works
                 log.warning("direct SQLite online reads unavailable", exc_info=True)
 
@@ -93,7 +97,11 @@ class OnlineFeatures:
         store = open_store(
             settings.home_dir, settings.feast_production, project=settings.feast_project
         )
-        return cls(store, direct=settings.direct_online_reads)
+        return cls(
+            store,
+            direct=settings.direct_online_reads,
+            snapshot_max_customers=settings.online_snapshot_max_customers,
+        )
 
     def read(
         self,

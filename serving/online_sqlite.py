@@ -17,7 +17,9 @@ only then.
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
 
     from feast import FeatureStore
 
-__all__ = ["SqliteBatchReader", "ViewBlock", "decode_values"]
+__all__ = ["Snapshots", "SqliteBatchReader", "ViewBlock", "ViewSnapshot", "decode_values"]
+
+log = logging.getLogger("serving")
 
 # ValueProto tags (field number << 3 | wire type) of the scalar types features are stored as.
 _INT32, _INT64, _BOOL = 0x18, 0x20, 0x38  # varints
@@ -53,7 +57,7 @@ class ViewBlock:
 class SqliteBatchReader:
     """Reads feature views of one Feast store's SQLite online store, many customers at a time."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, *, snapshot_max_customers: int = 0) -> None:
         from feast.infra.online_stores.helpers import compute_table_id
 
         self.store = store
@@ -65,6 +69,9 @@ class SqliteBatchReader:
         }
         self._keys = _KeyEncoder(config.entity_key_serialization_version)
         self._stamps: dict[int, int] = {}  # stored event_ts → Feast's epoch seconds
+        self._snapshots: Snapshots | None = None
+        if snapshot_max_customers > 0:
+            self._snapshots = Snapshots(self, db_path(store), snapshot_max_customers)
 
     def has_view(self, view: str) -> bool:
         return view in self._tables
@@ -92,28 +99,53 @@ class SqliteBatchReader:
         ]
 
     def read(self, view: str, features: Sequence[str], ids: Sequence[str]) -> ViewBlock:
-        """`features` of `view` for `ids` (distinct): one query, values decoded together."""
+        """`features` of `view` for `ids` (distinct): from the view's snapshot when one is
+        current (module docstring), else one query, values decoded together."""
         n, width = len(ids), len(features)
-        present = np.zeros(n, dtype=bool)
-        values = np.full((n, width), np.nan)
-        nulls = np.ones((n, width), dtype=bool)
-        stamps = np.zeros(n, dtype=np.int64)
         if not n or not width:
-            return ViewBlock(present, values, nulls, stamps)
+            return _empty_block(n, width)
         keys = self._keys.encode(ids)
-        where = {key: i for i, key in enumerate(keys)}
-        # Every feature of the view: filtering by name costs SQLite more than it saves.
+        snapshot = self._snapshots.current(view, self.connection()) if self._snapshots else None
+        if snapshot is not None:
+            return snapshot.pick(keys, features)
         query = (
             f'SELECT entity_key, min(event_ts), group_concat(feature_name, ","), '
             f'group_concat(hex(value), ",") FROM "{self._tables[view]}" '
             f"WHERE entity_key IN ({','.join('?' * n)}) GROUP BY entity_key"
         )
         rows = self.connection().execute(query, keys).fetchall()
+        return self._decode(rows, features, {key: i for i, key in enumerate(keys)})
+
+    def read_all(
+        self, view: str, features: Sequence[str], connection: sqlite3.Connection
+    ) -> tuple[list[bytes], ViewBlock]:
+        """Every row of `view` (the stored entity keys, in the order read, and their block),
+        through `connection` (the snapshot loader's own, not Feast's)."""
+        query = (
+            f'SELECT entity_key, min(event_ts), group_concat(feature_name, ","), '
+            f'group_concat(hex(value), ",") FROM "{self._tables[view]}" GROUP BY entity_key'
+        )
+        rows = connection.execute(query).fetchall()
+        keys = [bytes(row[0]) for row in rows]
+        where = {key: i for i, key in enumerate(keys)}
+        return keys, self._decode(rows, features, where)
+
+    def view_features(self, view: str) -> list[str]:
+        """Every feature of a registered view, in the registry's order."""
+        found = self.store.get_feature_view(view)
+        return [feature.name for feature in found.features]
+
+    def _decode(
+        self, rows: list[Any], features: Sequence[str], where: dict[bytes, int]
+    ) -> ViewBlock:
+        """The grouped rows' `features`, each row at `where[its key]`."""
+        block = _empty_block(len(where), len(features))
+        present, values, nulls, stamps = block.present, block.values, block.nulls, block.stamps
         column = {name: j for j, name in enumerate(features)}
         # Rows by the order of their names (SQLite's, usually one for the whole batch).
         groups: dict[str, tuple[list[int], list[str]]] = {}
         for key, stamp, names, hexed in rows:
-            i = where[key]
+            i = where[bytes(key)]
             stamps[i] = self._epoch(stamp)
             group = groups.setdefault(names, ([], []))
             group[0].append(i)
@@ -143,7 +175,7 @@ class SqliteBatchReader:
             present[rows_odd] = True
             values[rows_odd, cols_odd] = decoded
             nulls[rows_odd, cols_odd] = null
-        return ViewBlock(present, values, nulls, stamps)
+        return block
 
     def _epoch(self, stored: Any) -> int:
         """Feast stores `event_ts` as epoch seconds of a naive UTC time and reads it back with
@@ -160,6 +192,138 @@ class SqliteBatchReader:
                 datetime.fromtimestamp(raw).replace(tzinfo=UTC).timestamp()
             )
         return epoch
+
+
+def _empty_block(n: int, width: int) -> ViewBlock:
+    """No row for any of `n` ids: absent, NaN, null, no timestamp."""
+    return ViewBlock(
+        np.zeros(n, dtype=bool),
+        np.full((n, width), np.nan),
+        np.ones((n, width), dtype=bool),
+        np.zeros(n, dtype=np.int64),
+    )
+
+
+def db_path(store: FeatureStore) -> str:
+    """The SQLite file of a store's online store, as Feast resolves it."""
+    from pathlib import Path
+
+    config = store.config
+    path = Path(config.online_store.path)
+    if config.repo_path and not path.is_absolute():
+        return str(Path(config.repo_path) / path)
+    return str(path)
+
+
+@dataclass(frozen=True)
+class ViewSnapshot:
+    """Every stored row of one view, decoded: a batch read becomes a lookup and a gather."""
+
+    index: dict[bytes, int]  # entity key → row
+    features: dict[str, int]  # feature → column
+    block: ViewBlock
+
+    def pick(self, keys: Sequence[bytes], features: Sequence[str]) -> ViewBlock:
+        """`read`'s answer for `keys`: the same block a query would decode."""
+        get = self.index.get
+        rows = np.fromiter((get(key, -1) for key in keys), dtype=np.int64, count=len(keys))
+        present = rows >= 0
+        at = np.where(present, rows, 0)
+        columns = np.fromiter((self.features[name] for name in features), dtype=np.int64)
+        block = self.block
+        values = block.values[np.ix_(at, columns)]
+        nulls = block.nulls[np.ix_(at, columns)]
+        values[~present] = np.nan
+        nulls[~present] = True
+        stamps = np.where(present, block.stamps[at], 0)
+        return ViewBlock(present & block.present[at], values, nulls, stamps)
+
+
+class Snapshots:
+    """The views of one SQLite online store held in memory, valid while the file is unchanged.
+
+    Validity is SQLite's own change counter: ``PRAGMA data_version`` of Feast's connection moves
+    when any other connection commits (materialization, an erasure), and the connection's
+    ``total_changes`` when it writes itself. A snapshot is used only while both are what they
+    were when it was taken; after a change every read goes to SQLite again at once — an erased
+    customer is never served from memory — while a thread loads fresh snapshots through a
+    connection of its own (Feast's stays free for requests). A store with more than
+    `max_customers` rows in a view is not held (memory: 8 bytes per feature and customer).
+    """
+
+    def __init__(self, reader: SqliteBatchReader, path: str, max_customers: int) -> None:
+        self.reader, self.path, self.max_customers = reader, path, max_customers
+        self._taken: tuple[int, int, int] | None = None  # the version the views were taken at
+        self._views: dict[str, ViewSnapshot] = {}
+        self._loading: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.loads = 0  # snapshots published (tests and logs)
+        self.too_big: set[str] = set()
+
+    def current(self, view: str, connection: sqlite3.Connection) -> ViewSnapshot | None:
+        """The view's snapshot if the store is unchanged since it was taken; else None (and a
+        fresh load started). Called with Feast's connection, under the reader's lock."""
+        version = _version(connection)
+        with self._lock:
+            if self._taken == version and view in self._views:
+                return self._views[view]
+            if self._taken != version:
+                self._views = {}
+                self._taken = None
+            if self._loading is None and view not in self.too_big:
+                self._loading = threading.Thread(
+                    target=self._load, args=(version,), name="online-snapshot", daemon=True
+                )
+                self._loading.start()
+        return None
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Until the load in progress (if any) is done (tests)."""
+        thread = self._loading
+        if thread is not None:
+            thread.join(timeout)
+
+    def _load(self, version: tuple[int, int, int]) -> None:
+        import sqlite3
+
+        views: dict[str, ViewSnapshot] = {}
+        try:
+            connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                for view in self.reader._tables:
+                    table = self.reader._tables[view]
+                    (count,) = connection.execute(
+                        f'SELECT count(DISTINCT entity_key) FROM "{table}"'
+                    ).fetchone()
+                    if count > self.max_customers:
+                        log.warning(
+                            "online view %s has %d customers, more than the %d held in "
+                            "memory: read from SQLite per batch", view, count, self.max_customers,
+                        )  # fmt: skip
+                        self.too_big.add(view)
+                        continue
+                    features = self.reader.view_features(view)
+                    keys, block = self.reader.read_all(view, features, connection)
+                    index = {key: i for i, key in enumerate(keys)}
+                    columns = {name: j for j, name in enumerate(features)}
+                    views[view] = ViewSnapshot(index, columns, block)
+            finally:
+                connection.close()
+        except Exception:  # a failed load only leaves reads on SQLite
+            log.warning("could not load the online store into memory", exc_info=True)
+            views = {}
+        with self._lock:
+            self._loading = None
+            # Published for the version the load began at: if the store changed meanwhile,
+            # the next read sees another version, drops these and loads again.
+            if views:
+                self._views, self._taken = views, version
+                self.loads += 1
+
+
+def _version(connection: sqlite3.Connection) -> tuple[int, int, int]:
+    (data_version,) = connection.execute("PRAGMA data_version").fetchone()
+    return id(connection), int(data_version), connection.total_changes
 
 
 def decode_values(parts: Sequence[str]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:

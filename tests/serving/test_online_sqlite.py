@@ -163,3 +163,107 @@ def test_the_key_encoding_is_feasts(own_store):
     assert keys.prefix is not None
     for customer in ("c0000001", "ü-ñ@example.com", "x" * 128, "中文"):
         assert keys.encode([customer]) == [keys._feast(customer)]
+
+
+# -- the in-memory snapshot ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def snapshot_store(prepared, tmp_path):
+    """A private copy of the online store, read with views held in memory."""
+    from features.store import open_store
+    from serving.online import OnlineFeatures
+
+    home = tmp_path / "home"
+    shutil.copytree(prepared.home / "feast", home / "feast")
+    features = OnlineFeatures(open_store(home, production=False), snapshot_max_customers=100_000)
+    yield features, home / "feast" / "online_store.db"
+    features.close()
+
+
+def _warm(features, ids) -> None:
+    """Read once (that starts the load), wait for it: the next reads come from memory."""
+    features.read(list(MODEL_NAMES), ids)
+    features._direct._snapshots.wait()
+
+
+def _erase(path, reader, customer) -> None:
+    [key] = reader._keys.encode([customer])
+    with sqlite3.connect(path) as db:
+        for table in reader._tables.values():
+            db.execute(f'DELETE FROM "{table}" WHERE entity_key = ?', (key,))
+
+
+def test_the_snapshot_answers_what_sqlite_and_feast_answer(snapshot_store, prepared):
+    from serving.online import _same_rows
+
+    features, path = snapshot_store
+    reader = features._direct
+    partial, nulled = prepared.known_ids[1:3]
+    table = reader._tables["churn_features"]
+    with sqlite3.connect(path) as db:
+        [key] = reader._keys.encode([partial])
+        db.execute(f"DELETE FROM \"{table}\" WHERE entity_key = ? AND feature_name = 'spend_30d'", (key,))  # fmt: skip
+        [key] = reader._keys.encode([nulled])
+        db.execute(f"UPDATE \"{table}\" SET value = X'' WHERE entity_key = ? AND feature_name = 'recency_days'", (key,))  # fmt: skip
+    ids = [*prepared.known_ids[:300], *prepared.unknown_ids[:5], "nobody"]
+    _warm(features, ids[:3])
+    snapshots = reader._snapshots
+    assert snapshots.loads == 1
+    with features._lock:
+        assert snapshots.current("churn_features", reader.connection()) is not None
+    plan = plan_of(features, MODEL_NAMES)
+    with features._lock:
+        ours = features._read_direct(plan, ids)
+    theirs = features._read_feast(plan, ids)
+    for model in MODEL_NAMES:
+        assert len(ours[model]) >= 299 and _same_rows(ours[model], theirs[model]), model
+    assert snapshots.loads == 1  # nothing changed: no second load
+
+
+def test_an_erasure_by_another_process_is_never_answered_from_memory(snapshot_store, prepared):
+    features, path = snapshot_store
+    reader = features._direct
+    gone, kept = prepared.known_ids[:2]
+    _warm(features, [gone, kept])
+    assert gone in features.read(["churn"], [gone])["churn"].customer_ids
+    _erase(path, reader, gone)
+    # The very next read sees the change: SQLite answers while the views load again.
+    after = features.read(["churn"], [gone, kept])["churn"]
+    assert after.customer_ids == [kept]
+    reader._snapshots.wait()
+    assert reader._snapshots.loads == 2
+    assert features.read(["churn"], [gone, kept])["churn"].customer_ids == [kept]
+    with features._lock:
+        assert reader._snapshots.current("churn_features", reader.connection()) is not None
+
+
+def test_a_write_through_feasts_own_connection_is_seen_too(snapshot_store, prepared):
+    features, _ = snapshot_store
+    reader = features._direct
+    gone = prepared.known_ids[3]
+    _warm(features, [gone])
+    [key] = reader._keys.encode([gone])
+    connection = reader.connection()  # data_version does not move for its own writes
+    with connection:
+        connection.execute(f'DELETE FROM "{reader._tables["churn_features"]}" WHERE entity_key = ?', (key,))  # fmt: skip
+    assert features.read(["churn"], [gone])["churn"].customer_ids == []
+
+
+def test_a_view_bigger_than_the_limit_stays_on_sqlite(prepared, tmp_path, caplog):
+    from features.store import open_store
+    from serving.online import OnlineFeatures
+
+    home = tmp_path / "home"
+    shutil.copytree(prepared.home / "feast", home / "feast")
+    features = OnlineFeatures(open_store(home, production=False), snapshot_max_customers=10)
+    try:
+        ids = prepared.known_ids[:20]
+        with caplog.at_level(logging.WARNING, logger="serving"):
+            _warm(features, ids)
+        snapshots = features._direct._snapshots
+        assert snapshots.loads == 0 and "churn_features" in snapshots.too_big
+        assert "held in memory" in caplog.text
+        assert len(features.read(["churn"], ids)["churn"]) == 20
+    finally:
+        features.close()
