@@ -38,9 +38,13 @@ format: install  ## apply ruff fixes and formatting
 	$(UV) run --frozen ruff check --fix .
 	$(UV) run --frozen ruff format .
 
-bench: install  ## run the benchmarks (results go in BENCHMARKS.md by hand)
-	$(UV) run --frozen python bench/simulate.py
-	$(UV) run --frozen python bench/delivery.py
+# Every benchmark, each with its baseline in the same run (about an hour on 2 cores; the
+# PostgreSQL and Redis ones need those servers). Results go in BENCHMARKS.md by hand.
+BENCHES := simulate.py pipeline.py engine_throughput.py scoring.py audience.py \
+	ingest_http.py delivery.py send_rates.py webhooks.py uplift.py
+
+bench: install  ## run every benchmark (results go in BENCHMARKS.md by hand)
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; $(UV) run --frozen python bench/$$b; done
 
 clean:  ## remove the environments and local state
 	rm -rf .venv .tools .nudge .pytest_cache .ruff_cache
