@@ -27,6 +27,7 @@ from engine.decisions.suppression import SuppressionPolicy
 from engine.dsl.triggers import Trigger, TriggerIndex, load_trigger_text
 from engine.events import EventType
 from engine.runtime.inbox import accept_stream
+from engine.runtime.loop import freeze_startup_heap
 from engine.runtime.processor import Processor
 from engine.runtime.replay import events_from_rows
 from engine.store import EngineDB
@@ -148,6 +149,7 @@ def main() -> None:
         for e in items
     ]
     print(f"{len(items):,} simulated events of {args.customers:,} customers\n")
+    freeze_startup_heap()  # as `nudge engine run` does once it is set up
     print(
         "| triggers | decisions per event | in-process events/s | end to end (SQLite) events/s "
         "| baseline (sketch loop) events/s | in-process ÷ baseline | end to end ÷ baseline |"

@@ -740,7 +740,7 @@ def run(
     """Run the engine's workers without the API: process events and/or deliver due actions."""
     import threading
 
-    from engine.runtime.loop import EngineLoop
+    from engine.runtime.loop import EngineLoop, freeze_startup_heap
     from engine.runtime.metrics import EngineMetrics, MetricsServer
 
     if role not in {"all", "processor", "dispatcher"}:
@@ -773,6 +773,7 @@ def run(
         except OSError as exc:
             fail(f"--metrics-port: cannot listen on {metrics_host}:{port} ({exc.strerror})")
         console.print(f"metrics on http://{metrics_host}:{server.port}/metrics")
+    freeze_startup_heap()
     try:
         stats = loop.run(stop, until_idle=until_idle)
     except KeyboardInterrupt:
