@@ -316,8 +316,17 @@ class CalibratedLGBMClassifier(ClassifierMixin, _LGBMBase):
 
     def score_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`predict_proba(X)[:, 1]` of the same rows given as a matrix (see `matrix_of`)."""
+        return self._calibrated(self.raw_score_matrix(matrix))
+
+    def score_from_contributions(self, contributions: NDArray[np.float64]) -> NDArray[np.float64]:
+        """`score_matrix` of the rows whose `contributions_matrix` is given: a row of
+        contributions sums to the raw score, so an explained request predicts once, not twice
+        (one LightGBM call is ~0.2 ms of a single-customer request's ~2 ms)."""
+        return self._calibrated(np.asarray(contributions, dtype=np.float64).sum(axis=1))
+
+    def _calibrated(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         slope, intercept = self.calibration_
-        positive: NDArray[np.float64] = expit(slope * self.raw_score_matrix(matrix) + intercept)
+        positive: NDArray[np.float64] = expit(slope * raw + intercept)
         return positive
 
 
@@ -391,9 +400,13 @@ class LGBMSpendRegressor(RegressorMixin, _LGBMBase):
         """`predict(X)` of the same rows given as a matrix (see `matrix_of`)."""
         array = self._checked(matrix)
         boosted = _dense(self.booster_.predict(array, num_threads=1))
-        return self._blend(boosted, pd.DataFrame(array, columns=list(self.feature_names_in_)))
+        # Columns by name without a DataFrame: building one costs ~0.5 ms per request.
+        columns = {name: array[:, i] for i, name in enumerate(self.feature_names_in_)}
+        return self._blend(boosted, columns)
 
-    def _blend(self, boosted: NDArray[np.float64], X: pd.DataFrame) -> NDArray[np.float64]:
+    def _blend(
+        self, boosted: NDArray[np.float64], X: pd.DataFrame | Mapping[str, NDArray[np.floating]]
+    ) -> NDArray[np.float64]:
         bgnbd = getattr(self, "bgnbd_", None)  # models pickled before the blend have none
         if bgnbd is None:
             return boosted

@@ -77,18 +77,35 @@ class ScoringModel(PythonModel):
         """``score`` (and ``best_send_hour``, else None) of `predict`, from a matrix of the
         features in training order: a single-customer request builds no DataFrame."""
         score = np.asarray(self.estimator.score_matrix(matrix), dtype=np.float64)
-        if self.best_send_hour is None:
-            return score, None
-        names = self.feature_names
-        hours = self.best_send_hour.predict_values(
-            matrix[:, names.index("preferred_send_hour")],
-            matrix[:, names.index("preferred_send_hour_opens")],
-        )
-        return score, hours
+        return score, self._send_hours(matrix)
 
     def contributions_matrix(self, matrix: NDArray[np.floating]) -> NDArray[np.float64]:
         """`contributions` as an array: one column per feature (training order), then bias."""
         return self.estimator.contributions_matrix(matrix)
+
+    def explained_matrix(
+        self, matrix: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64] | None, NDArray[np.float64]]:
+        """`score_matrix` and `contributions_matrix` together: from the contributions alone when
+        the estimator can turn them into its score (`score_from_contributions`), one model
+        evaluation instead of two."""
+        contributions = self.contributions_matrix(matrix)
+        from_contributions = getattr(self.estimator, "score_from_contributions", None)
+        if from_contributions is None:
+            score, hours = self.score_matrix(matrix)
+            return score, hours, contributions
+        score = np.asarray(from_contributions(contributions), dtype=np.float64)
+        return score, self._send_hours(matrix), contributions
+
+    def _send_hours(self, matrix: NDArray[np.floating]) -> NDArray[np.int64] | None:
+        if self.best_send_hour is None:
+            return None
+        names = self.feature_names
+        hours: NDArray[np.int64] = self.best_send_hour.predict_values(
+            matrix[:, names.index("preferred_send_hour")],
+            matrix[:, names.index("preferred_send_hour_opens")],
+        )
+        return hours
 
 
 def pip_requirements() -> list[str]:

@@ -91,6 +91,17 @@ class Champion:
         """LightGBM per-feature contributions (pred_contrib) to the raw score, then the bias."""
         return self.model.contributions_matrix(matrix)
 
+    def explained(
+        self, matrix: NDArray[np.floating]
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64] | None, NDArray[np.float64]]:
+        """`score` and `contributions` of the same rows, in one model evaluation where the model
+        can (`explained_matrix`), else two."""
+        explained = getattr(self.model, "explained_matrix", None)
+        if explained is not None:
+            return explained(matrix)
+        values, hours = self.score(matrix)
+        return values, hours, self.contributions(matrix)
+
 
 @dataclass
 class ModelState:

@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from features.store import OnlineRows
 from serving.champions import Champion
 from serving.settings import Bands
@@ -70,14 +73,18 @@ def _score_known(
 ) -> dict[str, dict[str, Any]]:
     if not len(rows):
         return {}
-    values, hours = champion.score(rows.matrix)
+    if explain_top is None:
+        values, hours = champion.score(rows.matrix)
+        reasons = None
+    else:
+        values, hours, contributions = champion.explained(rows.matrix)
+        reasons = _reasons(champion, rows, contributions, explain_top)
     snapshots = rows.snapshots.tolist()
     # Few distinct snapshots per batch: format and age each once.
     meta: dict[int, tuple[str, bool]] = {}
     for stamp in set(snapshots):
         taken = datetime.fromtimestamp(stamp, UTC)
         meta[stamp] = (taken.isoformat(), now - taken > stale_after)
-    reasons = _reasons(champion, rows, explain_top) if explain_top is not None else None
     hour_list = hours.tolist() if hours is not None else None
     scored = {}
     for i, (cid, value) in enumerate(zip(rows.customer_ids, values.tolist(), strict=True)):
@@ -98,14 +105,15 @@ def _score_known(
     return scored
 
 
-def _reasons(champion: Champion, rows: OnlineRows, k: int) -> list[list[dict[str, Any]]]:
+def _reasons(
+    champion: Champion, rows: OnlineRows, contributions: NDArray[np.float64], k: int
+) -> list[list[dict[str, Any]]]:
     """The top `k` features pushing each row's score up (LightGBM pred_contrib), each with what
     it means in words ("42 days since the last purchase")."""
     from features.catalog import describe
     from models.lgbm import top_reason_indices
 
-    contributions = champion.contributions(rows.matrix)[:, : len(rows.features)]  # no bias
-    picked = top_reason_indices(contributions, k)
+    picked = top_reason_indices(contributions[:, : len(rows.features)], k)  # no bias
     meanings = champion.meanings or (None,) * len(rows.features)
     return [
         [

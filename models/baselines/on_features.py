@@ -8,7 +8,8 @@ at his first event (`tenure_days`) with x = 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,8 @@ class BGNBDSpend(RegressorMixin, BaseEstimator):
         self.gamma_gamma_ = GammaGammaModel().fit(x, value)
         return self
 
-    def predict(self, X: pd.DataFrame) -> NDArray[np.float64]:
+    def predict(self, X: Columns) -> NDArray[np.float64]:
+        """Expected spend over the horizon of each row of a frame or a mapping of columns."""
         check_is_fitted(self)
         x, t_x, t_obs = _rft(X)
         _, value = _monetary(X)
@@ -314,22 +316,35 @@ def _rfm(X: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _rft(X: pd.DataFrame) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+Columns: TypeAlias = "pd.DataFrame | Mapping[str, NDArray[np.floating]]"
+
+
+def _rft(X: Columns) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """BG/NBD (x, t_x, T) in weeks; customers without a purchase: x = t_x = 0, T = tenure."""
-    bought = X["bgnbd_age"].notna().to_numpy()
-    x = np.where(bought, X["bgnbd_x"].to_numpy(dtype=float), 0.0)
-    t_x = np.where(bought, X["bgnbd_t_x"].to_numpy(dtype=float), 0.0)
-    t_obs = np.where(bought, X["bgnbd_age"].to_numpy(dtype=float), X["tenure_days"].fillna(0.0))
+    age = _column(X, "bgnbd_age")
+    bought = ~np.isnan(age)
+    x = np.where(bought, _column(X, "bgnbd_x"), 0.0)
+    t_x = np.where(bought, _column(X, "bgnbd_t_x"), 0.0)
+    tenure = _column(X, "tenure_days")
+    t_obs = np.where(bought, age, np.where(np.isnan(tenure), 0.0, tenure))
     t_obs = np.maximum(t_obs, t_x)
     return x, t_x / _WEEK, t_obs / _WEEK
 
 
-def _monetary(X: pd.DataFrame) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _monetary(X: Columns) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(x, mean repeat-day spend); customers whose repeat spend is not positive count as x = 0."""
-    x = X["bgnbd_x"].to_numpy(dtype=float)
-    value = X["gg_monetary"].to_numpy(dtype=float)
+    x = _column(X, "bgnbd_x")
+    value = _column(X, "gg_monetary")
     usable = (x > 0) & np.isfinite(value) & (value > 0)
     return np.where(usable, x, 0.0), np.where(usable, value, 0.0)
+
+
+def _column(X: Columns, name: str) -> NDArray[np.float64]:
+    """Column `name` of a frame (missing values as NaN) or of a mapping of NumPy columns (the
+    serving path, which builds no frame)."""
+    if isinstance(X, pd.DataFrame):
+        return X[name].to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(X[name], dtype=np.float64)
 
 
 def _latest(X: pd.DataFrame) -> pd.DataFrame:

@@ -181,6 +181,9 @@ def test_a_linear_base_stays_additive_and_the_matrix_path_agrees():
     matrix = model.matrix_of(X)
     assert np.allclose(model.score_matrix(matrix), model.predict_proba(X)[:, 1], atol=1e-12)
     assert np.allclose(model.contributions_matrix(matrix), contributions.to_numpy(), atol=1e-12)
+    # An explained request scores from the contributions it computed anyway: the same numbers.
+    explained = model.score_from_contributions(model.contributions_matrix(matrix))
+    assert np.allclose(explained, model.predict_proba(X)[:, 1], rtol=0, atol=1e-12)
 
 
 def test_a_linear_base_on_an_unknown_column_is_refused_by_name():

@@ -74,6 +74,13 @@ def test_spend_baselines_scale_with_the_horizon():
     long = BGNBDSpend(90).fit(frame).predict(frame)
     assert (short >= 0).all() and np.isfinite(short).all()
     assert 1.5 < long.sum() / short.sum() < 3.0  # fewer than 3×: some customers die meanwhile
+    # Serving passes NumPy columns by name instead of a frame: the same numbers, never-buyers too.
+    mixed = pd.concat([frame, frame.head(3).assign(bgnbd_x=0, bgnbd_t_x=np.nan, bgnbd_age=np.nan,
+                                                   gg_monetary=np.nan)])  # fmt: skip
+    model = BGNBDSpend(90).fit(frame)
+    columns = {name: mixed[name].to_numpy(dtype=float) for name in mixed.columns
+               if pd.api.types.is_numeric_dtype(mixed[name])}  # fmt: skip
+    assert np.array_equal(model.predict(columns), model.predict(mixed))
     historical = HistoricalSpend(90).fit(frame).predict(frame)
     expected = frame["spend_total"] / frame["tenure_days"] * 90
     assert np.allclose(historical, expected)
