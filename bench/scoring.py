@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nudge.local_server import free_port, wait_until_ready
 from pipelines.sample_home import PreparedHome, prepare_home
 
-__all__ = ["main"]
+__all__ = ["main", "prepared_home", "start_scoring", "stop_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "bench-key"
@@ -259,7 +259,8 @@ def _cpu_seconds(pid: int) -> float:
 # -- servers ---------------------------------------------------------------------------------------
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_server(process: subprocess.Popen) -> None:
+    """Terminate a server process (killed if it has not ended within 20 s)."""
     process.terminate()
     try:
         process.wait(timeout=20)
@@ -277,8 +278,15 @@ READS = (
 
 
 def start_scoring(
-    prepared: PreparedHome, port: int, *, direct: bool = True, in_memory: bool = True
+    prepared: PreparedHome,
+    port: int,
+    *,
+    direct: bool = True,
+    in_memory: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
+    """`nudge serve` on `prepared` in a process of its own, ready; `extra_env` adds to or
+    overrides its environment (e.g. the production Feast store's settings)."""
     env = {
         **os.environ,
         "NUDGE_DIRECT_ONLINE_READS": "true" if direct else "false",
@@ -287,6 +295,7 @@ def start_scoring(
         "NUDGE_API_KEY": API_KEY,
         "MLFLOW_TRACKING_URI": prepared.tracking_uri,
         "NUDGE_SERVE_PORT": str(port),
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "serving"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
@@ -389,7 +398,7 @@ def run(
                 ],
             )  # fmt: skip
         finally:
-            _stop(server)
+            stop_server(server)
     if only_batches:
         return results
 
@@ -415,7 +424,7 @@ def run(
             ],
         )
     finally:
-        _stop(server)
+        stop_server(server)
 
     # The MLflow server gets the same churn feature rows the service would have looked up.
     store = open_store(prepared.home, production=False)
@@ -446,7 +455,7 @@ def run(
             ],
         )
     finally:
-        _stop(server)
+        stop_server(server)
     return results
 
 
@@ -481,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
         home = scratch / "home"
     started = time.perf_counter()
-    prepared = _prepared(home, args.customers)
+    prepared = prepared_home(home, args.customers)
     print(f"prepared {home} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     try:
         results = run(
@@ -525,7 +534,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"- cores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}")
 
 
-def _prepared(home: Path, customers: int) -> PreparedHome:
+def prepared_home(home: Path, customers: int) -> PreparedHome:
     """Reuse a home this script prepared before (its facts are in bench.json), else build one."""
     facts = home / "bench.json"
     if facts.exists():
