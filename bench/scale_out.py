@@ -285,16 +285,20 @@ def redis_store(prepared: PreparedHome, step: StepPrinter) -> Iterator[Any]:
     engine = sa.create_engine(POSTGRES)
     with engine.begin() as connection:
         connection.execute(sa.text(f'CREATE SCHEMA "{tag}"'))
-    previous = {k: os.environ.get(k) for k in ("NUDGE_FEAST_REGISTRY_URL", "NUDGE_REDIS_URL")}
-    os.environ["NUDGE_FEAST_REGISTRY_URL"] = f"{POSTGRES}?options=-csearch_path%3D{tag}"
-    os.environ["NUDGE_REDIS_URL"] = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    # Feast's production config reads these; the HTTP servers get the same.
+    redis_env = {
+        "NUDGE_FEAST_REGISTRY_URL": f"{POSTGRES}?options=-csearch_path%3D{tag}",
+        "NUDGE_REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+    }
+    previous = {k: os.environ.get(k) for k in redis_env}
+    os.environ.update(redis_env)
     store = None
     try:
         store = open_store(prepared.home, production=True, project=tag)
         step(f"Redis online store: feast apply + materialize the latest snapshot ({tag})")
         apply_definitions(store, prepared.home)
         materialize_snapshot(store, prepared.snapshot)
-        yield store, tag
+        yield store, tag, redis_env
     finally:
         if store is not None:
             store.teardown()
@@ -346,7 +350,7 @@ def bench_reads(
         ),
     }
     out = []
-    with redis_store(prepared, step) as (store, _tag):
+    with redis_store(prepared, step) as (store, _tag, _env):
         readers["Redis, Feast's read"] = OnlineFeatures(store)
         reference = readers["SQLite, Feast's read (baseline)"].read(MODELS, chunks[0])
         for label, reader in readers.items():
@@ -410,15 +414,10 @@ def bench_http(prepared: PreparedHome, *, seconds: float, step: StepPrinter) -> 
 
     serve("SQLite, Feast's read (baseline)", {}, direct=False, in_memory=False)
     serve("SQLite, direct read, views in memory (default)", {})
-    with redis_store(prepared, step) as (_store, tag):
+    with redis_store(prepared, step) as (_store, tag, redis_env):
         serve(
             "Redis, Feast's read",
-            {
-                "NUDGE_FEAST_PRODUCTION": "true",
-                "NUDGE_FEAST_PROJECT": tag,
-                "NUDGE_FEAST_REGISTRY_URL": os.environ["NUDGE_FEAST_REGISTRY_URL"],
-                "NUDGE_REDIS_URL": os.environ["NUDGE_REDIS_URL"],
-            },
+            {"NUDGE_FEAST_PRODUCTION": "true", "NUDGE_FEAST_PROJECT": tag, **redis_env},
         )
     return results
 
