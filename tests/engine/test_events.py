@@ -302,6 +302,10 @@ def test_a_built_event_is_the_one_the_model_makes(change):
     assert event == reference
     assert event.model_dump_json() == reference.model_dump_json()
     assert event.model_fields_set == reference.model_fields_set
+    assert repr(event) == repr(reference)
+    assert event.model_copy(update={"event_id": "other"}).event_id == "other"
+    with pytest.raises(ValidationError):  # frozen, as the model's
+        event.event_id = "changed"
     assert event.properties is not data["properties"]  # a copy, as the model's
 
 
