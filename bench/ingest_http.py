@@ -7,6 +7,11 @@ Reported per endpoint: events/s over the whole run (first request sent → last 
 median and p99 latency of one request. Target: ≥ 10,000 events/s with 8 clients.
 
     uv run python bench/ingest_http.py [--clients 8] [--events 200000] [--batch 500] [--db URL]
+        [--schema NAME]
+
+PostgreSQL: ``--db postgresql+psycopg://postgres@127.0.0.1:5432/test --schema bench_ingest``
+puts the engine's tables in a schema of their own (created, then dropped at the end: it must
+not exist before).
 """
 
 from __future__ import annotations
@@ -30,14 +35,14 @@ KEY = "bench-key"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def serve(url: str, port: int) -> None:
-    """The child process: the engine's API over the database at `url`."""
+def serve(url: str, port: int, schema: str | None = None) -> None:
+    """The child process: the engine's API over the database at `url` (`schema`: PostgreSQL's)."""
     import uvicorn
 
     from engine.runtime.api import create_app
     from engine.store import EngineDB
 
-    app = create_app(EngineDB.open(url), KEY)
+    app = create_app(EngineDB.open(url, schema=schema), KEY)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -107,21 +112,30 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="per endpoint")
     parser.add_argument("--batch", type=int, default=500, help="events per request")
     parser.add_argument("--db", help="engine database URL (default: SQLite in a temp dir)")
-    parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--schema", help="PostgreSQL schema of its own (created, then dropped)")
+    parser.add_argument("--serve", nargs="+", metavar="URL PORT [SCHEMA]", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), *args.serve[2:])
         return
 
-    from engine.store import EngineDB, schema
+    from engine.store import EngineDB
+    from engine.store import schema as tables
     from engine.store.sql import count_rows
     from nudge.local_server import free_port, wait_until_ready
 
     workdir = Path(tempfile.mkdtemp(prefix="nudge-ingest-bench-"))
     url = args.db or f"sqlite:///{workdir / 'engine.db'}"
-    EngineDB.open(url).dispose()  # created at head before the server starts
+    schema = args.schema
+    if schema and not schema.isidentifier():
+        raise SystemExit(f"--schema: expected a plain name, not {schema!r}")
+    if schema and _schema_exists(url, schema):
+        raise SystemExit(f"--schema: {schema} exists already (this benchmark drops it at the end)")
+    EngineDB.open(url, schema=schema).dispose()  # created at head before the server starts
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", url, str(port)])
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", url, str(port), *([schema] if schema else [])]
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(f"{base}/healthz", server, 60, "the engine API")
@@ -139,12 +153,14 @@ def main() -> None:
             "POST /v1/batch (Segment)": run(base, "/v1/batch", segment_bodies, args.clients,
                                             {**json_type, "Authorization": basic}),
         }  # fmt: skip
-        db = EngineDB.open(url)
-        stored = db.read(count_rows, schema.inbox)
+        db = EngineDB.open(url, schema=schema)
+        stored = db.read(count_rows, tables.inbox)
         db.dispose()
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if schema:
+            _drop_schema(url, schema)
     print(f"{args.clients} clients, {n:,} events per endpoint in batches of {size}, "
           f"database {url.split('://')[0]}; {stored:,} events in the inbox")  # fmt: skip
     for name, r in results.items():
@@ -152,6 +168,32 @@ def main() -> None:
               f"{r['median_ms']:6.1f} ms, p99 {r['p99_ms']:6.1f} ms")  # fmt: skip
     if stored != 2 * n:
         raise SystemExit(f"expected {2 * n:,} events in the inbox, found {stored:,}")
+
+
+def _schema_exists(url: str, schema: str) -> bool:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"),
+                {"s": schema},
+            ).first()
+    finally:
+        engine.dispose()
+    return found is not None
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

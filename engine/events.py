@@ -493,11 +493,96 @@ def validate_event(
 
 def validate_event_in(data: Any, context: dict[str, Any]) -> Event:
     """`validate_event` with its context made once by `event_context` (a batch's events share it:
-    parsing the durations again for each event cost as much as a field's validation)."""
+    parsing the durations again for each event cost as much as a field's validation).
+
+    An event built in-process (see `_built_event`: an aware `datetime` timestamp, text fields, a
+    dict of properties — what the Segment API makes of a message) whose fields all pass the
+    contract's rules checked directly is made without pydantic's validation; any other input,
+    and any field that fails a direct check, goes through the model, whose errors name it.
+    """
     if isinstance(data, str | bytes):
         return Event.model_validate_json(data, context=context)  # its parser bounds the depth
+    if type(data) is dict:
+        built = _built_event(data, context)
+        if built is not None:
+            return built
     _refuse_pathological_values(data)
     return Event.model_validate(data, context=context)
+
+
+# The fields `_built_event` checks itself; an event with any other (location, an unknown one)
+# is validated by the model.
+_BUILT_FIELDS = frozenset(
+    {"event_id", "customer_id", "event_type", "timestamp", "properties", "session_id", "source",
+     "device"}
+)  # fmt: skip
+_TEXT_LIMITS = (("session_id", 128), ("source", 64), ("device", 64))
+_EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
+
+
+def _built_event(data: dict[str, Any], context: dict[str, Any]) -> Event | None:
+    """`data` as an Event assembled the way `Event.model_construct` does it, when every field is
+    of the type the model would produce and passes the model's rules, checked directly; else None.
+
+    The checks are the model's, or stricter (an id whose first character is not printable ASCII
+    goes through the model, whose pattern knows Unicode's spaces): whatever this accepts, the
+    model accepts and turns into the same event. Measured: 11.5 µs an event through the model,
+    4.3 µs with model_construct (the properties' JSON limits, ~2 µs, run in both), less again
+    with the assembly below.
+    """
+    if not data.keys() <= _BUILT_FIELDS:
+        return None
+    timestamp = data.get("timestamp")
+    if type(timestamp) is not datetime or timestamp.utcoffset() is None:
+        return None
+    for name in ("event_id", "customer_id"):
+        value = data.get(name)
+        if (
+            type(value) is not str
+            or not 0 < len(value) <= 128
+            or not "!" <= value[0] <= "~"
+            or text_problem(value, controls=True)
+        ):
+            return None
+    event_type = data.get("event_type")
+    if type(event_type) is not str or _EVENT_TYPE.fullmatch(event_type) is None:
+        return None  # the pattern admits ASCII letters, digits and _.:- only: no control
+    for name, limit in _TEXT_LIMITS:
+        value = data.get(name)
+        if value is not None and (
+            type(value) is not str or len(value) > limit or text_problem(value, controls=True)
+        ):
+            return None
+    properties = data.get("properties", {})
+    if type(properties) is not dict or find_json_problem(properties, max_bytes=MAX_JSON_BYTES):
+        return None
+    try:
+        _plausible_time(timestamp, context)
+    except PydanticCustomError:
+        return None
+    # What `Event.model_construct` does, without its general loop over fields and aliases
+    # (7.1 → 1.2 µs): the tests check the result equals, dumps and reports its set fields as the
+    # model's own, so that a pydantic upgrade changing these attributes fails there.
+    event = Event.__new__(Event)
+    fields = {
+        "event_id": data["event_id"],
+        "customer_id": data["customer_id"],
+        "event_type": event_type,
+        "timestamp": timestamp,
+        "properties": dict(properties),  # the model's dict validation copies it too
+        "session_id": data.get("session_id"),
+        "source": data.get("source"),
+        "device": data.get("device"),
+        "location": None,
+    }
+    _set(event, "__dict__", fields)
+    _set(event, "__pydantic_fields_set__", set(data))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
+_set = object.__setattr__  # Event is frozen: its own __setattr__ refuses
 
 
 def event_context(

@@ -7,6 +7,7 @@ from engine.events import (
     STANDARD_EVENT_TYPES,
     CustomerProfile,
     Event,
+    _built_event,
     describe_validation_error,
     event_amount,
     validate_event,
@@ -265,3 +266,77 @@ def test_deep_values_outside_properties_are_field_errors_too():
     with pytest.raises(ValidationError) as caught:
         validate_event(deep(100_000))  # not even an object: printing it must not recurse
     assert "nested deeper than 32 levels" in describe_validation_error(caught.value)[0]
+
+
+# -- events built in-process (an aware datetime timestamp): made without the model when valid --
+
+BUILT = {
+    "event_id": "m-1",
+    "customer_id": "c-1",
+    "event_type": "product_view",
+    "timestamp": datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
+    "properties": {"sku": "A", "price": 19.5, "nested": {"list": [1, "x", None]}},
+    "source": "segment",
+}
+CLOCK = {"now": datetime(2026, 3, 2, tzinfo=UTC)}
+
+
+CONTEXT = {"naive_timezone": None, "now": CLOCK["now"].timestamp(), "max_future": 86400.0}
+
+
+def model_validated(data: dict) -> Event:
+    """What the model itself makes of `data` (the reference the direct build must match)."""
+    return Event.model_validate(data, context=CONTEXT)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{}, {"session_id": "s-9", "device": "ios"}, {"session_id": ""}, {"properties": {}},
+     {"event_id": "x" * 128}, {"event_type": "a.b:c-d_9"}],
+)  # fmt: skip
+def test_a_built_event_is_the_one_the_model_makes(change):
+    data = {**BUILT, **change}
+    assert _built_event(data, CONTEXT) is not None  # the direct way, not the model
+    event = validate_event(data, **CLOCK)
+    reference = model_validated(data)
+    assert event == reference
+    assert event.model_dump_json() == reference.model_dump_json()
+    assert event.model_fields_set == reference.model_fields_set
+    assert repr(event) == repr(reference)
+    assert event.model_copy(update={"event_id": "other"}).event_id == "other"
+    with pytest.raises(ValidationError):  # frozen, as the model's
+        event.event_id = "changed"
+    assert event.properties is not data["properties"]  # a copy, as the model's
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"event_id": " leading-space"}, "event_id"),
+        ({"event_id": ""}, "event_id"),
+        ({"event_id": "x" * 129}, "event_id"),
+        ({"customer_id": "c\n1"}, "customer_id"),
+        ({"customer_id": "c\ud8001"}, "customer_id"),
+        ({"event_type": "Product Viewed"}, "event_type"),
+        ({"session_id": "s" * 129}, "session_id"),
+        ({"device": "a\x00b"}, "device"),
+        ({"timestamp": datetime(1969, 12, 31, tzinfo=UTC)}, "timestamp"),
+        ({"timestamp": datetime(2026, 3, 9, tzinfo=UTC)}, "timestamp"),
+        ({"timestamp": datetime(2026, 3, 1, 9, 0)}, "timestamp"),  # naive, no zone given
+        ({"properties": {"bad": float("nan")}}, "properties"),
+        ({"properties": {"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}},
+         "properties"),
+        ({"properties": {"big": "x" * 300_000}}, "properties"),
+        ({"properties": {"k\x01": 1}}, "properties"),
+        ({"properties": ["not", "a", "dict"]}, "properties"),
+        ({"unknown": 1}, "unknown"),
+    ],
+)  # fmt: skip
+def test_a_built_event_failing_a_check_gets_the_models_error(change, field):
+    data = {**BUILT, **change}
+    assert _built_event(data, CONTEXT) is None  # left to the model
+    lines = problems(data, **CLOCK)
+    with pytest.raises(ValidationError) as caught:
+        model_validated(data)
+    assert lines == describe_validation_error(caught.value)
+    assert lines and lines[0].startswith(field)

@@ -162,3 +162,35 @@ def test_the_size_limit_is_exact_whether_or_not_the_exact_size_is_computed(value
     assert find_json_problem(value, max_bytes=exact) is None
     refused = find_json_problem(value, max_bytes=exact - 1)
     assert refused is not None and refused.message.startswith(f"larger than {exact - 1} bytes")
+
+
+# Values with problems too (NaN, NUL, a lone surrogate, control characters in keys, bytes, a
+# non-string key), checked against small limits so that random values reach every one.
+_any_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**14000), max_value=2**14000)
+    | st.floats() | st.binary(max_size=2)
+    | st.text(st.sampled_from(["a", "é", "\x00", "\ud800", "\x01", "\u2028"]), max_size=7),
+    lambda children: st.lists(children, max_size=4) | st.tuples(children)
+    | st.dictionaries(st.text(st.sampled_from(["k", "é", "\x01", "\ud800", "\x00"]), max_size=4)
+                      | st.integers(0, 2), children, max_size=4),
+    max_leaves=25,
+)  # fmt: skip
+_limits = st.fixed_dictionaries(
+    {"max_depth": st.integers(1, 5), "max_string": st.integers(0, 6), "max_key": st.integers(0, 3),
+     "max_items": st.integers(1, 30), "max_bytes": st.none() | st.integers(0, 300)}
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_any_values, _limits)
+def test_the_quick_check_says_no_problem_only_when_the_full_walk_finds_none(value, limits):
+    from engine.limits import _first_problem, _fits
+
+    problem = _first_problem(value, **limits)
+    if not isinstance(value, dict | list | tuple):
+        return
+    if _fits(value, **limits):
+        assert problem is None
+    elif limits["max_bytes"] is None:  # then only a problem makes it look (plain types here)
+        assert problem is not None
+    assert find_json_problem(value, **limits) == problem
