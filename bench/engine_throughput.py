@@ -27,11 +27,11 @@ from engine.decisions.suppression import SuppressionPolicy
 from engine.dsl.triggers import Trigger, TriggerIndex, load_trigger_text
 from engine.events import EventType
 from engine.runtime.inbox import accept_stream
-from engine.runtime.loop import freeze_startup_heap
 from engine.runtime.processor import Processor
 from engine.runtime.replay import events_from_rows
 from engine.store import EngineDB
 from engine.store.customers import upsert_profiles
+from nudge.heap import freeze_startup_heap
 from pipelines.simulator import simulate
 
 # A property per event type that rule filters can test, with a plausible range.

