@@ -155,10 +155,22 @@ class SmtpSender:
 
     def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
         """Deliver `email` on the open connection (opened if need be); the result to store."""
-        raw = email.to_bytes(self.settings.sender, linesep="\r\n")  # before connecting: may fail
-        data = smtplib._quote_periods(raw)  # type: ignore[attr-defined]  # dot-stuffing, as smtplib does
+        return self.send_data(email, self.encode(email), before_commit)
+
+    def encode(self, email: RenderedEmail) -> bytes:
+        """The DATA of `email`: its bytes, dot-stuffed, CRLF-terminated, without the final dot
+        (TemplateError when a header cannot be written). Done before connecting: it may fail."""
+        raw = email.to_bytes(self.settings.sender, linesep="\r\n")
+        data: bytes = smtplib._quote_periods(raw)  # type: ignore[attr-defined]  # dot-stuffing, as smtplib does
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
+        return data
+
+    def send_data(
+        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None]
+    ) -> str:
+        """`send` with the DATA already made by `encode` (the dispatcher builds it before the
+        *sending* commit of a group, engine.runtime.dispatcher)."""
         envelope_from = parseaddr(email.sender or self.settings.sender)[1]
         smtp = self._transfer(envelope_from, email.to, data)
         before_commit()  # the point of no return is the dot below
