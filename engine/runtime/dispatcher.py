@@ -127,12 +127,18 @@ from engine.store.outbox import (
     claim_due,
     defer_action,
     mark_action,
+    mark_actions,
     release_claims,
     retry_action,
     settle_sending,
 )
 from engine.store.sends import send_times, sends_in_windows
-from engine.store.suppressions import normalise_email, record_message, suppressions_for
+from engine.store.suppressions import (
+    normalise_email,
+    record_message,
+    record_messages,
+    suppressions_for,
+)
 
 __all__ = ["GROUP_SIZE", "DispatchStats", "Dispatcher"]
 
@@ -881,10 +887,13 @@ def _mark_group_sending(conn: Connection, marks: Sequence[tuple[int, str | None,
     """A group's points of no return: (action id, reference, is email) each, in one transaction,
     with the *sent* of earlier deliveries."""
     _mark_sent(conn, delivered)
-    for action_id, reference, email in marks:
-        mark_action(conn, action_id, "sending", now, result=reference)
-        if email and reference and reference.startswith("<"):
-            record_message(conn, reference, action_id, now)
+    mark_actions(
+        conn, [(action_id, "sending", now, reference) for action_id, reference, _ in marks]
+    )
+    messages = [
+        (ref, action_id) for action_id, ref, email in marks if email and ref and ref.startswith("<")
+    ]
+    record_messages(conn, messages, now)
 
 
 @dataclass
@@ -904,8 +913,7 @@ class _Grouped:
 
 def _mark_sent(conn: Connection, delivered: Sequence[tuple[int, float, str]]) -> None:
     """Record deliveries as *sent*: (action id, now, the channel's result) each."""
-    for action_id, now, result in delivered:
-        mark_action(conn, action_id, "sent", now, result=result)
+    mark_actions(conn, [(action_id, "sent", now, result) for action_id, now, result in delivered])
 
 
 def _due(action: ActionRow) -> float:

@@ -192,3 +192,15 @@ def test_group_size_must_be_positive(engine_store):
     index = fill(engine_store, 0)
     with pytest.raises(ValueError, match="group_size"):
         dispatcher(engine_store, index, Probe(engine_store), "unconfirmed", group=0)
+
+
+def test_a_group_remembers_each_message_id_for_the_providers_webhooks(engine_store):
+    from engine.store.suppressions import action_for_message
+
+    index = fill(engine_store, 3)
+    probe = Probe(engine_store)
+    dispatcher(engine_store, index, probe, "unconfirmed", group=3).run_due(T0 + 60)
+    for action in engine_store.read(list_actions):
+        message_id = action.result.split()[-1]  # "probe <…@…>"
+        found = engine_store.read(action_for_message, message_id)
+        assert found is not None and found.action_id == action.id
