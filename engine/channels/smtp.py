@@ -46,12 +46,11 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 
 from engine.channels.base import DeliveryError
-from engine.channels.email import EmailSettings, RenderedEmail
+from engine.channels.email import EmailSettings, RenderedEmail, bare_address
 from engine.errors import UserError
 
 __all__ = [
@@ -171,7 +170,7 @@ class SmtpSender:
     ) -> str:
         """`send` with the DATA already made by `encode` (the dispatcher builds it before the
         *sending* commit of a group, engine.runtime.dispatcher)."""
-        envelope_from = parseaddr(email.sender or self.settings.sender)[1]
+        envelope_from = bare_address(email.sender or self.settings.sender)
         smtp = self._transfer(envelope_from, email.to, data)
         before_commit()  # the point of no return is the dot below
         try:
