@@ -2,6 +2,10 @@
 
 Rendering (`engine.channels.email`) and transport (`engine.channels.smtp`) stay apart so that
 previews and test sends render exactly what the dispatcher would send, without sending.
+
+`prepare` renders and builds the wire bytes without sending (a `PreparedEmail`); `send` is
+`prepare(...).send()`. The dispatcher prepares a group of emails, marks them *sending* in one
+commit, then sends each (group commit, engine.runtime.dispatcher).
 """
 
 from __future__ import annotations
