@@ -259,6 +259,7 @@ def build_dispatcher(
         store, index, email=email, webhooks=webhooks, channels=channels, worker_id=worker_id,
         send_rate=build_send_rate(s, store), erasure_salt=s.erasure_key(),
         policy=load_policy(s), default_zone=s.default_timezone, scores=score_client(s),
+        group_size=s.email_group_commit,
     )  # fmt: skip
 
 

@@ -264,6 +264,11 @@ class Settings(SharedSettings):
     smtp_timeout: float = Field(
         default=10.0, gt=0, description="Seconds per SMTP connect, command and reply."
     )
+    email_group_commit: int = Field(
+        default=50, ge=1, le=1000,
+        description="Emails marked sending in one commit before their final dots (1: one commit "
+        "per email); a crash leaves at most this many unconfirmed, never resent.",
+    )  # fmt: skip
     email_sender: str = Field(
         default="nudge <hello@nudge.example>", description="From address of emails."
     )

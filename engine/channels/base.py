@@ -13,6 +13,11 @@ destinations):
   a dropped connection) or never will (a 4xx, a bad address, a missing template); `retry_after` is
   the provider's own wait (429 / Retry-After), which the dispatcher honours instead of its backoff.
   The dispatcher also knows the older exception types (TemplateError, BlockedTarget, OSError, …).
+- `prepare` (optional) does everything of `send` but the sending — an email rendered and its bytes
+  built — and returns a `PreparedDelivery` whose `send()` finishes it, calling `before_commit`
+  as `send` does. A channel with `prepare` whose `settle_in_doubt` is ``unconfirmed`` gets its
+  deliveries grouped: several prepared, marked *sending* in one commit, then sent
+  (engine.runtime.dispatcher).
 - `close` ends what a batch opened (an SMTP connection is reused for a whole dispatcher batch).
 - `settle_in_doubt` is what `recover()` marks actions caught in *sending* with after a crash:
   `unconfirmed` where the provider cannot be asked (SMTP), `pending` where sending again is
@@ -25,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Channel", "Delivery", "DeliveryError", "channel_of_kind"]
+__all__ = ["Channel", "Delivery", "DeliveryError", "PreparedDelivery", "channel_of_kind"]
 
 # Action kind → channel name (caps, consent and send rates are per channel).
 _KIND_CHANNELS = {
@@ -70,6 +75,19 @@ class Delivery:
     # point of no return.
     before_commit: Callable[[str | None], None]
     tracking: bool = True  # the trigger's `tracking:` (issue 14): open pixel and tracked links
+
+
+class PreparedDelivery(Protocol):
+    """A delivery built and ready to go (`Channel.prepare`, optional)."""
+
+    @property
+    def reference(self) -> str | None:
+        """What the *sending* mark stores (a Message-ID, …)."""
+        ...
+
+    def send(self) -> str:
+        """Deliver it, calling the delivery's `before_commit` at the point of no return."""
+        ...
 
 
 class Channel(Protocol):

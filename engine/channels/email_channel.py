@@ -2,15 +2,46 @@
 
 Rendering (`engine.channels.email`) and transport (`engine.channels.smtp`) stay apart so that
 previews and test sends render exactly what the dispatcher would send, without sending.
+
+`prepare` renders and builds the wire bytes without sending (a `PreparedEmail`); `send` is
+`prepare(...).send()`. The dispatcher prepares a group of emails, marks them *sending* in one
+commit, then sends each (group commit, engine.runtime.dispatcher).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 from engine.channels.base import Delivery
-from engine.channels.email import EmailSettings, render_email
+from engine.channels.email import EmailSettings, RenderedEmail, render_email
 from engine.channels.smtp import Mailer, SmtpSender, mailer_for
 
-__all__ = ["EmailChannel"]
+__all__ = ["EmailChannel", "PreparedEmail"]
+
+
+@dataclass(frozen=True)
+class PreparedEmail:
+    """A rendered email with its wire bytes (SMTP), ready to go: `send` transfers it, calls
+    `before_commit(reference)` at the final dot, and returns the result to store."""
+
+    mailer: Mailer
+    email: RenderedEmail
+    data: bytes | None  # the SMTP DATA (SmtpSender.encode); None: the mailer builds its own
+    before_commit: Callable[[str | None], None]
+
+    @property
+    def reference(self) -> str:
+        """What the *sending* mark stores: the Message-ID."""
+        return self.email.message_id
+
+    def send(self) -> str:
+        """Deliver the email (DeliveryError and the transport's errors as `Mailer.send`)."""
+        commit = partial(self.before_commit, self.email.message_id)
+        if self.data is not None and isinstance(self.mailer, SmtpSender):
+            return self.mailer.send_data(self.email, self.data, commit)
+        return self.mailer.send(self.email, commit)
 
 
 class EmailChannel:
@@ -28,6 +59,11 @@ class EmailChannel:
 
     def send(self, delivery: Delivery) -> str:
         """Render and deliver one email (TemplateError when it cannot be built)."""
+        return self.prepare(delivery).send()
+
+    def prepare(self, delivery: Delivery) -> PreparedEmail:
+        """Render the email and build its bytes, sending nothing (TemplateError when it cannot be
+        built): the dispatcher prepares a group, commits it *sending*, then sends each."""
         email = render_email(
             self.settings, str(delivery.params["template"]),
             idempotency_key=delivery.idempotency_key, profile=delivery.profile,
@@ -35,7 +71,8 @@ class EmailChannel:
             marketing=delivery.marketing, action_id=delivery.action_id,
             tracking=delivery.tracking,
         )  # fmt: skip
-        return self.mailer.send(email, lambda: delivery.before_commit(email.message_id))
+        data = self.mailer.encode(email) if isinstance(self.mailer, SmtpSender) else None
+        return PreparedEmail(self.mailer, email, data, delivery.before_commit)
 
     def close(self) -> None:
         """Close the transport's connection, if it keeps one."""

@@ -46,12 +46,11 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 
 from engine.channels.base import DeliveryError
-from engine.channels.email import EmailSettings, RenderedEmail
+from engine.channels.email import EmailSettings, RenderedEmail, bare_address
 from engine.errors import UserError
 
 __all__ = [
@@ -155,11 +154,23 @@ class SmtpSender:
 
     def send(self, email: RenderedEmail, before_commit: Callable[[], None]) -> str:
         """Deliver `email` on the open connection (opened if need be); the result to store."""
-        raw = email.to_bytes(self.settings.sender, linesep="\r\n")  # before connecting: may fail
-        data = smtplib._quote_periods(raw)  # type: ignore[attr-defined]  # dot-stuffing, as smtplib does
+        return self.send_data(email, self.encode(email), before_commit)
+
+    def encode(self, email: RenderedEmail) -> bytes:
+        """The DATA of `email`: its bytes, dot-stuffed, CRLF-terminated, without the final dot
+        (TemplateError when a header cannot be written). Done before connecting: it may fail."""
+        raw = email.to_bytes(self.settings.sender, linesep="\r\n")
+        data: bytes = smtplib._quote_periods(raw)  # type: ignore[attr-defined]  # dot-stuffing, as smtplib does
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
-        envelope_from = parseaddr(email.sender or self.settings.sender)[1]
+        return data
+
+    def send_data(
+        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None]
+    ) -> str:
+        """`send` with the DATA already made by `encode` (the dispatcher builds it before the
+        *sending* commit of a group, engine.runtime.dispatcher)."""
+        envelope_from = bare_address(email.sender or self.settings.sender)
         smtp = self._transfer(envelope_from, email.to, data)
         before_commit()  # the point of no return is the dot below
         try:

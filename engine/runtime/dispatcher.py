@@ -16,10 +16,23 @@ Channels are closed after each batch: a transport may keep one connection for a 
 One commit per email, not two: a delivery whose channel never sends again what it finds in doubt
 (``settle_in_doubt == "unconfirmed"``: SMTP, push) does not commit its *sent* on its own; that
 write rides in the next delivery's *sending* commit of the batch, and the batch's last one is
-written when the batch ends. Exactly-once is untouched — each send still has its own durable
-*sending* mark before its point of no return — but a crash between an email's 250 and that next
-commit leaves it `unconfirmed` (never resent) although it did arrive: at most the one email the
-worker was finishing (more only if the store failed meanwhile).
+written when the batch ends. Exactly-once is untouched — each send still has a durable *sending*
+mark before its point of no return — but a crash between an email's 250 and that next commit
+leaves it `unconfirmed` (never resent) although it did arrive.
+
+Group commit, one commit per `group_size` emails: a channel that can prepare a delivery without
+sending it (`prepare`: the email rendered and its bytes built) and never resends what is in doubt
+has up to `group_size` deliveries of the batch prepared first, then marked *sending* together in
+one commit (with the previous group's *sent*), then sent one after the other, each final dot after
+that commit. The durable commit is the largest cost of an email (~1 ms on SQLite, ~4 ms on
+PostgreSQL here, against ~3 ms for the SMTP exchange and the MIME bytes together), and this pays it
+once per group. The price is what a crash leaves in doubt: up to `group_size` actions *sending* —
+settled `unconfirmed` by `recover()`, never resent, never lost from sight — of which some had not
+reached their final dot (they did not arrive; an operator can see them and send them again on
+purpose), where one commit per email leaves at most the one being finished. A delivery of a group
+that fails before its dot (refused, connection lost, 4xx) is retried or failed as always: its
+*sending* mark is overwritten. ``group_size=1`` is the one-commit-per-email path (the mark
+committed between an email's data and its dot, in the transport's `before_commit`).
 
 Send rates (`engine.channels.ratelimit.SendRate`, shared by all workers through the database or
 Redis): after the consent check, a delivery asks its channel's rate; when the channel is throttled
@@ -77,7 +90,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.channels.base import Channel, Delivery, DeliveryError
+from engine.channels.base import Channel, Delivery, DeliveryError, PreparedDelivery
 from engine.channels.email import EmailSettings, TemplateError
 from engine.channels.email_channel import EmailChannel
 from engine.channels.ratelimit import SendRate
@@ -114,14 +127,20 @@ from engine.store.outbox import (
     claim_due,
     defer_action,
     mark_action,
+    mark_actions,
     release_claims,
     retry_action,
     settle_sending,
 )
 from engine.store.sends import send_times, sends_in_windows
-from engine.store.suppressions import normalise_email, record_message, suppressions_for
+from engine.store.suppressions import (
+    normalise_email,
+    record_message,
+    record_messages,
+    suppressions_for,
+)
 
-__all__ = ["DispatchStats", "Dispatcher"]
+__all__ = ["GROUP_SIZE", "DispatchStats", "Dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +152,8 @@ LIMITER_RETRY = 5.0
 LOCAL_DAY_REACH = 2 * 86_400.0
 # A marketing send held by the deliverability guard's pause looks again this much later.
 PAUSE_RECHECK = 300.0
+# Deliveries marked *sending* in one commit by default: at most this many in doubt after a crash.
+GROUP_SIZE = 50
 PAUSED = "paused: by the deliverability guard (`nudge suppressions resume-marketing`)"
 
 
@@ -166,6 +187,7 @@ class Dispatcher:
         channels: Mapping[str, Channel] | None = None,
         worker_id: str = "dispatcher-0",
         batch_size: int = 200,
+        group_size: int = GROUP_SIZE,
         max_attempts: int = 5,
         retry_base: float = 30.0,
         lease: float = 300.0,
@@ -195,6 +217,10 @@ class Dispatcher:
         }
         self.worker_id = worker_id
         self.batch_size = batch_size
+        if group_size < 1:
+            raise ValueError(f"group_size must be at least 1 (got {group_size})")
+        # Deliveries marked *sending* in one commit (the module docstring says the trade-off).
+        self.group_size = group_size
         self.max_attempts = max_attempts
         self.retry_base = retry_base
         self.lease = lease
@@ -211,6 +237,8 @@ class Dispatcher:
         # Delivered, *sending* committed, *sent* not yet written: (action id, now, result), which
         # the next *sending* commit (or the end of the batch) writes.
         self._unrecorded: list[tuple[int, float, str]] = []
+        # Prepared deliveries of the current group, waiting for their common *sending* commit.
+        self._group: list[_Grouped] = []
 
     def recover(self) -> int:
         """After a restart: release this worker's and stale claims; settle emails caught mid-send."""
@@ -231,21 +259,77 @@ class Dispatcher:
         now = self.clock() if now is None else now
         stats = DispatchStats()
         while True:
-            batch = self.store.write(claim_due, now, self.batch_size, self.worker_id)
-            if not batch:
-                return stats
+            with self.store.hold():  # one connection for the batch: no pool checkout per write
+                if not self._run_batch(now, stats):
+                    return stats
+
+    def _run_batch(self, now: float, stats: DispatchStats) -> bool:
+        """Claim and run one batch; False when nothing was due."""
+        batch = self.store.write(claim_due, now, self.batch_size, self.worker_id)
+        if not batch:
+            return False
+        try:
+            self._prefetch(batch)
+        except Exception:  # the actions then load what they need one by one
+            log.exception("prefetch of %d actions failed", len(batch))
+            self._cache = {}
+        try:
+            for action in batch:
+                outcome = self._run_guarded(action, now)
+                if outcome is not None:
+                    stats.outcomes[outcome] += 1
+                if len(self._group) >= self.group_size:
+                    self._send_group(now, stats)
+            self._send_group(now, stats)
+        finally:
+            self._group = []  # not committed: still claimed, released by recover()
+            self._cache = {}
+            self._close_channels()
+            self._record_sent()
+        return True
+
+    def _send_group(self, now: float, stats: DispatchStats) -> None:
+        """Mark the prepared group *sending* in one commit (with the earlier *sent*), then send
+        each; every delivery's outcome is counted in `stats`."""
+        group, self._group = self._group, []
+        if not group:
+            return
+        try:
+            self._commit_sending(group, now)
+        except Exception as exc:  # nothing of the group was sent: each is retried as it says
+            log.exception("%d deliveries: the sending commit failed", len(group))
+            for entry in group:
+                stats.outcomes[self._failure_guarded(entry.action, now, exc)] += 1
+            return
+        for entry in group:
             try:
-                self._prefetch(batch)
-            except Exception:  # the actions then load what they need one by one
-                log.exception("prefetch of %d actions failed", len(batch))
-                self._cache = {}
-            try:
-                for action in batch:
-                    stats.outcomes[self._run_guarded(action, now)] += 1
-            finally:
-                self._cache = {}
-                self._close_channels()
-                self._record_sent()
+                outcome = self._send_prepared(entry, now)
+            except Exception as exc:
+                outcome = self._failure_guarded(entry.action, now, exc)
+            stats.outcomes[outcome] += 1
+
+    def _commit_sending(self, group: Sequence[_Grouped], now: float) -> None:
+        """The group's points of no return, in one commit, with the *sent* still unrecorded."""
+        marks = [(e.action.id, e.prepared.reference, e.channel.name == "email") for e in group]
+        self.store.write(_mark_group_sending, marks, now, self._unrecorded)
+        self._unrecorded = []  # committed with the group
+        for entry in group:
+            entry.committed = True
+
+    def _send_prepared(self, entry: _Grouped, now: float) -> str:
+        """Send one delivery of a committed group (its *sent* goes with the next commit)."""
+        try:
+            result = entry.prepared.send()
+        except (DeliveryError, smtplib.SMTPDataError):
+            raise  # refused before the dot: nothing delivered; retried or failed as it says
+        except Exception as exc:  # the mark is committed: never send again, report it
+            self.store.write(
+                mark_action, entry.action.id, "unconfirmed", now,
+                result=_clip(f"connection lost after {_commit_point(entry.channel)} ({_reason(exc)})"),
+            )  # fmt: skip
+            return "unconfirmed"
+        self._unrecorded.append((entry.action.id, now, result))
+        return "sent"
 
     def _record_sent(self) -> None:
         """Write the *sent* of the deliveries still waiting for a commit to carry it."""
@@ -304,19 +388,32 @@ class Dispatcher:
 
     # -- one action --------------------------------------------------------------------------
 
-    def _run_guarded(self, action: ActionRow, now: float) -> str:
-        """`_run`, and if even recording its outcome fails, put the action back for later."""
+    def _run_guarded(self, action: ActionRow, now: float) -> str | None:
+        """`_run`, and if even recording its outcome fails, put the action back for later (None:
+        the delivery joined the group, counted when the group is sent)."""
         try:
             return self._run(action, now)
-        except Exception as exc:  # the store itself failed while recording the outcome
-            log.exception("action %s: could not record its outcome", action.id)
-            try:
-                self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
-            except Exception:
-                log.exception("action %s: left claimed; recover() releases it", action.id)
-            return "error"
+        except Exception as exc:
+            return self._store_failed(action, now, exc)
 
-    def _run(self, action: ActionRow, now: float) -> str:
+    def _failure_guarded(self, action: ActionRow, now: float, exc: Exception) -> str:
+        """`_failure`, and if even recording it fails, put the action back for later."""
+        try:
+            return self._failure(action, now, exc)
+        except Exception as again:
+            return self._store_failed(action, now, again)
+
+    def _store_failed(self, action: ActionRow, now: float, exc: Exception) -> str:
+        """The store itself failed while recording an outcome: put the action back for later,
+        else leave it claimed (or *sending*) for recover()."""
+        log.error("action %s: could not record its outcome", action.id, exc_info=exc)
+        try:
+            self._retry_or_fail(action, now, f"{type(exc).__name__}: {exc}", True)
+        except Exception:
+            log.exception("action %s: left claimed; recover() releases it", action.id)
+        return "error"
+
+    def _run(self, action: ActionRow, now: float) -> str | None:
         kind = action.kind
         try:
             params = json.loads(action.params)
@@ -332,6 +429,14 @@ class Dispatcher:
             effects = self._database_effects(action, params)
             self.store.write(mark_action, action.id, "sent", now, result=kind, **effects)
             return "sent"
+        except Exception as exc:
+            return self._failure(action, now, exc)
+
+    def _failure(self, action: ActionRow, now: float, exc: Exception) -> str:
+        """Record what `exc` means for the action (failed, retried, throttled); the outcome."""
+        kind = action.kind
+        try:
+            raise exc
         except (_Fail, TemplateError, BlockedTarget) as exc:
             self.store.write(mark_action, action.id, "failed", now, result=_reason(exc))
             return "failed"
@@ -352,7 +457,7 @@ class Dispatcher:
 
     def _deliver(
         self, action: ActionRow, params: dict[str, Any], channel: Channel, now: float
-    ) -> str:
+    ) -> str | None:
         """One delivery through `channel`, with the exactly-once bookkeeping around it."""
         customer = action.customer_id
         profile = self._cache.get("profiles", {}).get(customer, {"customer_id": customer})
@@ -375,6 +480,10 @@ class Dispatcher:
                 return blocked
         if self._throttled(action, channel.name, now):
             return "throttled"
+        prepare = getattr(channel, "prepare", None)
+        if prepare is not None and channel.settle_in_doubt == "unconfirmed" and self.group_size > 1:
+            self._join_group(action, params, channel, prepare, profile, marketing)
+            return None
         committed = False
 
         def mark_sending(reference: str | None) -> None:
@@ -387,14 +496,7 @@ class Dispatcher:
             committed = True
             self._count_send(action, channel.name)
 
-        delivery = Delivery(
-            action_id=action.id, idempotency_key=action.idempotency_key, customer_id=customer,
-            trigger_id=action.trigger_id, event_id=action.event_id, variant=action.variant,
-            params=params, profile=profile,
-            event=self._cache.get("events", {}).get(action.event_id) or {},
-            scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
-            marketing=marketing, before_commit=mark_sending, tracking=self._tracking(action.trigger_id),
-        )  # fmt: skip
+        delivery = self._delivery(action, params, profile, marketing, mark_sending)
         try:
             result = channel.send(delivery)
         except (DeliveryError, smtplib.SMTPDataError):
@@ -418,6 +520,33 @@ class Dispatcher:
         except Exception:  # delivered: never retried; recover() settles it as in doubt
             log.exception("action %s: sent, but its status could not be recorded", action.id)
         return "sent"
+
+    def _join_group(
+        self, action: ActionRow, params: dict[str, Any], channel: Channel,
+        prepare: Callable[[Delivery], PreparedDelivery], profile: Mapping[str, Any],
+        marketing: bool,
+    ) -> None:  # fmt: skip
+        """Prepare the delivery (render, build its bytes: failures are the action's own) and put
+        it in the group that `_send_group` commits *sending* together."""
+        entry = _Grouped(action, channel)
+        delivery = self._delivery(action, params, profile, marketing, entry.before_commit)
+        entry.prepared = prepare(delivery)
+        self._group.append(entry)
+        self._count_send(action, channel.name)  # the batch's later sends count it
+
+    def _delivery(
+        self, action: ActionRow, params: dict[str, Any], profile: Mapping[str, Any],
+        marketing: bool, before_commit: Callable[[str | None], None],
+    ) -> Delivery:  # fmt: skip
+        return Delivery(
+            action_id=action.id, idempotency_key=action.idempotency_key,
+            customer_id=action.customer_id, trigger_id=action.trigger_id,
+            event_id=action.event_id, variant=action.variant, params=params, profile=profile,
+            event=self._cache.get("events", {}).get(action.event_id) or {},
+            scores=self._cache.get("scores", {}).get((action.event_id, action.trigger_id), {}),
+            marketing=marketing, before_commit=before_commit,
+            tracking=self._tracking(action.trigger_id),
+        )  # fmt: skip
 
     # -- the suppression policy at the send moment (issue 16) ---------------------------------
 
@@ -753,10 +882,38 @@ def _mark_sending(conn: Connection, action_id: int, now: float, reference: str |
         record_message(conn, reference, action_id, now)
 
 
+def _mark_group_sending(conn: Connection, marks: Sequence[tuple[int, str | None, bool]],
+                        now: float, delivered: Sequence[tuple[int, float, str]] = ()) -> None:  # fmt: skip
+    """A group's points of no return: (action id, reference, is email) each, in one transaction,
+    with the *sent* of earlier deliveries."""
+    _mark_sent(conn, delivered)
+    mark_actions(
+        conn, [(action_id, "sending", now, reference) for action_id, reference, _ in marks]
+    )
+    messages = [
+        (ref, action_id) for action_id, ref, email in marks if email and ref and ref.startswith("<")
+    ]
+    record_messages(conn, messages, now)
+
+
+@dataclass
+class _Grouped:
+    """A prepared delivery waiting for its group's *sending* commit."""
+
+    action: ActionRow
+    channel: Channel
+    prepared: Any = None  # the channel's PreparedDelivery, once prepared
+    committed: bool = False
+
+    def before_commit(self, reference: str | None) -> None:
+        """The transport's point of no return: only ever after the group's commit."""
+        if not self.committed:
+            raise RuntimeError(f"action {self.action.id}: send before its sending commit")
+
+
 def _mark_sent(conn: Connection, delivered: Sequence[tuple[int, float, str]]) -> None:
     """Record deliveries as *sent*: (action id, now, the channel's result) each."""
-    for action_id, now, result in delivered:
-        mark_action(conn, action_id, "sent", now, result=result)
+    mark_actions(conn, [(action_id, "sent", now, result) for action_id, now, result in delivered])
 
 
 def _due(action: ActionRow) -> float:

@@ -184,6 +184,22 @@ def mark_action(
     )
 
 
+def mark_actions(conn: Connection, /, marks: Sequence[tuple[int, str, float, str | None]]) -> None:
+    """`mark_action` for many actions without effects, in one executemany: (action id, status,
+    now, result) each. A dispatcher group's *sending* and *sent* marks: ~0.3 ms a statement
+    one by one on PostgreSQL, one pipelined round trip together."""
+    if not marks:
+        return
+    query = (
+        actions.update()
+        .where(actions.c.id == sa.bindparam("mark_id"))
+        .values(status=sa.bindparam("mark_status"), finished_at=sa.bindparam("mark_at"),
+                result=sa.bindparam("mark_result"))
+    )  # fmt: skip
+    conn.execute(query, [{"mark_id": action_id, "mark_status": status, "mark_at": now,
+                          "mark_result": result} for action_id, status, now, result in marks])  # fmt: skip
+
+
 def retry_action(
     conn: Connection, action_id: int, attempts: int, next_attempt_at: float, error: str
 ) -> None:

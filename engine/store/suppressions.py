@@ -16,7 +16,7 @@ soft). Functions over a `Connection`: the caller owns the transaction; callers h
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,6 +251,15 @@ def record_message(conn: Connection, message_id: str, action_id: int, now: float
         insert_ignore(conn, message_ids, ["message_id"]),
         {"message_id": message_id[:255], "action_id": action_id, "recorded_at": now},
     )
+
+
+def record_messages(conn: Connection, messages: Sequence[tuple[str, int]], now: float) -> None:
+    """`record_message` for many (Message-ID, action id) in one statement."""
+    if messages:
+        conn.execute(
+            insert_ignore(conn, message_ids, ["message_id"]),
+            [{"message_id": m[:255], "action_id": a, "recorded_at": now} for m, a in messages],
+        )
 
 
 _ACTION_COLUMNS = (actions.c.id, actions.c.idempotency_key, actions.c.customer_id,

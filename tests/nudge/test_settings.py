@@ -162,3 +162,20 @@ def test_uplift_models_get_bands_of_a_difference_of_probabilities(clean_env):
     assert serving.bands_for("churn") == (0.3, 0.6)
     own = ServingSettings(score_bands={"uplift_cart_recovery": (0.01, 0.1)})
     assert own.bands_for("uplift_cart_recovery") == (0.01, 0.1)
+
+
+def test_the_email_group_commit_reaches_the_dispatcher(clean_env, tmp_path):
+    from engine.dsl.triggers import TriggerIndex
+    from engine.store import EngineDB
+    from nudge.engine_cli import build_dispatcher
+
+    store = EngineDB.open(f"sqlite:///{tmp_path / 'engine.db'}")
+    try:
+        assert build_dispatcher(Settings(), store, TriggerIndex([])).group_size == 50
+        clean_env.setenv("NUDGE_EMAIL_GROUP_COMMIT", "1")
+        assert build_dispatcher(Settings(), store, TriggerIndex([])).group_size == 1
+        clean_env.setenv("NUDGE_EMAIL_GROUP_COMMIT", "0")
+        with pytest.raises(ValueError, match="email_group_commit"):
+            Settings()
+    finally:
+        store.dispose()

@@ -277,3 +277,91 @@ def test_dkim_settings_are_checked_at_start(tmp_path):
         load_dkim_signer("shop.example", "s1", tmp_path / "bad.pem")
     with pytest.raises(DkimConfigError, match="NUDGE_DKIM_DOMAIN: expected a domain"):
         load_dkim_signer("not a domain", "s1", tmp_path / "bad.pem")
+
+
+# -- the MIME writer against the email package ----------------------------------------------------
+
+
+def package_bytes(headers, text, html, message_id):
+    """The same message as the email package writes it (what email_wire did before)."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage(policy=policy.SMTP)
+    for name, value in headers:
+        msg[name] = value
+    if html is None:
+        msg.set_content(text, charset="utf-8")
+    else:
+        msg.set_content(text, charset="utf-8", cte="quoted-printable")
+        msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+BODIES = [
+    "Hello Ada\n",
+    "Café, naïve — 日本語 ✓\nsecond line\n",
+    "x" * 300 + "\n" + "word " * 60 + "\n",
+    "trailing spaces   \ntab\t\n.\n..leading dots\nFrom the start\n",
+    "= signs = and =3D and =?utf-8?q?x?=\n--=_nudge_fake boundary\n",
+    "windows\r\nline ends\rold mac\n\nblank above\n",
+    "",
+]
+HTMLS = [
+    None,
+    "<p>Hi &amp; welcome</p>\n",
+    '<html><body><a href="https://shop.example/x?a=1&amp;b=2">Café</a>'
+    + "<td>cell</td>" * 40
+    + "</body></html>\n",
+]
+
+
+@pytest.mark.parametrize("html", HTMLS)
+@pytest.mark.parametrize("text", BODIES)
+def test_the_mime_writer_reads_back_as_the_email_package_writes_it(text, html):
+    from engine.channels.email_wire import message_bytes
+
+    headers = [("From", "shop <billing@shop.example>"), ("To", "ada@example.com"),
+               ("Subject", "Your order"), ("Message-ID", "<abc@shop.example>")]  # fmt: skip
+    ours = message_bytes(headers, text, html, message_id="<abc@shop.example>")
+    theirs = package_bytes(headers, text, html, "<abc@shop.example>")
+    assert max(len(line) for line in ours.split(b"\r\n")) <= 78
+    assert b"\n" not in ours.replace(b"\r\n", b"")  # CRLF only, no bare LF or CR
+    a = message_from_bytes(ours, policy=policy.default)
+    b = message_from_bytes(theirs, policy=policy.default)
+    assert a.get_content_type() == b.get_content_type() and not a.defects
+    parts_a = list(a.iter_parts()) if a.is_multipart() else [a]
+    parts_b = list(b.iter_parts()) if b.is_multipart() else [b]
+    assert [p.get_content_type() for p in parts_a] == [p.get_content_type() for p in parts_b]
+    for ours_part, their_part in zip(parts_a, parts_b, strict=True):
+        assert ours_part.get_content() == their_part.get_content()
+        assert ours_part.get_content_charset() == "utf-8" and not ours_part.defects
+        assert ours_part["Content-Transfer-Encoding"] in ("7bit", "quoted-printable")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Subject", "Your order"),
+        ("Subject", "Ünïcode subject for Ada ✓"),
+        ("Subject", "looks like =?utf-8?q?an_encoded?= word"),
+        ("Subject", "two  spaces and\ta tab"),
+        ("Subject", "a long subject " * 8),
+        ("Subject", "run " + "y" * 950),
+        ("To", "ada@example.com"),
+        ("To", "o'brien+tag@sub.example.co.uk"),
+        ("From", "shop <billing@shop.example>"),
+        ("From", '"Shop, Inc." <billing@shop.example>'),
+        ("From", "Café Ünï <billing@shop.example>"),
+        ("From", "billing@shop.example"),
+    ],
+)
+def test_encoded_headers_read_back_as_the_email_package_writes_them(name, value):
+    from engine.channels.email_wire import message_bytes
+
+    headers = [(name, value)]
+    ours = message_bytes(headers, "hi\n", None, message_id="<m@x>")
+    theirs = package_bytes(headers, "hi\n", None, "<m@x>")
+    parsed = message_from_bytes(ours, policy=policy.default)
+    assert str(parsed[name]) == str(message_from_bytes(theirs, policy=policy.default)[name])
+    assert all(len(line) <= 998 for line in raw_headers(ours))
+    assert header_field(ours, name).isascii()
