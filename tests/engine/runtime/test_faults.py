@@ -200,8 +200,12 @@ def test_sigkill_during_replay_loses_nothing_and_duplicates_nothing(tmp_path, re
         assert sent <= set(message_ids), "no email marked sent without reaching the server"
         unconfirmed = statuses["unconfirmed"]
         assert len(set(message_ids) - sent) <= unconfirmed, "the others at the server are in doubt"
-        assert abs(len(message_ids) + unconfirmed - ref_emails) <= 0.02 * ref_emails, (
-            f"{len(message_ids)} at the server, {unconfirmed} in doubt, {ref_emails} uninterrupted"
+        # Sent or in doubt: the emails this run decided to send (an in-doubt one may have
+        # reached the server too, so the server's count is not added to it).
+        decided = statuses["sent"] + unconfirmed
+        assert abs(decided - ref_emails) <= 0.02 * ref_emails, (
+            f"{statuses['sent']} sent, {unconfirmed} in doubt, {len(message_ids)} at the server, "
+            f"{ref_emails} uninterrupted"
         )
         assert set(keys) == {
             a.idempotency_key
@@ -353,4 +357,6 @@ def test_timers_fire_exactly_once_when_the_engine_is_killed_around_their_deadlin
         recipients = Counter(m["To"] for m in smtp.messages)
         unconfirmed = [a for a in store.read(list_actions) if a.status == "unconfirmed"]
         assert max(recipients.values()) == 1, "no email twice"
-        assert len(recipients) + len(unconfirmed) == len(customers), "no email lost"
+        # An email in doubt may have reached the server too (its *sent* not yet recorded).
+        doubted = {f"{a.customer_id}@example.com" for a in unconfirmed}
+        assert set(recipients) | doubted == {f"{c}@example.com" for c in customers}, "none lost"
