@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -56,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.scoring import (
     API_KEY,
     Result,
+    bench_home,
     closed_loop,
     measured,
     prepared_home,
@@ -460,43 +459,40 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
-    scratch = None
-    home = args.home
-    if home is None:
-        scratch = Path(tempfile.mkdtemp(prefix="nudge-scale-out-"))
-        home = scratch / "home"
-    home = home.resolve()
+    with bench_home(args.home, "nudge-scale-out-") as home:
+        sections = measure(home.resolve(), args)
+    for section in sections:
+        print()
+        print(section())
+    print(f"\ncores: {os.cpu_count()}; load average at the end (1/5/15): {load()}")
+
+
+def measure(home: Path, args: argparse.Namespace) -> list[Callable[[], str]]:
+    """Every measurement the arguments ask for, in `home`; the tables to print."""
     os.environ["NUDGE_HOME"] = str(home)
     from pipelines.prefect_env import configure_prefect
 
     configure_prefect(home)
     step = StepPrinter(f"scale-out benchmark on {os.cpu_count()} cores, load {load()}")
     sections: list[Callable[[], str]] = []
-    try:
-        step(f"prepare {home} ({args.customers:,} customers, unless prepared before)")
-        prepared = prepared_home(home, args.customers)
-        if not args.skip_train:
-            local, dask, costs = bench_train(
-                prepared,
-                repeats=args.repeats,
-                max_rounds=args.max_rounds,
-                n_train=args.n_train,
-                step=step,
-            )
-            sections.append(lambda: train_table(local, dask, costs))
-        runs = bench_reads(prepared, batches=args.batches, size=args.batch_size, step=step)
-        sections.append(lambda: reads_table(runs))
-        if not args.skip_http:
-            served = bench_http(prepared, seconds=args.seconds, step=step)
-            sections.append(lambda: http_table(served))
-        step.finish()
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    for section in sections:
-        print()
-        print(section())
-    print(f"\ncores: {os.cpu_count()}; load average at the end (1/5/15): {load()}")
+    step(f"prepare {home} ({args.customers:,} customers, unless prepared before)")
+    prepared = prepared_home(home, args.customers)
+    if not args.skip_train:
+        local, dask, costs = bench_train(
+            prepared,
+            repeats=args.repeats,
+            max_rounds=args.max_rounds,
+            n_train=args.n_train,
+            step=step,
+        )
+        sections.append(lambda: train_table(local, dask, costs))
+    runs = bench_reads(prepared, batches=args.batches, size=args.batch_size, step=step)
+    sections.append(lambda: reads_table(runs))
+    if not args.skip_http:
+        served = bench_http(prepared, seconds=args.seconds, step=step)
+        sections.append(lambda: http_table(served))
+    step.finish()
+    return sections
 
 
 if __name__ == "__main__":

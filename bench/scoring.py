@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -484,15 +485,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    scratch = None
-    home = args.home
-    if home is None:
-        scratch = Path(tempfile.mkdtemp(prefix="nudge-bench-"))
-        home = scratch / "home"
-    started = time.perf_counter()
-    prepared = prepared_home(home, args.customers)
-    print(f"prepared {home} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    try:
+    with bench_home(args.home, "nudge-bench-") as home:
+        started = time.perf_counter()
+        prepared = prepared_home(home, args.customers)
+        print(f"prepared {home} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         results = run(
             prepared,
             seconds=args.seconds,
@@ -500,9 +496,6 @@ def main(argv: list[str] | None = None) -> None:
             rate=args.rate,
             only_batches=args.only_batches,
         )
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
     print(table(results))
     print()
     for read, _, _ in READS:
@@ -532,6 +525,19 @@ def main(argv: list[str] | None = None) -> None:
         f"{ratio:.2f} (target ≥ 1): {'met' if ratio >= 1 else 'NOT met'}"
     )
     print(f"- cores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+@contextmanager
+def bench_home(home: Path | None, prefix: str) -> Iterator[Path]:
+    """`home` when given (kept, reused by later runs), else a scratch one removed afterwards."""
+    if home is not None:
+        yield home
+        return
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield scratch / "home"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def prepared_home(home: Path, customers: int) -> PreparedHome:

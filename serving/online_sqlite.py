@@ -23,6 +23,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -206,8 +207,6 @@ def _empty_block(n: int, width: int) -> ViewBlock:
 
 def db_path(store: FeatureStore) -> str:
     """The SQLite file of a store's online store, as Feast resolves it."""
-    from pathlib import Path
-
     config = store.config
     path = Path(config.online_store.path)
     if config.repo_path and not path.is_absolute():

@@ -135,7 +135,6 @@ from engine.store.outbox import (
 from engine.store.sends import send_times, sends_in_windows
 from engine.store.suppressions import (
     normalise_email,
-    record_message,
     record_messages,
     suppressions_for,
 )
@@ -876,10 +875,7 @@ def _mark_sending(conn: Connection, action_id: int, now: float, reference: str |
                   email: bool, delivered: Sequence[tuple[int, float, str]] = ()) -> None:  # fmt: skip
     """The point of no return, with an email's Message-ID remembered for providers' webhooks;
     the *sent* of earlier deliveries (`delivered`) in the same transaction."""
-    _mark_sent(conn, delivered)
-    mark_action(conn, action_id, "sending", now, result=reference)
-    if email and reference and reference.startswith("<"):
-        record_message(conn, reference, action_id, now)
+    _mark_group_sending(conn, [(action_id, reference, email)], now, delivered)
 
 
 def _mark_group_sending(conn: Connection, marks: Sequence[tuple[int, str | None, bool]],

@@ -247,10 +247,7 @@ class MessageAction:
 
 def record_message(conn: Connection, message_id: str, action_id: int, now: float) -> None:
     """Remember that `message_id` (``<…@…>``) was action `action_id`'s email."""
-    conn.execute(
-        insert_ignore(conn, message_ids, ["message_id"]),
-        {"message_id": message_id[:255], "action_id": action_id, "recorded_at": now},
-    )
+    record_messages(conn, [(message_id, action_id)], now)
 
 
 def record_messages(conn: Connection, messages: Sequence[tuple[str, int]], now: float) -> None:
