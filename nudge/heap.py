@@ -5,8 +5,9 @@ collection walks them again — and request bursts or event batches, allocating 
 trigger full collections often. Frozen (`gc.freeze`), they are skipped; objects made later are
 collected as usual. Measured: the scoring service's ~400k start-up objects paused every request
 for ~0.2 s at each full collection; the engine API's ~165,000 cost `/v1/batch` a third of its
-throughput on PostgreSQL (3.4–3.7k → 5.7–7.5k events/s); `nudge engine run` processed 5,500–7,100
-events/s at 1,000 triggers without it and 8,700–10,900 with it (SQLite, load ~4.5).
+throughput on PostgreSQL (3.4–3.7k → 5.7–7.5k events/s); `nudge engine run`'s processing of 30,000
+events at 1,000 triggers went from 5,500–7,100 to 8,700–10,900 events/s under load (~4.5), end to
+end ~8 % on a quiet machine (BENCHMARKS.md, engine run 5).
 """
 
 from __future__ import annotations
