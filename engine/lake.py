@@ -19,11 +19,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from engine.errors import UserError
 from engine.events import Event, event_amount
@@ -31,6 +33,7 @@ from engine.events import Event, event_amount
 __all__ = [
     "LAKE_SCHEMA",
     "AppendResult",
+    "CustomerSlice",
     "EventLake",
     "LakeError",
     "LakeInfo",
@@ -52,6 +55,51 @@ LAKE_SCHEMA = pa.schema(
     ]
 )
 REQUIRED_COLUMNS = ("event_id", "customer_id", "event_type", "timestamp")
+
+
+@dataclass(frozen=True)
+class CustomerSlice:
+    """The customers whose id hashes into one of `keep` of `buckets` buckets (DuckDB's `hash`):
+    a part of a partition of the customers (`part`) or a sample of them (`sample`). Every event
+    and row of a customer falls in the same slice, which is what lets per-customer work (features,
+    labels) run one slice at a time in bounded memory."""
+
+    buckets: int
+    keep: tuple[int, ...]
+
+    @classmethod
+    def part(cls, index: int, parts: int) -> CustomerSlice:
+        """Part `index` (0-based) of `parts` disjoint parts that together hold every customer."""
+        if not 0 <= index < parts:
+            raise ValueError(f"part index must be in [0, {parts}) (got {index})")
+        return cls(parts, (index,))
+
+    @classmethod
+    def sample(cls, fraction: float, buckets: int = 1_000) -> CustomerSlice:
+        """About `fraction` of the customers, the same ones for every read (a smaller fraction's
+        sample is within a larger one's)."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"sample fraction must be in (0, 1] (got {fraction})")
+        return cls(buckets, tuple(range(max(1, round(fraction * buckets)))))
+
+    @property
+    def fraction(self) -> float:
+        return len(self.keep) / self.buckets
+
+    def sql(self, column: str = "customer_id") -> str:
+        """A SQL condition on `column` (DuckDB) that holds for this slice's customers."""
+        if len(self.keep) == self.buckets:
+            return "TRUE"
+        kept = ", ".join(str(int(k)) for k in self.keep)
+        return f"(hash({column}::VARCHAR) % {int(self.buckets)}) IN ({kept})"
+
+    def mask(self, customer_ids: Sequence[str] | pd.Series) -> NDArray[np.bool_]:
+        """Which of `customer_ids` are in the slice (the same hash as `sql`)."""
+        frame = pd.DataFrame({"customer_id": pd.Series(customer_ids, dtype=object).astype(str)})
+        with _duckdb() as con:
+            con.register("ids", frame)
+            kept = con.sql(f"SELECT {self.sql()} AS kept FROM ids").fetchnumpy()["kept"]
+        return np.asarray(kept, dtype=bool)
 
 
 class LakeError(UserError):
@@ -101,8 +149,10 @@ class EventLake:
         event_types: Sequence[str] | None = None,
         customer_ids: Sequence[str] | None = None,
         columns: Sequence[str] | None = None,
+        customers: CustomerSlice | None = None,
     ) -> pa.Table:
-        """Events with ``start <= timestamp < end`` (UTC; either bound optional), oldest first."""
+        """Events with ``start <= timestamp < end`` (UTC; either bound optional), oldest first;
+        with `customers`, only that slice's customers' events."""
         wanted = list(columns) if columns else LAKE_SCHEMA.names
         unknown = [c for c in wanted if c not in LAKE_SCHEMA.names]
         if unknown:
@@ -124,6 +174,8 @@ class EventLake:
         if customer_ids is not None:
             clauses.append("customer_id IN (SELECT unnest(?))")
             params.append(list(customer_ids))
+        if customers is not None:
+            clauses.append(customers.sql())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         select = ", ".join(f'"{c}"' for c in wanted)
         with _duckdb() as con:
@@ -138,6 +190,17 @@ class EventLake:
         if not self.customers_path.exists():
             return pd.DataFrame(columns=["customer_id"])
         return pd.read_parquet(self.customers_path)
+
+    def customer_count(self) -> int:
+        """About how many customers have events (DuckDB's approximate distinct count, within a
+        few per cent: enough to size the parts of a partitioned job); 0 for an empty lake."""
+        if not self._has_files():
+            return 0
+        with _duckdb() as con:
+            row = con.execute(
+                f"SELECT approx_count_distinct(customer_id) FROM {self._scan()}"
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def event_types(self) -> set[str]:
         """Every event type the lake holds (empty when it has no events): one DuckDB query."""
@@ -306,9 +369,14 @@ class EventLake:
                 con.register("batch", table)
             if not self._has_files():
                 return table.cast(LAKE_SCHEMA)
+            # Only the lake's ids within the batch's range can match: the filter is pushed into
+            # the Parquet scan, so the join's table holds those, not every id of the lake (a
+            # simulation part's ids share a prefix no other part has: none of the ~100 M ids
+            # of the earlier parts of a million-customer simulation).
             fresh = con.sql(
-                f"SELECT batch.* FROM batch ANTI JOIN (SELECT event_id FROM {self._scan()}) known "
-                "USING (event_id)"
+                f"SELECT batch.* FROM batch ANTI JOIN (SELECT event_id FROM {self._scan()} "
+                "WHERE event_id BETWEEN (SELECT min(event_id) FROM batch) "
+                "AND (SELECT max(event_id) FROM batch)) known USING (event_id)"
             ).to_arrow_table()
         return fresh.cast(LAKE_SCHEMA)
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -14,7 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from engine.lake import CustomerSlice
 from features.catalog import catalog
 from features.compute.churn import churn_from
 from features.compute.custom import (
@@ -56,6 +62,11 @@ __all__ = [
     "read_feature_table",
     "write_feature_tables",
 ]
+
+# Customers per part of a partitioned feature build: the 100k-customer build (10.8 M events,
+# 12 snapshots) peaked at ~5 GiB with everything else of the pipeline in the same process.
+PART_CUSTOMERS = 100_000
+
 
 _BUILDERS: dict[str, Callable[[Workspace], pd.DataFrame]] = {
     CHURN_VIEW: churn_from,
@@ -171,11 +182,96 @@ def build_feature_tables(
     *,
     merge: bool = False,
     definitions: Definitions | None = None,
+    part_customers: int = PART_CUSTOMERS,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Read the lake (needed columns only), compute every view of the definitions' catalog at
-    `snapshots`, write them."""
+    `snapshots`, write them.
+
+    A lake of more than `part_customers` customers is worked through one part of its customers
+    at a time (`CustomerSlice.part`: every feature is per customer, so the parts' rows are the
+    whole's), each part's rows streamed to the files before the next is read: memory is bounded
+    by a part whatever the lake's size."""
     # Features never look past the last snapshot; the lake's `end` is exclusive.
-    until = as_snapshots(snapshots)[-1] + pd.Timedelta(microseconds=1)
-    events = lake.read(end=until.to_pydatetime(), columns=lake_columns(definitions))
-    tables = compute_features(events, snapshots, lake.read_customers(), definitions=definitions)
-    return write_feature_tables(tables, home, merge=merge, definitions=definitions)
+    until = (as_snapshots(snapshots)[-1] + pd.Timedelta(microseconds=1)).to_pydatetime()
+    columns = lake_columns(definitions)
+    profiles = lake.read_customers()
+    parts = max(1, -(-lake.customer_count() // max(1, part_customers)))
+    if parts == 1:
+        events = lake.read(end=until, columns=columns)
+        tables = compute_features(events, snapshots, profiles, definitions=definitions)
+        return write_feature_tables(tables, home, merge=merge, definitions=definitions)
+    say = progress or (lambda _message: None)
+    started = time.perf_counter()
+    with _StreamedTables(home, snapshots, merge, definitions) as out:
+        for index in range(parts):
+            part = CustomerSlice.part(index, parts)
+            events = lake.read(end=until, columns=columns, customers=part)
+            kept = profiles[part.mask(profiles["customer_id"])] if len(profiles) else profiles
+            out.write(compute_features(events, snapshots, kept, definitions=definitions))
+            say(
+                f"features: part {index + 1}/{parts} ({events.num_rows:,} events, "
+                f"{time.perf_counter() - started:.0f} s)"
+            )
+            del events
+        return out.paths
+
+
+class _StreamedTables:
+    """Each view's Parquet file written part by part (aside, renamed at the end); with `merge`,
+    the rows of other snapshots already on disk are copied over, batch by batch."""
+
+    def __init__(
+        self,
+        home: Path | str | None,
+        snapshots: SnapshotsInput,
+        merge: bool,
+        definitions: Definitions | None,
+    ) -> None:
+        self.home = home
+        self.merge = merge
+        self.definitions = definitions
+        self.snapshots = as_snapshots(snapshots)
+        self.writers: dict[str, pq.ParquetWriter] = {}
+        self.staging: dict[str, Path] = {}
+        self.paths: dict[str, Path] = {}
+
+    def __enter__(self) -> _StreamedTables:
+        return self
+
+    def write(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        for view, table in tables.items():
+            rows = conform(table, view_features(view, self.definitions))
+            writer = self.writers.get(view)
+            if writer is None:
+                schema = pa.Schema.from_pandas(rows, preserve_index=False)
+                path = feature_table_path(view, self.home)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.paths[view] = path
+                self.staging[view] = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+                writer = self.writers[view] = pq.ParquetWriter(self.staging[view], schema)
+            writer.write_table(
+                pa.Table.from_pandas(rows, schema=writer.schema, preserve_index=False)
+            )
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        try:
+            for view, writer in self.writers.items():
+                if kind is None and self.merge and self.paths[view].exists():
+                    self._copy_other_snapshots(view, writer)
+                writer.close()
+            if kind is None:
+                for view, staging in self.staging.items():
+                    os.replace(staging, self.paths[view])
+        finally:
+            for staging in self.staging.values():
+                staging.unlink(missing_ok=True)
+
+    def _copy_other_snapshots(self, view: str, writer: pq.ParquetWriter) -> None:
+        written = pa.array(self.snapshots.to_pydatetime(), pa.timestamp("us", tz="UTC"))
+        stamps = pc.field(TIMESTAMP_COLUMN)
+        for batch in ds.dataset(self.paths[view]).to_batches(
+            filter=~pc.is_in(stamps.cast(pa.timestamp("us", tz="UTC")), value_set=written)
+        ):
+            table = pa.Table.from_batches([batch])
+            writer.write_table(table.select(writer.schema.names).cast(writer.schema))

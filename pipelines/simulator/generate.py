@@ -16,7 +16,7 @@ what makes a seed reproduce a data set; spreading them over modules would hide t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +30,7 @@ from engine.lake import LAKE_SCHEMA
 from pipelines.simulator.planted import RESPONSE_TYPES, PlantedConfig
 from pipelines.simulator.zones import ZONE_COUNTRIES, ZONE_NAMES, ZONE_WEIGHTS, utc_offset_table
 
-__all__ = ["Simulation", "SimulationParams", "simulate"]
+__all__ = ["Simulation", "SimulationParams", "simulate", "simulate_parts"]
 
 MINUTE = 1 / 1440
 HOUR = 1 / 24
@@ -86,6 +86,15 @@ class SimulationParams:
     days: int
     seed: int
     start: pd.Timestamp
+    # A part of a larger population (`simulate_parts`): its customers are numbered from
+    # `first_customer`, their ids padded for `population` customers, and their draws come from
+    # a stream of the part's own. The defaults are a whole, one-piece simulation.
+    first_customer: int = 1
+    population: int | None = None
+
+    @property
+    def is_part(self) -> bool:
+        return self.population is not None
 
     @property
     def end(self) -> pd.Timestamp:
@@ -135,13 +144,61 @@ def simulate(
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
     planted = planted or PlantedConfig()
-    start_ts = pd.Timestamp(start)
-    start_ts = (
-        start_ts.tz_localize("UTC") if start_ts.tz is None else start_ts.tz_convert("UTC")
-    ).normalize()
-    params = SimulationParams(n_customers, days, seed, start_ts)
+    start_ts = _utc_midnight(start)
+    return _simulate(SimulationParams(n_customers, days, seed, start_ts), planted, progress)
+
+
+def simulate_parts(
+    n_customers: int,
+    days: int,
+    seed: int,
+    part_customers: int,
+    start: str | pd.Timestamp = "2025-01-01",
+    planted: PlantedConfig | None = None,
+    progress: Progress | None = None,
+) -> Iterator[Simulation]:
+    """`n_customers` drawn as parts of at most `part_customers` customers, one part at a time,
+    so that memory is bounded by one part (a million customers × 365 days is ~108 M events:
+    ~55 GiB in one piece, about a tenth of that per 100k-customer part).
+
+    Every customer is drawn from the same model as by `simulate`; part k draws from its own
+    stream (seed, k), so the parts of a seed are the same every time, but the whole is not the
+    one-piece data set of that seed. Customer ids run on across parts (c0000001 … c1000000) and
+    event ids carry the part, so parts never collide.
+    """
+    if part_customers < 1:
+        raise ValueError(f"part_customers must be at least 1 (got {part_customers})")
+    if n_customers < 1:
+        raise ValueError(f"n_customers must be at least 1 (got {n_customers})")
+    if days < 1:
+        raise ValueError(f"days must be at least 1 (got {days})")
+    planted = planted or PlantedConfig()
+    start_ts = _utc_midnight(start)
     say = progress or (lambda _msg: None)
-    rng = np.random.default_rng(seed)
+    parts = -(-n_customers // part_customers)
+    for index in range(parts):
+        first = index * part_customers
+        size = min(part_customers, n_customers - first)
+        say(f"part {index + 1}/{parts}: customers {first + 1:,}–{first + size:,}")
+        params = SimulationParams(
+            size, days, seed, start_ts, first_customer=first + 1, population=n_customers
+        )
+        yield _simulate(params, planted, None)
+
+
+def _utc_midnight(start: str | pd.Timestamp) -> pd.Timestamp:
+    stamp = pd.Timestamp(start)
+    return (stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")).normalize()
+
+
+def _simulate(
+    params: SimulationParams, planted: PlantedConfig, progress: Progress | None
+) -> Simulation:
+    n_customers, days, seed, start_ts = params.n_customers, params.days, params.seed, params.start
+    say = progress or (lambda _msg: None)
+    # A part draws from a stream of its own; a whole simulation from the seed alone (as ever).
+    stream = [seed, 1_000_003, params.first_customer] if params.is_part else seed
+    rng = np.random.default_rng(stream)
     offsets = utc_offset_table(start_ts, days)
 
     say("drawing customers")
@@ -149,7 +206,7 @@ def simulate(
     if planted.response_types is not None:
         # A stream of its own: with response types on, every other draw stays as without them.
         people["response_type"] = _draw_response_types(
-            np.random.default_rng([seed, 18]), people, planted
+            np.random.default_rng([*np.atleast_1d(stream), 18]), people, planted
         )
     say("drawing purchases and dropout")
     purchase_owner, purchase_t, dropout = _draw_purchases(rng, people, days, offsets)
@@ -564,7 +621,7 @@ def _assemble(
     t, owner = t[order], owner[order]
     micros = params.start.value // 1000 + np.round(t * 86_400_000_000).astype(np.int64)
     tag = _dataset_tag(params, planted)
-    ids = _customer_ids(len(people["signup"]))
+    ids = _customer_ids(params)
     session = raw["session"].to_numpy()
     session_id = pc.if_else(
         pa.array(session >= 0),
@@ -595,7 +652,7 @@ def _truth_table(
     n = len(people["signup"])
     truth = pd.DataFrame(
         {
-            "customer_id": _customer_ids(n).to_numpy(zero_copy_only=False),
+            "customer_id": _customer_ids(params).to_numpy(zero_copy_only=False),
             "segment": np.array(planted.segment_names)[people["segment"]],
             "signup_at": _timestamps(params, people["signup"]),
             "timezone": ZONE_NAMES[people["zone"]],
@@ -626,8 +683,7 @@ def _truth_table(
 
 
 def _profile_table(people: dict[str, np.ndarray], params: SimulationParams) -> pd.DataFrame:
-    n = len(people["signup"])
-    ids = _customer_ids(n).to_numpy(zero_copy_only=False)
+    ids = _customer_ids(params).to_numpy(zero_copy_only=False)
     return pd.DataFrame(
         {
             "customer_id": ids,
@@ -744,10 +800,11 @@ def _decode(codes: pa.ChunkedArray, labels: list[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(values, pa.array(labels)).cast(pa.string())
 
 
-def _customer_ids(n: int) -> pa.Array:
-    width = max(7, len(str(n)))
+def _customer_ids(params: SimulationParams) -> pa.Array:
+    width = max(7, len(str(params.population or params.n_customers)))
+    numbers = np.arange(params.first_customer, params.first_customer + params.n_customers)
     return pc.binary_join_element_wise(
-        "c", pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width, "0"), ""
+        "c", pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0"), ""
     )
 
 
@@ -759,8 +816,9 @@ def _timestamps(params: SimulationParams, days: np.ndarray) -> pd.Series:
 
 def _dataset_tag(params: SimulationParams, planted: PlantedConfig) -> str:
     """A short id of the inputs, so that two different simulations never share event ids."""
+    size = params.population or params.n_customers
     digest = hashlib.blake2b(
-        f"{params.n_customers}|{params.days}|{params.seed}|{params.start.isoformat()}|{planted.model_dump_json()}".encode(),
+        f"{size}|{params.days}|{params.seed}|{params.start.isoformat()}|{planted.model_dump_json()}".encode(),
         digest_size=4,
     ).hexdigest()
-    return f"sim{params.seed}-{digest}"
+    return f"sim{params.seed}-{digest}" + (f"-p{params.first_customer}" if params.is_part else "")

@@ -13,11 +13,18 @@ import yaml
 from pipelines.simulator.generate import Simulation
 from pipelines.simulator.planted import PlantedConfig
 
-__all__ = ["read_truth", "summarize", "write_simulation"]
+__all__ = ["EVENTS_ROW_GROUP", "read_truth", "summarize", "write_simulation"]
+
+EVENTS_ROW_GROUP = 512_000
 
 
-def write_simulation(sim: Simulation, out: Path) -> dict[str, Path]:
-    """Write events, profiles and the planted truth under `out`; returns what went where."""
+def write_simulation(
+    sim: Simulation, out: Path, *, events_written: int | None = None
+) -> dict[str, Path]:
+    """Write events, profiles and the planted truth under `out`; returns what went where.
+
+    `events_written`: the events are already in ``events.parquet`` (a simulation in parts
+    streams them there part by part), this many of them; only the rest is written."""
     truth_dir = out / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -28,12 +35,14 @@ def write_simulation(sim: Simulation, out: Path) -> dict[str, Path]:
         "planted": truth_dir / "planted.yaml",
         "summary": truth_dir / "summary.json",
     }
-    pq.write_table(sim.events, paths["events"], row_group_size=512_000)
+    if events_written is None:
+        pq.write_table(sim.events, paths["events"], row_group_size=EVENTS_ROW_GROUP)
     sim.customers.to_parquet(paths["customers"], index=False)
     sim.truth.to_parquet(paths["truth"], index=False)
     sim.effects.to_csv(paths["effects"], index=False)
     paths["planted"].write_text(sim.planted.to_yaml())
-    paths["summary"].write_text(json.dumps(summarize(sim), indent=2, default=str))
+    summary = summarize(sim, events=events_written)
+    paths["summary"].write_text(json.dumps(summary, indent=2, default=str))
     return paths
 
 
@@ -48,8 +57,9 @@ def read_truth(directory: Path) -> tuple[pd.DataFrame, PlantedConfig, dict[str, 
     return truth, planted, summary
 
 
-def summarize(sim: Simulation) -> dict[str, Any]:
-    """A small JSON-able description of the data set and its planted truth."""
+def summarize(sim: Simulation, *, events: int | None = None) -> dict[str, Any]:
+    """A small JSON-able description of the data set and its planted truth (`events`: the
+    count, when `sim.events` does not hold them all — a simulation in parts)."""
     truth = sim.truth
     per_segment = (
         truth.groupby("segment")
@@ -67,7 +77,7 @@ def summarize(sim: Simulation) -> dict[str, Any]:
         "days": sim.params.days,
         "start": sim.params.start.isoformat(),
         "end": sim.params.end.isoformat(),
-        "events": sim.events.num_rows,
+        "events": sim.events.num_rows if events is None else events,
         "active_at_end": round(float(truth["alive_at_end"].mean()), 4),
         "segments": per_segment.to_dict(orient="index"),
         "best_delay": {s: sim.planted.best_delay(s) for s in sim.planted.segment_names},
