@@ -10,12 +10,18 @@ Baseline, in the same run: the training sets built without Feast — the same fe
 labels joined in memory with pandas (`pipelines.datasets.memory_sets` does this for backtests) —
 which prices the feature store's point-in-time join.
 
-    uv run python bench/pipeline.py [--customers 100000] [--days 365]
+    uv run python bench/pipeline.py [--customers 100000] [--days 365] [--json FILE]
+
+More customers than a part (100k) are simulated, featured and loaded one part at a time, and the
+models learn from a sample of NUDGE_TRAIN_MAX_CUSTOMERS customers (`bench/out_of_core.py` runs
+this at 100k and 1M and prints how each stage grows). With a sample, ``--sample-check`` fits
+churn again on twice the sample and compares the two on the same holdout rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -23,6 +29,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,15 +42,43 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--home", type=Path, default=None, help="keep the state here")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--sample-check",
+        action="store_true",
+        help="when training samples customers, fit churn on twice the sample too",
+    )
+    parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="skip the in-memory join baseline (it holds every feature table in memory)",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         home = (args.home or Path(tmp) / "home").resolve()
         os.environ["NUDGE_HOME"] = str(home)
-        run(home, args.customers, args.days, args.seed)
+        figures = run(
+            home,
+            args.customers,
+            args.days,
+            args.seed,
+            sample_check=args.sample_check,
+            baseline=not args.skip_baseline,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str))
 
 
-def run(home: Path, customers: int, days: int, seed: int) -> None:
+def run(
+    home: Path,
+    customers: int,
+    days: int,
+    seed: int,
+    *,
+    sample_check: bool = False,
+    baseline: bool = True,
+) -> dict[str, Any]:
     import logging
 
     from pipelines.prefect_env import configure_prefect
@@ -55,7 +90,7 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
     from engine.lake import EventLake
     from features.schema import ENTITY_KEY, TIMESTAMP_COLUMN
     from pipelines.flows.features import apply_feature_store, compute_feature_tables, materialize
-    from pipelines.flows.train import fit_model, load_training_sets, log_result
+    from pipelines.flows.train import fit_model, load_training_sets, log_result, training_sample
     from pipelines.simulate import run_simulation
     from pipelines.tracking import default_tracking_uri
 
@@ -64,10 +99,14 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
 
     def timed(label: str, fn, *a, **kw):
         started = time.perf_counter()
+        print(f"  {label} …", flush=True)
         out = fn(*a, **kw)
         timings.append((label, time.perf_counter() - started))
-        print(f"  {label}: {timings[-1][1]:.1f} s", flush=True)
+        print(f"  {label}: {timings[-1][1]:.1f} s (peak RSS {_peak_gib():.1f} GiB)", flush=True)
         return out
+
+    def say(message: str) -> None:
+        print(f"    {message}", flush=True)
 
     sim = timed(
         "simulate + load the lake",
@@ -78,10 +117,16 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
         start="2025-01-01",
         out=home / "simulation",
         lake=EventLake(home / "lake"),
+        progress=say,
     )
-    events = sim.simulation.events.num_rows
+    events = sim.events
     del sim
-    built = timed("features: compute + write 3 tables", compute_feature_tables.fn, str(home))
+    built = timed(
+        "features: compute + write 3 tables",
+        compute_feature_tables.fn,
+        str(home),
+        progress=say,
+    )
     timed("features: feast apply", apply_feature_store.fn, str(home))
     timed(
         "features: materialize latest snapshot (SQLite)",
@@ -97,6 +142,9 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
         6,
     )
     rows = sum(len(p.train) + len(p.holdout) for p in problems.values())
+    sample = training_sample(EventLake(home / "lake"))
+    if sample is not None:
+        say(f"training on a sample of {sample.fraction:.1%} of the customers")
     results = {}
     for name, problem in problems.items():
         results[name] = timed(f"fit {name} + baselines", fit_model.fn, problem)
@@ -113,9 +161,15 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
             uri,
         )
     pipeline_s = time.perf_counter() - total
-    baseline_s = _memory_join_baseline(home, problems, ENTITY_KEY, TIMESTAMP_COLUMN)
+    peak_gb = _peak_gib()
+    checked = None
+    if sample_check and sample is not None:
+        fit_s = dict(timings)["fit churn + baselines"]
+        checked = _sample_check(home, problems["churn"], results["churn"], sample, fit_s)
+    baseline_s = (
+        _memory_join_baseline(home, problems, ENTITY_KEY, TIMESTAMP_COLUMN) if baseline else None
+    )
     feast_s = next(s for label, s in timings if label.startswith("training sets"))
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
     print(f"\n| stage | {customers:,} customers × {days} days ({events:,} events) |")
     print("|---|---|")
@@ -124,19 +178,85 @@ def run(home: Path, customers: int, days: int, seed: int) -> None:
     verdict = "met" if pipeline_s < 600 else "MISSED"
     print(f"| **whole pipeline** | **{pipeline_s:.1f} s** (target < 600 s: {verdict}) |")
     print(f"| peak memory (RSS) | {peak_gb:.1f} GiB |")
-    print(f"\n| training sets ({rows:,} rows, 3 models) | seconds | ratio |")
-    print("|---|---|---|")
-    print(
-        f"| baseline: in-memory pandas join of the same tables and labels | {baseline_s:.1f} | 1.0× |"
-    )
-    print(
-        f"| Feast point-in-time join (DuckDB offline store) | {feast_s:.1f} | {feast_s / baseline_s:.1f}× |"
-    )
+    if baseline_s is not None:
+        print(f"\n| training sets ({rows:,} rows, 3 models) | seconds | ratio |")
+        print("|---|---|---|")
+        print(
+            f"| baseline: in-memory pandas join of the same tables and labels | {baseline_s:.1f} | 1.0× |"
+        )
+        print(
+            f"| Feast point-in-time join (DuckDB offline store) | {feast_s:.1f} | {feast_s / baseline_s:.1f}× |"
+        )
     print("\nholdout:")
     for name, result in results.items():
         metric = result.spec.primary_metric
         row = ", ".join(f"{k} {v[metric]:.4f}" for k, v in result.metrics.items())
         print(f"  {name} ({metric}): {row}")
+    if checked:
+        print(
+            f"\nsample check (churn, the same {checked['rows']:,} holdout rows): ROC-AUC "
+            f"{checked['auc_sample']:.4f} learning from {checked['fraction']:.1%} of the "
+            f"customers, {checked['auc_double']:.4f} from {checked['fraction_double']:.1%} "
+            f"(difference {checked['auc_double'] - checked['auc_sample']:+.4f}; "
+            f"{checked['train_rows']:,} → {checked['train_rows_double']:,} training rows, "
+            f"fits {checked['fit_s']:.0f} s → {checked['fit_double_s']:.0f} s)"
+        )
+    return {
+        "customers": customers,
+        "days": days,
+        "events": events,
+        "stages": dict(timings),
+        "total_s": pipeline_s,
+        "peak_rss_gib": peak_gb,
+        "training_rows": rows,
+        "sample_fraction": sample.fraction if sample is not None else 1.0,
+        "feast_join_s": feast_s,
+        "memory_join_s": baseline_s,
+        "holdout": {
+            name: {k: v[result.spec.primary_metric] for k, v in result.metrics.items()}
+            for name, result in results.items()
+        },
+        "sample_check": checked,
+        "load_average": os.getloadavg(),
+    }
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def _sample_check(home: Path, problem, result, sample, fit_s: float) -> dict[str, Any]:
+    """Churn learnt from twice the customers of `sample`, scored with the sample's model on the
+    holdout rows both share (the smaller sample's customers are within the larger's)."""
+    from engine.lake import EventLake
+    from features.schema import ENTITY_KEY
+    from models.metrics import classification_metrics
+    from pipelines.flows.train import fit_model, load_training_sets
+
+    lake = EventLake(home / "lake")
+    double = min(1.0, 2 * sample.fraction)
+    most = round(double * lake.customer_count())
+    print(f"  sample check: churn learning from {double:.1%} of the customers …", flush=True)
+    problems, _data, _skipped = load_training_sets.fn(str(home), ["churn"], 6, max_customers=most)
+    started = time.perf_counter()
+    bigger = fit_model.fn(problems["churn"])
+    fit_double_s = time.perf_counter() - started
+    shared = set(problem.holdout[ENTITY_KEY])
+    small = result.holdout_scores
+    large = bigger.holdout_scores[bigger.holdout_scores[ENTITY_KEY].isin(shared)]
+    label = result.spec.label
+    merged = small.merge(large, on=ENTITY_KEY, suffixes=("", "_double"), validate="1:1")
+    return {
+        "rows": len(merged),
+        "fraction": sample.fraction,
+        "fraction_double": double,
+        "auc_sample": classification_metrics(merged[label], merged["model"])["roc_auc"],
+        "auc_double": classification_metrics(merged[label], merged["model_double"])["roc_auc"],
+        "train_rows": len(problem.train),
+        "train_rows_double": len(problems["churn"].train),
+        "fit_s": fit_s,
+        "fit_double_s": fit_double_s,
+    }
 
 
 def _memory_join_baseline(home: Path, problems, key: str, stamp: str) -> float:

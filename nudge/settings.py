@@ -169,6 +169,15 @@ class SharedSettings(BaseSettings):
         "(models/definitions: churn, ltv, engagement).",
     )
 
+    train_max_customers: int = Field(
+        default=250_000,
+        ge=1,
+        description="Most customers the train flow learns from: a lake with more is sampled by "
+        "customer (a fixed hash of the id, every snapshot of a sampled customer kept), so that "
+        "the training sets fit in memory; measured on a million customers, doubling the sample "
+        "moves the holdout ROC-AUC by less than 0.005 (BENCHMARKS.md, Out of core).",
+    )
+
     @classmethod
     def for_home(cls, home: Path | str | None = None, **values: Any) -> Self:
         """The settings from the environment, with `home` instead of NUDGE_HOME when given."""

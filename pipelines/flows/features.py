@@ -8,10 +8,12 @@ scoring service reads the latest values, training reads the offline tables.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nudge.settings import home_dir
@@ -21,8 +23,16 @@ __all__ = ["apply_feature_store", "build_features", "compute_feature_tables", "m
 
 
 @task(cache_policy=NO_CACHE)
-def compute_feature_tables(home: str, step_days: int = 30, count: int = 12) -> dict[str, Any]:
-    """Compute every view at the snapshot grid and write the tables; returns what was written."""
+def compute_feature_tables(
+    home: str,
+    step_days: int = 30,
+    count: int = 12,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Compute every view at the snapshot grid and write the tables; returns what was written.
+
+    A large lake is built one part of its customers at a time; each part is reported to
+    `progress` (default: the flow run's log)."""
     from engine.lake import EventLake
     from features.compute import build_feature_tables
     from models.definitions import load_definitions
@@ -30,7 +40,7 @@ def compute_feature_tables(home: str, step_days: int = 30, count: int = 12) -> d
     lake = EventLake(Path(home) / "lake")
     data = covered_range(lake)
     snapshots = feature_snapshots(data, step_days=step_days, count=count)
-    paths = build_feature_tables(lake, snapshots, home)
+    paths = build_feature_tables(lake, snapshots, home, progress=progress or _run_log)
     # A definition whose events the lake lacks gets empty features; say so now, not at training.
     present = set(lake.info().events_per_type)
     lacking = {
@@ -44,6 +54,14 @@ def compute_feature_tables(home: str, step_days: int = 30, count: int = 12) -> d
         "data_range": data.describe(),
         "models_without_data": lacking,
     }
+
+
+def _run_log(message: str) -> None:
+    """`message` to the Prefect run's log; dropped outside a run (a task called with `.fn`)."""
+    from prefect.exceptions import MissingContextError
+
+    with contextlib.suppress(MissingContextError):
+        get_run_logger().info(message)
 
 
 @task(cache_policy=NO_CACHE)

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -26,17 +26,32 @@ from models.evaluate import ModelResult
 from nudge.settings import home_dir
 from pipelines.datasets import DataRange, PipelineError, ProblemSet
 
-__all__ = ["fit_model", "fit_models", "load_training_sets", "log_result", "train"]
+if TYPE_CHECKING:
+    from engine.lake import CustomerSlice, EventLake
+
+__all__ = [
+    "fit_model",
+    "fit_models",
+    "load_training_sets",
+    "log_result",
+    "train",
+    "training_sample",
+]
 
 
 @task(cache_policy=NO_CACHE)
 def load_training_sets(
-    home: str, models: Sequence[str] | None, n_train: int
+    home: str,
+    models: Sequence[str] | None,
+    n_train: int,
+    max_customers: int | None = None,
 ) -> tuple[dict[str, ProblemSet], DataRange, dict[str, str]]:
     """Labels from the lake at the feature tables' snapshots, features by Feast joins.
 
     `models` None means every definition the lake can train (the others come back, with the
-    reason, as the third value); named models must all be trainable."""
+    reason, as the third value); named models must all be trainable. A lake of more than
+    `max_customers` customers (default NUDGE_TRAIN_MAX_CUSTOMERS) is sampled by customer
+    (`training_sample`): train and holdout rows are the sampled customers' only."""
     from engine.lake import EventLake
     from features.compute import lake_columns, read_feature_table
     from features.schema import CHURN_VIEW
@@ -56,11 +71,30 @@ def load_training_sets(
         ) from None
     every = load_definitions()
     definitions = every.subset(list(models or every.names))
-    events = lake.read(end=data.last + timedelta(microseconds=1), columns=lake_columns(definitions))
+    sample = training_sample(lake, max_customers)
+    events = lake.read(
+        end=data.last + timedelta(microseconds=1),
+        columns=lake_columns(definitions),
+        customers=sample,
+    )
     definitions, skipped = usable_definitions(definitions, events, explicit=bool(models))
     specs = {name: spec_for(name, definitions=definitions) for name in definitions.names}
     labels = label_rows(events, snapshots, data.last, specs, n_train=n_train)
     return feast_sets(open_store(home), labels, specs), data, skipped
+
+
+def training_sample(lake: EventLake, max_customers: int | None = None) -> CustomerSlice | None:
+    """The customers to learn from when the lake has more than `max_customers` (default
+    NUDGE_TRAIN_MAX_CUSTOMERS): a fixed hash sample of about that many, the same on every run
+    (so a retrain compares with the last one on the same customers); None: all of them."""
+    from engine.lake import CustomerSlice
+    from nudge.settings import SharedSettings
+
+    most = max_customers if max_customers is not None else SharedSettings().train_max_customers
+    customers = lake.customer_count()
+    if customers <= most:
+        return None
+    return CustomerSlice.sample(most / customers)
 
 
 @task(cache_policy=NO_CACHE)

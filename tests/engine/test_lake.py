@@ -121,3 +121,73 @@ def test_customer_profiles_are_upserted_by_id(lake):
     profiles = lake.read_customers().set_index("customer_id")["first_name"].to_dict()
     assert size == 3
     assert profiles == {"a": "Ada", "b": "Bea", "c": "Cy"}
+
+
+# -- customer slices: partitions and samples of the customers ------------------------------------
+
+
+def many_customers(n_events: int = 3_000, customers: int = 600) -> pa.Table:
+    return events_to_table(
+        validate_event(
+            {
+                "event_id": f"e{i}",
+                "customer_id": f"c{i % customers:05d}",
+                "event_type": "page_view",
+                "timestamp": (T0 + timedelta(minutes=i)).isoformat(),
+            }
+        )
+        for i in range(n_events)
+    )
+
+
+def test_the_parts_of_a_slicing_hold_every_customer_once(tmp_path):
+    from engine.lake import CustomerSlice
+
+    lake = EventLake(tmp_path / "lake")
+    lake.append(many_customers())
+    seen: list[str] = []
+    for index in range(4):
+        part = lake.read(customers=CustomerSlice.part(index, 4), columns=["customer_id"])
+        ids = set(part["customer_id"].to_pylist())
+        assert 100 < len(ids) < 200  # about a quarter of 600
+        assert CustomerSlice.part(index, 4).mask(sorted(ids)).all()
+        seen += ids
+    assert len(seen) == len(set(seen)) == 600
+    assert sum(lake.read(customers=CustomerSlice.part(i, 4)).num_rows for i in range(4)) == 3_000
+    with pytest.raises(ValueError, match="part index"):
+        CustomerSlice.part(4, 4)
+
+
+def test_a_sample_keeps_all_events_of_its_customers_and_nests_in_a_larger_one(tmp_path):
+    from engine.lake import CustomerSlice
+
+    lake = EventLake(tmp_path / "lake")
+    lake.append(many_customers())
+    small, large = CustomerSlice.sample(0.2), CustomerSlice.sample(0.5)
+    assert (small.fraction, large.fraction) == (0.2, 0.5)
+    small_ids = set(lake.read(customers=small)["customer_id"].to_pylist())
+    large_ids = set(lake.read(customers=large)["customer_id"].to_pylist())
+    assert small_ids < large_ids
+    assert 80 < len(small_ids) < 160 and 240 < len(large_ids) < 360
+    every = lake.read().to_pandas()
+    assert len(lake.read(customers=small)) == every["customer_id"].isin(small_ids).sum()
+    assert CustomerSlice.sample(1.0).sql() == "TRUE"
+    with pytest.raises(ValueError, match="fraction"):
+        CustomerSlice.sample(0)
+
+
+def test_the_customer_count_is_close_and_zero_for_an_empty_lake(tmp_path):
+    lake = EventLake(tmp_path / "lake")
+    assert lake.customer_count() == 0
+    lake.append(many_customers())
+    assert 570 <= lake.customer_count() <= 630
+
+
+def test_an_append_skips_known_ids_of_the_range_and_adds_the_others(tmp_path):
+    lake = EventLake(tmp_path / "lake")
+    lake.append(many_customers(100))
+    # Ids e50..e149: the first half is known (inside the batch's id range), the rest is new.
+    batch = many_customers(150).slice(50)
+    result = lake.append(batch)
+    assert (result.received, result.added, result.duplicates) == (100, 50, 50)
+    assert lake.read().num_rows == 150

@@ -12,6 +12,8 @@ import pytest
 from features.schema import MODEL_NAMES, VIEW_NAMES
 from models.specs import BASELINES
 
+TIMESTAMP = "event_timestamp"
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:fetch_arrow_table:DeprecationWarning"),
@@ -121,6 +123,28 @@ def test_task_logic_runs_without_a_flow(built, pipeline_home):
     result = fit_model.fn(problem, max_rounds=30)
     assert result.extra["fitted_on_pid"] == os.getpid()
     assert result.metrics["model"]["roc_auc"] > 0.5
+
+
+def test_a_lake_larger_than_the_training_limit_is_sampled_by_customer(built, pipeline_home):
+    from engine.lake import CustomerSlice, EventLake
+    from pipelines.flows.train import load_training_sets, training_sample
+
+    lake = EventLake(pipeline_home / "lake")
+    assert training_sample(lake, max_customers=100_000) is None
+    sample = training_sample(lake, max_customers=400)
+    assert sample is not None and sample.fraction == pytest.approx(
+        400 / lake.customer_count(), 0.01
+    )
+    problems, _, _ = load_training_sets.fn(str(pipeline_home), ["churn"], 2, max_customers=400)
+    everyone, _, _ = load_training_sets.fn(str(pipeline_home), ["churn"], 2)
+    churn, whole = problems["churn"], everyone["churn"]
+    learnt = set(churn.train["customer_id"]) | set(churn.holdout["customer_id"])
+    assert CustomerSlice.sample(sample.fraction).mask(sorted(learnt)).all()
+    assert 250 < len(learnt) < 550 < len(set(whole.train["customer_id"]))
+    # Every row of a sampled customer is kept: the rows are the full set's, restricted.
+    kept = whole.train[whole.train["customer_id"].isin(learnt)]
+    assert len(churn.train) == len(kept)
+    assert churn.holdout[TIMESTAMP].max() == whole.holdout[TIMESTAMP].max()
 
 
 def test_fit_models_runs_its_tasks_on_a_dask_cluster(built, pipeline_home, prefect_harness):

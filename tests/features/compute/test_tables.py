@@ -54,3 +54,52 @@ def test_one_view_can_be_computed_alone(events, customers, feature_tables):
     only = compute_features(events, SNAPSHOTS, customers, views=[CHURN_VIEW])
     assert list(only) == [CHURN_VIEW]
     pd.testing.assert_frame_equal(only[CHURN_VIEW], feature_tables[CHURN_VIEW])
+
+
+def test_a_build_in_parts_of_the_customers_writes_the_one_piece_tables(lake, tmp_path):
+    whole = build_feature_tables(lake, SNAPSHOTS, tmp_path / "whole")
+    said: list[str] = []
+    parts = build_feature_tables(
+        lake, SNAPSHOTS, tmp_path / "parts", part_customers=400, progress=said.append
+    )
+    assert parts.keys() == whole.keys()
+    assert len(said) == -(-lake.customer_count() // 400) >= 3  # one message per part
+    for view in whole:
+        pd.testing.assert_frame_equal(
+            read_feature_table(view, tmp_path / "parts"),
+            read_feature_table(view, tmp_path / "whole"),
+        )
+
+
+def test_a_build_in_parts_merges_with_the_snapshots_on_disk(lake, tmp_path):
+    build_feature_tables(lake, SNAPSHOTS[:-1], tmp_path / "parts", part_customers=500)
+    build_feature_tables(lake, SNAPSHOTS[-1:], tmp_path / "parts", part_customers=500, merge=True)
+    build_feature_tables(lake, SNAPSHOTS, tmp_path / "whole")
+    for view in VIEW_NAMES:
+        merged = read_feature_table(view, tmp_path / "parts")
+        assert merged["event_timestamp"].nunique() == len(SNAPSHOTS)
+        pd.testing.assert_frame_equal(merged, read_feature_table(view, tmp_path / "whole"))
+
+
+def test_a_failed_build_in_parts_leaves_the_tables_on_disk_as_they_were(
+    lake, tmp_path, monkeypatch
+):
+    import features.compute.tables as tables
+
+    build_feature_tables(lake, SNAPSHOTS[:2], tmp_path)
+    before = read_feature_table(CHURN_VIEW, tmp_path)
+    calls = 0
+    real = tables.compute_features
+
+    def fail_on_the_second_part(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("out of disk")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tables, "compute_features", fail_on_the_second_part)
+    with pytest.raises(RuntimeError, match="out of disk"):
+        build_feature_tables(lake, SNAPSHOTS, tmp_path, part_customers=500)
+    pd.testing.assert_frame_equal(read_feature_table(CHURN_VIEW, tmp_path), before)
+    assert not list(feature_table_path(CHURN_VIEW, tmp_path).parent.glob(".*.tmp"))
