@@ -358,8 +358,9 @@ class EventLake:
         """Drop repeats within the batch (keeping the first) and ids the lake already holds."""
         with _duckdb() as con:
             con.register("batch", table)
-            [(repeated,)] = con.execute(
-                "SELECT count(*) FROM (SELECT event_id FROM batch GROUP BY event_id HAVING count(*) > 1)"
+            [(repeated, lowest, highest)] = con.execute(
+                "SELECT count(*) - count(DISTINCT event_id), min(event_id), max(event_id) "
+                "FROM batch"
             ).fetchall()
             if repeated:
                 table = con.sql(
@@ -369,19 +370,27 @@ class EventLake:
                 con.register("batch", table)
             if not self._has_files():
                 return table.cast(LAKE_SCHEMA)
-            # Only the lake's ids within the batch's range can match: the filter is pushed into
-            # the Parquet scan, so the join's table holds those, not every id of the lake (a
-            # simulation part's ids share a prefix no other part has: none of the ~100 M ids
-            # of the earlier parts of a million-customer simulation).
+            # Only the lake's ids within the batch's range can match, and the range is pushed
+            # into the Parquet scan (row groups are skipped on their min/max): new events whose
+            # ids no file's range covers — a simulation part, whose ids share a prefix no other
+            # part has — cost one pruned scan instead of a join against every id of the lake.
+            between = [lowest, highest]
+            known = f"SELECT event_id FROM {self._scan()} WHERE event_id BETWEEN ? AND ?"
+            [(matches,)] = con.execute(f"SELECT count(*) FROM ({known})", between).fetchall()
+            if not matches:
+                return table.cast(LAKE_SCHEMA)
             fresh = con.sql(
-                f"SELECT batch.* FROM batch ANTI JOIN (SELECT event_id FROM {self._scan()} "
-                "WHERE event_id BETWEEN (SELECT min(event_id) FROM batch) "
-                "AND (SELECT max(event_id) FROM batch)) known USING (event_id)"
+                f"SELECT batch.* FROM batch ANTI JOIN ({known}) known USING (event_id)",
+                params=between,
             ).to_arrow_table()
         return fresh.cast(LAKE_SCHEMA)
 
     def _write(self, table: pa.Table) -> None:
-        table = table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
+        # Files are kept in time order (reads prune row groups on it); reads order ties by
+        # event_id themselves. A batch already in time order (a simulation part, a day's
+        # export) is written as it is: sorting a 10.8 M-event part costs ~15 s of its ~45 s.
+        if not _in_time_order(table["timestamp"]):
+            table = table.sort_by([("timestamp", "ascending"), ("event_id", "ascending")])
         day = pc.cast(pc.cast(table["timestamp"], pa.date32()), pa.string())
         staging = self.root / "_staging" / uuid.uuid4().hex
         ds.write_dataset(
@@ -408,6 +417,11 @@ class EventLake:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _in_time_order(timestamps: pa.ChunkedArray) -> bool:
+    micros = timestamps.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return bool(np.all(micros[1:] >= micros[:-1]))
 
 
 def events_to_table(events: Iterable[Event]) -> pa.Table:

@@ -167,6 +167,7 @@ def train(
         "data_range": data.describe(),
         "git_commit": git_commit(),
         "task_runner": f"dask {address}" if address else "local",
+        "training_customers": _sample_note(root),
     }
     uri = tracking_uri or default_tracking_uri(root)
     logged: dict[str, Any] = {
@@ -178,6 +179,16 @@ def train(
     if refreshed is not None:  # a scoring service is configured
         logged["score_refresh"] = refreshed
     return logged
+
+
+def _sample_note(home: str) -> str:
+    """Whom the models learnt from, for the run's tags and model card."""
+    from engine.lake import EventLake
+
+    sample = training_sample(EventLake(Path(home) / "lake"))
+    if sample is None:
+        return "all"
+    return f"a {sample.fraction:.1%} sample by customer (NUDGE_TRAIN_MAX_CUSTOMERS)"
 
 
 def _refresh_scores() -> dict[str, Any] | None:
