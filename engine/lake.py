@@ -150,9 +150,11 @@ class EventLake:
         customer_ids: Sequence[str] | None = None,
         columns: Sequence[str] | None = None,
         customers: CustomerSlice | None = None,
+        ordered: bool = True,
     ) -> pa.Table:
         """Events with ``start <= timestamp < end`` (UTC; either bound optional), oldest first;
-        with `customers`, only that slice's customers' events."""
+        with `customers`, only that slice's customers' events. `ordered=False` leaves them in
+        no particular order, for readers that aggregate (sorting is most of a large read)."""
         wanted = list(columns) if columns else LAKE_SCHEMA.names
         unknown = [c for c in wanted if c not in LAKE_SCHEMA.names]
         if unknown:
@@ -180,7 +182,8 @@ class EventLake:
         select = ", ".join(f'"{c}"' for c in wanted)
         with _duckdb() as con:
             table = con.sql(
-                f"SELECT {select} FROM {self._scan()} {where} ORDER BY timestamp, event_id",
+                f"SELECT {select} FROM {self._scan()} {where}"
+                + (" ORDER BY timestamp, event_id" if ordered else ""),
                 params=params,
             ).to_arrow_table()
         return table.cast(pa.schema([LAKE_SCHEMA.field(c) for c in wanted]))

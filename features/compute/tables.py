@@ -206,7 +206,7 @@ def build_feature_tables(
     with _StreamedTables(home, snapshots, merge, definitions) as out:
         for index in range(parts):
             part = CustomerSlice.part(index, parts)
-            events = lake.read(end=until, columns=columns, customers=part)
+            events = lake.read(end=until, columns=columns, customers=part, ordered=False)
             kept = profiles[part.mask(profiles["customer_id"])] if len(profiles) else profiles
             out.write(compute_features(events, snapshots, kept, definitions=definitions))
             say(

@@ -76,6 +76,7 @@ def load_training_sets(
         end=data.last + timedelta(microseconds=1),
         columns=lake_columns(definitions),
         customers=sample,
+        ordered=False,  # labels aggregate; a sort of every event would be most of the read
     )
     definitions, skipped = usable_definitions(definitions, events, explicit=bool(models))
     specs = {name: spec_for(name, definitions=definitions) for name in definitions.names}
