@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import resource
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -16,7 +22,7 @@ import pyarrow.parquet as pq
 
 from engine.lake import LAKE_SCHEMA, AppendResult, EventLake
 from pipelines.simulator import PlantedConfig, Simulation, SimulationParams, load_planted, simulate
-from pipelines.simulator.generate import Progress, simulate_parts
+from pipelines.simulator.generate import Progress, part_count, simulate_part, utc_midnight
 from pipelines.simulator.output import EVENTS_ROW_GROUP, summarize, write_simulation
 
 __all__ = ["DEFAULT_PART_CUSTOMERS", "SimulationRun", "run_simulation"]
@@ -26,6 +32,8 @@ __all__ = ["DEFAULT_PART_CUSTOMERS", "SimulationRun", "run_simulation"]
 # part of 100k customers × 365 days is ~10.8 M events and ~3 GiB at its peak; a million customers
 # in one piece would need ~55 GiB.
 DEFAULT_PART_CUSTOMERS: Final = 100_000
+# Parts drawn at once, each in its own process: drawing is single-threaded numpy.
+DEFAULT_WORKERS: Final = min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class SimulationRun:
     appended: AppendResult | None
     profiles: int
     events: int
+    peak_rss: int = 0  # bytes: the largest of the part processes' peaks (parts only)
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -59,18 +68,31 @@ def run_simulation(
     progress: Progress | None = None,
     lake_days: int | None = None,
     part_customers: int = DEFAULT_PART_CUSTOMERS,
+    workers: int = DEFAULT_WORKERS,
 ) -> SimulationRun:
     """Draw the data set, write it under `out`, and append it to `lake` (idempotently) if given.
 
     With `lake_days`, only the first `lake_days` days go to the lake: the rest stays in the data
     set as "the future" (for example, to replay it through the engine after training). More than
-    `part_customers` customers are drawn, written and loaded one part at a time.
+    `part_customers` customers are drawn, written and loaded one part at a time, `workers`
+    parts at once; their events are then a directory of Parquet files (``events.parquet/``,
+    which pandas, pyarrow and DuckDB read as one table).
     """
     say = progress or (lambda _msg: None)
     planted = load_planted(planted_path)
     if customers > part_customers:
         return _run_in_parts(
-            customers, days, seed, start, out, lake, planted, say, lake_days, part_customers
+            customers,
+            days,
+            seed,
+            start,
+            out,
+            lake,
+            planted,
+            say,
+            lake_days,
+            part_customers,
+            workers,
         )
     sim = simulate(customers, days, seed, start=start, planted=planted, progress=say)
     say(f"writing data set and planted truth to {out}")
@@ -95,56 +117,127 @@ def _run_in_parts(
     say: Progress,
     lake_days: int | None,
     part_customers: int,
+    workers: int,
 ) -> SimulationRun:
-    """`run_simulation` one part at a time: each part's events are streamed to events.parquet
-    and appended to the lake before the next part is drawn; profiles and truth (a row per
-    customer) are kept and written at the end."""
+    """`run_simulation` one part at a time, `workers` parts at once (each in a process of its
+    own): a part's events go to a file of its own under the ``events.parquet`` directory and
+    to the lake before its process draws the next; profiles and truth (a row per customer) come
+    back and are written at the end."""
+    parts = part_count(customers, days, part_customers)
     out.mkdir(parents=True, exist_ok=True)
-    events_path = out / "events.parquet"
     staging = out / f".events.{uuid.uuid4().hex}.tmp"
-    profiles: list[pd.DataFrame] = []
-    truths: list[pd.DataFrame] = []
-    received = added = duplicates = written = 0
+    staging.mkdir()
+    jobs = [
+        _PartJob(
+            index,
+            customers,
+            days,
+            seed,
+            part_customers,
+            start,
+            planted,
+            staging,
+            lake.root if lake is not None else None,
+            lake_days,
+        )
+        for index in range(parts)
+    ]
+    done: list[_PartResult] = []
     started = time.perf_counter()
-    last: Simulation | None = None
     try:
-        with pq.ParquetWriter(staging, LAKE_SCHEMA) as writer:
-            for part in simulate_parts(
-                customers, days, seed, part_customers, start=start, planted=planted, progress=say
-            ):
-                writer.write_table(part.events, row_group_size=EVENTS_ROW_GROUP)
-                written += part.events.num_rows
-                if lake is not None:
-                    result = lake.append(_lake_window(part.events, part.params.start, lake_days))
-                    received += result.received
-                    added += result.added
-                    duplicates += result.duplicates
-                profiles.append(part.customers)
-                truths.append(part.truth)
-                last = part
+        with _pool(min(workers, parts)) as pool:
+            for result in pool.map(_draw_part, jobs):
+                done.append(result)
+                written = sum(r.events for r in done)
+                elapsed = time.perf_counter() - started
                 say(
-                    f"{written:,} events so far ({time.perf_counter() - started:.0f} s, "
-                    f"{written / max(time.perf_counter() - started, 1e-9):,.0f} events/s)"
+                    f"part {len(done)}/{parts}: {written:,} events so far ({elapsed:.0f} s, "
+                    f"{written / max(elapsed, 1e-9):,.0f} events/s)"
                 )
-                del part
+        events_path = out / "events.parquet"
+        if events_path.is_dir():
+            shutil.rmtree(events_path)
+        events_path.unlink(missing_ok=True)
         os.replace(staging, events_path)
     finally:
-        staging.unlink(missing_ok=True)
-    assert last is not None  # at least one part: customers > part_customers >= 1
+        shutil.rmtree(staging, ignore_errors=True)
+    written = sum(r.events for r in done)
     sim = Simulation(
-        SimulationParams(customers, days, seed, last.params.start),
+        SimulationParams(customers, days, seed, utc_midnight(start)),
         planted,
         LAKE_SCHEMA.empty_table(),
-        pd.concat(profiles, ignore_index=True),
-        pd.concat(truths, ignore_index=True),
+        pd.concat([r.customers for r in done], ignore_index=True),
+        pd.concat([r.truth for r in done], ignore_index=True),
     )
     say(f"writing profiles and planted truth to {out}")
     paths = write_simulation(sim, out, events_written=written)
     lake_result, n_profiles = None, 0
     if lake is not None:
-        lake_result = AppendResult(received, added, duplicates)
+        lake_result = AppendResult(
+            sum(r.appended.received for r in done if r.appended),
+            sum(r.appended.added for r in done if r.appended),
+            sum(r.appended.duplicates for r in done if r.appended),
+        )
         n_profiles = lake.upsert_customers(sim.customers)
-    return SimulationRun(sim, paths, lake_result, n_profiles, written)
+    return SimulationRun(
+        sim, paths, lake_result, n_profiles, written, max(r.peak_rss for r in done)
+    )
+
+
+@dataclass(frozen=True)
+class _PartJob:
+    index: int
+    customers: int
+    days: int
+    seed: int
+    part_customers: int
+    start: str
+    planted: PlantedConfig
+    events_dir: Path
+    lake_root: Path | None
+    lake_days: int | None
+
+
+@dataclass(frozen=True)
+class _PartResult:
+    events: int
+    appended: AppendResult | None
+    customers: pd.DataFrame
+    truth: pd.DataFrame
+    peak_rss: int  # bytes, of the process that drew the part
+
+
+def _draw_part(job: _PartJob) -> _PartResult:
+    """Draw one part, write its events file and append it to the lake (in a worker process)."""
+    part = simulate_part(
+        job.index, job.customers, job.days, job.seed, job.part_customers, job.start, job.planted
+    )
+    pq.write_table(
+        part.events,
+        job.events_dir / f"part-{job.index:05d}.parquet",
+        row_group_size=EVENTS_ROW_GROUP,
+    )
+    appended = None
+    if job.lake_root is not None:
+        events = _lake_window(part.events, part.params.start, job.lake_days)
+        appended = EventLake(job.lake_root).append(events)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return _PartResult(part.events.num_rows, appended, part.customers, part.truth, peak)
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    """Processes for the parts (spawned: the parent may hold threads, DuckDB's among them), or
+    this process alone for one worker."""
+    if workers <= 1:
+
+        class _Here:
+            map = staticmethod(map)
+
+        yield _Here()
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
 
 
 def _lake_window(events: pa.Table, start: pd.Timestamp, lake_days: int | None) -> pa.Table:

@@ -30,7 +30,14 @@ from engine.lake import LAKE_SCHEMA
 from pipelines.simulator.planted import RESPONSE_TYPES, PlantedConfig
 from pipelines.simulator.zones import ZONE_COUNTRIES, ZONE_NAMES, ZONE_WEIGHTS, utc_offset_table
 
-__all__ = ["Simulation", "SimulationParams", "simulate", "simulate_parts"]
+__all__ = [
+    "Simulation",
+    "SimulationParams",
+    "part_count",
+    "simulate",
+    "simulate_part",
+    "simulate_parts",
+]
 
 MINUTE = 1 / 1440
 HOUR = 1 / 24
@@ -144,7 +151,7 @@ def simulate(
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
     planted = planted or PlantedConfig()
-    start_ts = _utc_midnight(start)
+    start_ts = utc_midnight(start)
     return _simulate(SimulationParams(n_customers, days, seed, start_ts), planted, progress)
 
 
@@ -166,27 +173,49 @@ def simulate_parts(
     one-piece data set of that seed. Customer ids run on across parts (c0000001 … c1000000) and
     event ids carry the part, so parts never collide.
     """
+    say = progress or (lambda _msg: None)
+    parts = part_count(n_customers, days, part_customers)
+    for index in range(parts):
+        first = index * part_customers
+        size = min(part_customers, n_customers - first)
+        say(f"part {index + 1}/{parts}: customers {first + 1:,}–{first + size:,}")
+        yield simulate_part(index, n_customers, days, seed, part_customers, start, planted)
+
+
+def part_count(n_customers: int, days: int, part_customers: int) -> int:
+    """How many parts `simulate_parts` draws (the sizes checked)."""
     if part_customers < 1:
         raise ValueError(f"part_customers must be at least 1 (got {part_customers})")
     if n_customers < 1:
         raise ValueError(f"n_customers must be at least 1 (got {n_customers})")
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
-    planted = planted or PlantedConfig()
-    start_ts = _utc_midnight(start)
-    say = progress or (lambda _msg: None)
-    parts = -(-n_customers // part_customers)
-    for index in range(parts):
-        first = index * part_customers
-        size = min(part_customers, n_customers - first)
-        say(f"part {index + 1}/{parts}: customers {first + 1:,}–{first + size:,}")
-        params = SimulationParams(
-            size, days, seed, start_ts, first_customer=first + 1, population=n_customers
-        )
-        yield _simulate(params, planted, None)
+    return -(-n_customers // part_customers)
 
 
-def _utc_midnight(start: str | pd.Timestamp) -> pd.Timestamp:
+def simulate_part(
+    index: int,
+    n_customers: int,
+    days: int,
+    seed: int,
+    part_customers: int,
+    start: str | pd.Timestamp = "2025-01-01",
+    planted: PlantedConfig | None = None,
+) -> Simulation:
+    """Part `index` of `simulate_parts` alone (what a worker process draws)."""
+    parts = part_count(n_customers, days, part_customers)
+    if not 0 <= index < parts:
+        raise ValueError(f"part index must be in [0, {parts}) (got {index})")
+    first = index * part_customers
+    size = min(part_customers, n_customers - first)
+    params = SimulationParams(
+        size, days, seed, utc_midnight(start), first_customer=first + 1, population=n_customers
+    )
+    return _simulate(params, planted or PlantedConfig(), None)
+
+
+def utc_midnight(start: str | pd.Timestamp) -> pd.Timestamp:
+    """The UTC midnight that starts the day `start` (naive values are UTC)."""
     stamp = pd.Timestamp(start)
     return (stamp.tz_localize("UTC") if stamp.tz is None else stamp.tz_convert("UTC")).normalize()
 
