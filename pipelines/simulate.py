@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import resource
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -145,15 +146,14 @@ def _run_in_parts(
     done: list[_PartResult] = []
     started = time.perf_counter()
     try:
-        with _pool(min(workers, parts)) as pool:
-            for result in pool.map(_draw_part, jobs):
-                done.append(result)
-                written = sum(r.events for r in done)
-                elapsed = time.perf_counter() - started
-                say(
-                    f"part {len(done)}/{parts}: {written:,} events so far ({elapsed:.0f} s, "
-                    f"{written / max(elapsed, 1e-9):,.0f} events/s)"
-                )
+        for result in _draw_parts(jobs, min(workers, parts), out):
+            done.append(result)
+            written = sum(r.events for r in done)
+            elapsed = time.perf_counter() - started
+            say(
+                f"part {len(done)}/{parts}: {written:,} events so far ({elapsed:.0f} s, "
+                f"{written / max(elapsed, 1e-9):,.0f} events/s)"
+            )
         events_path = out / "events.parquet"
         if events_path.is_dir():
             shutil.rmtree(events_path)
@@ -225,19 +225,57 @@ def _draw_part(job: _PartJob) -> _PartResult:
     return _PartResult(part.events.num_rows, appended, part.customers, part.truth, peak)
 
 
-@contextmanager
-def _pool(workers: int) -> Iterator[Any]:
-    """Processes for the parts (spawned: the parent may hold threads, DuckDB's among them), or
-    this process alone for one worker."""
+def _draw_parts(jobs: list[_PartJob], workers: int, out: Path) -> Iterator[_PartResult]:
+    """Each job's result, as the parts end: here for one worker, else in up to `workers`
+    processes of ``python -m pipelines.simulate JOB`` (plain processes, not a multiprocessing
+    pool: that re-imports the caller's main module, which breaks scripts without a main guard)."""
     if workers <= 1:
-
-        class _Here:
-            map = staticmethod(map)
-
-        yield _Here()
+        yield from map(_draw_part, jobs)
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".parts.") as scratch:
+        waiting = list(jobs)
+        running: dict[int, tuple[subprocess.Popen[bytes], Path]] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    job = waiting.pop(0)
+                    ticket = Path(scratch) / f"part-{job.index}"
+                    ticket.with_suffix(".job").write_bytes(pickle.dumps(job))
+                    command = [sys.executable, "-m", "pipelines.simulate", str(ticket)]
+                    running[job.index] = (
+                        subprocess.Popen(command, env=env, stderr=subprocess.PIPE),
+                        ticket,
+                    )
+                index, (process, ticket) = _first_ended(running)
+                del running[index]
+                _, error = process.communicate()
+                if process.returncode != 0:
+                    lines = error.decode(errors="replace").strip().splitlines() or ["no output"]
+                    raise RuntimeError(  # the exception's own line: the traceback is the worker's
+                        f"simulation part {index} failed (exit {process.returncode}): {lines[-1]}"
+                    )
+                yield pickle.loads(ticket.with_suffix(".result").read_bytes())
+        finally:
+            for process, _ in running.values():
+                process.kill()
+                process.wait()
+
+
+def _first_ended(
+    running: dict[int, tuple[subprocess.Popen[bytes], Path]],
+) -> tuple[int, tuple[subprocess.Popen[bytes], Path]]:
+    while True:
+        for index, entry in running.items():
+            if entry[0].poll() is not None:
+                return index, entry
+        time.sleep(0.1)
+
+
+def _part_worker(ticket: Path) -> None:
+    """A worker process's work: the job in ``TICKET.job`` drawn, its result in ``.result``."""
+    job = pickle.loads(ticket.with_suffix(".job").read_bytes())
+    ticket.with_suffix(".result").write_bytes(pickle.dumps(_draw_part(job)))
 
 
 def _lake_window(events: pa.Table, start: pd.Timestamp, lake_days: int | None) -> pa.Table:
@@ -248,3 +286,11 @@ def _lake_window(events: pa.Table, start: pd.Timestamp, lake_days: int | None) -
     return events.filter(
         pc.less(events["timestamp"], pa.scalar(until, pa.timestamp("us", tz="UTC")))
     )
+
+
+if __name__ == "__main__":  # a part worker (`_draw_parts`)
+    # Through the module, so that what the worker pickles names `pipelines.simulate`'s
+    # classes, not this `__main__`'s.
+    from pipelines.simulate import _part_worker as work
+
+    work(Path(sys.argv[1]))

@@ -74,3 +74,33 @@ def test_lake_days_keep_the_future_of_every_part_out_of_the_lake(tmp_path):
 def test_bad_part_sizes_are_refused():
     with pytest.raises(ValueError, match="part_customers"):
         next(simulate_parts(10, 10, seed=1, part_customers=0))
+
+
+def test_a_part_that_fails_in_its_worker_fails_the_run_with_its_error(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the lake should be")
+    with pytest.raises(RuntimeError, match=r"simulation part \d failed .*not-a-folder"):
+        run_simulation(customers=1_500, days=30, seed=9, start="2025-01-01",
+                       out=tmp_path / "sim", lake=EventLake(blocker / "lake"),
+                       part_customers=1_000, workers=2)  # fmt: skip
+    assert not (tmp_path / "sim" / "events.parquet").exists()
+    assert not list((tmp_path / "sim").glob(".*"))  # nothing staged is left behind
+
+
+def test_one_worker_draws_the_same_parts_in_this_process(tmp_path):
+    runs = [
+        run_simulation(
+            customers=1_500,
+            days=30,
+            seed=9,
+            start="2025-01-01",
+            out=tmp_path / f"sim{w}",
+            lake=EventLake(tmp_path / f"lake{w}"),
+            part_customers=1_000,
+            workers=w,
+        )
+        for w in (1, 2)
+    ]
+    assert runs[0].events == runs[1].events
+    tables = [ds.dataset(r.paths["events"]).to_table().sort_by("event_id") for r in runs]
+    assert tables[0].equals(tables[1])
