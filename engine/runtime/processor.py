@@ -162,7 +162,7 @@ class Processor:
         member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
         scores = self._fetch_scores(batch, closing)
         decision_rows, action_rows, dead, processed = [], [], [], []
-        owners: dict[str, str] = {}  # event id → the customer it was processed for
+        owners: dict[int, str] = {}  # inbox seq → the customer it was processed for
         timers: list[AbsenceTimer] = []
         windows = _Windows(closing)
         changed_profiles: dict[str, dict[str, Any]] = {}
@@ -240,7 +240,7 @@ class Processor:
                 profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
-            owners[item.event_id] = item.customer_id
+            owners[item.seq] = item.customer_id
             windows.add(timers, len(windows.opened))
         if windows:
             close_windows(horizon)
@@ -258,7 +258,7 @@ class Processor:
                 timers_opened=windows.opened_rows(timers, time.time()),
                 timers_finished=windows.finished(),
                 # merged in this batch: the rows are moved to the target before they are checked
-                processed_as={e: renamed.get(c, c) for e, c in owners.items()},
+                processed_as={s: renamed.get(c, c) for s, c in owners.items()},
             )
         except StaleBatch:
             for customer in customers | set(renamed):  # their cached states are this batch's
@@ -436,6 +436,10 @@ def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:
     )
 
 
+# One compact encoder made once: json.dumps with arguments builds a new encoder on every call.
+_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def _decision_row(d: Decision) -> dict[str, Any]:
     return {
         "event_id": d.event_id,
@@ -444,8 +448,8 @@ def _decision_row(d: Decision) -> dict[str, Any]:
         "trigger_version": d.trigger_version,
         "outcome": d.outcome.value,
         "reason": d.reason,
-        "trace": json.dumps(d.trace, default=str) if d.trace is not None else None,
-        "scores": json.dumps(d.scores),
+        "trace": _dumps(d.trace) if d.trace is not None else None,
+        "scores": _dumps(d.scores) if d.scores else "{}",
         "variant": d.variant,
         "decided_at": d.decided_at,
     }
@@ -460,7 +464,7 @@ def _action_rows(d: Decision, trigger_at: float) -> list[dict[str, Any]]:
             "trigger_id": d.trigger_id,
             "action_index": a.index,
             "kind": a.kind,
-            "params": json.dumps(a.params, default=str),
+            "params": _dumps(a.params),
             "channel": a.channel,
             "due_at": a.due_at,
             "cancel_if": json.dumps(a.cancel_if) if a.cancel_if is not None else None,

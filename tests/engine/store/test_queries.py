@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from engine.store import ActionRow, DeadLetter, TaskRow, batch, dead_letters, inbox, outbox
 from engine.store.schema import decisions
+from engine.store.schema import inbox as inbox_table
 from engine.store.sql import count_rows
 
 T0 = 1_767_000_000.0
@@ -112,3 +113,40 @@ def test_a_batch_commits_whole_or_not_at_all(engine_store):
         engine_store.read(count_rows, decisions) == 1
         and engine_store.read(inbox.pending_count) == 0
     )
+
+
+def test_accepting_reports_only_the_new_ids_in_one_statement(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": "c1", "event_type": "x", "occurred_at": T0,
+             "payload": "{}"} for i in range(3)]  # fmt: skip
+    assert engine_store.write(inbox.add_events, rows[:2], T0) == {"e0", "e1"}
+    # a repeat of a stored id and a repeat inside the batch are both left out
+    statements: list[str] = []
+    engine = engine_store.engine.engine
+    keep = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        again = engine_store.write(inbox.add_events, rows + rows[2:], T0)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    assert again == {"e2"} and engine_store.read(inbox.pending_count) == 3
+    assert len(statements) == 1 and statements[0].lstrip().startswith("INSERT")
+
+
+def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 2}", "event_type": "x",
+             "occurred_at": T0 + i, "payload": "{}"} for i in range(4)]  # fmt: skip
+    engine_store.write(inbox.add_events, rows, T0)
+    pending = engine_store.read(inbox.pending_events, 10)
+    owners = {e.seq: e.customer_id for e in pending}
+    # another worker's merge moved one event to c9 meanwhile: the batch must roll back whole
+    moved = pending[1]
+    engine_store.write(lambda c: c.execute(sa.update(inbox_table).where(
+        inbox_table.c.seq == moved.seq).values(customer_id="c9")))  # fmt: skip
+    with pytest.raises(inbox.StaleBatch, match=f"seq {moved.seq}"):
+        engine_store.write(inbox.mark_processed_as, owners, T0)
+    assert engine_store.read(inbox.pending_count) == 4
+    # marked by seq: only the rows named, each as the customer it was processed for
+    owners[moved.seq] = "c9"
+    del owners[pending[3].seq]
+    engine_store.write(inbox.mark_processed_as, owners, T0)
+    assert [e.event_id for e in engine_store.read(inbox.pending_events, 10)] == ["e3"]
