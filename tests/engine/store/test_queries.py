@@ -150,3 +150,27 @@ def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_sto
     del owners[pending[3].seq]
     engine_store.write(inbox.mark_processed_as, owners, T0)
     assert [e.event_id for e in engine_store.read(inbox.pending_events, 10)] == ["e3"]
+
+
+def test_rows_given_to_the_driver_keep_the_statement_and_the_conversions(engine_store):
+    from engine.store import customers
+    from engine.store.schema import customer_state
+
+    # an int time is stored as the float SQLAlchemy would make of it; a repeat is skipped
+    row = {"event_id": "e1", "customer_id": "c1", "trigger_id": "t", "trigger_version": "v",
+           "outcome": "fired", "reason": None, "trace": None, "scores": "{}", "variant": None,
+           "decided_at": int(T0)}  # fmt: skip
+    engine_store.write(batch.commit_batch, processed=[], dead=[], decision_rows=[row, {**row, "outcome": "x"}],
+                       action_rows=[], states={}, profile_updates={}, now=T0)  # fmt: skip
+    stored = engine_store.read(
+        lambda c: c.execute(sa.select(decisions.c.outcome, decisions.c.decided_at)).all()
+    )
+    assert stored == [("fired", T0)] and isinstance(stored[0][1], float)
+    # an upsert replaces the other columns of a known key, whichever path ran it
+    for n in (1, 2):
+        engine_store.write(customers.save_states, {"c1": {"n": n}, f"c{n + 1}": {}}, T0 + n)
+    got = engine_store.read(
+        lambda c: c.execute(sa.select(customer_state).order_by("customer_id")).all()
+    )
+    assert [(c, json.loads(s), at) for c, s, at in got] == [
+        ("c1", {"n": 2}, T0 + 2), ("c2", {}, T0 + 1), ("c3", {}, T0 + 2)]  # fmt: skip
