@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.engine import Connection
+
 from engine.decisions.decide import Decision, EventView, decide, decide_trigger, scores_needed
 from engine.decisions.predictive import (
     SCORE_REFRESH_EVENT,
@@ -157,9 +159,10 @@ class Processor:
         )
         customers = {e.customer_id for e in batch} | set(merging.values())
         customers |= {t.customer_id for t in closing}
-        states = self._load_states(customers)
-        profiles = self.store.read(load_profiles, customers)
-        member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
+        # States not cached, profiles and segments (for `segment:` conditions): one read.
+        missing = [c for c in customers if c not in self._states]
+        stored, profiles, member_of = self.store.read(_customer_reads, missing, customers)
+        states = self._load_states(customers, stored)
         scores = self._fetch_scores(batch, closing)
         decision_rows, action_rows, dead, processed = [], [], [], []
         owners: dict[int, str] = {}  # inbox seq → the customer it was processed for
@@ -371,9 +374,13 @@ class Processor:
         theirs = profiles.pop(source, None) or {}
         profiles[target] = {**theirs, **mine, "customer_id": target}
 
-    def _load_states(self, customers: set[str]) -> dict[str, CustomerState]:
+    def _load_states(
+        self, customers: set[str], stored: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, CustomerState]:
+        """The customers' states from the cache, else from `stored` (read if not given)."""
         missing = [c for c in customers if c not in self._states]
-        stored = self.store.read(load_states, missing) if missing else {}
+        if stored is None:
+            stored = self.store.read(load_states, missing) if missing else {}
         for customer in missing:
             self._states[customer] = CustomerState.from_json(customer, stored.get(customer))
         out = {}
@@ -410,6 +417,15 @@ class Processor:
             return {}
         models = set().union(*wanted.values())
         return self.scores.fetch(wanted.keys(), models)
+
+
+def _customer_reads(
+    conn: Connection, missing_states: list[str], customers: set[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """What a batch reads of its customers, in one connection: the states the cache lacks,
+    the profiles and the segments."""
+    stored = load_states(conn, missing_states) if missing_states else {}
+    return stored, load_profiles(conn, customers), segments_of(conn, list(customers))
 
 
 def profile_changes(event: EventView) -> dict[str, Any]:
