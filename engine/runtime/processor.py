@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from sqlalchemy.engine import Connection
+
 from engine.decisions.decide import Decision, EventView, decide, decide_trigger, scores_needed
 from engine.decisions.predictive import (
     SCORE_REFRESH_EVENT,
@@ -157,12 +159,13 @@ class Processor:
         )
         customers = {e.customer_id for e in batch} | set(merging.values())
         customers |= {t.customer_id for t in closing}
-        states = self._load_states(customers)
-        profiles = self.store.read(load_profiles, customers)
-        member_of = self.store.read(segments_of, list(customers))  # for `segment:` conditions
+        # States not cached, profiles and segments (for `segment:` conditions): one read.
+        missing = [c for c in customers if c not in self._states]
+        stored, profiles, member_of = self.store.read(_customer_reads, missing, customers)
+        states = self._load_states(customers, stored)
         scores = self._fetch_scores(batch, closing)
         decision_rows, action_rows, dead, processed = [], [], [], []
-        owners: dict[str, str] = {}  # event id → the customer it was processed for
+        owners: dict[int, str] = {}  # inbox seq → the customer it was processed for
         timers: list[AbsenceTimer] = []
         windows = _Windows(closing)
         changed_profiles: dict[str, dict[str, Any]] = {}
@@ -240,7 +243,7 @@ class Processor:
                 profiles[item.customer_id] = profile
                 changed_profiles[item.customer_id] = profile
             processed.append(item.event_id)
-            owners[item.event_id] = item.customer_id
+            owners[item.seq] = item.customer_id
             windows.add(timers, len(windows.opened))
         if windows:
             close_windows(horizon)
@@ -258,7 +261,7 @@ class Processor:
                 timers_opened=windows.opened_rows(timers, time.time()),
                 timers_finished=windows.finished(),
                 # merged in this batch: the rows are moved to the target before they are checked
-                processed_as={e: renamed.get(c, c) for e, c in owners.items()},
+                processed_as={s: renamed.get(c, c) for s, c in owners.items()},
             )
         except StaleBatch:
             for customer in customers | set(renamed):  # their cached states are this batch's
@@ -371,9 +374,13 @@ class Processor:
         theirs = profiles.pop(source, None) or {}
         profiles[target] = {**theirs, **mine, "customer_id": target}
 
-    def _load_states(self, customers: set[str]) -> dict[str, CustomerState]:
+    def _load_states(
+        self, customers: set[str], stored: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, CustomerState]:
+        """The customers' states from the cache, else from `stored` (read if not given)."""
         missing = [c for c in customers if c not in self._states]
-        stored = self.store.read(load_states, missing) if missing else {}
+        if stored is None:
+            stored = self.store.read(load_states, missing) if missing else {}
         for customer in missing:
             self._states[customer] = CustomerState.from_json(customer, stored.get(customer))
         out = {}
@@ -412,6 +419,15 @@ class Processor:
         return self.scores.fetch(wanted.keys(), models)
 
 
+def _customer_reads(
+    conn: Connection, missing_states: list[str], customers: set[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """What a batch reads of its customers, in one connection: the states the cache lacks,
+    the profiles and the segments."""
+    stored = load_states(conn, missing_states) if missing_states else {}
+    return stored, load_profiles(conn, customers), segments_of(conn, list(customers))
+
+
 def profile_changes(event: EventView) -> dict[str, Any]:
     """What an event says about the customer's profile (consent, signup details), validated.
 
@@ -436,6 +452,10 @@ def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:
     )
 
 
+# One compact encoder made once: json.dumps with arguments builds a new encoder on every call.
+_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def _decision_row(d: Decision) -> dict[str, Any]:
     return {
         "event_id": d.event_id,
@@ -444,8 +464,8 @@ def _decision_row(d: Decision) -> dict[str, Any]:
         "trigger_version": d.trigger_version,
         "outcome": d.outcome.value,
         "reason": d.reason,
-        "trace": json.dumps(d.trace, default=str) if d.trace is not None else None,
-        "scores": json.dumps(d.scores),
+        "trace": _dumps(d.trace) if d.trace is not None else None,
+        "scores": _dumps(d.scores) if d.scores else "{}",
         "variant": d.variant,
         "decided_at": d.decided_at,
     }
@@ -460,7 +480,7 @@ def _action_rows(d: Decision, trigger_at: float) -> list[dict[str, Any]]:
             "trigger_id": d.trigger_id,
             "action_index": a.index,
             "kind": a.kind,
-            "params": json.dumps(a.params, default=str),
+            "params": _dumps(a.params),
             "channel": a.channel,
             "due_at": a.due_at,
             "cancel_if": json.dumps(a.cancel_if) if a.cancel_if is not None else None,

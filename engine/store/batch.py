@@ -32,7 +32,7 @@ def commit_batch(
     timers_opened: Sequence[Mapping[str, Any]] = (),
     timers_finished: Mapping[int, str] | None = None,
     schedule_run: ScheduleRun | None = None,
-    processed_as: Mapping[str, str] | None = None,
+    processed_as: Mapping[int, str] | None = None,
 ) -> None:
     """Record what processing a batch of inbox events gave, in `conn`'s transaction.
 
@@ -42,7 +42,8 @@ def commit_batch(
     (engine.store.identity.merge_customer) before the states are saved. `timers_opened` are the
     absence windows the batch's events open, `timers_finished` the timers it ended (id →
     outcome), `schedule_run` the progress of the scheduled audience it decided a page of;
-    `processed_as` (event id → customer) checks that no event changed hands meanwhile.
+    `processed_as` (inbox seq → customer, in place of `processed`) marks them by the inbox's
+    integer key and checks that no event changed hands meanwhile.
     """
     execution_log.record_decisions(conn, decision_rows)
     outbox.plan_actions(conn, action_rows)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from engine.store.schema import decisions
-from engine.store.sql import chunks, columns, insert_ignore, typed
+from engine.store.sql import chunks, columns, execute_rows, insert_ignore, typed
 
 __all__ = ["DecisionRow", "list_decisions", "outcome_counts", "record_decisions", "scores_of"]
 
@@ -38,8 +38,8 @@ class DecisionRow:
 
 def record_decisions(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Log decisions (columns of `decisions` but `id`); one already logged is left as it is."""
-    if rows:
-        conn.execute(insert_ignore(conn, decisions, ["event_id", "trigger_id"]), list(rows))
+    statement = lambda: insert_ignore(conn, decisions, ["event_id", "trigger_id"])  # noqa: E731
+    execute_rows(conn, "record decisions", statement, rows)
 
 
 def list_decisions(

@@ -61,19 +61,21 @@ class CustomerEvent:
 
 
 def add_events(conn: Connection, rows: Sequence[Mapping[str, Any]], now: float) -> set[str]:
-    """Insert events not seen before; returns the ids that were new."""
+    """Insert events not seen before; returns the ids that were new.
+
+    One INSERT … ON CONFLICT DO NOTHING RETURNING: the ids it returns are the new ones (a repeat,
+    stored before or earlier in `rows`, returns nothing), without a query for the known ids first.
+    """
     if not rows:
         return set()
-    seen = _existing_ids(conn, [r["event_id"] for r in rows])
-    fresh = []
+    fresh, seen = [], set()
     for row in rows:
         if row["event_id"] not in seen:
             seen.add(row["event_id"])
             bucket = zlib.crc32(row["customer_id"].encode()) % BUCKETS
             fresh.append({**row, "received_at": now, "status": "pending", "bucket": bucket})
-    if fresh:
-        conn.execute(insert_ignore(conn, inbox, ["event_id"]), fresh)
-    return {r["event_id"] for r in fresh}
+    stmt = insert_ignore(conn, inbox, ["event_id"]).returning(inbox.c.event_id)
+    return set(conn.execute(stmt, fresh).scalars())
 
 
 def pending_events(
@@ -134,23 +136,28 @@ class StaleBatch(Exception):
     customer into one it owns): the batch's transaction must be rolled back and read again."""
 
 
-def mark_processed_as(conn: Connection, owners: Mapping[str, str], now: float) -> None:
-    """Mark events processed, each as the customer it was processed for (event id → customer).
+def mark_processed_as(conn: Connection, owners: Mapping[int, str], now: float) -> None:
+    """Mark events processed, each as the customer it was processed for (inbox seq → customer).
 
     Raises StaleBatch when one of them is no longer pending under that customer — an identity
     merge in another worker moved it — so the caller's transaction rolls back instead of saving
-    a state for an id that was merged away. The UPDATE comes first: it holds the rows, so a
-    merge that has not committed yet waits for this transaction.
+    a state for an id that was merged away. One UPDATE … RETURNING per chunk, keyed by the
+    integer primary key: it holds the rows (a merge that has not committed yet waits for this
+    transaction) and returns the customer each row has now, without a second query.
     """
-    ids = list(owners)
-    _mark(conn, ids, "processed", now)
-    for chunk in chunks(ids):
+    moved: list[int] = []
+    for chunk in chunks(sorted(owners)):
         rows = conn.execute(
-            sa.select(inbox.c.event_id, inbox.c.customer_id).where(inbox.c.event_id.in_(chunk))
+            inbox.update()
+            .where(inbox.c.seq.in_(chunk))
+            .values(status="processed", processed_at=now)
+            .returning(inbox.c.seq, inbox.c.customer_id)
         )
-        moved = [event_id for event_id, customer in rows if owners[event_id] != customer]
-        if moved:
-            raise StaleBatch(f"{len(moved)} event(s) moved to another customer, e.g. {moved[0]}")
+        moved.extend(seq for seq, customer in rows if owners[seq] != customer)
+    if moved:
+        raise StaleBatch(
+            f"{len(moved)} event(s) moved to another customer, e.g. inbox seq {moved[0]}"
+        )
 
 
 def mark_dead(conn: Connection, event_ids: Sequence[str], now: float) -> None:
@@ -204,11 +211,3 @@ def _mark(conn: Connection, event_ids: Sequence[str], status: str, now: float) -
             .where(inbox.c.event_id.in_(chunk))
             .values(status=status, processed_at=now)
         )
-
-
-def _existing_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in chunks(ids):
-        query = sa.select(inbox.c.event_id).where(inbox.c.event_id.in_(chunk))
-        found.update(conn.execute(query).scalars())
-    return found

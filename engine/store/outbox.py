@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from engine.store import customers
 from engine.store.schema import actions, tasks
-from engine.store.sql import columns, insert_ignore, typed
+from engine.store.sql import columns, execute_rows, insert_ignore, typed
 
 __all__ = [
     "THROTTLED",
@@ -84,8 +84,8 @@ class TaskRow:
 
 def plan_actions(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Add actions (columns of `actions` up to `trigger_at`); a known idempotency key is skipped."""
-    if rows:
-        conn.execute(insert_ignore(conn, actions, ["idempotency_key"]), list(rows))
+    statement = lambda: insert_ignore(conn, actions, ["idempotency_key"])  # noqa: E731
+    execute_rows(conn, "plan actions", statement, rows)
 
 
 def claim_due(conn: Connection, now: float, limit: int, worker_id: str) -> list[ActionRow]:

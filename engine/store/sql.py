@@ -2,12 +2,13 @@
 
 `create_engine` makes the SQLAlchemy Engine for a URL (SQLite in WAL mode with its pragmas; a
 PostgreSQL schema through ``schema_translate_map``); `insert_ignore` and `upsert` are the one
-place where the two dialects differ in what the store writes; `chunks` bounds ``IN (…)`` lists.
+place where the two dialects differ in what the store writes; `execute_rows` hands a batch's rows
+to SQLite's driver as tuples; `chunks` bounds ``IN (…)`` lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ __all__ = [
     "columns",
     "count_rows",
     "create_engine",
+    "execute_rows",
     "insert_ignore",
     "typed",
     "upsert",
@@ -54,9 +56,64 @@ def upsert(conn: Connection, table: sa.Table, key: str, rows: Sequence[Mapping[s
     """Insert `rows`, replacing the other columns of those whose `key` exists."""
     if not rows:
         return
-    stmt = _dialect(conn).insert(table)
-    update = {c: stmt.excluded[c] for c in rows[0] if c != key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=update), list(rows))
+
+    def statement() -> Any:
+        stmt = _dialect(conn).insert(table)
+        update = {c: stmt.excluded[c] for c in rows[0] if c != key}
+        return stmt.on_conflict_do_update(index_elements=[key], set_=update)
+
+    execute_rows(conn, f"upsert {table.name} on {key}", statement, rows)
+
+
+# SQLite statements compiled for the driver: (name, keys) → (SQL, parameter order, each
+# parameter's value conversion or None), or None where the statement binds more than the keys.
+_Compiled = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
+_DRIVER_SQL: dict[tuple[str, tuple[str, ...]], _Compiled | None] = {}
+
+
+def execute_rows(
+    conn: Connection, name: str, statement: Callable[[], Any], rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Execute `statement()` once per row (all rows with the same keys), as one executemany.
+
+    On SQLite the statement is compiled once per `name` and set of keys, and the rows go to the
+    driver as tuples, skipping SQLAlchemy's per-row parameter processing (profiled at 1,000
+    triggers, 30,000 events: the batch commit went from 0.43 to 0.32 of `decide`'s time).
+    Elsewhere it runs through SQLAlchemy as usual; `name` must stand for one statement.
+    """
+    if not rows:
+        return
+    compiled = None
+    if conn.dialect.name == "sqlite" and not conn.get_execution_options().get(
+        "schema_translate_map"
+    ):
+        key = (name, tuple(rows[0]))
+        if key in _DRIVER_SQL:
+            compiled = _DRIVER_SQL[key]
+        else:
+            compiled = _DRIVER_SQL[key] = _for_driver(conn, statement(), key[1])
+    if compiled is None:
+        conn.execute(statement(), list(rows))
+        return
+    sql, order, convert = compiled
+    if any(convert):
+        steps = list(zip(order, convert, strict=True))
+        params = [
+            tuple([f(row[k]) if f is not None and row[k] is not None else row[k] for k, f in steps])
+            for row in rows
+        ]
+    else:
+        params = [tuple([row[k] for k in order]) for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+def _for_driver(conn: Connection, stmt: Any, keys: Sequence[str]) -> _Compiled | None:
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
+    order = tuple(compiled.positiontup or ())
+    if set(order) - set(keys):  # a bind the rows do not give (a default, a literal)
+        return None
+    processors = compiled._bind_processors  # SQLAlchemy's own per-type conversions (Double)
+    return compiled.string, order, tuple(processors.get(k) for k in order)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from engine.store import ActionRow, DeadLetter, TaskRow, batch, dead_letters, inbox, outbox
 from engine.store.schema import decisions
+from engine.store.schema import inbox as inbox_table
 from engine.store.sql import count_rows
 
 T0 = 1_767_000_000.0
@@ -112,3 +113,64 @@ def test_a_batch_commits_whole_or_not_at_all(engine_store):
         engine_store.read(count_rows, decisions) == 1
         and engine_store.read(inbox.pending_count) == 0
     )
+
+
+def test_accepting_reports_only_the_new_ids_in_one_statement(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": "c1", "event_type": "x", "occurred_at": T0,
+             "payload": "{}"} for i in range(3)]  # fmt: skip
+    assert engine_store.write(inbox.add_events, rows[:2], T0) == {"e0", "e1"}
+    # a repeat of a stored id and a repeat inside the batch are both left out
+    statements: list[str] = []
+    engine = engine_store.engine.engine
+    keep = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", keep)
+    try:
+        again = engine_store.write(inbox.add_events, rows + rows[2:], T0)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", keep)
+    assert again == {"e2"} and engine_store.read(inbox.pending_count) == 3
+    assert len(statements) == 1 and statements[0].lstrip().startswith("INSERT")
+
+
+def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 2}", "event_type": "x",
+             "occurred_at": T0 + i, "payload": "{}"} for i in range(4)]  # fmt: skip
+    engine_store.write(inbox.add_events, rows, T0)
+    pending = engine_store.read(inbox.pending_events, 10)
+    owners = {e.seq: e.customer_id for e in pending}
+    # another worker's merge moved one event to c9 meanwhile: the batch must roll back whole
+    moved = pending[1]
+    engine_store.write(lambda c: c.execute(sa.update(inbox_table).where(
+        inbox_table.c.seq == moved.seq).values(customer_id="c9")))  # fmt: skip
+    with pytest.raises(inbox.StaleBatch, match=f"seq {moved.seq}"):
+        engine_store.write(inbox.mark_processed_as, owners, T0)
+    assert engine_store.read(inbox.pending_count) == 4
+    # marked by seq: only the rows named, each as the customer it was processed for
+    owners[moved.seq] = "c9"
+    del owners[pending[3].seq]
+    engine_store.write(inbox.mark_processed_as, owners, T0)
+    assert [e.event_id for e in engine_store.read(inbox.pending_events, 10)] == ["e3"]
+
+
+def test_rows_given_to_the_driver_keep_the_statement_and_the_conversions(engine_store):
+    from engine.store import customers
+    from engine.store.schema import customer_state
+
+    # an int time is stored as the float SQLAlchemy would make of it; a repeat is skipped
+    row = {"event_id": "e1", "customer_id": "c1", "trigger_id": "t", "trigger_version": "v",
+           "outcome": "fired", "reason": None, "trace": None, "scores": "{}", "variant": None,
+           "decided_at": int(T0)}  # fmt: skip
+    engine_store.write(batch.commit_batch, processed=[], dead=[], decision_rows=[row, {**row, "outcome": "x"}],
+                       action_rows=[], states={}, profile_updates={}, now=T0)  # fmt: skip
+    stored = engine_store.read(
+        lambda c: c.execute(sa.select(decisions.c.outcome, decisions.c.decided_at)).all()
+    )
+    assert stored == [("fired", T0)] and isinstance(stored[0][1], float)
+    # an upsert replaces the other columns of a known key, whichever path ran it
+    for n in (1, 2):
+        engine_store.write(customers.save_states, {"c1": {"n": n}, f"c{n + 1}": {}}, T0 + n)
+    got = engine_store.read(
+        lambda c: c.execute(sa.select(customer_state).order_by("customer_id")).all()
+    )
+    assert [(c, json.loads(s), at) for c, s, at in got] == [
+        ("c1", {"n": 2}, T0 + 2), ("c2", {}, T0 + 1), ("c3", {}, T0 + 2)]  # fmt: skip
