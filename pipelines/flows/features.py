@@ -1,13 +1,16 @@
 """Flow `build-features`: compute the feature tables from the lake at a grid of snapshots, write
 them where the Feast sources read, register the definitions, and materialize the latest snapshot.
 
-Materialization runs in bounded windows: one snapshot instant at a time, so memory is bounded by
-one snapshot however much history the tables hold. Only the latest snapshot goes online — the
+Materialization runs in bounded windows: one snapshot instant at a time, written in batches of
+customers (`features.materialize`), so memory is bounded by a batch however much history the
+tables hold. Only the latest snapshot goes online — the
 scoring service reads the latest values, training reads the offline tables.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +60,26 @@ def apply_feature_store(home: str) -> list[str]:
 
 @task(cache_policy=NO_CACHE)
 def materialize(home: str, snapshots: list[str]) -> int:
-    """Load each given snapshot, one bounded window at a time, into the online store."""
+    """Load each given snapshot, one bounded window at a time, into the online store (SQLite and
+    Redis directly, in batches, a progress line each: `features.materialize`)."""
     from features.store import materialize_snapshot, open_store
 
     store = open_store(home)
     for snapshot in snapshots:
-        materialize_snapshot(store, snapshot)
+        materialize_snapshot(store, snapshot, progress=_progress())
     return len(snapshots)
+
+
+def _progress() -> Callable[[str], None]:
+    """The run's logger inside a Prefect run; the module's logger when a task is called as a
+    plain function (`task.fn`, as the benches do)."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger().info
+    except MissingContextError:
+        return logging.getLogger("pipelines").info
 
 
 @flow(name="build-features")
