@@ -178,8 +178,15 @@ def timed_run(
     started = time.perf_counter()
     materialize_snapshot(store, snapshot, direct=direct, batch_size=batch)
     seconds = time.perf_counter() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"seconds": seconds, "rss_mib": rss})
+    queue.put({"seconds": seconds, "rss_mib": peak_rss_mib()})
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def open_bench_store(home: Path, backend: str, project: str) -> Any:
@@ -230,18 +237,21 @@ def check_equal(homes: dict[str, Path], backend: str, project: str, ids: list[st
     if backend == "sqlite":
         from serving.online_sqlite import db_path
 
-        dumps = []
-        for store in stores.values():
-            connection = sqlite3.connect(db_path(store))
-            rows = []
-            for view in VIEW_FEATURES:
-                rows += connection.execute(
-                    f'SELECT * FROM "{store.project}_{view}" ORDER BY entity_key, feature_name'
-                ).fetchall()
-            dumps.append(rows)
+        connections = [sqlite3.connect(db_path(store)) for store in stores.values()]
+        for view in VIEW_FEATURES:
+            # Both tables in the same order, compared a chunk at a time (memory stays flat).
+            cursors = [
+                c.execute(f'SELECT * FROM "{s.project}_{view}" ORDER BY entity_key, feature_name')
+                for c, s in zip(connections, stores.values(), strict=True)
+            ]
+            while True:
+                chunks = [cursor.fetchmany(50_000) for cursor in cursors]
+                if chunks[0] != chunks[1]:
+                    raise SystemExit(f"sqlite: the stored rows of {view} differ")
+                if not chunks[0]:
+                    break
+        for connection in connections:
             connection.close()
-        if dumps[0] != dumps[1]:
-            raise SystemExit("sqlite: the stored rows differ")
 
 
 def redis_reachable() -> bool:

@@ -54,6 +54,7 @@ __all__ = [
     "EncodedRows",
     "SnapshotBatch",
     "direct_backend",
+    "direct_views",
     "encode_column",
     "materialize_direct",
     "snapshot_batches",
@@ -66,6 +67,23 @@ Progress = Callable[[str], None]
 # ValueProto tags (field number << 3 | wire type): double_val = 5 (fixed64), int64_val = 4.
 _DOUBLE_TAG, _INT64_TAG = 0x29, 0x20
 _MAX_VARINT = 10
+
+
+def direct_views(store: FeatureStore, names: Sequence[str]) -> list[str]:
+    """Those of `names` this module can write into the store (none on another online store)."""
+    from feast.errors import FeatureViewNotFoundException
+
+    if direct_backend(store) is None:
+        return []
+    found = []
+    for name in names:
+        try:
+            view = store.registry.get_feature_view(name, store.project)
+        except FeatureViewNotFoundException:  # a stream or on-demand view: Feast's
+            continue
+        if supports_view(view):
+            found.append(name)
+    return found
 
 
 def direct_backend(store: FeatureStore) -> str | None:
@@ -86,15 +104,18 @@ def direct_backend(store: FeatureStore) -> str | None:
 
 
 def supports_view(view: FeatureView) -> bool:
-    """Whether `view` is one this module materializes: a Parquet FileSource without a field
-    mapping or created-timestamp column, one string join key (the customer)."""
+    """Whether `view` is one this module materializes: an enabled online view over a Parquet
+    FileSource without a field mapping or created-timestamp column, with one string join key
+    (the customer). Feast's materialize keeps the others, and its errors for them."""
     from feast import FileSource
     from feast.value_type import ValueType
 
     source = view.batch_source
     columns = view.entity_columns
     return (
-        isinstance(source, FileSource)
+        view.online
+        and getattr(view, "enabled", True)
+        and isinstance(source, FileSource)
         and not source.field_mapping
         and not source.created_timestamp_column
         and len(columns) == 1
@@ -307,6 +328,10 @@ class _SqliteWriter:
             self.connection.executemany(sql, params)
         return len(rows.keys)
 
+    def fresh(self, view: FeatureView, keys: list[bytes], stamps: NDArray[np.int64]) -> None:
+        """Every row is written (Feast's SQLite store upserts without comparing timestamps)."""
+        return None
+
     def _stored_ts(self, micros: int) -> int:
         """`event_ts` as Feast stores it: its sqlite adapter's ``int(dt.timestamp())`` of the
         naive UTC datetime (so read as local time, as Feast's converter reads it back)."""
@@ -329,51 +354,59 @@ class _RedisWriter:
         self.project = store.config.project.encode("utf-8")
         self.versioning = store.config.registry.enable_online_feature_view_versioning
 
-    def write(self, view: FeatureView, rows: EncodedRows) -> int:
-        """Store `rows` of `view`; returns how many customers were written."""
-        from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
-
-        name = compute_versioned_name(view, self.versioning)
-        ts_key = f"_ts:{name}"
-        fields = [_mmh3(f"{name}:{feature}") for feature in rows.names]
-        hashes = [key + self.project for key in rows.keys]
-        stamps = _timestamps(rows.stamps)
+    def fresh(self, view: FeatureView, keys: list[bytes], stamps: NDArray[np.int64]) -> list[int]:
+        """The rows Feast would write: those whose stored ``_ts`` is older (or absent) — Feast
+        skips a customer stored at the same instant or later — all with `skip_dedup`."""
         if self.config.skip_dedup:
-            wanted = list(range(len(hashes)))
-        else:
-            with self.client.pipeline(transaction=False) as pipe:
-                for hashed in hashes:
-                    pipe.hmget(hashed, ts_key)
-                previous = [found[0] for found in pipe.execute()]
-            wanted = [
-                i
-                for i, before in enumerate(previous)
-                if not before or _nanos(before) < stamps[i][1]
-            ]
-        ttl = self.config.key_ttl_seconds
-        values = rows.values
+            return list(range(len(keys)))
+        ts_key = f"_ts:{self._name(view)}"
         with self.client.pipeline(transaction=False) as pipe:
-            for i in wanted:
-                mapping: dict[Any, bytes] = {ts_key: stamps[i][0]}
-                mapping.update(zip(fields, (v[i] for v in values), strict=True))
-                pipe.hset(hashes[i], mapping=mapping)
+            for key in keys:
+                pipe.hmget(key + self.project, ts_key)
+            previous = [found[0] for found in pipe.execute()]
+        nanos = (stamps * 1_000).tolist()
+        return [i for i, before in enumerate(previous) if not before or _nanos(before) < nanos[i]]
+
+    def write(self, view: FeatureView, rows: EncodedRows) -> int:
+        """Store `rows` of `view` (one HSET each, as Feast's mapping); returns their count."""
+        from feast.infra.online_stores.helpers import _mmh3
+
+        name = self._name(view)
+        ts_key = f"_ts:{name}".encode()
+        fields = [_mmh3(f"{name}:{feature}") for feature in rows.names]
+        stamps = _timestamps(rows.stamps)
+        ttl = self.config.key_ttl_seconds
+        chain = itertools.chain.from_iterable
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, stamp, values in zip(
+                rows.keys, stamps, zip(*rows.values, strict=True), strict=True
+            ):
+                hashed = key + self.project
+                pipe.execute_command(
+                    "HSET", hashed, ts_key, stamp, *chain(zip(fields, values, strict=True))
+                )
                 if ttl:
-                    pipe.expire(name=hashes[i], time=ttl)
+                    pipe.expire(name=hashed, time=ttl)
             pipe.execute()
-        return len(wanted)
+        return len(rows.keys)
+
+    def _name(self, view: FeatureView) -> str:
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        return str(compute_versioned_name(view, self.versioning))
 
 
-def _timestamps(micros: NDArray[np.int64]) -> list[tuple[bytes, int]]:
-    """Each row's serialized Timestamp proto (Feast's `FromDatetime`) and its nanoseconds."""
+def _timestamps(micros: NDArray[np.int64]) -> list[bytes]:
+    """Each row's serialized Timestamp proto, as Feast's `FromDatetime` makes it."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    made: dict[int, tuple[bytes, int]] = {}
+    made: dict[int, bytes] = {}
     out = []
     for us in micros.tolist():
         found = made.get(us)
         if found is None:
             stamp = Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1_000)
-            found = made[us] = (stamp.SerializeToString(), us * 1_000)
+            found = made[us] = stamp.SerializeToString()
         out.append(found)
     return out
 
@@ -442,16 +475,22 @@ def materialize_direct(
             end,
             batch_size,
         ):
-            encoded = [encode_column(batch.table.column(f), t) for f, t in types]
-            rows = EncodedRows(
-                keys.encode(batch.ids),
-                batch.stamps,
-                names,
-                [values for values, _ in encoded],
-                [texts for _, texts in encoded],
-            )
-            customers += writer.write(view, rows)
+            encoded_keys, stamps, table = keys.encode(batch.ids), batch.stamps, batch.table
+            keep = writer.fresh(view, encoded_keys, stamps)
+            if keep is not None and len(keep) < len(encoded_keys):  # encode only what is written
+                encoded_keys = [encoded_keys[i] for i in keep]
+                stamps, table = stamps[keep], table.take(pa.array(keep, type=pa.int64()))
             done += len(batch.ids)
+            if encoded_keys:
+                encoded = [encode_column(table.column(f), t) for f, t in types]
+                rows = EncodedRows(
+                    encoded_keys,
+                    stamps,
+                    names,
+                    [values for values, _ in encoded],
+                    [texts for _, texts in encoded],
+                )
+                customers += writer.write(view, rows)
             say(
                 f"materialize {name}: {done:,} customers "
                 f"({done / max(time.perf_counter() - started, 1e-9):,.0f}/s)"

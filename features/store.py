@@ -163,12 +163,7 @@ def materialize_snapshot(
     handle, or `direct=False` goes through Feast's `materialize`. `progress` gets a line per
     batch.
     """
-    from features.materialize import (
-        DEFAULT_BATCH,
-        direct_backend,
-        materialize_direct,
-        supports_view,
-    )
+    from features.materialize import DEFAULT_BATCH, direct_views, materialize_direct
 
     if views is None:
         from features.catalog import catalog
@@ -177,11 +172,7 @@ def materialize_snapshot(
     at = pd.Timestamp(snapshot)
     at = at.tz_localize("UTC") if at.tz is None else at.tz_convert("UTC")
     names = list(views)
-    fast: list[str] = []
-    if direct and direct_backend(store) is not None:
-        fast = [
-            v for v in names if supports_view(store.registry.get_feature_view(v, store.project))
-        ]
+    fast = direct_views(store, names) if direct else []
     if fast:
         materialize_direct(
             store, at, fast, batch_size=batch_size or DEFAULT_BATCH, progress=progress
