@@ -18,14 +18,17 @@ row groups are read):
 - Redis: Feast's hash key (serialized key + project), mmh3 field names of ``view:feature``, the
   ``_ts:<view>`` Timestamp proto; like Feast, a customer whose stored timestamp is at or after
   the snapshot's is left alone (unless `skip_dedup`), and `key_ttl_seconds` sets an EXPIRE.
-  Pipelined: one HMGET round and one HSET round per batch.
+  Pipelined: one HMGET round per batch first (only the rows to write are encoded), then one
+  HSET round.
 - the registry: each view's state and materialization interval, as `FeatureStore.materialize`
   records them (`apply_materialization`), so `feast` and `get_online_features` see a
   materialized view.
 
 Rows are Feast's selection: the window [t, t + 1 µs] inclusive, the latest row per customer.
 The tests compare the stored bytes and `get_online_features` with Feast's own materialize.
-Measured figures: BENCHMARKS.md "Materialization (issue 20)".
+Measured (BENCHMARKS.md "Materialization (issue 20)", 100k customers × 50 features, load ≈ 2.5
+on 2 shared cores): SQLite 67.8 s → 28.6 s (2.4×), Redis 41.5 s → 16.8 s (2.5×), peak RSS
+1.8–2.1 GiB → ~650 MiB. SQLite's own upsert is ~80 % of the direct SQLite run.
 """
 
 from __future__ import annotations
