@@ -107,10 +107,11 @@ def direct_backend(store: FeatureStore) -> str | None:
 
 
 def supports_view(view: FeatureView) -> bool:
-    """Whether `view` is one this module materializes: an enabled online view over a Parquet
-    FileSource without a field mapping or created-timestamp column, with one string join key
+    """Whether `view` is one this module materializes: an enabled online view over a local
+    Parquet FileSource without a field mapping or created-timestamp column, with one string join key
     (the customer). Feast's materialize keeps the others, and its errors for them."""
     from feast import FileSource
+    from feast.data_format import ParquetFormat
     from feast.value_type import ValueType
 
     source = view.batch_source
@@ -119,6 +120,8 @@ def supports_view(view: FeatureView) -> bool:
         view.online
         and getattr(view, "enabled", True)
         and isinstance(source, FileSource)
+        and isinstance(source.file_format, ParquetFormat | None)  # None: Parquet, Feast's default
+        and "://" not in source.path  # a local file (pyarrow reads it without a filesystem)
         and not source.field_mapping
         and not source.created_timestamp_column
         and len(columns) == 1

@@ -91,6 +91,33 @@ def test_a_snapshot_is_read_in_batches_with_the_latest_row_per_customer(tmp_path
     assert [len(b.ids) for b in batches] == [2, 2]
 
 
+def test_only_views_over_local_parquet_with_one_string_key_go_direct(tmp_path):
+    from feast import Entity, FeatureView, Field, FileSource
+    from feast.data_format import DeltaFormat
+    from feast.types import Float64, Int64, String
+
+    from features.materialize import supports_view
+
+    def view(entity: Entity, **source: Any) -> FeatureView:
+        options = {"path": str(tmp_path / "v.parquet"), "timestamp_field": "event_timestamp"}
+        key = entity.join_key
+        key_type = Int64 if key == "n" else String
+        return FeatureView(
+            name="v",
+            entities=[entity],
+            schema=[Field(name=key, dtype=key_type), Field(name="x", dtype=Float64)],
+            source=FileSource(**{**options, **source}),
+        )
+
+    customer = Entity(name="customer", join_keys=["customer_id"])
+    assert supports_view(view(customer))
+    assert not supports_view(view(customer, created_timestamp_column="created"))
+    assert not supports_view(view(customer, field_mapping={"a": "x"}))
+    assert not supports_view(view(customer, file_format=DeltaFormat()))
+    assert not supports_view(view(customer, path="s3://bucket/v.parquet"))
+    assert not supports_view(view(Entity(name="number", join_keys=["n"])))
+
+
 # -- whole stores --------------------------------------------------------------------------------
 
 
