@@ -40,7 +40,7 @@ format: install  ## apply ruff fixes and formatting
 
 # Every benchmark, each with its baseline in the same run (about an hour on 2 cores; the
 # PostgreSQL and Redis ones need those servers). Results go in BENCHMARKS.md by hand.
-BENCHES := simulate.py pipeline.py engine_throughput.py scoring.py audience.py \
+BENCHES := simulate.py pipeline.py materialize.py engine_throughput.py scoring.py audience.py \
 	ingest_http.py delivery.py send_rates.py webhooks.py uplift.py scale_out.py
 
 bench: install  ## run every benchmark (results go in BENCHMARKS.md by hand)

@@ -136,6 +136,7 @@ def run(
         materialize.fn,
         str(home),
         built["snapshots"][-1:],
+        progress=say,
     )
     problems, data, _skipped = timed(
         "training sets: labels + Feast point-in-time joins",

@@ -18,7 +18,6 @@ only then.
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from features.entity_keys import EntityKeyEncoder
 
 if TYPE_CHECKING:
     import sqlite3
@@ -68,7 +69,7 @@ class SqliteBatchReader:
             view.name: compute_table_id(config.project, view, versioning)
             for view in store.list_feature_views()
         }
-        self._keys = _KeyEncoder(config.entity_key_serialization_version)
+        self._keys = EntityKeyEncoder(config.entity_key_serialization_version)
         self._stamps: dict[int, int] = {}  # stored event_ts → Feast's epoch seconds
         self._snapshots: Snapshots | None = None
         if snapshot_max_customers > 0:
@@ -388,44 +389,3 @@ def _by_proto(hexed: str) -> tuple[float, bool]:
     if value is None:
         return np.nan, True
     return float(value), False
-
-
-class _KeyEncoder:
-    """Feast's serialized entity key of a `customer_id` string, without a proto per id.
-
-    The key is a fixed prefix, the id's UTF-8 length (uint32 LE) and its bytes; the prefix is
-    taken from Feast's own `serialize_entity_key` and checked on two probes, else every id goes
-    through Feast's function.
-    """
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-        self.prefix: bytes | None = None
-        probe = self._feast("x")
-        tail = struct.pack("<I", 1) + b"x"
-        if probe.endswith(tail):
-            prefix = probe[: -len(tail)]
-            other = "customer-éß"
-            encoded = other.encode()
-            if self._feast(other) == prefix + struct.pack("<I", len(encoded)) + encoded:
-                self.prefix = prefix
-
-    def encode(self, ids: Sequence[str]) -> list[bytes]:
-        if self.prefix is None:
-            return [self._feast(c) for c in ids]
-        pack, prefix = struct.Struct("<I").pack, self.prefix
-        out = []
-        for customer in ids:
-            raw = customer.encode()
-            out.append(prefix + pack(len(raw)) + raw)
-        return out
-
-    def _feast(self, customer: str) -> bytes:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        from features.schema import ENTITY_KEY
-
-        key = EntityKey(join_keys=[ENTITY_KEY], entity_values=[Value(string_val=customer)])
-        return serialize_entity_key(key, entity_key_serialization_version=self.version)
