@@ -58,6 +58,7 @@ __all__ = [
     "build_feature_tables",
     "compute_definition_labels",
     "compute_features",
+    "feature_table_snapshots",
     "lake_columns",
     "read_feature_table",
     "write_feature_tables",
@@ -173,6 +174,14 @@ def read_feature_table(
     """A view's table as written by `write_feature_tables`."""
     columns = view_features(view, definitions)
     return conform(pd.read_parquet(feature_table_path(view, home)), columns)
+
+
+def feature_table_snapshots(view: str, home: Path | str | None = None) -> list[pd.Timestamp]:
+    """The snapshot times a view's table holds, sorted (its timestamp column only: reading the
+    whole table of a million customers × 12 snapshots for them took 27 s)."""
+    stamps = pq.read_table(feature_table_path(view, home), columns=[TIMESTAMP_COLUMN])
+    unique = pc.unique(stamps[TIMESTAMP_COLUMN].cast(pa.timestamp("us", tz="UTC")))
+    return sorted(pd.Timestamp(t) for t in unique.to_pylist())
 
 
 def build_feature_tables(

@@ -21,7 +21,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from features.schema import TIMESTAMP_COLUMN
 from models.evaluate import ModelResult
 from nudge.settings import home_dir
 from pipelines.datasets import DataRange, PipelineError, ProblemSet
@@ -53,7 +52,7 @@ def load_training_sets(
     `max_customers` customers (default NUDGE_TRAIN_MAX_CUSTOMERS) is sampled by customer
     (`training_sample`): train and holdout rows are the sampled customers' only."""
     from engine.lake import EventLake
-    from features.compute import lake_columns, read_feature_table
+    from features.compute import feature_table_snapshots, lake_columns
     from features.schema import CHURN_VIEW
     from features.store import open_store
     from models.definitions import load_definitions
@@ -64,7 +63,7 @@ def load_training_sets(
     lake = EventLake(Path(home) / "lake")
     data = covered_range(lake)
     try:
-        snapshots = sorted(read_feature_table(CHURN_VIEW, home)[TIMESTAMP_COLUMN].unique())
+        snapshots = feature_table_snapshots(CHURN_VIEW, home)
     except FileNotFoundError:
         raise PipelineError(
             f"no feature tables under {home}/features: run `nudge pipeline features` first"

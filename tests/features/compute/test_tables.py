@@ -103,3 +103,14 @@ def test_a_failed_build_in_parts_leaves_the_tables_on_disk_as_they_were(
         build_feature_tables(lake, SNAPSHOTS, tmp_path, part_customers=500)
     pd.testing.assert_frame_equal(read_feature_table(CHURN_VIEW, tmp_path), before)
     assert not list(feature_table_path(CHURN_VIEW, tmp_path).parent.glob(".*.tmp"))
+
+
+def test_the_snapshots_of_a_table_are_read_from_its_timestamps(lake, tmp_path):
+    from features.compute import feature_table_snapshots
+
+    build_feature_tables(lake, SNAPSHOTS, tmp_path)
+    assert feature_table_snapshots(CHURN_VIEW, tmp_path) == sorted(
+        read_feature_table(CHURN_VIEW, tmp_path)["event_timestamp"].unique()
+    )
+    with pytest.raises(FileNotFoundError):
+        feature_table_snapshots(CHURN_VIEW, tmp_path / "nowhere")
