@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -151,10 +151,13 @@ class EventLake:
         columns: Sequence[str] | None = None,
         customers: CustomerSlice | None = None,
         ordered: bool = True,
+        properties_of: Collection[str] | None = None,
     ) -> pa.Table:
         """Events with ``start <= timestamp < end`` (UTC; either bound optional), oldest first;
         with `customers`, only that slice's customers' events. `ordered=False` leaves them in
-        no particular order, for readers that aggregate (sorting is most of a large read)."""
+        no particular order, for readers that aggregate (sorting is most of a large read).
+        `properties_of`: the event types whose ``properties`` are wanted, null for the others
+        (the JSON column is half of a read's time: 5.7 → 12.2 s for 10.8 M events)."""
         wanted = list(columns) if columns else LAKE_SCHEMA.names
         unknown = [c for c in wanted if c not in LAKE_SCHEMA.names]
         if unknown:
@@ -179,7 +182,11 @@ class EventLake:
         if customers is not None:
             clauses.append(customers.sql())
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        select = ", ".join(f'"{c}"' for c in wanted)
+        select = ", ".join(
+            _properties_of(properties_of) if c == "properties" and properties_of is not None
+            else f'"{c}"'
+            for c in wanted
+        )  # fmt: skip
         with _duckdb() as con:
             table = con.sql(
                 f"SELECT {select} FROM {self._scan()} {where}"
@@ -420,6 +427,13 @@ class EventLake:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _properties_of(event_types: Collection[str]) -> str:
+    if not event_types:
+        return "NULL::VARCHAR AS properties"
+    listed = ", ".join("'" + t.replace("'", "''") + "'" for t in sorted(event_types))
+    return f"CASE WHEN event_type IN ({listed}) THEN properties END AS properties"
 
 
 def _in_time_order(timestamps: pa.ChunkedArray) -> bool:

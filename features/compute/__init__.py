@@ -24,6 +24,7 @@ from features.compute.tables import (
     compute_features,
     feature_table_snapshots,
     lake_columns,
+    property_event_types,
     read_feature_table,
     write_feature_tables,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "lake_columns",
     "ltv_features",
     "ltv_labels",
+    "property_event_types",
     "read_feature_table",
     "write_feature_tables",
 ]

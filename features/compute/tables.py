@@ -60,6 +60,7 @@ __all__ = [
     "compute_features",
     "feature_table_snapshots",
     "lake_columns",
+    "property_event_types",
     "read_feature_table",
     "write_feature_tables",
 ]
@@ -133,6 +134,18 @@ def lake_columns(definitions: Definitions | None = None) -> list[str]:
     return [*EVENT_COLUMNS, "properties"]
 
 
+def property_event_types(definitions: Definitions | None = None) -> set[str]:
+    """The event types whose ``properties`` features and labels read: opens and clicks (a
+    machine's are not engagement) and what the definitions' property features and labels name;
+    a lake read can leave the others' out (`EventLake.read(properties_of=...)`)."""
+    from features.compute.workspace import EMAIL_CLICKED, EMAIL_OPENED
+
+    wanted = {EMAIL_OPENED, EMAIL_CLICKED}
+    for definition in _definitions(definitions):
+        wanted.update(definition.properties())
+    return wanted
+
+
 def _definitions(definitions: Definitions | None) -> Definitions:
     from models.definitions import load_definitions
 
@@ -204,10 +217,11 @@ def build_feature_tables(
     # Features never look past the last snapshot; the lake's `end` is exclusive.
     until = (as_snapshots(snapshots)[-1] + pd.Timedelta(microseconds=1)).to_pydatetime()
     columns = lake_columns(definitions)
+    with_properties = property_event_types(definitions)
     profiles = lake.read_customers()
     parts = max(1, -(-lake.customer_count() // max(1, part_customers)))
     if parts == 1:
-        events = lake.read(end=until, columns=columns)
+        events = lake.read(end=until, columns=columns, properties_of=with_properties)
         tables = compute_features(events, snapshots, profiles, definitions=definitions)
         return write_feature_tables(tables, home, merge=merge, definitions=definitions)
     say = progress or (lambda _message: None)
@@ -215,7 +229,13 @@ def build_feature_tables(
     with _StreamedTables(home, snapshots, merge, definitions) as out:
         for index in range(parts):
             part = CustomerSlice.part(index, parts)
-            events = lake.read(end=until, columns=columns, customers=part, ordered=False)
+            events = lake.read(
+                end=until,
+                columns=columns,
+                customers=part,
+                ordered=False,
+                properties_of=with_properties,
+            )
             kept = profiles[part.mask(profiles["customer_id"])] if len(profiles) else profiles
             out.write(compute_features(events, snapshots, kept, definitions=definitions))
             say(

@@ -52,7 +52,7 @@ def load_training_sets(
     `max_customers` customers (default NUDGE_TRAIN_MAX_CUSTOMERS) is sampled by customer
     (`training_sample`): train and holdout rows are the sampled customers' only."""
     from engine.lake import EventLake
-    from features.compute import feature_table_snapshots, lake_columns
+    from features.compute import feature_table_snapshots, lake_columns, property_event_types
     from features.schema import CHURN_VIEW
     from features.store import open_store
     from models.definitions import load_definitions
@@ -76,6 +76,7 @@ def load_training_sets(
         columns=lake_columns(definitions),
         customers=sample,
         ordered=False,  # labels aggregate; a sort of every event would be most of the read
+        properties_of=property_event_types(definitions),
     )
     definitions, skipped = usable_definitions(definitions, events, explicit=bool(models))
     specs = {name: spec_for(name, definitions=definitions) for name in definitions.names}

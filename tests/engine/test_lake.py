@@ -191,3 +191,15 @@ def test_an_append_skips_known_ids_of_the_range_and_adds_the_others(tmp_path):
     result = lake.append(batch)
     assert (result.received, result.added, result.duplicates) == (100, 50, 50)
     assert lake.read().num_rows == 150
+
+
+def test_a_read_can_keep_the_properties_of_some_event_types_only(tmp_path):
+    lake = EventLake(tmp_path / "lake")
+    lake.append(make_events(6))  # purchases and page views, each with properties
+    rows = lake.read(properties_of=["purchase_completed"]).to_pylist()
+    assert {r["event_type"] for r in rows} == {"purchase_completed", "page_view"}
+    for row in rows:
+        kept = row["event_type"] == "purchase_completed"
+        assert (row["properties"] is not None) == kept
+    assert all(r["properties"] is None for r in lake.read(properties_of=[]).to_pylist())
+    assert lake.read(properties_of=["it's"]).num_rows == 6  # quoted, not injected
