@@ -179,8 +179,9 @@ def run(
     print("|---|---|")
     for label, seconds in timings:
         print(f"| {label} | {seconds:.1f} s |")
-    verdict = "met" if pipeline_s < 600 else "MISSED"
-    print(f"| **whole pipeline** | **{pipeline_s:.1f} s** (target < 600 s: {verdict}) |")
+    target_s = 600 if customers <= 100_000 else 1_200  # issue 20: 1M customers in 20 min
+    verdict = "met" if pipeline_s < target_s else "MISSED"
+    print(f"| **whole pipeline** | **{pipeline_s:.1f} s** (target < {target_s} s: {verdict}) |")
     print(f"| peak memory (RSS, with the simulation's part workers) | {peak_gb:.1f} GiB |")
     if baseline_s is not None:
         print(f"\n| training sets ({rows:,} rows, 3 models) | seconds | ratio |")
