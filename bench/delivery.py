@@ -88,7 +88,7 @@ class TimedSender(SmtpSender):
             self.spent += time.perf_counter() - began
 
     def send_data(
-        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None]
+        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None], **kw: Any
     ) -> str:
         began = time.perf_counter()
 
@@ -98,7 +98,7 @@ class TimedSender(SmtpSender):
             self.marking += time.perf_counter() - at
 
         try:
-            return super().send_data(email, data, mark)
+            return super().send_data(email, data, mark, **kw)
         finally:
             self.spent += time.perf_counter() - began
 
@@ -107,10 +107,10 @@ class PerMessageSender(TimedSender):
     """The baseline: a new connection (TCP, STARTTLS, AUTH) for every message."""
 
     def send_data(
-        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None]
+        self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None], **kw: Any
     ) -> str:
         try:
-            return super().send_data(email, data, before_commit)
+            return super().send_data(email, data, before_commit, **kw)
         finally:
             began = time.perf_counter()
             self.close()  # QUIT: part of the transport's time
