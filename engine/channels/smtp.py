@@ -41,6 +41,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -425,10 +426,19 @@ class SmtpSender:
 
 def _envelope_commands(envelope_from: str, to: str) -> bytes:
     """MAIL, RCPT and DATA, pipelined (RFC 2920): DATA is last, its 354 awaited."""
-    return (
-        f"MAIL FROM:{smtplib.quoteaddr(envelope_from)}\r\n"
-        f"RCPT TO:{smtplib.quoteaddr(to)}\r\nDATA\r\n"
-    ).encode("ascii")
+    return f"MAIL FROM:{_path(envelope_from)}\r\nRCPT TO:{_path(to)}\r\nDATA\r\n".encode("ascii")
+
+
+# A plain addr-spec (atext and dots @ a domain): quoted as ``<addr>`` without smtplib's
+# `quoteaddr`, whose parseaddr costs ~30 µs an address (two an email).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _path(address: str) -> str:
+    """The reverse- or forward-path of `address` as smtplib writes it (``<addr>``)."""
+    if _PLAIN_PATH.fullmatch(address):
+        return f"<{address}>"
+    return str(smtplib.quoteaddr(address))
 
 
 def _refused(step: str, code: int, reply: bytes) -> DeliveryError:
