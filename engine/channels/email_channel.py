@@ -44,16 +44,21 @@ class PreparedEmail:
             return self.mailer.send_data(self.email, self.data, commit)
         return self.mailer.send(self.email, commit)
 
-    def send_committed(self, following: object | None = None) -> str:
+    def send_committed(
+        self, following: object | None = None, meanwhile: Callable[[], object] | None = None
+    ) -> str:
         """`send` when the *sending* mark is already durable (group commit): over SMTP the data
         and the final dot are one write, and with `following` (the next delivery the caller
-        sends, an email on the same connection) its envelope goes with them (PIPELINING)."""
+        sends, an email on the same connection) its envelope goes with them (PIPELINING);
+        `meanwhile` runs while the reply is on its way."""
         if self.data is None or not isinstance(self.mailer, SmtpSender):
             return self.send()
         commit = partial(self.before_commit, self.email.message_id)
         then = following.email if isinstance(following, PreparedEmail) and (
             following.mailer is self.mailer and following.data is not None) else None  # fmt: skip
-        return self.mailer.send_data(self.email, self.data, commit, marked=True, then=then)
+        return self.mailer.send_data(
+            self.email, self.data, commit, marked=True, then=then, meanwhile=meanwhile
+        )
 
 
 class EmailChannel:

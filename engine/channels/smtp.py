@@ -172,6 +172,7 @@ class SmtpSender:
     def send_data(
         self, email: RenderedEmail, data: bytes, before_commit: Callable[[], None], *,
         marked: bool = False, then: RenderedEmail | None = None,
+        meanwhile: Callable[[], object] | None = None,
     ) -> str:  # fmt: skip
         """`send` with the DATA already made by `encode` (the dispatcher builds it before the
         *sending* commit of a group, engine.runtime.dispatcher).
@@ -182,7 +183,9 @@ class SmtpSender:
         envelope (MAIL, RCPT, DATA) goes in that same write, after the final dot (RFC 2920 3.1:
         message content may open a group, DATA closes one), and its replies are read after the
         reply to the dot, which alone decides this email — one round trip an email. A refusal
-        of that envelope is raised by the next `send_data` for it, not here."""
+        of that envelope is raised by the next `send_data` for it, not here. `meanwhile` (with
+        `marked`) runs between the final dot and reading its reply: the caller's own work
+        (preparing its next emails) overlaps the server's; it must not use this sender."""
         envelope_from = bare_address(email.sender or self.settings.sender)
         smtp = self._announced_session(envelope_from, email.to)
         if not marked:
@@ -204,6 +207,11 @@ class SmtpSender:
             tail += _envelope_commands(then_from, then.to)
         try:
             smtp.send(tail)
+            if meanwhile is not None and marked:
+                try:
+                    meanwhile()
+                except Exception:  # the caller's own trouble: this email's reply is still read
+                    log.exception("work done while waiting for the SMTP reply failed")
             code, reply = smtp.getreply()
         except BaseException:
             # Lost after the data: the server may or may not have the message. Not a

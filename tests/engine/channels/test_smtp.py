@@ -443,6 +443,41 @@ def test_dispatcher_a_recipient_refused_in_a_pipelined_group_fails_alone(
     )
 
 
+def test_dispatcher_prepares_the_next_group_while_replies_travel_each_email_once(
+    engine_store, pki, pipelining
+):
+    index = outbox_with(engine_store, 17)
+    security = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.refuse_rcpt = {"c6@example.com": "550 5.1.1 no such user"}
+        relay.faults.lose_reply = {9}  # the 9th message accepted: its reply never comes
+        d = dispatcher(engine_store, index, relay.port, security, batch_size=100, group_size=5)
+        channel = d.channels["send_email"]
+        started: list[int] = []  # send_data calls begun when each email was prepared
+        send_data, prepare = channel.mailer.send_data, channel.prepare
+
+        def counting_send(*args, **kwargs):
+            started.append(0)
+            return send_data(*args, **kwargs)
+
+        prepared: list[int] = []
+
+        def recording_prepare(delivery):
+            prepared.append(len(started))
+            return prepare(delivery)
+
+        channel.mailer.send_data, channel.prepare = counting_send, recording_prepare
+        assert d.run_due(td.at(1)).outcomes == {"sent": 15, "failed": 1, "unconfirmed": 1}
+        assert len(set(ids(relay))) == relay.count == 16, "none twice (the lost one arrived)"
+        assert relay.connections == 2
+        assert d.run_due(td.at(60)).handled == 0, "the unconfirmed one is never resent"
+    # The first group is prepared up front, each later one during the sends of the one before:
+    # one email after each final dot (c6, refused before its dot, leaves its place to the end).
+    assert prepared == [0] * 5 + [1, 2, 3, 4, 5] + [6, 8, 9, 10, 10] + [11, 12]
+    statuses = {a.customer_id: a.status for a in engine_store.read(list_actions)}
+    assert statuses["c6"] == "failed" and list(statuses.values()).count("unconfirmed") == 1
+
+
 def test_wrong_credentials_retried_then_failed_with_the_answer_nothing_lost(engine_store, pki):
     index = outbox_with(engine_store, 2)
     wrong = SmtpSecurity(username="apikey", password="wrong", ca_file=pki.ca_file)
