@@ -19,11 +19,16 @@ want TLS and AUTH):
 - One connection per dispatcher batch: the connection stays open between `send` calls and `close`
   (QUIT) ends it — the dispatcher closes its channels after each batch. A refused transaction is
   followed by RSET, so the next message starts clean on the same connection. With PIPELINING
-  (offered by the big relays) the envelope is one round trip: an email costs 2 round trips on a
-  kept connection against ~11 with a connection per email (TCP, STARTTLS, AUTH, QUIT). Measured
-  in `bench/delivery.py` (STARTTLS + AUTH, aiosmtpd in its own process, BENCHMARKS.md): 4.5×
-  the connection-per-email path through one dispatcher worker with a 10 ms round trip; on
-  loopback the SMTP exchange is ~1.3 ms a message (2.7 ms without PIPELINING), and TCP_NODELAY
+  (offered by the big relays) the envelope is one round trip, and a committed group
+  (`send_data` with ``marked`` and ``then``: the dispatcher's group commit) writes each email's
+  data, its final dot and the next email's MAIL, RCPT and DATA in one write (RFC 2920 3.1), then
+  reads the dot's reply (which alone decides that email) and the next envelope's — one round
+  trip an email on a kept connection, against ~11 with a connection per email (TCP, STARTTLS,
+  AUTH, QUIT); a refused next envelope fails only its own email, when it is sent. Measured in
+  `bench/delivery.py` (STARTTLS + AUTH, aiosmtpd in its own process, BENCHMARKS.md) with a 10 ms
+  round trip: 12.6 ms an email through one dispatcher worker (24.3 ms with 2 round trips),
+  8.1× the connection-per-email path (4.2× before). Since the data and the dot are one write,
+  a connection lost during that write leaves the email in doubt (never resent). TCP_NODELAY
   matters — without it Nagle's algorithm and delayed ACKs cost ~40 ms per message.
 - A connection found dead (closed by the server's idle timeout, reset, a 421) before the point of
   no return is reopened once, transparently; after `before_commit` nothing is ever sent again: a
