@@ -5,7 +5,8 @@ previews and test sends render exactly what the dispatcher would send, without s
 
 `prepare` renders and builds the wire bytes without sending (a `PreparedEmail`); `send` is
 `prepare(...).send()`. The dispatcher prepares a group of emails, marks them *sending* in one
-commit, then sends each (group commit, engine.runtime.dispatcher).
+commit, then sends each with `send_committed`, telling it the next one, whose envelope then rides
+with this one's final dot (group commit, engine.runtime.dispatcher; PIPELINING, engine.channels.smtp).
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ class PreparedEmail:
         if self.data is not None and isinstance(self.mailer, SmtpSender):
             return self.mailer.send_data(self.email, self.data, commit)
         return self.mailer.send(self.email, commit)
+
+    def send_committed(
+        self, following: object | None = None, meanwhile: Callable[[], object] | None = None
+    ) -> str:
+        """`send` when the *sending* mark is already durable (group commit): over SMTP the data
+        and the final dot are one write, and with `following` (the next delivery the caller
+        sends, an email on the same connection) its envelope goes with them (PIPELINING);
+        `meanwhile` runs while the reply is on its way."""
+        if self.data is None or not isinstance(self.mailer, SmtpSender):
+            return self.send()
+        commit = partial(self.before_commit, self.email.message_id)
+        then = following.email if isinstance(following, PreparedEmail) and (
+            following.mailer is self.mailer and following.data is not None) else None  # fmt: skip
+        return self.mailer.send_data(
+            self.email, self.data, commit, marked=True, then=then, meanwhile=meanwhile
+        )
 
 
 class EmailChannel:

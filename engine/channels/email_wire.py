@@ -53,13 +53,14 @@ PLAIN_ONLY = frozenset(
 _POLICY = email.policy.SMTP  # CRLF, 78 columns, RFC 2047 where needed
 # A bare addr-spec of atext and dots: written as it is, as the email package would.
 _BARE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+_NOT_PLAIN = re.compile(r"[^\t -~]")  # a character other than printable ASCII and tab
 _LONGEST_PLAIN_RUN = 900  # a longer run in a subject: the email package decides (it encodes)
 
 
 def fold_plain(name: str, value: str) -> str:
     """``Name: value`` CRLF-terminated, folded at spaces only; ValueError when `value` is not
     printable ASCII or a run without a space makes a line longer than 998 characters."""
-    if any(not (" " <= char <= "~") and char != "\t" for char in value):
+    if _NOT_PLAIN.search(value):
         raise ValueError(f"{name} must be plain ASCII (got {value!r:.80})")
     words = value.split()
     lines: list[str] = []

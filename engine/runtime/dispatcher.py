@@ -24,7 +24,10 @@ Group commit, one commit per `group_size` emails: a channel that can prepare a d
 sending it (`prepare`: the email rendered and its bytes built) and never resends what is in doubt
 has up to `group_size` deliveries of the batch prepared first, then marked *sending* together in
 one commit (with the previous group's *sent*), then sent one after the other, each final dot after
-that commit. The durable commit is the largest cost of an email (~1 ms on SQLite, ~4 ms on
+that commit — each told the next, so that over SMTP the next envelope rides with the final dot
+(PIPELINING: one round trip an email, engine.channels.smtp), and while an email's reply travels
+the next action of the batch is prepared for the next group (the client's render overlaps the
+server's work). The durable commit is the largest cost of an email (~1 ms on SQLite, ~4 ms on
 PostgreSQL here, against ~3 ms for the SMTP exchange and the MIME bytes together), and this pays it
 once per group. The price is what a crash leaves in doubt: up to `group_size` actions *sending* —
 settled `unconfirmed` by `recover()`, never resent, never lost from sight — of which some had not
@@ -80,7 +83,7 @@ import logging
 import random
 import smtplib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -272,14 +275,23 @@ class Dispatcher:
         except Exception:  # the actions then load what they need one by one
             log.exception("prefetch of %d actions failed", len(batch))
             self._cache = {}
+        waiting = deque(batch)
+
+        def run_next() -> bool:
+            """Run the batch's next action (a delivery joins the next group); False when none
+            is left or the next group is full. The transport calls it while a reply travels."""
+            if not waiting or len(self._group) >= self.group_size:
+                return False
+            outcome = self._run_guarded(waiting.popleft(), now)
+            if outcome is not None:
+                stats.outcomes[outcome] += 1
+            return True
+
         try:
-            for action in batch:
-                outcome = self._run_guarded(action, now)
-                if outcome is not None:
-                    stats.outcomes[outcome] += 1
-                if len(self._group) >= self.group_size:
-                    self._send_group(now, stats)
-            self._send_group(now, stats)
+            while waiting or self._group:
+                while run_next():
+                    pass
+                self._send_group(now, stats, run_next)
         finally:
             self._group = []  # not committed: still claimed, released by recover()
             self._cache = {}
@@ -287,9 +299,12 @@ class Dispatcher:
             self._record_sent()
         return True
 
-    def _send_group(self, now: float, stats: DispatchStats) -> None:
+    def _send_group(
+        self, now: float, stats: DispatchStats, meanwhile: Callable[[], bool] | None = None
+    ) -> None:
         """Mark the prepared group *sending* in one commit (with the earlier *sent*), then send
-        each; every delivery's outcome is counted in `stats`."""
+        each; every delivery's outcome is counted in `stats`. `meanwhile` prepares the next
+        group while an email's reply is on its way (a transport that can wait calls it)."""
         group, self._group = self._group, []
         if not group:
             return
@@ -300,9 +315,10 @@ class Dispatcher:
             for entry in group:
                 stats.outcomes[self._failure_guarded(entry.action, now, exc)] += 1
             return
-        for entry in group:
+        for i, entry in enumerate(group):
+            following = group[i + 1].prepared if i + 1 < len(group) else None
             try:
-                outcome = self._send_prepared(entry, now)
+                outcome = self._send_prepared(entry, now, following, meanwhile)
             except Exception as exc:
                 outcome = self._failure_guarded(entry.action, now, exc)
             stats.outcomes[outcome] += 1
@@ -315,10 +331,19 @@ class Dispatcher:
         for entry in group:
             entry.committed = True
 
-    def _send_prepared(self, entry: _Grouped, now: float) -> str:
-        """Send one delivery of a committed group (its *sent* goes with the next commit)."""
+    def _send_prepared(
+        self, entry: _Grouped, now: float, following: Any = None,
+        meanwhile: Callable[[], bool] | None = None,
+    ) -> str:  # fmt: skip
+        """Send one delivery of a committed group (its *sent* goes with the next commit);
+        `following`, the group's next, lets a channel start it early (SMTP PIPELINING), and
+        `meanwhile` is work for the wait for its reply."""
+        send_committed = getattr(entry.prepared, "send_committed", None)
         try:
-            result = entry.prepared.send()
+            if send_committed is not None:
+                result = send_committed(following, meanwhile)
+            else:
+                result = entry.prepared.send()
         except (DeliveryError, smtplib.SMTPDataError):
             raise  # refused before the dot: nothing delivered; retried or failed as it says
         except Exception as exc:  # the mark is committed: never send again, report it

@@ -145,6 +145,9 @@ class _Handler:
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.relay.mails += 1
+        if getattr(session, "hanging_up", False):  # pipelined after the message it hung up on:
+            _close(server)  # a server that hangs up answers nothing more
+            return "421 4.4.2 closing"  # written to a closed transport: never read
         if self.relay.mails in self.relay.faults.busy_mail:
             asyncio.get_running_loop().call_soon(_close, server)
             return "421 4.7.0 too many messages on this connection, closing"
@@ -169,8 +172,10 @@ class _Handler:
         relay.count += 1
         if relay.count in relay.faults.lose_reply:
             _close(server)  # the message is here, the client never hears so
+            session.hanging_up = True
             return "250 OK"
         if relay.count in relay.faults.close_after:
+            session.hanging_up = True  # commands already pipelined behind it go unanswered
             asyncio.get_running_loop().call_soon(_close, server)  # after the reply is written
         return "250 OK"
 

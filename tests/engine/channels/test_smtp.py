@@ -257,6 +257,123 @@ def test_unreachable_relay_is_retryable():
     assert caught.value.retryable
 
 
+# -- a committed group: the next envelope with the final dot (PIPELINING) ------------------------
+
+
+def send_group(smtp: SmtpSender, emails: list[RenderedEmail], marks) -> list[str | Exception]:
+    """Send `emails` as the dispatcher sends a committed group: each told the next; the result
+    or the exception of each."""
+    outcomes: list[str | Exception] = []
+    for i, message in enumerate(emails):
+        then = emails[i + 1] if i + 1 < len(emails) else None
+        try:
+            outcomes.append(
+                smtp.send_data(message, smtp.encode(message), marks, marked=True, then=then)
+            )
+        except (DeliveryError, smtplib.SMTPServerDisconnected, OSError) as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+class Writes:
+    """The client's writes on its connections (to see what went in one write)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.seen: list[bytes] = []
+        send = smtplib.SMTP.send
+
+        def spy(smtp: smtplib.SMTP, data: bytes | str) -> None:
+            self.seen.append(data if isinstance(data, bytes) else data.encode())
+            send(smtp, data)
+
+        monkeypatch.setattr(smtplib.SMTP, "send", spy)
+
+
+def test_a_group_costs_one_write_an_email_with_the_next_envelope_after_the_dot(
+    pki, pipelining, monkeypatch
+):
+    writes = Writes(monkeypatch)
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        outcomes = send_group(smtp, [email(n) for n in range(6)], marks)
+        assert outcomes == [f"smtp 250 <m{n}@nudge.test>" for n in range(6)]
+        assert marks.seen == list(range(6)), "each marked before the server had it"
+        session = [n for n, w in enumerate(writes.seen) if w.startswith(b"AUTH ")]
+        group = writes.seen[session[-1] + 1 :]  # after EHLO, STARTTLS, EHLO, AUTH
+        riding = [w for w in group if b"\r\n.\r\nMAIL FROM:" in w]
+        if pipelining:  # the envelope of the first, then one write for each email
+            assert len(riding) == 5 and len(group) == 1 + 6
+        else:  # lockstep: MAIL, RCPT, DATA each, then data and dot in one write
+            assert riding == [] and len(group) == 6 * 4
+        smtp.close()
+        assert ids(relay) == [f"<m{n}@nudge.test>" for n in range(6)]
+        assert relay.connections == 1
+
+
+def test_a_pipelined_envelope_refused_fails_only_its_own_email(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.refuse_rcpt = {"gone@example.com": "550 5.1.1 no such user",
+                                    "full@example.com": "452 4.2.2 mailbox full"}  # fmt: skip
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        group = [email(1), email(2, "gone@example.com"), email(3), email(4, "full@example.com"),
+                 email(5, "full@example.com"), email(6)]  # fmt: skip
+        first, gone, third, full, full_again, last = send_group(smtp, group, marks)
+        assert first == "smtp 250 <m1@nudge.test>" and third == "smtp 250 <m3@nudge.test>"
+        assert isinstance(gone, DeliveryError) and not gone.retryable
+        assert gone.reason == "SMTP RCPT TO refused: 550 5.1.1 no such user"
+        for refused in (full, full_again):  # the same envelope twice: each refused on its own
+            assert isinstance(refused, DeliveryError) and refused.retryable
+            assert "452 4.2.2 mailbox full" in refused.reason
+        assert last == "smtp 250 <m6@nudge.test>"
+        assert marks.seen == [0, 1, 2], "the refused ones never reached their point of no return"
+        smtp.close()
+        assert ids(relay) == ["<m1@nudge.test>", "<m3@nudge.test>", "<m6@nudge.test>"]
+        assert relay.connections == 1, "RSET, and the connection carries on"
+
+
+def test_lost_after_a_pipelined_dot_is_in_doubt_and_never_sent_twice(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.lose_reply = {3}  # the server has message 3, the client never hears so
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        outcomes = send_group(smtp, [email(n) for n in range(1, 7)], marks)
+        assert isinstance(outcomes[2], smtplib.SMTPServerDisconnected), "in doubt, not refused"
+        assert [o for i, o in enumerate(outcomes) if i != 2] == [
+            f"smtp 250 <m{n}@nudge.test>" for n in (1, 2, 4, 5, 6)
+        ]
+        smtp.close()
+        assert ids(relay) == [f"<m{n}@nudge.test>" for n in range(1, 7)], "each once"
+        assert marks.seen == [0, 1, 2, 3, 4, 5] and relay.connections == 2
+
+
+def test_a_relay_hanging_up_or_busy_after_a_pipelined_dot_costs_a_reconnection(pki, pipelining):
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.close_after = {2}  # hangs up after message 2: the next envelope unanswered
+        relay.faults.busy_mail = {5}  # 421 to a MAIL (the 4th after the reconnection)
+        smtp = sender(relay.port, ca=pki.ca_file)
+        outcomes = send_group(smtp, [email(n) for n in range(1, 8)], Marks(relay))
+        assert outcomes == [f"smtp 250 <m{n}@nudge.test>" for n in range(1, 8)]
+        smtp.close()
+        assert ids(relay) == [f"<m{n}@nudge.test>" for n in range(1, 8)]
+        assert relay.connections == 3
+
+
+def test_an_envelope_announced_for_an_email_not_sent_is_abandoned_without_a_dot(pki):
+    with Relay(pki, users=USERS) as relay:
+        smtp = sender(relay.port, ca=pki.ca_file)
+        marks = Marks(relay)
+        smtp.send_data(email(1), smtp.encode(email(1)), marks, marked=True, then=email(2))
+        # The caller sends another email instead: the connection waiting for message 2's data
+        # is closed without a dot (which aborts that transaction), the other goes on a new one.
+        other = email(3, "grace@example.com")
+        assert smtp.send_data(other, smtp.encode(other), marks, marked=True, then=email(4))
+        smtp.close()  # waiting for message 4's data: a QUIT would be message text; dropped
+        assert ids(relay) == ["<m1@nudge.test>", "<m3@nudge.test>"]
+        assert relay.mails == 4 and relay.connections == 2
+
+
 # -- through the dispatcher -------------------------------------------------------------------------
 
 TRIGGERS = """
@@ -304,6 +421,61 @@ def test_dispatcher_sends_a_batch_on_one_authenticated_tls_connection(
     [lost] = [a for a in actions if a.status == "unconfirmed"]
     assert "connection lost after the end of data" in lost.result
     assert all(a.result.startswith("smtp 250 <") for a in actions if a.status == "sent")
+
+
+def test_dispatcher_a_recipient_refused_in_a_pipelined_group_fails_alone(
+    engine_store, pki, pipelining
+):
+    index = outbox_with(engine_store, 12)
+    security = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.refuse_rcpt = {"c1@example.com": "550 5.1.1 no such user",
+                                    "c7@example.com": "550 5.1.1 no such user"}  # fmt: skip
+        d = dispatcher(engine_store, index, relay.port, security, batch_size=100)
+        assert d.run_due(td.at(1)).outcomes == {"sent": 10, "failed": 2}
+        assert relay.connections == 1 and relay.count == len(set(ids(relay))) == 10
+    by_customer = {a.customer_id: a for a in engine_store.read(list_actions)}
+    for refused in ("c1", "c7"):
+        assert by_customer[refused].status == "failed"
+        assert by_customer[refused].result.startswith("SMTP RCPT TO refused: 550 5.1.1 no such")
+    assert sorted(a.customer_id for a in by_customer.values() if a.status == "sent") == sorted(
+        f"c{i}" for i in range(12) if i not in (1, 7)
+    )
+
+
+def test_dispatcher_prepares_the_next_group_while_replies_travel_each_email_once(
+    engine_store, pki, pipelining
+):
+    index = outbox_with(engine_store, 17)
+    security = SmtpSecurity(username="apikey", password="s3cret-key", ca_file=pki.ca_file)
+    with Relay(pki, users=USERS, pipelining=pipelining) as relay:
+        relay.faults.refuse_rcpt = {"c6@example.com": "550 5.1.1 no such user"}
+        relay.faults.lose_reply = {9}  # the 9th message accepted: its reply never comes
+        d = dispatcher(engine_store, index, relay.port, security, batch_size=100, group_size=5)
+        channel = d.channels["send_email"]
+        started: list[int] = []  # send_data calls begun when each email was prepared
+        send_data, prepare = channel.mailer.send_data, channel.prepare
+
+        def counting_send(*args, **kwargs):
+            started.append(0)
+            return send_data(*args, **kwargs)
+
+        prepared: list[int] = []
+
+        def recording_prepare(delivery):
+            prepared.append(len(started))
+            return prepare(delivery)
+
+        channel.mailer.send_data, channel.prepare = counting_send, recording_prepare
+        assert d.run_due(td.at(1)).outcomes == {"sent": 15, "failed": 1, "unconfirmed": 1}
+        assert len(set(ids(relay))) == relay.count == 16, "none twice (the lost one arrived)"
+        assert relay.connections == 2
+        assert d.run_due(td.at(60)).handled == 0, "the unconfirmed one is never resent"
+    # The first group is prepared up front, each later one during the sends of the one before:
+    # one email after each final dot (c6, refused before its dot, leaves its place to the end).
+    assert prepared == [0] * 5 + [1, 2, 3, 4, 5] + [6, 8, 9, 10, 10] + [11, 12]
+    statuses = {a.customer_id: a.status for a in engine_store.read(list_actions)}
+    assert statuses["c6"] == "failed" and list(statuses.values()).count("unconfirmed") == 1
 
 
 def test_wrong_credentials_retried_then_failed_with_the_answer_nothing_lost(engine_store, pki):
