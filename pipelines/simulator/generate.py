@@ -146,10 +146,7 @@ def simulate(
     progress: Progress | None = None,
 ) -> Simulation:
     """Draw `n_customers` customers and `days` days of their events from the planted model."""
-    if n_customers < 1:
-        raise ValueError(f"n_customers must be at least 1 (got {n_customers})")
-    if days < 1:
-        raise ValueError(f"days must be at least 1 (got {days})")
+    _check_sizes(n_customers, days)
     planted = planted or PlantedConfig()
     start_ts = utc_midnight(start)
     return _simulate(SimulationParams(n_customers, days, seed, start_ts), planted, progress)
@@ -168,8 +165,8 @@ def simulate_parts(
     so that memory is bounded by one part (a million customers × 365 days is ~108 M events:
     ~55 GiB in one piece, about a tenth of that per 100k-customer part).
 
-    Every customer is drawn from the same model as by `simulate`; part k draws from its own
-    stream (seed, k), so the parts of a seed are the same every time, but the whole is not the
+    Every customer is drawn from the same model as by `simulate`; each part draws from its own
+    stream (the seed and the part's first customer), so the parts of a seed are the same every time, but the whole is not the
     one-piece data set of that seed. Customer ids run on across parts (c0000001 … c1000000) and
     event ids carry the part, so parts never collide.
     """
@@ -186,11 +183,15 @@ def part_count(n_customers: int, days: int, part_customers: int) -> int:
     """How many parts `simulate_parts` draws (the sizes checked)."""
     if part_customers < 1:
         raise ValueError(f"part_customers must be at least 1 (got {part_customers})")
+    _check_sizes(n_customers, days)
+    return -(-n_customers // part_customers)
+
+
+def _check_sizes(n_customers: int, days: int) -> None:
     if n_customers < 1:
         raise ValueError(f"n_customers must be at least 1 (got {n_customers})")
     if days < 1:
         raise ValueError(f"days must be at least 1 (got {days})")
-    return -(-n_customers // part_customers)
 
 
 def simulate_part(
