@@ -87,7 +87,7 @@ def load_training_sets(
 def training_sample(lake: EventLake, max_customers: int | None = None) -> CustomerSlice | None:
     """The customers to learn from when the lake has more than `max_customers` (default
     NUDGE_TRAIN_MAX_CUSTOMERS): a fixed hash sample of about that many, the same on every run
-    (so a retrain compares with the last one on the same customers); None: all of them."""
+    with the same DuckDB (its `hash`), so a retrain learns from the same customers; None: all."""
     from engine.lake import CustomerSlice
     from nudge.settings import SharedSettings
 
