@@ -113,13 +113,13 @@ def report(
     from engine.optimizer.experiment import analyse_experiment
     from engine.store import EngineDB
     from engine.store.exposures import load_exposures
-    from nudge.settings import Settings
+    from nudge.engine_cli import settings as read_settings
 
     try:
         seconds = parse_duration(window).total_seconds()
     except ValueError as exc:
         fail(f"--window: {exc}")
-    store = EngineDB.open(Settings().engine_url)
+    store = EngineDB.open(read_settings().engine_url)
     exposures = store.read(
         load_exposures, trigger, attribution_window=seconds, segment_by=segment_by
     )
@@ -205,7 +205,7 @@ def apply(
     from engine.dsl.durations import parse_duration
     from engine.dsl.triggers import load_trigger_dir, variant_version, write_variant_version
     from engine.dsl.version_notes import comment_line, with_note
-    from nudge.settings import Settings
+    from nudge.engine_cli import settings as read_settings
 
     if force != (reason is not None):
         fail("--force and --reason go together: --force --reason TEXT says why the guardrails "
@@ -218,7 +218,7 @@ def apply(
         seconds = parse_duration(window).total_seconds()
     except ValueError as exc:
         fail(f"--window: {exc}")
-    settings = Settings()
+    settings = read_settings()
     folder = settings.trigger_folder
     loaded = load_trigger_dir(folder)
     found = next((t for t in loaded.triggers if t.id == trigger), None)

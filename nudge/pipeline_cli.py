@@ -501,10 +501,10 @@ def mlflow_ui(
 
 def prepare() -> Settings:
     """Settings, Prefect's environment under $NUDGE_HOME, quiet library logs."""
-    from nudge.settings import Settings
+    from nudge.engine_cli import settings as read_settings
     from pipelines.prefect_env import configure_prefect
 
-    settings = Settings()
+    settings = read_settings()  # an invalid NUDGE_* variable: one line each, exit 2
     configure_prefect(settings.home)
     # Progress comes from the CLI; the libraries' INFO lines would bury it.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

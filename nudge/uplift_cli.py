@@ -191,10 +191,10 @@ def report(
 def _engine() -> tuple[Settings, EngineDB]:
     """The settings (MLflow pointed at their tracking store) and the engine database."""
     from engine.store import EngineDB
-    from nudge.settings import Settings
+    from nudge.engine_cli import settings as read_settings
     from pipelines.tracking import use_tracking
 
-    settings = Settings()
+    settings = read_settings()
     use_tracking(settings.tracking_uri)
     return settings, EngineDB.open(settings.engine_url)
 

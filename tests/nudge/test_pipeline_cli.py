@@ -83,6 +83,16 @@ def test_an_empty_lake_is_one_line_and_exit_2(nudge_home, args):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1e400"])
+@pytest.mark.parametrize("args", [["pipeline", "train"], ["pipeline", "features"]])
+def test_an_invalid_setting_is_one_line_naming_it_and_exit_2(nudge_home, monkeypatch, args, value):
+    monkeypatch.setenv("NUDGE_TRAIN_MAX_CUSTOMERS", value)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "NUDGE_TRAIN_MAX_CUSTOMERS" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("cutoff", "horizon", "message"),
     [
