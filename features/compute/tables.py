@@ -226,6 +226,8 @@ def build_feature_tables(
         return write_feature_tables(tables, home, merge=merge, definitions=definitions)
     say = progress or (lambda _message: None)
     started = time.perf_counter()
+    # Each profile's part, hashed once for all the parts (1M ids: ~3 s a hashing).
+    profile_parts = CustomerSlice.part(0, parts).buckets_of(profiles["customer_id"])
     with _StreamedTables(home, snapshots, merge, definitions) as out:
         for index in range(parts):
             part = CustomerSlice.part(index, parts)
@@ -236,7 +238,7 @@ def build_feature_tables(
                 ordered=False,
                 properties_of=with_properties,
             )
-            kept = profiles[part.mask(profiles["customer_id"])] if len(profiles) else profiles
+            kept = profiles[profile_parts == index]
             out.write(compute_features(events, snapshots, kept, definitions=definitions))
             say(
                 f"features: part {index + 1}/{parts} ({events.num_rows:,} events, "

@@ -173,8 +173,7 @@ def simulate_parts(
     say = progress or (lambda _msg: None)
     parts = part_count(n_customers, days, part_customers)
     for index in range(parts):
-        first = index * part_customers
-        size = min(part_customers, n_customers - first)
+        first, size = _part_bounds(index, n_customers, part_customers)
         say(f"part {index + 1}/{parts}: customers {first + 1:,}–{first + size:,}")
         yield simulate_part(index, n_customers, days, seed, part_customers, start, planted)
 
@@ -185,6 +184,12 @@ def part_count(n_customers: int, days: int, part_customers: int) -> int:
         raise ValueError(f"part_customers must be at least 1 (got {part_customers})")
     _check_sizes(n_customers, days)
     return -(-n_customers // part_customers)
+
+
+def _part_bounds(index: int, n_customers: int, part_customers: int) -> tuple[int, int]:
+    """How many customers come before part `index`, and how many it has."""
+    first = index * part_customers
+    return first, min(part_customers, n_customers - first)
 
 
 def _check_sizes(n_customers: int, days: int) -> None:
@@ -207,8 +212,7 @@ def simulate_part(
     parts = part_count(n_customers, days, part_customers)
     if not 0 <= index < parts:
         raise ValueError(f"part index must be in [0, {parts}) (got {index})")
-    first = index * part_customers
-    size = min(part_customers, n_customers - first)
+    first, size = _part_bounds(index, n_customers, part_customers)
     params = SimulationParams(
         size, days, seed, utc_midnight(start), first_customer=first + 1, population=n_customers
     )
