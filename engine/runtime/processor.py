@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -38,7 +37,7 @@ from engine.events import InvalidProfileChange, event_amount
 from engine.events import profile_changes as validated_profile_changes
 from engine.runtime.identity import LINK_EVENT_TYPES, MERGE_KEY, merge_states
 from engine.runtime.occasions import Occasions, OccasionStats, close_window
-from engine.store import EngineDB, InboxEvent
+from engine.store import EngineDB, InboxEvent, jsontext
 from engine.store.batch import commit_batch
 from engine.store.customer_view import segments_of
 from engine.store.customers import load_profiles, load_states
@@ -202,7 +201,7 @@ class Processor:
                 customers.discard(source)
                 changed_profiles.pop(source, None)
             try:
-                fields = json.loads(item.payload)
+                fields = jsontext.loads(item.payload)
                 view = _view(item, fields)
                 changes = profile_changes(view)
             except InvalidProfileChange as exc:
@@ -345,7 +344,7 @@ class Processor:
         for item in batch:
             if item.event_type in LINK_EVENT_TYPES and MERGE_KEY in item.payload:
                 try:
-                    source = (json.loads(item.payload).get("properties") or {}).get(MERGE_KEY)
+                    source = (jsontext.loads(item.payload).get("properties") or {}).get(MERGE_KEY)
                 except (ValueError, AttributeError):
                     continue
                 if isinstance(source, str):
@@ -452,8 +451,8 @@ def _view(item: InboxEvent, fields: dict[str, Any]) -> EventView:
     )
 
 
-# One compact encoder made once: json.dumps with arguments builds a new encoder on every call.
-_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+def _dumps(value: Any) -> str:
+    return jsontext.dumps(value, default=str)
 
 
 def _decision_row(d: Decision) -> dict[str, Any]:
@@ -483,7 +482,7 @@ def _action_rows(d: Decision, trigger_at: float) -> list[dict[str, Any]]:
             "params": _dumps(a.params),
             "channel": a.channel,
             "due_at": a.due_at,
-            "cancel_if": json.dumps(a.cancel_if) if a.cancel_if is not None else None,
+            "cancel_if": _dumps(a.cancel_if) if a.cancel_if is not None else None,
             "variant": d.variant,
             "trigger_at": trigger_at,
         }

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from engine.store import jsontext
 from engine.store.schema import customer_state, profiles, segments
 from engine.store.sql import chunks, insert_ignore, upsert
 
@@ -30,8 +31,6 @@ __all__ = [
 ]
 
 _STATE_ROWS = 2000  # customer states per upsert statement
-# States are the largest text the processor writes per batch: compact, one encoder made once.
-_dump_state = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def load_states(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -41,7 +40,7 @@ def load_states(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict
 def save_states(conn: Connection, states: Mapping[str, Mapping[str, Any]], now: float) -> None:
     """Store customers' state (JSON-able dicts), replacing what was there."""
     rows = [
-        {"customer_id": c, "state": _dump_state(s), "updated_at": now} for c, s in states.items()
+        {"customer_id": c, "state": jsontext.dumps(s), "updated_at": now} for c, s in states.items()
     ]
     for chunk in chunks(rows, _STATE_ROWS):
         upsert(conn, customer_state, "customer_id", chunk)
@@ -134,7 +133,7 @@ def _load_json(
     out: dict[str, dict[str, Any]] = {}
     for chunk in chunks(list(set(keys))):
         query = sa.select(table.c.customer_id, column).where(table.c.customer_id.in_(chunk))
-        out.update((c, json.loads(v)) for c, v in conn.execute(query))
+        out.update((c, jsontext.loads(v)) for c, v in conn.execute(query))
     return out
 
 

