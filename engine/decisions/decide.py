@@ -379,7 +379,7 @@ def _delay_of(step: PlannedStep, overrides: Mapping[str, Any]) -> float:
 
 def _scores_used(trigger: Trigger, ctx: EvaluationContext) -> dict[str, Any]:
     used: dict[str, Any] = {}
-    for model in sorted(trigger.score_models()):
+    for model in trigger.score_model_order:
         score = ctx.scores.get(model)
         used[model] = (
             None

@@ -90,7 +90,7 @@ def check_suppression(
 ) -> Verdict:
     """Apply the rules in order to a trigger about to act at `send_at` (epoch seconds)."""
     marketing = not trigger.transactional
-    channels = sorted(trigger.channels)
+    channels = trigger.channel_order
     if marketing:
         for channel in channels:
             consent = policy.consent_fields.get(channel)
@@ -102,11 +102,8 @@ def check_suppression(
                 return Verdict(False, SuppressionReason.FREQUENCY_CAP, blocked)
     limits = trigger.spec.limits
     last = state.last_fire(trigger.id)
-    if (
-        limits.cooldown is not None
-        and last is not None
-        and now - last < limits.cooldown.total_seconds()
-    ):
+    cooldown = trigger.cooldown_seconds
+    if cooldown is not None and last is not None and now - last < cooldown:
         return Verdict(
             False,
             SuppressionReason.COOLDOWN,

@@ -47,11 +47,13 @@ class Outcome(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABEL[self]
 
 
-# Outcome of a boolean test without the cost of calling the enum: _OF[True] is PASSED.
+# Outcome of a boolean test without the cost of calling the enum: _OF[True] is PASSED; its
+# label without the enum's name lookup: _LABEL[True] is "passed" (traces are made per decision).
 _OF = (Outcome.FAILED, Outcome.PASSED)
+_LABEL = ("failed", "passed", "missing")
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,11 @@ class AllOf(Condition):
         return Outcome.MISSING if missing else Outcome.PASSED
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
+        # The outcome from the children's traces, as `check` would find it (not evaluated again).
         traces = [c.explain(ctx) for c in self.children]
-        return {"kind": "all", "outcome": self.check(ctx).label, "children": traces}
+        labels = {t["outcome"] for t in traces}
+        outcome = "failed" if "failed" in labels else "missing" if "missing" in labels else "passed"
+        return {"kind": "all", "outcome": outcome, "children": traces}
 
     def score_models(self) -> set[str]:
         return set().union(*(c.score_models() for c in self.children))
@@ -165,7 +170,9 @@ class AnyOf(AllOf):
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
         traces = [c.explain(ctx) for c in self.children]
-        return {"kind": "any", "outcome": self.check(ctx).label, "children": traces}
+        labels = {t["outcome"] for t in traces}
+        outcome = "passed" if "passed" in labels else "missing" if "missing" in labels else "failed"
+        return {"kind": "any", "outcome": outcome, "children": traces}
 
 
 @dataclass(frozen=True)
@@ -180,11 +187,9 @@ class Not(Condition):
         return Outcome.FAILED if outcome is Outcome.PASSED else Outcome.PASSED
 
     def explain(self, ctx: EvaluationContext) -> dict[str, Any]:
-        return {
-            "kind": "not",
-            "outcome": self.check(ctx).label,
-            "children": [self.child.explain(ctx)],
-        }
+        trace = self.child.explain(ctx)
+        outcome = _NEGATED[trace["outcome"]]
+        return {"kind": "not", "outcome": outcome, "children": [trace]}
 
     def score_models(self) -> set[str]:
         return self.child.score_models()
@@ -194,6 +199,9 @@ class Not(Condition):
 
     def event_types(self) -> set[str]:
         return self.child.event_types()
+
+
+_NEGATED = {"passed": "failed", "failed": "passed", "missing": "missing"}
 
 
 # -- leaves --------------------------------------------------------------------------------------
@@ -241,15 +249,17 @@ class FieldTests(Condition):
         if self.event_type is not None:
             leaves.append(
                 {"field": "event_type", "expected": self.event_type, "actual": ctx.event_type,
-                 "outcome": Outcome(ctx.event_type == self.event_type).label}
+                 "outcome": _LABEL[ctx.event_type == self.event_type]}
             )  # fmt: skip
         for path, predicate in self.tests:
             actual = lookup(data, path)
             leaves.append(
                 {"field": ".".join(path), "test": predicate.describe(), "actual": _jsonable(actual),
-                 "outcome": Outcome(predicate.holds(actual)).label}
+                 "outcome": _LABEL[predicate.holds(actual)]}
             )  # fmt: skip
-        return {"kind": self.source, "outcome": self.check(ctx).label, "fields": leaves}
+        # `check`'s outcome: passed when every leaf passed (not evaluated again)
+        passed = all(leaf["outcome"] == "passed" for leaf in leaves)
+        return {"kind": self.source, "outcome": "passed" if passed else "failed", "fields": leaves}
 
 
 @dataclass(frozen=True)
@@ -286,7 +296,7 @@ class Behavior(Condition):
         return {
             "kind": "behavior", "pattern": self.name, "event": self.event_type, "measure": self.measure,
             "window": [self.window_start, self.window_end], "test": self.predicate.describe(),
-            "actual": value, "outcome": Outcome(self.predicate.holds(value)).label,
+            "actual": value, "outcome": _LABEL[self.predicate.holds(value)],
         }  # fmt: skip
 
     def longest_window(self) -> float:
@@ -320,7 +330,7 @@ class TimeTest(Condition):
         return {
             "kind": "time", "measure": self.measure, "event": self.event_type, "zone": ctx.zone.key,
             "test": self.predicate.describe(), "actual": _jsonable(value),
-            "outcome": Outcome(self.predicate.holds(value)).label,
+            "outcome": _LABEL[self.predicate.holds(value)],
         }  # fmt: skip
 
     def event_types(self) -> set[str]:

@@ -84,6 +84,9 @@ class Predicate:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "holds", _compile(self.tests))
+        # What `describe` gives, made once: every decision's trace describes its predicates.
+        described = {op: (e.pattern if isinstance(e, re.Pattern) else e) for op, e in self.tests}
+        object.__setattr__(self, "_described", described)
 
     @property
     def numeric_comparison(self) -> tuple[str, float] | None:
@@ -103,7 +106,9 @@ class Predicate:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {op: (e.pattern if isinstance(e, re.Pattern) else e) for op, e in self.tests}
+        """The operators and their expected values, as a trace shows them (a copy)."""
+        described: dict[str, Any] = self._described  # type: ignore[attr-defined]
+        return described.copy()
 
 
 _PYTHON_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "equals": "=="}

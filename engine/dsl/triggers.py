@@ -518,13 +518,23 @@ class Trigger:
     def rank(self) -> int:
         return PRIORITIES[self.spec.priority]
 
-    @property
+    @cached_property
     def transactional(self) -> bool:
         return self.spec.category is Category.TRANSACTIONAL
 
     @cached_property
     def channels(self) -> frozenset[str]:
         return frozenset(a.channel for a in self.spec.actions if a.channel)
+
+    @cached_property
+    def channel_order(self) -> tuple[str, ...]:
+        """`channels` sorted: the order suppression checks them in (made once, not per decision)."""
+        return tuple(sorted(self.channels))
+
+    @cached_property
+    def cooldown_seconds(self) -> float | None:
+        cooldown = self.spec.limits.cooldown
+        return None if cooldown is None else cooldown.total_seconds()
 
     @cached_property
     def plan(self) -> tuple[PlannedStep, ...]:
@@ -551,6 +561,11 @@ class Trigger:
 
     def score_models(self) -> frozenset[str]:
         return self._score_models
+
+    @cached_property
+    def score_model_order(self) -> tuple[str, ...]:
+        """`score_models` sorted: the order a decision records the scores it used in."""
+        return tuple(sorted(self._score_models))
 
     def longest_window(self) -> float:
         return self.condition.longest_window() if self.condition else 0.0

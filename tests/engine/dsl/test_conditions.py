@@ -331,3 +331,49 @@ def test_late_events_keep_the_history_in_time_order():
         state.count("purchase_completed", NOW + 1, NOW + 3) == 2
         and state.total("purchase_completed", NOW, NOW + 5) == 11.0
     )
+
+
+# Leaves that pass, fail or are missing on `context()` below, to nest in every combinator.
+_LEAVES = [
+    {"event": {"where": {"properties.cart_value": {"gte": 40}}}},  # passed
+    {"event": {"type": "cart_abandoned", "where": {"properties.cart_value": {"gte": 50}}}},  # failed
+    {"attribute": {"country": {"in": ["DE"]}, "first_name": {"exists": True}}},  # passed
+    {"behavior": {"event": "product_view", "within": "1d", "count": {"gte": 2}}},  # passed
+    {"behavior": {"event": "product_view", "within": "1d", "count": {"gte": 3}}},  # failed
+    {"score": {"model": "churn", "gt": 0.5, "on_missing": "skip"}},  # missing
+    {"score": {"model": "churn", "gt": 0.5, "on_missing": "pass"}},  # passed
+]
+
+
+def _nested(seed: int) -> dict:
+    import random
+
+    rnd = random.Random(seed)
+
+    def node(depth: int) -> dict:
+        if depth == 0 or rnd.random() < 0.3:
+            return rnd.choice(_LEAVES)
+        kind = rnd.choice(["all", "any", "not"])
+        if kind == "not":
+            return {"not": node(depth - 1)}
+        return {kind: [node(depth - 1) for _ in range(rnd.randint(1, 3))]}
+
+    return node(3)
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_a_trace_gives_the_outcome_check_gives_at_every_node(seed):
+    # Combinators take their outcome from their children's traces instead of checking again.
+    ctx = context(history=[("product_view", -H, None), ("product_view", -2 * H, None)])
+    condition = compiled(_nested(seed))
+
+    def agree(node, trace):
+        assert trace["outcome"] == node.check(ctx).label, (node, trace)
+        for child, child_trace in zip(
+            getattr(node, "children", ()) or ([node.child] if hasattr(node, "child") else []),
+            trace.get("children", []),
+            strict=True,
+        ):
+            agree(child, child_trace)
+
+    agree(condition, condition.explain(ctx))
