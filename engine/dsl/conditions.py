@@ -71,9 +71,13 @@ class ScoreValue:
     best_send_hour: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EvaluationContext:
-    """Everything a condition may read about one event."""
+    """Everything a condition may read about one event (conditions read it, never assign).
+
+    Not frozen: one is made per event, and a frozen dataclass's `__init__` (a guarded set per
+    field) was 5 % of `decide` at 1,000 triggers; slots make it ~3× cheaper to build.
+    """
 
     event_type: str
     event: Mapping[str, Any]  # the event as a dict: properties, session_id, source, ...

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from engine.store import jsontext
 from engine.store.schema import inbox
-from engine.store.sql import chunks, columns, insert_ignore, typed
+from engine.store.sql import chunks, columns, insert_new, typed
 
 __all__ = [
     "BUCKETS",
@@ -74,8 +74,7 @@ def add_events(conn: Connection, rows: Sequence[Mapping[str, Any]], now: float) 
             seen.add(row["event_id"])
             bucket = zlib.crc32(row["customer_id"].encode()) % BUCKETS
             fresh.append({**row, "received_at": now, "status": "pending", "bucket": bucket})
-    stmt = insert_ignore(conn, inbox, ["event_id"]).returning(inbox.c.event_id)
-    return set(conn.execute(stmt, fresh).scalars())
+    return insert_new(conn, inbox, "event_id", fresh)
 
 
 def pending_events(

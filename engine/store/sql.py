@@ -24,6 +24,7 @@ __all__ = [
     "create_engine",
     "execute_rows",
     "insert_ignore",
+    "insert_new",
     "typed",
     "upsert",
 ]
@@ -50,6 +51,38 @@ def create_engine(url: str, *, schema: str | None = None) -> Engine:
 def insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> Any:
     """An INSERT that skips rows whose `keys` already exist (ON CONFLICT DO NOTHING)."""
     return _dialect(conn).insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def insert_new(
+    conn: Connection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]
+) -> set[Any]:
+    """Insert the rows whose `key` is not stored yet (all rows with the same keys, values the
+    driver takes as they are); returns the keys inserted. One INSERT … ON CONFLICT DO NOTHING
+    RETURNING per 500 rows.
+
+    On SQLite the statement is written here and the rows go to the driver as one flat tuple:
+    SQLAlchemy's multi-row RETURNING builds its parameters row by row in Python, a fifth of the
+    inbox's acceptance time (engine bench, 30,000 events). Elsewhere it runs through SQLAlchemy.
+    """
+    if not rows:
+        return set()
+    keys = tuple(rows[0])
+    if conn.dialect.name != "sqlite" or conn.get_execution_options().get("schema_translate_map"):
+        stmt = insert_ignore(conn, table, [key]).returning(table.c[key])
+        return set(conn.execute(stmt, list(rows)).scalars())
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(k) for k in keys)}) VALUES "
+    tail = f" ON CONFLICT ({quote(key)}) DO NOTHING RETURNING {quote(key)}"
+    one = "(" + ", ".join("?" * len(keys)) + ")"
+    inserted: set[Any] = set()
+    for chunk in chunks(rows, _NEW_ROWS):
+        sql = head + ", ".join([one] * len(chunk)) + tail
+        params = tuple([row[k] for row in chunk for k in keys])
+        inserted.update(r[0] for r in conn.exec_driver_sql(sql, params))
+    return inserted
+
+
+_NEW_ROWS = 500  # rows per statement: 500 × a dozen columns stays under SQLite's 32,766 binds
 
 
 def upsert(conn: Connection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -336,7 +336,9 @@ def test_late_events_keep_the_history_in_time_order():
 # Leaves that pass, fail or are missing on `context()` below, to nest in every combinator.
 _LEAVES = [
     {"event": {"where": {"properties.cart_value": {"gte": 40}}}},  # passed
-    {"event": {"type": "cart_abandoned", "where": {"properties.cart_value": {"gte": 50}}}},  # failed
+    {
+        "event": {"type": "cart_abandoned", "where": {"properties.cart_value": {"gte": 50}}}
+    },  # failed
     {"attribute": {"country": {"in": ["DE"]}, "first_name": {"exists": True}}},  # passed
     {"behavior": {"event": "product_view", "within": "1d", "count": {"gte": 2}}},  # passed
     {"behavior": {"event": "product_view", "within": "1d", "count": {"gte": 3}}},  # failed

@@ -132,6 +132,31 @@ def test_accepting_reports_only_the_new_ids_in_one_statement(engine_store):
     assert len(statements) == 1 and statements[0].lstrip().startswith("INSERT")
 
 
+def test_accepting_more_rows_than_one_statement_holds_keeps_every_value(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 7}", "event_type": "x",
+             "occurred_at": T0 + i / 3, "payload": json.dumps({"i": i, "text": "é'\"?"})}
+            for i in range(1, 1201)]  # fmt: skip
+    assert engine_store.write(inbox.add_events, rows[::2], T0) == {r["event_id"] for r in rows[::2]}
+    fresh = engine_store.write(inbox.add_events, rows, T0 + 1)
+    assert fresh == {r["event_id"] for r in rows[1::2]}
+    stored = engine_store.read(
+        lambda conn: {
+            r.event_id: r
+            for r in conn.execute(
+                sa.select(inbox_table.c.event_id, inbox_table.c.customer_id,
+                          inbox_table.c.occurred_at, inbox_table.c.payload, inbox_table.c.received_at)
+            )
+        }
+    )  # fmt: skip
+    assert len(stored) == 1200
+    for row in rows:
+        kept = stored[row["event_id"]]
+        assert (kept.customer_id, kept.occurred_at, kept.payload) == (
+            row["customer_id"], row["occurred_at"], row["payload"],
+        )  # fmt: skip
+        assert kept.received_at == (T0 if int(row["event_id"][1:]) % 2 else T0 + 1)
+
+
 def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_store):
     rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 2}", "event_type": "x",
              "occurred_at": T0 + i, "payload": "{}"} for i in range(4)]  # fmt: skip
