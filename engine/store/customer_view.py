@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from engine.store.schema import customer_state, decisions, inbox, profiles, segments
-from engine.store.sql import chunks
+from engine.store.sql import select_in
 
 __all__ = [
     "SegmentMember",
@@ -57,14 +57,10 @@ def customer_segments(conn: Connection, customer_id: str) -> list[str]:
 def segments_of(conn: Connection, customer_ids: list[str]) -> dict[str, list[str]]:
     """The segments of each customer that is in any (for conditions on ``segment``)."""
     out: dict[str, list[str]] = {}
-    for chunk in chunks(sorted(set(customer_ids))):
-        query = (
-            sa.select(segments.c.customer_id, segments.c.segment)
-            .where(segments.c.customer_id.in_(chunk))
-            .order_by(segments.c.customer_id, segments.c.segment)
-        )
-        for customer, segment in conn.execute(query):
-            out.setdefault(customer, []).append(segment)
+    for customer, segment in sorted(
+        select_in(conn, segments, ["customer_id", "segment"], "customer_id", customer_ids)
+    ):
+        out.setdefault(customer, []).append(segment)
     return out
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from engine.store import jsontext
 from engine.store.schema import customer_state, profiles, segments
-from engine.store.sql import chunks, insert_ignore, upsert
+from engine.store.sql import chunks, insert_ignore, select_in, upsert
 
 __all__ = [
     "add_to_segment",
@@ -130,11 +130,8 @@ def segment_members(conn: Connection, segment: str) -> list[str]:
 def _load_json(
     conn: Connection, table: sa.Table, column: sa.Column[Any], keys: Iterable[str]
 ) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for chunk in chunks(list(set(keys))):
-        query = sa.select(table.c.customer_id, column).where(table.c.customer_id.in_(chunk))
-        out.update((c, jsontext.loads(v)) for c, v in conn.execute(query))
-    return out
+    rows = select_in(conn, table, ["customer_id", column.name], "customer_id", keys)
+    return {c: jsontext.loads(v) for c, v in rows}
 
 
 def customers_with_phone(conn: Connection, phone: str) -> list[str]:

@@ -25,6 +25,7 @@ __all__ = [
     "execute_rows",
     "insert_ignore",
     "insert_new",
+    "select_in",
     "typed",
     "upsert",
 ]
@@ -51,6 +52,37 @@ def create_engine(url: str, *, schema: str | None = None) -> Engine:
 def insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> Any:
     """An INSERT that skips rows whose `keys` already exist (ON CONFLICT DO NOTHING)."""
     return _dialect(conn).insert(table).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def select_in(
+    conn: Connection, table: sa.Table, selected: Sequence[str], key: str, keys: Iterable[Any]
+) -> list[tuple[Any, ...]]:
+    """The `selected` columns of the rows whose `key` is one of `keys` (text and number columns:
+    on SQLite the driver's values are returned as they are), in no particular order.
+
+    On SQLite the query goes to the driver's cursor, written here: a batch of the processor reads
+    thousands of states and profiles by customer id, and SQLAlchemy's result rows (a Python call
+    per row) were a tenth of processing. Elsewhere it runs through SQLAlchemy.
+    """
+    unique = list(dict.fromkeys(keys))
+    found: list[tuple[Any, ...]] = []
+    if conn.dialect.name != "sqlite" or conn.get_execution_options().get("schema_translate_map"):
+        query_columns = [table.c[name] for name in selected]
+        for chunk in chunks(unique):
+            query = sa.select(*query_columns).where(table.c[key].in_(chunk))
+            found.extend(tuple(row) for row in conn.execute(query))
+        return found
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"SELECT {', '.join(quote(c) for c in selected)} FROM {quote(table.name)} "
+    head += f"WHERE {quote(key)} IN "
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for chunk in chunks(unique):
+            cursor.execute(head + "(" + ", ".join("?" * len(chunk)) + ")", tuple(chunk))
+            found.extend(cursor.fetchall())
+    finally:
+        cursor.close()
+    return found
 
 
 def insert_new(

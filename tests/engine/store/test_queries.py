@@ -157,6 +157,22 @@ def test_accepting_more_rows_than_one_statement_holds_keeps_every_value(engine_s
         assert kept.received_at == (T0 if int(row["event_id"][1:]) % 2 else T0 + 1)
 
 
+def test_selecting_by_many_keys_returns_each_matching_row_once(engine_store):
+    from engine.store.customers import load_profiles, upsert_profiles
+    from engine.store.schema import profiles
+    from engine.store.sql import select_in
+
+    stored = {f"c'{i}": {"customer_id": f"c'{i}", "n": i, "name": 'é"x'} for i in range(1100)}
+    engine_store.write(upsert_profiles, stored, T0)
+    asked = [*stored, *stored, "absent", "c'5"]  # repeats and an id not stored
+    rows = engine_store.read(
+        select_in, profiles, ["customer_id", "updated_at"], "customer_id", asked
+    )
+    assert sorted(rows) == sorted((c, T0) for c in stored)
+    assert engine_store.read(load_profiles, asked) == stored
+    assert engine_store.read(select_in, profiles, ["customer_id"], "customer_id", []) == []
+
+
 def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_store):
     rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 2}", "event_type": "x",
              "occurred_at": T0 + i, "payload": "{}"} for i in range(4)]  # fmt: skip
