@@ -3,7 +3,8 @@
 `create_engine` makes the SQLAlchemy Engine for a URL (SQLite in WAL mode with its pragmas; a
 PostgreSQL schema through ``schema_translate_map``); `insert_ignore` and `upsert` are the one
 place where the two dialects differ in what the store writes; `execute_rows` hands a batch's rows
-to SQLite's driver as tuples; `chunks` bounds ``IN (…)`` lists.
+to SQLite's driver as tuples, and `select_in`, `insert_new` and `on_sqlite_driver` take the
+processor's hot statements past SQLAlchemy there; `chunks` bounds ``IN (…)`` lists.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ __all__ = [
     "columns",
     "count_rows",
     "create_engine",
+    "driver_cursor",
     "execute_rows",
     "insert_ignore",
     "insert_new",
+    "on_sqlite_driver",
     "select_in",
     "typed",
     "upsert",
@@ -54,6 +57,19 @@ def insert_ignore(conn: Connection, table: sa.Table, keys: Sequence[str]) -> Any
     return _dialect(conn).insert(table).on_conflict_do_nothing(index_elements=list(keys))
 
 
+def on_sqlite_driver(conn: Connection) -> bool:
+    """Whether statements written here may go to the driver as they are: SQLite, with no schema
+    to translate table names into (PostgreSQL always goes through SQLAlchemy)."""
+    return conn.dialect.name == "sqlite" and not conn.get_execution_options().get(
+        "schema_translate_map"
+    )
+
+
+def driver_cursor(conn: Connection) -> Any:
+    """A cursor of the connection's own driver connection (inside its transaction)."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
 def select_in(
     conn: Connection, table: sa.Table, selected: Sequence[str], key: str, keys: Iterable[Any]
 ) -> list[tuple[Any, ...]]:
@@ -66,7 +82,7 @@ def select_in(
     """
     unique = list(dict.fromkeys(keys))
     found: list[tuple[Any, ...]] = []
-    if conn.dialect.name != "sqlite" or conn.get_execution_options().get("schema_translate_map"):
+    if not on_sqlite_driver(conn):
         query_columns = [table.c[name] for name in selected]
         for chunk in chunks(unique):
             query = sa.select(*query_columns).where(table.c[key].in_(chunk))
@@ -75,7 +91,7 @@ def select_in(
     quote = conn.dialect.identifier_preparer.quote
     head = f"SELECT {', '.join(quote(c) for c in selected)} FROM {quote(table.name)} "
     head += f"WHERE {quote(key)} IN "
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor = driver_cursor(conn)
     try:
         for chunk in chunks(unique):
             cursor.execute(head + "(" + ", ".join("?" * len(chunk)) + ")", tuple(chunk))
@@ -99,7 +115,7 @@ def insert_new(
     if not rows:
         return set()
     keys = tuple(rows[0])
-    if conn.dialect.name != "sqlite" or conn.get_execution_options().get("schema_translate_map"):
+    if not on_sqlite_driver(conn):
         stmt = insert_ignore(conn, table, [key]).returning(table.c[key])
         return set(conn.execute(stmt, list(rows)).scalars())
     quote = conn.dialect.identifier_preparer.quote
@@ -149,9 +165,7 @@ def execute_rows(
     if not rows:
         return
     compiled = None
-    if conn.dialect.name == "sqlite" and not conn.get_execution_options().get(
-        "schema_translate_map"
-    ):
+    if on_sqlite_driver(conn):
         key = (name, tuple(rows[0]))
         if key in _DRIVER_SQL:
             compiled = _DRIVER_SQL[key]

@@ -193,6 +193,34 @@ def test_marking_processed_by_seq_refuses_an_event_that_changed_hands(engine_sto
     assert [e.event_id for e in engine_store.read(inbox.pending_events, 10)] == ["e3"]
 
 
+def test_pending_events_by_worker_time_and_limit_in_arrival_order(engine_store):
+    rows = [{"event_id": f"e{i}", "customer_id": f"c{i % 5}", "event_type": "x",
+             "occurred_at": T0 + (9 - i), "payload": f'{{"i":{i}}}'} for i in range(10)]  # fmt: skip
+    engine_store.write(inbox.add_events, rows, T0)
+    every = engine_store.read(inbox.pending_events, 100)
+    assert [e.event_id for e in every] == [f"e{i}" for i in range(10)]  # arrival, not time
+    assert every[3] == inbox.InboxEvent(every[3].seq, "e3", "c3", "x", T0 + 6, '{"i":3}')
+    assert [e.event_id for e in engine_store.read(inbox.pending_events, 3)] == ["e0", "e1", "e2"]
+    early = engine_store.read(inbox.pending_events, 100, until=T0 + 4)
+    assert [e.event_id for e in early] == ["e5", "e6", "e7", "e8", "e9"]
+    halves = [engine_store.read(inbox.pending_events, 100, (i, 2)) for i in range(2)]
+    assert sorted(e.event_id for half in halves for e in half) == sorted(
+        r["event_id"] for r in rows
+    )
+    for half in halves:  # each customer in one worker's half only, in arrival order
+        assert [e.seq for e in half] == sorted(e.seq for e in half)
+    owner = {e.customer_id: i for i, half in enumerate(halves) for e in half}
+    assert all(owner[e.customer_id] == i for i, half in enumerate(halves) for e in half)
+    both = engine_store.read(inbox.pending_events, 100, (1, 2), until=T0 + 4)
+    assert {e.event_id for e in both} == {e.event_id for e in halves[1]} & {
+        "e5",
+        "e6",
+        "e7",
+        "e8",
+        "e9",
+    }
+
+
 def test_rows_given_to_the_driver_keep_the_statement_and_the_conversions(engine_store):
     from engine.store import customers
     from engine.store.schema import customer_state
