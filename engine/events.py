@@ -741,9 +741,9 @@ def event_amount(properties: dict[str, Any]) -> float | None:
     """The first numeric value among `AMOUNT_KEYS` in an event's properties."""
     for key in AMOUNT_KEYS:
         value = properties.get(key)
-        if isinstance(value, bool):
+        if value is None or isinstance(value, bool):  # most events carry no amount
             continue
-        if isinstance(value, int | float) and math.isfinite(value):
+        if isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)
         if isinstance(value, str):
             try:

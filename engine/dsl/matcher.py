@@ -59,21 +59,31 @@ def compile_matcher(triggers: list[Any]) -> Matcher:
         "    state = ctx.state",
         "    now = ctx.now",
     ]
-    histories: dict[str, str] = {}
+    # Each distinct field an inline test reads is looked up once per event.
+    header += [f"    {name} = {access}" for access, name in writer.accesses.items()]
+    # Each distinct count is computed once per event, by binary search in the history: per event
+    # type, one lookup of its history, nothing more when the customer has none, and one search for
+    # the window end that most counts share (now).
+    by_type: dict[str, list[tuple[str, float, float, str]]] = {}
     for name, (event_type, start, end, measure) in writer.behaviors.items():
-        # Each distinct count is computed once per event, by binary search in the history.
-        if event_type not in histories:
-            histories[event_type] = h = f"H{len(histories)}"
-            header.append(f"    {h} = state.events.get({event_type!r})")
-        h = histories[event_type]
-        if measure == "count":
-            header.append(
-                f"    {name} = (bisect(({h}).times, now - {end!r}) - bisect(({h}).times, now - {start!r})) if {h} is not None else 0"
-            )
-        else:
-            header.append(
-                f"    {name} = state.total({event_type!r}, now - {start!r}, now - {end!r})"
-            )
+        by_type.setdefault(event_type, []).append((name, start, end, measure))
+    for i, (event_type, counts) in enumerate(by_type.items()):
+        h = f"H{i}"
+        header.append(f"    {h} = state.events.get({event_type!r})")
+        header.append(f"    if {h} is None:")
+        header.append(f"        {' = '.join(name for name, *_ in counts)} = 0")
+        header.append("    else:")
+        header.append(f"        times = {h}.times")
+        if any(end == 0 and measure == "count" for _, _, end, measure in counts):
+            header.append("        upto_now = bisect(times, now)")
+        for name, start, end, measure in counts:
+            if measure != "count":
+                header.append(
+                    f"        {name} = state.total({event_type!r}, now - {start!r}, now - {end!r})"
+                )
+                continue
+            upper = "upto_now" if end == 0 else f"bisect(times, now - {end!r})"
+            header.append(f"        {name} = {upper} - bisect(times, now - {start!r})")
     source = "\n".join([*header, "    out = []", *body, "    return out"])
     namespace: dict[str, Any] = {
         "PASSED": Outcome.PASSED, "lookup": lookup, "bisect": bisect_right, "NUMBERS": (int, float),
@@ -91,6 +101,7 @@ class _Writer:
     def __init__(self) -> None:
         self.constants: dict[str, Any] = {}
         self.behaviors: dict[str, tuple[str, float, float, str]] = {}
+        self.accesses: dict[str, str] = {}  # expression reading a field → its local name
         self._keys: dict[tuple[str, float, float, str], str] = {}
 
     def expression(self, condition: Condition) -> str | None:
@@ -142,11 +153,17 @@ class _Writer:
         return "(" + operator.join(inline) + ")" if len(inline) == len(parts) else None
 
     def _access(self, source: str, path: tuple[str, ...]) -> str:
+        """The local that holds the field's value (read once per event, in the header)."""
         if source == "event" and len(path) == 2 and path[0] == "properties":
-            return f"props.get({path[1]!r})"
-        if source == "attribute" and len(path) == 1:
-            return f"prof.get({path[0]!r})"
-        return f"lookup({'ev' if source == 'event' else 'prof'}, {path!r})"
+            access = f"props.get({path[1]!r})"
+        elif source == "attribute" and len(path) == 1:
+            access = f"prof.get({path[0]!r})"
+        else:
+            access = f"lookup({'ev' if source == 'event' else 'prof'}, {path!r})"
+        name = self.accesses.get(access)
+        if name is None:
+            name = self.accesses[access] = f"F{len(self.accesses)}"
+        return name
 
     def _constant(self, value: Any) -> str:
         name = f"K{len(self.constants)}"
