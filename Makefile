@@ -45,6 +45,8 @@ BENCHES := simulate.py pipeline.py materialize.py engine_throughput.py scoring.p
 
 bench: install  ## run every benchmark (results go in BENCHMARKS.md by hand)
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b"; $(UV) run --frozen python bench/$$b; done
+	@echo "== bench/engine_throughput.py --only-postgres-workers"
+	$(UV) run --frozen python bench/engine_throughput.py --only-postgres-workers --pg-repeat 3
 
 clean:  ## remove the environments and local state
 	rm -rf .venv .tools .nudge .pytest_cache .ruff_cache
