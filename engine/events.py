@@ -534,8 +534,13 @@ def _built_event(data: dict[str, Any], context: dict[str, Any]) -> Event | None:
         return None
     timestamp = data.get("timestamp")
     if type(timestamp) is str:
-        timestamp = _iso_timestamp(timestamp)
-    if type(timestamp) is not datetime or timestamp.utcoffset() is None:
+        parsed = _iso_timestamp(timestamp)
+        if parsed is None:
+            return None
+        timestamp, epoch = parsed
+    elif type(timestamp) is datetime and timestamp.utcoffset() is not None:
+        epoch = timestamp.timestamp()
+    else:
         return None
     for name in ("event_id", "customer_id"):
         value = data.get(name)
@@ -558,9 +563,7 @@ def _built_event(data: dict[str, Any], context: dict[str, Any]) -> Event | None:
     properties = data.get("properties", {})
     if type(properties) is not dict or find_json_problem(properties, max_bytes=MAX_JSON_BYTES):
         return None
-    try:
-        _plausible_time(timestamp, context)
-    except PydanticCustomError:
+    if not _plausible_epoch(epoch, context):
         return None
     # What `Event.model_construct` does, without its general loop over fields and aliases
     # (7.1 → 1.2 µs): the tests check the result equals, dumps and reports its set fields as the
@@ -593,10 +596,14 @@ _ISO_TIMESTAMP = re.compile(
 )
 
 
-def _iso_timestamp(text: str) -> datetime | None:
+def _iso_timestamp(text: str) -> tuple[datetime, float] | None:
     """`text` as the model reads it (an aware datetime with pydantic's own `TzInfo`, so that the
-    event equals and prints as the model's), or None to leave it to the model. Measured: an
-    event with a text timestamp, 11 µs through the model, 4 µs built directly."""
+    event equals and prints as the model's) and its epoch seconds, or None to leave it to the
+    model. The epoch comes from the standard library's zone: through `TzInfo` each offset is a
+    call into pydantic-core (the plausibility check took 1.5 µs that way, 0.1 µs this way).
+    Measured: accepting 30,000 simulated events (text timestamps), 26.5k → 29.5k events/s of CPU
+    with this path; the model's own validation of such a small event is ~9 µs, this one ~8 µs,
+    and the rest of the gain is the pre-checks the model path runs first."""
     if _ISO_TIMESTAMP.fullmatch(text) is None:
         return None
     try:
@@ -610,7 +617,7 @@ def _iso_timestamp(text: str) -> datetime | None:
     zone = _ZONES.get(seconds)
     if zone is None:
         zone = _ZONES[seconds] = TzInfo(seconds)  # at most 2 × 24 × 60 offsets
-    return moment.replace(tzinfo=zone)
+    return moment.replace(tzinfo=zone), moment.timestamp()
 
 
 _ZONES: dict[int, TzInfo] = {}
@@ -692,6 +699,20 @@ def _plausible_time(value: datetime, context: dict[str, Any]) -> datetime:
             },
         )
     return value
+
+
+def _plausible_epoch(epoch: float, context: dict[str, Any]) -> bool:
+    """`_plausible_time` on epoch seconds, as a yes or no (the model says why when not)."""
+    if epoch < _EARLIEST_EPOCH:
+        return False
+    now = context.get("now")
+    ahead = context.get("max_future")
+    now = time.time() if now is None else now
+    ahead = DEFAULT_MAX_FUTURE.total_seconds() if ahead is None else ahead
+    return bool(epoch <= now + ahead)
+
+
+_EARLIEST_EPOCH = EARLIEST_TIMESTAMP.timestamp()
 
 
 def _iso(epoch: float) -> str:
