@@ -13,12 +13,15 @@ What differs from `json.dumps(value, separators=(",", ":"))`, and why it does no
 - what orjson refuses (a key that is not text, an integer past 64 bits) is written by the
   standard library instead, exactly as before.
 Reading falls back on the standard library too, so rows written before (``NaN`` tokens, lone
-surrogates) read as they always did.
+surrogates) read as they always did — and so does text with a run of 19 digits or more: orjson
+reads an integer past 64 bits as a float, silently (a property ``9223372036854775809`` would
+come back as ``9.223372036854776e18``); the standard library keeps it exact.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +51,15 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
 
 def loads(text: str | bytes) -> Any:
     """The value of JSON text (what `dumps` or the standard library wrote)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    long_number = _LONG_DIGITS_B if isinstance(text, bytes) else _LONG_DIGITS
+    if long_number.search(text) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+# An integer orjson may not read exactly has at least 19 digits (2**63 has 19).
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")

@@ -71,6 +71,14 @@ def test_non_finite_numbers_are_written_as_null_and_old_tokens_still_read() -> N
     assert math.isnan(read["x"]) and read["y"] == -math.inf
 
 
+def test_integers_past_64_bits_read_exactly() -> None:
+    for number in (2**63, -(2**63) - 1, 2**64 + 1, 10**30):
+        text = json.dumps({"n": number, "list": [number]})
+        assert jsontext.loads(text) == {"n": number, "list": [number]}
+        assert jsontext.loads(text.encode()) == {"n": number, "list": [number]}
+    assert jsontext.loads('{"id": "1234567890123456789012"}') == {"id": "1234567890123456789012"}
+
+
 def test_lone_surrogates_written_before_still_read() -> None:
     assert jsontext.loads('"\\ud800"') == "\ud800"
     assert jsontext.dumps("\ud800") == json.dumps("\ud800")  # orjson refuses to write one
