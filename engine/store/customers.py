@@ -34,7 +34,10 @@ _STATE_ROWS = 2000  # customer states per upsert statement
 
 
 def load_states(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return _load_json(conn, customer_state, customer_state.c.state, customer_ids)
+    # A state holds times and amounts as floats, small counts and text: no integer past 64 bits.
+    return _load_json(
+        conn, customer_state, customer_state.c.state, customer_ids, exact_integers=False
+    )
 
 
 def save_states(conn: Connection, states: Mapping[str, Mapping[str, Any]], now: float) -> None:
@@ -128,10 +131,15 @@ def segment_members(conn: Connection, segment: str) -> list[str]:
 
 
 def _load_json(
-    conn: Connection, table: sa.Table, column: sa.Column[Any], keys: Iterable[str]
+    conn: Connection,
+    table: sa.Table,
+    column: sa.Column[Any],
+    keys: Iterable[str],
+    *,
+    exact_integers: bool = True,
 ) -> dict[str, dict[str, Any]]:
     rows = select_in(conn, table, ["customer_id", column.name], "customer_id", keys)
-    return {c: jsontext.loads(v) for c, v in rows}
+    return {c: jsontext.loads(v, exact_integers=exact_integers) for c, v in rows}
 
 
 def customers_with_phone(conn: Connection, phone: str) -> list[str]:

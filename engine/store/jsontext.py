@@ -15,13 +15,15 @@ What differs from `json.dumps(value, separators=(",", ":"))`, and why it does no
 Reading falls back on the standard library too, so rows written before (``NaN`` tokens, lone
 surrogates) read as they always did — and so does text with a run of 19 digits or more: orjson
 reads an integer past 64 bits as a float, silently (a property ``9223372036854775809`` would
-come back as ``9.223372036854776e18``); the standard library keeps it exact.
+come back as ``9.223372036854776e18``); the standard library keeps it exact. That check scans
+the text (1.4 µs for a 230-character event payload, ~4 µs for a 1.5 kB state; a regular
+expression took 3 and 24 µs), so text the engine wrote itself with no such integer — customer
+states: times, counts, ids as text — is read with ``exact_integers=False``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -49,10 +51,10 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
         return json.dumps(value, default=default, separators=(",", ":"))
 
 
-def loads(text: str | bytes) -> Any:
-    """The value of JSON text (what `dumps` or the standard library wrote)."""
-    long_number = _LONG_DIGITS_B if isinstance(text, bytes) else _LONG_DIGITS
-    if long_number.search(text) is None:  # type: ignore[arg-type]
+def loads(text: str | bytes, *, exact_integers: bool = True) -> Any:
+    """The value of JSON text (what `dumps` or the standard library wrote); with
+    `exact_integers` off, for text known to hold no integer past 64 bits, without the scan."""
+    if not exact_integers or not _has_long_digit_run(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -60,6 +62,12 @@ def loads(text: str | bytes) -> Any:
     return json.loads(text)
 
 
-# An integer orjson may not read exactly has at least 19 digits (2**63 has 19).
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_B = re.compile(rb"[0-9]{19}")
+def _has_long_digit_run(text: str | bytes) -> bool:
+    """Whether `text` has 19 digits in a row: an integer orjson may not read exactly has at
+    least that many (2**63 has 19). Digits become byte 1, anything else 0, then one search."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    return _DIGIT_RUN in data.translate(_DIGIT_MARKS)
+
+
+_DIGIT_MARKS = bytes(1 if 0x30 <= b <= 0x39 else 0 for b in range(256))
+_DIGIT_RUN = bytes([1] * 19)
