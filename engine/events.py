@@ -495,8 +495,9 @@ def validate_event_in(data: Any, context: dict[str, Any]) -> Event:
     """`validate_event` with its context made once by `event_context` (a batch's events share it:
     parsing the durations again for each event cost as much as a field's validation).
 
-    An event built in-process (see `_built_event`: an aware `datetime` timestamp, text fields, a
-    dict of properties — what the Segment API makes of a message) whose fields all pass the
+    An event as a dict (see `_built_event`: an aware `datetime` timestamp or an ISO 8601 text one
+    with an offset, text fields, a dict of properties — what the Segment API makes of a message,
+    what a JSON sender or the lake gives) whose fields all pass the
     contract's rules checked directly is made without pydantic's validation; any other input,
     and any field that fails a direct check, goes through the model, whose errors name it.
     """
