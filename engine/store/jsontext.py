@@ -34,8 +34,6 @@ __all__ = ["dumps", "loads"]
 # Datetimes and dataclasses go to `default` as they did with the standard library (which has
 # no encoding of its own for them), so that the text stays what it was.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-_compact = json.JSONEncoder(separators=(",", ":")).encode
-_compact_str = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
@@ -43,11 +41,7 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     (``str`` for a datetime in an action's params, say)."""
     try:
         return orjson.dumps(value, default=default, option=_OPTIONS).decode()
-    except orjson.JSONEncodeError:
-        if default is None:
-            return _compact(value)
-        if default is str:
-            return _compact_str(value)
+    except orjson.JSONEncodeError:  # rare: the standard library's speed does not matter here
         return json.dumps(value, default=default, separators=(",", ":"))
 
 

@@ -106,7 +106,7 @@ def insert_new(
 ) -> set[Any]:
     """Insert the rows whose `key` is not stored yet (all rows with the same keys, values the
     driver takes as they are); returns the keys inserted. One INSERT … ON CONFLICT DO NOTHING
-    RETURNING per 500 rows.
+    RETURNING per `CHUNK` rows.
 
     On SQLite the statement is written here and the rows go to the driver as one flat tuple:
     SQLAlchemy's multi-row RETURNING builds its parameters row by row in Python, a fifth of the
@@ -123,14 +123,11 @@ def insert_new(
     tail = f" ON CONFLICT ({quote(key)}) DO NOTHING RETURNING {quote(key)}"
     one = "(" + ", ".join("?" * len(keys)) + ")"
     inserted: set[Any] = set()
-    for chunk in chunks(rows, _NEW_ROWS):
+    for chunk in chunks(rows):  # 500 rows × a dozen columns: far under SQLite's 32,766 binds
         sql = head + ", ".join([one] * len(chunk)) + tail
         params = tuple([row[k] for row in chunk for k in keys])
         inserted.update(r[0] for r in conn.exec_driver_sql(sql, params))
     return inserted
-
-
-_NEW_ROWS = 500  # rows per statement: 500 × a dozen columns stays under SQLite's 32,766 binds
 
 
 def upsert(conn: Connection, table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
