@@ -57,7 +57,9 @@ class DecisionOutcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ costs 0.9 µs, this one's 0.2 µs (one or more a
+# processed event); treat it as immutable all the same.
+@dataclass(slots=True)
 class EventView:
     """The parts of an event the engine reads; built once per event."""
 
@@ -81,7 +83,7 @@ class PlannedAction:
     cancel_if: Mapping[str, Any] | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see EventView
 class Decision:
     """One trigger's verdict on one event, with everything needed to explain it later."""
 

@@ -68,7 +68,7 @@ class SuppressionPolicy:
     global_holdout: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see EventView (engine.decisions.decide)
 class Verdict:
     """Allowed (maybe deferred to `send_at`), or blocked with a reason."""
 

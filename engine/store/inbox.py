@@ -46,7 +46,9 @@ __all__ = [
 BUCKETS = 1024  # a customer's stable hash bucket; N processors each own the buckets i mod N
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs 0.9 µs, this one's 0.2 µs (one or more a
+# processed event); treat it as immutable all the same.
+@dataclass(slots=True)
 class InboxEvent:
     """A pending event as the processor reads it (`payload` is the event's JSON text)."""
 
