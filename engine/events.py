@@ -618,7 +618,12 @@ def _iso_timestamp(text: str) -> tuple[datetime, float] | None:
     zone = _ZONES.get(seconds)
     if zone is None:
         zone = _ZONES[seconds] = TzInfo(seconds)  # at most 2 × 24 × 60 offsets
-    return moment.replace(tzinfo=zone), moment.timestamp()
+    # The constructor, not `replace` (0.2 µs against 0.9 µs here): fromisoformat's fold is 0.
+    made = datetime(
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond, zone,
+    )  # fmt: skip
+    return made, moment.timestamp()
 
 
 _ZONES: dict[int, TzInfo] = {}

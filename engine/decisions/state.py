@@ -159,31 +159,42 @@ class CustomerState:
     # -- persistence --------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "events": {k: [v.times, v.amounts] for k, v in self.events.items() if v.times},
-            "fires": {k: list(v) for k, v in self.fires.items()},
-            "fire_counts": self.fire_counts,
-            "sends": {k: list(v) for k, v in self.sends.items()},
-            "seen": list(self.seen_event_ids),
-            **({"scores": {k: list(v) for k, v in self.last_scores.items()}}
-               if self.last_scores else {}),
-        }  # fmt: skip
+        """The state as JSON-able data; empty parts are left out (`from_json` reads them as
+        empty): most customers have no fires, sends or scores, and writing every part of every
+        state took a third of the batch's state encoding."""
+        data: dict[str, Any] = {"seen": list(self.seen_event_ids)}
+        if self.events:
+            data["events"] = {k: [v.times, v.amounts] for k, v in self.events.items() if v.times}
+        if self.fires:
+            data["fires"] = {k: list(v) for k, v in self.fires.items()}
+        if self.fire_counts:
+            data["fire_counts"] = self.fire_counts
+        if self.sends:
+            data["sends"] = {k: list(v) for k, v in self.sends.items()}
+        if self.last_scores:
+            data["scores"] = {k: list(v) for k, v in self.last_scores.items()}
+        return data
 
     @classmethod
     def from_json(cls, customer_id: str, data: dict[str, Any] | None) -> CustomerState:
+        state = cls(customer_id)
         if not data:
-            return cls(customer_id)
-        return cls(
-            customer_id=customer_id,
-            events={k: History(list(v[0]), list(v[1])) for k, v in data.get("events", {}).items()},
-            fires={k: deque(v) for k, v in data.get("fires", {}).items()},
-            fire_counts=dict(data.get("fire_counts", {})),
-            sends={k: deque(v) for k, v in data.get("sends", {}).items()},
-            seen_event_ids=deque(data.get("seen", []), maxlen=64),
-            last_scores={
-                k: (float(v[0]), str(v[1]), float(v[2])) for k, v in data.get("scores", {}).items()
-            },
-        )
+            return state
+        if "events" in data:
+            state.events = {k: History(list(v[0]), list(v[1])) for k, v in data["events"].items()}
+        if "fires" in data:
+            state.fires = {k: deque(v) for k, v in data["fires"].items()}
+        if "fire_counts" in data:
+            state.fire_counts = dict(data["fire_counts"])
+        if "sends" in data:
+            state.sends = {k: deque(v) for k, v in data["sends"].items()}
+        if "seen" in data:
+            state.seen_event_ids.extend(data["seen"])
+        if "scores" in data:
+            state.last_scores = {
+                k: (float(v[0]), str(v[1]), float(v[2])) for k, v in data["scores"].items()
+            }
+        return state
 
     @classmethod
     def from_events(
