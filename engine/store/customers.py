@@ -20,6 +20,7 @@ from engine.store.sql import chunks, insert_ignore, select_in, upsert
 __all__ = [
     "add_to_segment",
     "customers_with_phone",
+    "load_profile_texts",
     "load_profiles",
     "load_states",
     "merge_profiles",
@@ -51,6 +52,12 @@ def save_states(conn: Connection, states: Mapping[str, Mapping[str, Any]], now: 
 
 def load_profiles(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     return _load_json(conn, profiles, profiles.c.data, customer_ids)
+
+
+def load_profile_texts(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
+    """The profiles' stored JSON text, unparsed (for a reader that keeps what it parsed)."""
+    rows = select_in(conn, profiles, ["customer_id", "data"], "customer_id", customer_ids)
+    return {c: v for c, v in rows}
 
 
 def upsert_profiles(conn: Connection, rows: Mapping[str, Mapping[str, Any]], now: float) -> None:

@@ -181,3 +181,23 @@ def test_per_customer_order_is_arrival_order(engine_store, index):
         accept_events(engine_store, [item], source="test")
     Processor(engine_store, index, batch_size=1).run_until_empty()
     assert [(d.event_id, d.outcome) for d in engine_store.read(list_decisions)] == [("e4", "fired")]
+
+
+def test_a_profile_changed_outside_the_processor_is_read_again_and_forget_drops_it(
+    engine_store, index
+):
+    # The processor keeps the profiles it parsed; a profile written by someone else (the API,
+    # an import) between two batches must be what the next batch decides with.
+    profile_everyone(engine_store, "a")
+    processor = Processor(engine_store, index)
+    accept_events(engine_store, [ev(1, "a", "cart_abandoned", 0, cart_value=80)], source="test")
+    processor.run_until_empty()
+    engine_store.write(upsert_profiles, {"a": {"customer_id": "a", "consent_email": False}}, 1.0)
+    accept_events(engine_store, [ev(2, "a", "cart_abandoned", 3000, cart_value=80)], source="test")
+    processor.run_until_empty()
+    first, second = engine_store.read(list_decisions)
+    assert first.outcome == "fired"
+    assert second.outcome == "suppressed" and second.reason.startswith("no_consent")
+    assert "a" in processor._profiles
+    processor.forget("a")
+    assert "a" not in processor._profiles and "a" not in processor._states
