@@ -5,11 +5,14 @@ def test_the_startup_heap_is_frozen_out_of_the_collector_and_later_garbage_still
     import gc
     import weakref
 
-    from nudge.heap import freeze_startup_heap
+    from nudge.heap import YOUNG_GENERATION_THRESHOLD, freeze_startup_heap
 
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])  # CPython's default, whatever an earlier test left
     try:
         freeze_startup_heap()
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == YOUNG_GENERATION_THRESHOLD
 
         class Node:
             pass
@@ -22,3 +25,4 @@ def test_the_startup_heap_is_frozen_out_of_the_collector_and_later_garbage_still
         assert gone() is None
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
