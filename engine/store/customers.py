@@ -51,13 +51,12 @@ def save_states(conn: Connection, states: Mapping[str, Mapping[str, Any]], now: 
 
 
 def load_profiles(conn: Connection, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    return _load_json(conn, profiles, profiles.c.data, customer_ids)
+    return {c: jsontext.loads(v) for c, v in load_profile_texts(conn, customer_ids).items()}
 
 
 def load_profile_texts(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
     """The profiles' stored JSON text, unparsed (for a reader that keeps what it parsed)."""
-    rows = select_in(conn, profiles, ["customer_id", "data"], "customer_id", customer_ids)
-    return {c: v for c, v in rows}
+    return dict(select_in(conn, profiles, ["customer_id", "data"], "customer_id", customer_ids))
 
 
 def upsert_profiles(conn: Connection, rows: Mapping[str, Mapping[str, Any]], now: float) -> None:
